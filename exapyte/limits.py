@@ -1,0 +1,33 @@
+"""Every limit exapyte enforces, named in one place.
+
+Units are in the name (``_bytes``, ``_ms``, ``_ticks``, ``_count``). Changing a value here changes
+it everywhere; nothing else in the code base hard-codes these numbers.
+"""
+
+from __future__ import annotations
+
+# --- wire -------------------------------------------------------------------------------------
+PROTOCOL_VERSION = 1
+FRAME_BYTES_MAX = 16 * 1024 * 1024  # a frame larger than this is dropped before decoding
+KEY_BYTES_MAX = 1024  # a user key, UTF-8 encoded
+VALUE_BYTES_MAX = 1024 * 1024  # a user value
+SCAN_LIMIT_MAX = 10_000  # records one scan may return
+
+# --- ZeroMQ -----------------------------------------------------------------------------------
+ZMQ_SNDHWM_MESSAGES = 10_000  # queued outgoing messages per peer before sends fail
+ZMQ_RCVHWM_MESSAGES = 10_000
+ZMQ_SNDTIMEO_MS = 0  # ROUTER/DEALER sends never block: a full queue drops (protocols tolerate loss)
+ZMQ_LINGER_MS = 0  # unsent messages are discarded at close
+ZMQ_RECONNECT_IVL_MS = 50
+ZMQ_RECONNECT_IVL_MAX_MS = 1_000
+
+# --- storage ----------------------------------------------------------------------------------
+STORAGE_BATCH_OPS_MAX = 10_000  # ops in one atomic batch
+TIERED_HOT_KEYS_DEFAULT = 10_000  # records the tiered store keeps in memory by default
+
+# --- runtime ----------------------------------------------------------------------------------
+TICK_MS_DEFAULT = 10  # one protocol tick
+CLIENT_TIMEOUT_MS_DEFAULT = 2_000
+CLIENT_RETRIES_DEFAULT = 3
+PENDING_REQUESTS_MAX = 100_000  # client requests a node holds while they are replicated
+SESSION_REPLIES_MAX = 100_000  # client sessions remembered for exactly-once retries

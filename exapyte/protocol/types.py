@@ -1,0 +1,143 @@
+"""Values shared by every consensus core and by the code that drives them.
+
+Theory of operation
+-------------------
+A consensus core (Raft, Multi-Paxos, ZAB) is a sans-IO state machine. The host feeds it
+inputs (``step(message)``, ``tick()``, ``propose(data)``, ``read(request_id)``) and, when
+``has_ready()`` says so, takes one :class:`Ready` from it. A ``Ready`` is the complete list of
+effects the core wants, and :func:`exapyte.protocol.drive.drive` applies it in one fixed order:
+
+1. **persist** ``hard_state``, ``snapshot`` and ``entries`` to stable storage (fsync);
+2. **send** ``messages`` (only now: a vote or an append acknowledgement must never leave
+   before the state it promises is durable);
+3. **apply** ``committed_entries`` to the state machine, in index order, then answer the
+   ``read_states`` whose index has been applied;
+4. **advance**: tell the core the ``Ready`` was handled, so it can move its stable marks.
+
+Words keep one meaning everywhere: *commit* means durable on a quorum; *apply* means executed
+by the state machine; *persist* means fsynced locally.
+
+Every value here is a frozen ``msgspec.Struct`` so it can cross the wire and the storage layer
+unchanged. Node ids are short strings (``"n1"``).
+"""
+
+from __future__ import annotations
+
+import enum
+
+import msgspec
+
+
+class EntryKind(enum.IntEnum):
+    """What a log entry carries."""
+
+    NORMAL = 0  # an opaque state-machine command
+    CONF_CHANGE = 1  # a membership change (encoded ConfChange)
+    NOOP = 2  # the empty entry a new leader appends to commit its term
+
+
+class Entry(msgspec.Struct, frozen=True, array_like=True):
+    """One log entry. ``index`` starts at 1; index 0 with term 0 is the empty log's sentinel."""
+
+    term: int
+    index: int
+    kind: int = EntryKind.NORMAL
+    data: bytes = b""
+
+
+class HardState(msgspec.Struct, frozen=True):
+    """State that must be persisted before any message that depends on it is sent.
+
+    ``term`` is Raft's term (Paxos: the promised ballot's round; ZAB: the accepted epoch);
+    ``vote`` the candidate voted for in ``term``; ``commit`` the highest index known committed
+    (persisting it is an optimisation: it is recomputed after a restart if lost).
+    """
+
+    term: int = 0
+    vote: str | None = None
+    commit: int = 0
+
+
+class ConfState(msgspec.Struct, frozen=True):
+    """Cluster membership. ``voters_outgoing`` is non-empty only inside a joint configuration."""
+
+    voters: tuple[str, ...] = ()
+    learners: tuple[str, ...] = ()
+    voters_outgoing: tuple[str, ...] = ()
+
+
+class SnapshotMeta(msgspec.Struct, frozen=True):
+    """Where a snapshot sits in the log: it replaces every entry up to and including ``index``."""
+
+    index: int = 0
+    term: int = 0
+    conf: ConfState = ConfState()
+
+
+class Snapshot(msgspec.Struct, frozen=True):
+    """A state-machine image (``data``, opaque to the core) and its position in the log."""
+
+    meta: SnapshotMeta = SnapshotMeta()
+    data: bytes = b""
+
+
+class PersistedState(msgspec.Struct, frozen=True):
+    """What a core is rebuilt from after a restart: read from storage by the host."""
+
+    hard_state: HardState = HardState()
+    snapshot: Snapshot | None = None
+    entries: tuple[Entry, ...] = ()  # the stable log after the snapshot, in index order
+    conf: ConfState = ConfState()  # the configuration at boot when no snapshot/log says otherwise
+
+
+class ReadState(msgspec.Struct, frozen=True):
+    """A linearizable read may be answered once the state machine has applied ``index``."""
+
+    request_id: bytes
+    index: int
+
+
+class Role(enum.StrEnum):
+    FOLLOWER = "follower"
+    PRE_CANDIDATE = "pre_candidate"
+    CANDIDATE = "candidate"
+    LEADER = "leader"
+    LEARNER = "learner"
+
+
+class Status(msgspec.Struct, frozen=True):
+    """A read-only summary for operators, metrics and redirects."""
+
+    node_id: str
+    role: str
+    term: int
+    leader: str | None
+    commit: int
+    applied: int
+    last_index: int
+    first_index: int
+    conf: ConfState
+
+
+class Ready(msgspec.Struct, frozen=True):
+    """Everything a core asks its host to do, in the order :func:`drive` does it.
+
+    - ``hard_state``: persist when not None.
+    - ``snapshot``: persist, then install into the state machine, when not None. Log entries up to
+      ``snapshot.meta.index`` are discarded by the storage.
+    - ``entries``: append to the stable log; an entry whose index already exists replaces it and
+      every later entry (conflict truncation).
+    - ``messages``: peer messages to send after the above is durable.
+    - ``committed_entries``: apply to the state machine, in order.
+    - ``read_states``: linearizable reads that may be answered once the state machine has applied
+      their index.
+    - ``must_sync``: whether the persist step needs an fsync (False when only ``commit`` moved).
+    """
+
+    hard_state: HardState | None = None
+    snapshot: Snapshot | None = None
+    entries: tuple[Entry, ...] = ()
+    messages: tuple[msgspec.Struct, ...] = ()
+    committed_entries: tuple[Entry, ...] = ()
+    read_states: tuple[ReadState, ...] = ()
+    must_sync: bool = False
