@@ -24,6 +24,9 @@ ZMQ_RECONNECT_IVL_MAX_MS = 1_000
 # --- storage ----------------------------------------------------------------------------------
 STORAGE_BATCH_OPS_MAX = 10_000  # ops in one atomic batch
 TIERED_HOT_KEYS_DEFAULT = 10_000  # records the tiered store keeps in memory by default
+META_NAME_BYTES_MAX = 256  # a state-machine meta name, UTF-8 encoded
+META_VALUE_BYTES_MAX = 256 * 1024 * 1024  # a meta value (the client-session table can be large)
+SQLITE_BUSY_TIMEOUT_MS = 5_000  # how long SQLite waits for a lock held by another connection
 
 # --- runtime ----------------------------------------------------------------------------------
 TICK_MS_DEFAULT = 10  # one protocol tick
@@ -31,3 +34,11 @@ CLIENT_TIMEOUT_MS_DEFAULT = 2_000
 CLIENT_RETRIES_DEFAULT = 3
 PENDING_REQUESTS_MAX = 100_000  # client requests a node holds while they are replicated
 SESSION_REPLIES_MAX = 100_000  # client sessions remembered for exactly-once retries
+
+# --- consensus --------------------------------------------------------------------------------
+RAFT_ELECTION_TIMEOUT_TICKS_DEFAULT = 10  # randomized per election in [T, 2T)
+RAFT_HEARTBEAT_TICKS_DEFAULT = 1
+RAFT_MAX_INFLIGHT_MSGS_DEFAULT = 256  # unacknowledged append messages per follower (pipelining)
+RAFT_MAX_ENTRIES_PER_MSG_DEFAULT = 512  # entries batched into one append message
+RAFT_MAX_BYTES_PER_MSG_DEFAULT = 1024 * 1024  # payload bytes batched into one append message
+RAFT_REPLICATE_STALL_HEARTBEATS = 3  # heartbeat answers without ack progress before re-probing
