@@ -117,6 +117,9 @@ class Status(msgspec.Struct, frozen=True):
     last_index: int
     first_index: int
     conf: ConfState
+    # added for the consensus cores: remote input dropped, by reason (never raised)
+    dropped: dict[str, int] = {}
+    lead_transferee: str | None = None
 
 
 class Ready(msgspec.Struct, frozen=True):
@@ -141,3 +144,39 @@ class Ready(msgspec.Struct, frozen=True):
     committed_entries: tuple[Entry, ...] = ()
     read_states: tuple[ReadState, ...] = ()
     must_sync: bool = False
+
+
+# --- membership changes (added for the consensus cores) ----------------------------------------
+
+
+class ConfChangeKind(enum.IntEnum):
+    """One single-server membership step (Raft thesis §4.1)."""
+
+    ADD_VOTER = 0  # add a new voter, or promote an existing learner
+    ADD_LEARNER = 1  # add a non-voting member that receives the log
+    REMOVE_NODE = 2  # remove a voter or a learner
+
+
+class ConfChange(msgspec.Struct, frozen=True, array_like=True):
+    """The payload of a ``CONF_CHANGE`` entry, encoded with msgpack into ``Entry.data``.
+
+    ``context`` is opaque to the core (a host may put the new member's address there).
+    """
+
+    kind: int
+    node_id: str
+    context: bytes = b""
+
+
+def encode_conf_change(change: ConfChange) -> bytes:
+    """The bytes stored in a ``CONF_CHANGE`` entry."""
+    return _CONF_CHANGE_ENCODER.encode(change)
+
+
+def decode_conf_change(data: bytes) -> ConfChange:
+    """Inverse of :func:`encode_conf_change`; raises ``msgspec.DecodeError`` on garbage."""
+    return _CONF_CHANGE_DECODER.decode(data)
+
+
+_CONF_CHANGE_ENCODER = msgspec.msgpack.Encoder()
+_CONF_CHANGE_DECODER = msgspec.msgpack.Decoder(ConfChange)

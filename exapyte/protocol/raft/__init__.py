@@ -1,0 +1,6 @@
+"""Raft: the sans-IO core (:class:`Raft`), its config and its peer messages."""
+
+from exapyte.protocol.raft.core import Raft, RaftConfig, apply_change
+from exapyte.protocol.raft.messages import RAFT_MESSAGE_TYPES, RaftMessage
+
+__all__ = ["RAFT_MESSAGE_TYPES", "Raft", "RaftConfig", "RaftMessage", "apply_change"]

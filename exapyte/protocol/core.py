@@ -1,0 +1,129 @@
+"""The interface every consensus core implements (Raft, Multi-Paxos, ZAB).
+
+Theory of operation
+-------------------
+A core is a deterministic, sans-IO state machine. It never reads a clock, never touches a
+socket or a disk and never draws its own random numbers: time arrives as :meth:`tick` calls,
+randomness as an injected ``random.Random``-like object, peers' messages through :meth:`step`,
+and client work through :meth:`propose`, :meth:`propose_conf_change` and :meth:`read`.
+
+Everything the core wants done leaves through one value, :class:`~exapyte.protocol.types.Ready`,
+taken with :meth:`ready` when :meth:`has_ready` is true and applied by
+:func:`exapyte.protocol.drive.drive` in the fixed order persist -> send -> install snapshot /
+apply -> answer reads -> :meth:`advance`. Between :meth:`ready` and :meth:`advance` the host
+must not call any other method of the core (drive() does the whole cycle in one call); a core
+raises :class:`~exapyte.errors.ProtocolMisuse` if it is.
+
+Errors follow the project's two kinds:
+
+- local misuse (proposing on a follower, a malformed config, calling ready() twice) raises:
+  :class:`~exapyte.errors.NotLeader` carries a hint of who the leader may be,
+  :class:`~exapyte.errors.ProposalDropped` means "refused now, retry later" (for example during
+  a leadership transfer), :class:`~exapyte.errors.ProtocolMisuse` is a programming error;
+- bad remote input (stale terms, unknown peers, impossible indexes) is dropped and counted in
+  ``status().dropped``, never raised;
+- a broken safety invariant raises :class:`~exapyte.errors.InvariantViolation`.
+
+Membership changes (a ``CONF_CHANGE`` entry) take effect in the core when the entry is
+*applied*, i.e. inside :meth:`advance` for the entries of that Ready's ``committed_entries``: the
+host passes them to its state machine only so that its applied index stays exact (and it may
+decode them with :func:`exapyte.protocol.types.decode_conf_change` to update routing); the host
+does not have to call anything else.
+"""
+
+from __future__ import annotations
+
+import abc
+from typing import Protocol
+
+from exapyte.protocol.types import ConfChange, Ready, Role, Snapshot, Status
+
+
+class RandomSource(Protocol):
+    """The part of ``random.Random`` a core uses (inject a seeded instance)."""
+
+    def randrange(self, start: int, stop: int | None = None, step: int = 1, /) -> int: ...
+
+    def random(self) -> float: ...
+
+
+class ConsensusCore(abc.ABC):
+    """One replica of one replica group. See the module docstring for the contract."""
+
+    # --- identity and state ----------------------------------------------------------------
+
+    @property
+    @abc.abstractmethod
+    def node_id(self) -> str: ...
+
+    @property
+    @abc.abstractmethod
+    def leader(self) -> str | None:
+        """The leader this replica believes in, or None."""
+
+    @property
+    @abc.abstractmethod
+    def term(self) -> int:
+        """Raft's term (Multi-Paxos: ballot round; ZAB: epoch)."""
+
+    @property
+    @abc.abstractmethod
+    def role(self) -> Role: ...
+
+    @abc.abstractmethod
+    def status(self) -> Status: ...
+
+    # --- inputs ----------------------------------------------------------------------------
+
+    @abc.abstractmethod
+    def step(self, message: object) -> None:
+        """Handle one message from a peer. Bad input is dropped and counted, never raised."""
+
+    @abc.abstractmethod
+    def tick(self) -> None:
+        """One unit of logical time elapsed."""
+
+    @abc.abstractmethod
+    def propose(self, data: bytes) -> tuple[int, int]:
+        """Append ``data`` to the log; returns its (index, term).
+
+        The proposal is committed when an entry with this index *and this term* is applied;
+        an entry with the same index and another term means the proposal was lost.
+        Raises NotLeader(leader_hint) on a non-leader, ProposalDropped when refused.
+        """
+
+    @abc.abstractmethod
+    def propose_conf_change(self, change: ConfChange) -> tuple[int, int]:
+        """Propose one membership change; same contract as :meth:`propose`."""
+
+    @abc.abstractmethod
+    def read(self, request_id: bytes) -> None:
+        """Ask for a linearizable read; a ``ReadState`` with this id appears in a later Ready.
+
+        Raises NotLeader(leader_hint) on a non-leader.
+        """
+
+    @abc.abstractmethod
+    def transfer_leadership(self, to: str) -> None:
+        """Hand leadership to voter ``to`` (raises NotLeader on a non-leader)."""
+
+    @abc.abstractmethod
+    def compact(self, snapshot: Snapshot) -> Snapshot:
+        """The host snapshotted its state machine at an applied index.
+
+        The core drops its log up to ``snapshot.meta.index`` and keeps the snapshot to send to
+        lagging followers. A zero ``meta.term`` and an empty ``meta.conf`` are filled in from
+        the log; the completed snapshot is returned and is what the host must persist.
+        """
+
+    # --- output ----------------------------------------------------------------------------
+
+    @abc.abstractmethod
+    def has_ready(self) -> bool: ...
+
+    @abc.abstractmethod
+    def ready(self) -> Ready: ...
+
+    @abc.abstractmethod
+    def advance(self, ready: Ready) -> None:
+        """The host persisted, sent and applied everything in ``ready``."""

@@ -1,0 +1,95 @@
+"""``drive()``: the one function that applies a core's ``Ready`` to a host.
+
+Theory of operation
+-------------------
+The ZeroMQ runtime and the deterministic simulator both run a consensus core the same way: feed
+it input (``step``/``tick``/``propose``/``read``), then call :func:`drive` until it returns False.
+Each call takes at most one :class:`~exapyte.protocol.types.Ready` and applies it in this order:
+
+1. **persist** — ``host.persist(hard_state, entries, snapshot, sync)``, called when any of the
+   three is present. The host writes, in this order: the snapshot (which replaces the *whole*
+   stored log: every stored entry, before or after the snapshot index, is dropped), the entries
+   (an entry whose index is already stored replaces it and every later entry), the hard state.
+   When ``sync`` is true the call returns only after an fsync; when false (only the commit index
+   moved) the write may stay buffered, because a lost commit index is recomputed.
+2. **send** — ``host.send(messages)``. Only now: a vote, an append acknowledgement or a leader's
+   append must never leave before the term, vote or entries it depends on are durable. Sending
+   is best effort; the protocols tolerate loss, duplication and reordering.
+3. **install / apply** — ``host.install_snapshot(snapshot)`` when the Ready carries one (the
+   state machine is replaced by the image), then ``host.apply(committed_entries)`` in index
+   order. Every kind of entry is passed: the state machine executes ``NORMAL`` entries and only
+   records ``NOOP`` and ``CONF_CHANGE`` entries as applied (it may decode a conf change for its
+   own routing). **The core applies conf changes itself**, in step 5, for exactly the entries
+   the host was given here.
+4. **answer reads** — ``host.answer_reads(read_states)``. Every ReadState in a Ready has an
+   index at or below the applied index reached in step 3, so the host answers it at once.
+5. **advance** — ``core.advance(ready)``: the core marks entries stable and applied, applies
+   committed membership changes, and may produce a new Ready (for example the commit a
+   single-node leader reaches once its own entry is durable). Hence: loop until False.
+
+If any host call raises, :func:`drive` lets the exception propagate without advancing: the core
+is then mid-Ready and must be discarded (the process restarts from what was persisted).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Protocol
+
+import msgspec
+
+from exapyte.protocol.core import ConsensusCore
+from exapyte.protocol.types import Entry, HardState, ReadState, Snapshot
+
+
+class Host(Protocol):
+    """What a core needs from the process that runs it. See the module docstring."""
+
+    def persist(
+        self,
+        hard_state: HardState | None,
+        entries: Sequence[Entry],
+        snapshot: Snapshot | None,
+        sync: bool,
+    ) -> None: ...
+
+    def send(self, messages: Sequence[msgspec.Struct]) -> None: ...
+
+    def install_snapshot(self, snapshot: Snapshot) -> None: ...
+
+    def apply(self, entries: Sequence[Entry]) -> None: ...
+
+    def answer_reads(self, read_states: Sequence[ReadState]) -> None: ...
+
+
+def drive(core: ConsensusCore, host: Host) -> bool:
+    """Apply at most one Ready of ``core`` to ``host``; returns whether there was one."""
+    if not core.has_ready():
+        return False
+    rd = core.ready()
+    if rd.hard_state is not None or rd.entries or rd.snapshot is not None:
+        host.persist(rd.hard_state, rd.entries, rd.snapshot, rd.must_sync)
+    if rd.messages:
+        host.send(rd.messages)
+    if rd.snapshot is not None:
+        host.install_snapshot(rd.snapshot)
+    if rd.committed_entries:
+        host.apply(rd.committed_entries)
+    if rd.read_states:
+        host.answer_reads(rd.read_states)
+    core.advance(rd)
+    return True
+
+
+def drive_until_idle(core: ConsensusCore, host: Host, max_rounds: int = 1_000) -> int:
+    """Call :func:`drive` until the core has nothing left; returns how many Readies were applied.
+
+    ``max_rounds`` guards against a core that never settles (a bug): exceeding it raises
+    ``RuntimeError``.
+    """
+    rounds = 0
+    while drive(core, host):
+        rounds += 1
+        if rounds >= max_rounds:
+            raise RuntimeError(f"core {core.node_id} still has a Ready after {rounds} rounds")
+    return rounds

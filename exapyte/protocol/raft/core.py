@@ -1,0 +1,1096 @@
+"""The Raft consensus core: a sans-IO state machine.
+
+Theory of operation
+-------------------
+Roles and transitions (all in the ``become_*`` methods; each swaps the step and tick handlers)::
+
+    FOLLOWER --election timeout--> PRE_CANDIDATE --pre-vote quorum--> CANDIDATE --votes--> LEADER
+        ^            (or CANDIDATE directly when pre_vote is off, or on TimeoutNow)          |
+        +----------- higher term seen / lost election / check-quorum failed / removed -------+
+
+A LEARNER is a follower that is not a voter: it never times out into an election. ``role``
+reports it as ``Role.LEARNER``.
+
+Every message first passes the term rules (Raft §5.1, thesis §9.6): a higher term makes this
+node a follower of that term, except for (pre-)vote requests received while a leader is believed
+alive (*leader stickiness*, when check_quorum is on) and for pre-vote traffic, which never
+changes anyone's term. A lower-term message is stale: dropped and counted, except that a stale
+append/heartbeat is answered with our term so that a deposed leader learns it.
+
+Elections (§5.2, §5.4.1, thesis §9.6). The election timeout is drawn from [T, 2T) with the
+injected rng. With pre-vote, a follower first asks whether it *could* win (no term changes);
+only with a quorum of yeses does it increment its term and ask for real votes. A vote is
+granted only to a candidate whose log is at least as up to date as ours, and the (term, vote)
+pair reaches ``Ready.hard_state`` in the same Ready as the VoteResp, so it is persisted first.
+A node does not campaign while committed membership changes are waiting to be applied.
+
+Replication (§5.3). The leader appends a NOOP when elected. Proposals are appended to the
+leader's log and are *batched*: the append messages are built once per Ready (every proposal
+made since the previous Ready goes into as few messages as ``max_entries_per_msg`` and
+``max_bytes_per_msg`` allow). Followers in REPLICATE state are streamed to with at most
+``max_inflight_msgs`` unacknowledged messages (*pipelining*); followers in PROBE state get one
+message per round trip. A follower rejecting an append returns the term of its conflicting entry
+and that term's first index (or its last index + 1), so the leader skips a term per round trip
+(*fast backtracking*). The leader's own entries count towards the quorum once persisted
+(``advance``). Commit: the largest index a quorum of voters holds, provided it belongs to the
+current term (§5.4.2, the Figure 8 rule).
+
+Snapshots (§7). The host compacts with :meth:`Raft.compact` after snapshotting its state machine;
+a follower whose next entry was compacted gets an InstallSnapshot. A follower installs it (it
+appears in ``Ready.snapshot``) unless its log already holds the snapshot's last entry, in which
+case it keeps its log and only moves its commit index.
+
+Reads (§8, thesis §6.4): ReadIndex, see :mod:`exapyte.protocol.readindex`. Reads are served by
+the leader only; a follower raises NotLeader(leader_hint) and the host forwards the request.
+There are no lease reads.
+
+Membership (thesis §4.1): single-server changes (add voter, add learner, promote a learner by
+adding it as a voter, remove). A change takes effect when its entry is *applied* (in
+``advance``), at most one change may be pending, and a new leader may propose one only after its
+NOOP was applied (this closes the single-server-change hazard described by Ongaro in 2015). A
+leader that applies its own removal steps down, first sending TimeoutNow to an up-to-date voter.
+A brand-new group bootstraps from ``PersistedState.conf``: the initial members are written as
+committed CONF_CHANGE entries 1..n of term 1, identical on every founding member, so a node that
+joins later learns the initial configuration from the log like any other change.
+
+Leadership transfer (thesis §3.10): the leader stops accepting proposals, brings the target up
+to date, then sends TimeoutNow; the target campaigns at once (skipping pre-vote) and its votes
+override leader stickiness. The transfer is abandoned after an election timeout.
+
+Check-quorum (thesis §6.2): a leader that has not heard from a quorum of voters within an
+election timeout steps down.
+
+Defensive input handling: messages for another node, from this node, from unknown peers (for
+responses), with stale terms or impossible indexes are dropped and counted in
+``status().dropped``. Two leaders in one term, truncating a committed entry, or committing past
+the log raise :class:`~exapyte.errors.InvariantViolation`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import msgspec
+
+from exapyte import limits
+from exapyte.errors import InvariantViolation, NotLeader, ProposalDropped, ProtocolMisuse
+from exapyte.protocol.core import ConsensusCore, RandomSource
+from exapyte.protocol.log import ReplicatedLog
+from exapyte.protocol.progress import ProgressState, ProgressTracker
+from exapyte.protocol.quorum import VoteResult
+from exapyte.protocol.raft.messages import (
+    Append,
+    AppendResp,
+    Heartbeat,
+    HeartbeatResp,
+    InstallSnapshot,
+    InstallSnapshotResp,
+    PreVote,
+    PreVoteResp,
+    TimeoutNow,
+    Vote,
+    VoteResp,
+)
+from exapyte.protocol.readindex import ReadIndexTracker
+from exapyte.protocol.types import (
+    ConfChange,
+    ConfChangeKind,
+    ConfState,
+    Entry,
+    EntryKind,
+    HardState,
+    PersistedState,
+    ReadState,
+    Ready,
+    Role,
+    Snapshot,
+    SnapshotMeta,
+    Status,
+    decode_conf_change,
+    encode_conf_change,
+)
+
+
+class RaftConfig(msgspec.Struct, frozen=True):
+    """Tuning of one Raft replica. Call :meth:`validate` once, at load."""
+
+    node_id: str
+    election_timeout_ticks: int = limits.RAFT_ELECTION_TIMEOUT_TICKS_DEFAULT
+    heartbeat_ticks: int = limits.RAFT_HEARTBEAT_TICKS_DEFAULT
+    max_inflight_msgs: int = limits.RAFT_MAX_INFLIGHT_MSGS_DEFAULT
+    max_entries_per_msg: int = limits.RAFT_MAX_ENTRIES_PER_MSG_DEFAULT
+    max_bytes_per_msg: int = limits.RAFT_MAX_BYTES_PER_MSG_DEFAULT
+    pre_vote: bool = True
+    check_quorum: bool = True
+
+    def validate(self) -> None:
+        def need(ok: bool, field: str, rule: str) -> None:
+            if not ok:
+                raise ProtocolMisuse(
+                    f"RaftConfig.{field}={getattr(self, field)!r} is invalid: {rule}"
+                )
+
+        need(isinstance(self.node_id, str) and bool(self.node_id), "node_id", "non-empty string")
+        need(self.heartbeat_ticks >= 1, "heartbeat_ticks", "must be >= 1")
+        need(
+            self.election_timeout_ticks > self.heartbeat_ticks,
+            "election_timeout_ticks",
+            f"must be > heartbeat_ticks ({self.heartbeat_ticks})",
+        )
+        need(self.max_inflight_msgs >= 1, "max_inflight_msgs", "must be >= 1")
+        need(self.max_entries_per_msg >= 1, "max_entries_per_msg", "must be >= 1")
+        need(self.max_bytes_per_msg >= 1, "max_bytes_per_msg", "must be >= 1")
+
+
+_LEADER_MESSAGES = (Append, Heartbeat, InstallSnapshot)
+
+_HANDLED = frozenset(
+    (
+        PreVote,
+        PreVoteResp,
+        Vote,
+        VoteResp,
+        Append,
+        AppendResp,
+        Heartbeat,
+        HeartbeatResp,
+        InstallSnapshot,
+        InstallSnapshotResp,
+        TimeoutNow,
+    )
+)
+
+
+def apply_change(conf: ConfState, change: ConfChange) -> ConfState:
+    """The configuration after ``change`` (lenient: applying a no-op change is harmless)."""
+    voters = set(conf.voters)
+    learners = set(conf.learners)
+    node = change.node_id
+    if change.kind == ConfChangeKind.ADD_VOTER:
+        learners.discard(node)
+        voters.add(node)
+    elif change.kind == ConfChangeKind.ADD_LEARNER:
+        voters.discard(node)
+        learners.add(node)
+    elif change.kind == ConfChangeKind.REMOVE_NODE:
+        voters.discard(node)
+        learners.discard(node)
+    return ConfState(
+        voters=tuple(sorted(voters)),
+        learners=tuple(sorted(learners)),
+        voters_outgoing=conf.voters_outgoing,
+    )
+
+
+class Raft(ConsensusCore):
+    """One Raft replica. See the module docstring for the theory of operation.
+
+    ``persisted`` is what the host's storage holds (``PersistedState()`` for a node that
+    joins an existing group; ``PersistedState(conf=ConfState(voters=...))`` for a founding
+    member of a new group). ``applied`` is the index the host's state machine already reflects
+    after a restart (default: the snapshot's index, i.e. the host re-applies the committed log).
+    """
+
+    def __init__(
+        self,
+        config: RaftConfig,
+        persisted: PersistedState | None,
+        rng: RandomSource,
+        *,
+        applied: int | None = None,
+    ) -> None:
+        config.validate()
+        self.cfg = config
+        self._id = config.node_id
+        self._rng = rng
+        p = persisted if persisted is not None else PersistedState()
+
+        bootstrap = (
+            p.hard_state == HardState()
+            and p.snapshot is None
+            and not p.entries
+            and bool(p.conf.voters)
+        )
+        self._term = p.hard_state.term
+        self._vote: str | None = p.hard_state.vote
+        if bootstrap:
+            if self._id not in p.conf.voters and self._id not in p.conf.learners:
+                raise ProtocolMisuse(
+                    f"bootstrap configuration {p.conf} does not contain node {self._id!r}"
+                )
+            self.log = ReplicatedLog()
+            changes = [ConfChange(ConfChangeKind.ADD_VOTER, v) for v in sorted(p.conf.voters)]
+            changes += [
+                ConfChange(ConfChangeKind.ADD_LEARNER, n) for n in sorted(p.conf.learners)
+            ]
+            for i, change in enumerate(changes, start=1):
+                self.log.append(Entry(1, i, EntryKind.CONF_CHANGE, encode_conf_change(change)))
+            self.log.committed = len(changes)
+            self._term = 1
+            self._prev_hs = HardState()
+        else:
+            self.log = ReplicatedLog(p.snapshot, p.entries, p.hard_state.commit, applied)
+            self._prev_hs = HardState(self._term, self._vote, self.log.committed)
+
+        self.trk = ProgressTracker(config.max_inflight_msgs)
+        base_conf = p.snapshot.meta.conf if p.snapshot is not None else ConfState()
+        self._confs: list[tuple[int, ConfState]] = [(self.log.offset, base_conf)]
+        self.trk.apply_conf(base_conf, self.log.last_index + 1)
+        for index in range(self.log.offset + 1, self.log.applied + 1):
+            entry = self.log.entry(index)
+            if entry.kind == EntryKind.CONF_CHANGE:
+                self._apply_conf_entry(entry)
+
+        self.reads = ReadIndexTracker()
+        self._msgs: list[Any] = []
+        self._read_states: list[ReadState] = []
+        self._dropped: dict[str, int] = {}
+        self._in_ready: Ready | None = None
+        self._leader: str | None = None
+        self._role = Role.FOLLOWER
+        self._election_elapsed = 0
+        self._heartbeat_elapsed = 0
+        self._randomized_timeout = config.election_timeout_ticks
+        self._pending_conf_index = 0
+        self._lead_transferee: str | None = None
+        self._transfer_elapsed = 0
+        self._need_bcast = False
+        self._need_commit_bcast = False
+        self._step: Callable[[Any], None] = self._step_follower
+        self._tick: Callable[[], None] = self._tick_election
+        self._become_follower(self._term, None)
+
+    # === properties ========================================================================
+
+    @property
+    def node_id(self) -> str:
+        return self._id
+
+    @property
+    def leader(self) -> str | None:
+        return self._leader
+
+    @property
+    def term(self) -> int:
+        return self._term
+
+    @property
+    def vote(self) -> str | None:
+        return self._vote
+
+    @property
+    def role(self) -> Role:
+        if self._role is Role.FOLLOWER and self._id in self.trk.learners:
+            return Role.LEARNER
+        return self._role
+
+    @property
+    def conf(self) -> ConfState:
+        return self.trk.conf_state()
+
+    @property
+    def dropped(self) -> dict[str, int]:
+        return dict(self._dropped)
+
+    @property
+    def lead_transferee(self) -> str | None:
+        return self._lead_transferee
+
+    def status(self) -> Status:
+        return Status(
+            node_id=self._id,
+            role=self.role.value,
+            term=self._term,
+            leader=self._leader,
+            commit=self.log.committed,
+            applied=self.log.applied,
+            last_index=self.log.last_index,
+            first_index=self.log.first_index,
+            conf=self.trk.conf_state(),
+            dropped=dict(self._dropped),
+            lead_transferee=self._lead_transferee,
+        )
+
+    def conf_at(self, index: int) -> ConfState:
+        """The applied configuration as of ``index`` (``index`` >= the snapshot index)."""
+        found = self._confs[0][1]
+        for at, conf in self._confs:
+            if at > index:
+                break
+            found = conf
+        return found
+
+    # === transitions =======================================================================
+
+    def _reset(self, term: int) -> None:
+        if term != self._term:
+            self._term = term
+            self._vote = None
+        self._leader = None
+        self._election_elapsed = 0
+        self._heartbeat_elapsed = 0
+        self._randomized_timeout = self.cfg.election_timeout_ticks + self._rng.randrange(
+            self.cfg.election_timeout_ticks
+        )
+        self._lead_transferee = None
+        self._transfer_elapsed = 0
+        self._need_bcast = False
+        self._need_commit_bcast = False
+        self.trk.reset_votes()
+        self.trk.reset(self.log.last_index + 1)
+        self.reads.reset()
+
+    def _become_follower(self, term: int, leader: str | None) -> None:
+        self._reset(term)
+        self._leader = leader
+        self._role = Role.FOLLOWER
+        self._step = self._step_follower
+        self._tick = self._tick_election
+
+    def _become_pre_candidate(self) -> None:
+        if self._role is Role.LEADER:
+            raise ProtocolMisuse("a leader cannot become a pre-candidate")
+        # Pre-vote changes neither term nor vote (thesis §9.6).
+        self.trk.reset_votes()
+        self._leader = None
+        self._role = Role.PRE_CANDIDATE
+        self._step = self._step_candidate
+        self._tick = self._tick_election
+
+    def _become_candidate(self) -> None:
+        if self._role is Role.LEADER:
+            raise ProtocolMisuse("a leader cannot become a candidate")
+        self._reset(self._term + 1)
+        self._vote = self._id
+        self._role = Role.CANDIDATE
+        self._step = self._step_candidate
+        self._tick = self._tick_election
+
+    def _become_leader(self) -> None:
+        if self._role is not Role.CANDIDATE:
+            raise ProtocolMisuse(f"only a candidate can become leader, not a {self._role}")
+        self._reset(self._term)
+        self._leader = self._id
+        self._role = Role.LEADER
+        self._step = self._step_leader
+        self._tick = self._tick_heartbeat
+        me = self.trk.progress.get(self._id)
+        if me is not None:
+            me.maybe_update(self.log.stable)
+            me.become_replicate()
+            me.recent_active = True
+        self._append_local(EntryKind.NOOP, b"")
+        # Thesis §4.1 / Ongaro 2015: no membership change before an entry of this term commits.
+        self._pending_conf_index = self.log.last_index
+
+    # === inputs ============================================================================
+
+    def tick(self) -> None:
+        self._check_not_in_ready()
+        self._tick()
+
+    def _tick_election(self) -> None:
+        self._election_elapsed += 1
+        if self._promotable() and self._election_elapsed >= self._randomized_timeout:
+            self._election_elapsed = 0
+            self._hup(transfer=False)
+
+    def _tick_heartbeat(self) -> None:
+        self._heartbeat_elapsed += 1
+        self._election_elapsed += 1
+        if self._lead_transferee is not None:
+            self._transfer_elapsed += 1
+            if self._transfer_elapsed >= self.cfg.election_timeout_ticks:
+                self._lead_transferee = None  # abandoned: accept proposals again
+        if self._election_elapsed >= self.cfg.election_timeout_ticks:
+            self._election_elapsed = 0
+            if self.cfg.check_quorum:
+                if not self.trk.quorum_active(self._id):
+                    self._count("check_quorum_step_down")
+                    self._become_follower(self._term, None)
+                    return
+                for node, pr in self.trk.progress.items():
+                    if node != self._id:
+                        pr.recent_active = False
+        for node, pr in self.trk.progress.items():
+            if pr.state is ProgressState.SNAPSHOT and node != self._id:
+                pr.snapshot_elapsed += 1
+                if pr.snapshot_elapsed >= self.cfg.election_timeout_ticks:
+                    pr.become_probe()  # the snapshot was probably lost: try again
+        if self._heartbeat_elapsed >= self.cfg.heartbeat_ticks:
+            self._heartbeat_elapsed = 0
+            self._bcast_heartbeat()
+
+    def propose(self, data: bytes) -> tuple[int, int]:
+        self._check_not_in_ready()
+        self._check_can_propose()
+        return self._append_local(EntryKind.NORMAL, bytes(data))
+
+    def propose_conf_change(self, change: ConfChange) -> tuple[int, int]:
+        self._check_not_in_ready()
+        self._check_can_propose()
+        conf = self.trk.conf_state()
+        node = change.node_id
+        if not isinstance(node, str) or not node:
+            raise ProtocolMisuse(f"conf change node_id must be a non-empty string, got {node!r}")
+        if change.kind == ConfChangeKind.ADD_VOTER:
+            if node in conf.voters:
+                raise ProtocolMisuse(f"{node} is already a voter")
+        elif change.kind == ConfChangeKind.ADD_LEARNER:
+            if node in conf.learners:
+                raise ProtocolMisuse(f"{node} is already a learner")
+            if node == self._id:
+                raise ProtocolMisuse("the leader cannot demote itself: transfer leadership first")
+        elif change.kind == ConfChangeKind.REMOVE_NODE:
+            if node not in conf.voters and node not in conf.learners:
+                raise ProtocolMisuse(f"{node} is not a member of {conf}")
+            if conf.voters == (node,):
+                raise ProtocolMisuse(f"cannot remove {node}, the last voter")
+        else:
+            raise ProtocolMisuse(
+                f"unknown conf change kind {change.kind!r}; allowed: "
+                f"{[k.name for k in ConfChangeKind]}"
+            )
+        if self._pending_conf_index > self.log.applied:
+            raise ProposalDropped(
+                f"a membership change (or this leader's first entry) at index "
+                f"{self._pending_conf_index} is not applied yet (applied={self.log.applied})"
+            )
+        index, term = self._append_local(EntryKind.CONF_CHANGE, encode_conf_change(change))
+        self._pending_conf_index = index
+        return index, term
+
+    def read(self, request_id: bytes) -> None:
+        self._check_not_in_ready()
+        if self._role is not Role.LEADER:
+            raise NotLeader(self._leader)
+        if self.log.term(self.log.committed) != self._term:
+            self.reads.wait_for_commit(request_id)
+        else:
+            self.reads.add(request_id, self.log.committed)
+
+    def transfer_leadership(self, to: str) -> None:
+        self._check_not_in_ready()
+        if self._role is not Role.LEADER:
+            raise NotLeader(self._leader)
+        if to == self._id:
+            self._lead_transferee = None
+            return
+        if not self.trk.is_voter(to):
+            raise ProtocolMisuse(f"cannot transfer leadership to {to!r}: not a voter")
+        if self._lead_transferee == to:
+            return
+        self._lead_transferee = to
+        self._transfer_elapsed = 0
+        pr = self.trk.progress[to]
+        if pr.match == self.log.last_index:
+            self._send(TimeoutNow(self._id, to, self._term))
+        else:
+            self._send_append(to, send_if_empty=True)
+
+    def compact(self, snapshot: Snapshot) -> Snapshot:
+        self._check_not_in_ready()
+        meta = snapshot.meta
+        index = meta.index
+        held = self.log.term(index)
+        if held is None or index <= self.log.offset:
+            raise ProtocolMisuse(
+                f"cannot compact to {index}: the log holds {self.log.first_index}.."
+                f"{self.log.last_index}"
+            )
+        term = meta.term or held
+        conf = meta.conf if meta.conf != ConfState() else self.conf_at(index)
+        full = Snapshot(SnapshotMeta(index=index, term=term, conf=conf), snapshot.data)
+        self.log.compact(full)
+        base = (index, self.conf_at(index))
+        self._confs = [base] + [(at, c) for at, c in self._confs if at > index]
+        return full
+
+    # === step ==============================================================================
+
+    def step(self, message: object) -> None:
+        self._check_not_in_ready()
+        m: Any = message
+        kind = type(m)
+        if kind not in _HANDLED:
+            self._count("unknown_message")
+            return
+        if m.to != self._id:
+            self._count("misrouted")
+            return
+        if m.frm == self._id or not m.frm:
+            self._count("bad_sender")
+            return
+        if m.term < 0 or not self._well_formed(m):
+            self._count("malformed")
+            return
+
+        if m.term > self._term:
+            if kind is Vote or kind is PreVote:
+                forced = kind is Vote and m.transfer
+                in_lease = (
+                    self.cfg.check_quorum
+                    and self._leader is not None
+                    and self._election_elapsed < self.cfg.election_timeout_ticks
+                )
+                if in_lease and not forced:
+                    self._count("vote_in_lease")
+                    return
+            if kind is PreVote or (kind is PreVoteResp and not m.reject):
+                pass  # pre-vote traffic never moves terms
+            elif kind in _LEADER_MESSAGES:
+                self._become_follower(m.term, m.frm)
+            else:
+                self._become_follower(m.term, None)
+        elif m.term < self._term:
+            if (self.cfg.check_quorum or self.cfg.pre_vote) and (
+                kind is Append or kind is Heartbeat
+            ):
+                # Tell the deposed leader our term (otherwise, with pre-vote, a node whose term
+                # was raised while partitioned could be ignored forever).
+                self._send(AppendResp(self._id, m.frm, self._term, index=0, reject=True))
+            elif kind is PreVote:
+                self._send(PreVoteResp(self._id, m.frm, self._term, reject=True))
+            else:
+                self._count("stale_term")
+            return
+
+        if kind is Vote or kind is PreVote:
+            self._on_vote_request(m)
+            return
+        self._step(m)
+
+    def _well_formed(self, m: Any) -> bool:
+        kind = type(m)
+        if kind is Append:
+            if m.prev_index < 0 or m.prev_term < 0 or m.commit < 0 or m.prev_term > m.term:
+                return False
+            expected = m.prev_index + 1
+            floor = m.prev_term
+            for entry in m.entries:
+                if entry.index != expected or entry.term < floor or entry.term > m.term:
+                    return False
+                expected += 1
+                floor = entry.term
+            return True
+        if kind is AppendResp:
+            return m.index >= 0 and m.hint_index >= 0 and m.hint_term >= 0
+        if kind is Vote or kind is PreVote:
+            return m.last_index >= 0 and 0 <= m.last_term <= m.term
+        if kind is Heartbeat:
+            return m.commit >= 0 and m.ctx >= 0
+        if kind is HeartbeatResp:
+            return m.ctx >= 0
+        if kind is InstallSnapshot:
+            meta = m.snapshot.meta
+            return meta.index > 0 and 0 < meta.term <= m.term and bool(meta.conf.voters)
+        if kind is InstallSnapshotResp:
+            return m.index >= 0
+        return True
+
+    def _on_vote_request(self, m: Vote | PreVote) -> None:
+        pre = type(m) is PreVote
+        can_vote = (
+            self._vote == m.frm
+            or (self._vote is None and self._leader is None)
+            or (pre and m.term > self._term)
+        )
+        if can_vote and self.log.is_up_to_date(m.last_index, m.last_term):
+            if pre:
+                self._send(PreVoteResp(self._id, m.frm, m.term, reject=False))
+            else:
+                self._election_elapsed = 0
+                self._vote = m.frm  # persisted in the same Ready as the response (§5.2)
+                self._send(VoteResp(self._id, m.frm, self._term, reject=False))
+        else:
+            if pre:
+                self._send(PreVoteResp(self._id, m.frm, self._term, reject=True))
+            else:
+                self._send(VoteResp(self._id, m.frm, self._term, reject=True))
+
+    def _step_follower(self, m: Any) -> None:
+        kind = type(m)
+        if kind is Append:
+            self._election_elapsed = 0
+            self._leader = m.frm
+            self._on_append(m)
+        elif kind is Heartbeat:
+            self._election_elapsed = 0
+            self._leader = m.frm
+            self._on_heartbeat(m)
+        elif kind is InstallSnapshot:
+            self._election_elapsed = 0
+            self._leader = m.frm
+            self._on_snapshot(m)
+        elif kind is TimeoutNow:
+            if self._promotable():
+                self._hup(transfer=True)
+            else:
+                self._count("timeout_now_not_voter")
+        else:
+            self._count("unexpected_" + kind.__name__)
+
+    def _step_candidate(self, m: Any) -> None:
+        kind = type(m)
+        if kind in _LEADER_MESSAGES:
+            self._become_follower(m.term, m.frm)
+            self._step_follower(m)
+            return
+        pre = self._role is Role.PRE_CANDIDATE
+        if (pre and kind is PreVoteResp) or (not pre and kind is VoteResp):
+            if not self.trk.is_voter(m.frm):
+                self._count("vote_from_non_voter")
+                return
+            self.trk.record_vote(m.frm, not m.reject)
+            result = self.trk.vote_result()
+            if result is VoteResult.WON:
+                if pre:
+                    self._campaign(transfer=False)
+                else:
+                    self._become_leader()
+            elif result is VoteResult.LOST:
+                self._become_follower(self._term, None)
+            return
+        self._count("unexpected_" + kind.__name__)
+
+    def _step_leader(self, m: Any) -> None:
+        kind = type(m)
+        if kind in _LEADER_MESSAGES:
+            raise InvariantViolation(
+                f"{self._id} is leader of term {self._term} and received "
+                f"{kind.__name__} from {m.frm} for the same term"
+            )
+        if kind is not AppendResp and kind is not HeartbeatResp and kind is not InstallSnapshotResp:
+            self._count("unexpected_" + kind.__name__)
+            return
+        pr = self.trk.progress.get(m.frm)
+        if pr is None:
+            self._count("unknown_peer")
+            return
+        pr.recent_active = True
+        if kind is AppendResp:
+            self._on_append_resp(m, pr)
+        elif kind is HeartbeatResp:
+            self._on_heartbeat_resp(m, pr)
+        else:
+            self._on_snapshot_resp(m, pr)
+
+    # === elections =========================================================================
+
+    def campaign(self) -> None:
+        """Start an election now, as if the election timeout fired (tests, operator tools)."""
+        self._check_not_in_ready()
+        self._hup(transfer=False)
+
+    def _promotable(self) -> bool:
+        return self.trk.is_voter(self._id)
+
+    def _hup(self, transfer: bool) -> None:
+        if self._role is Role.LEADER:
+            return
+        if not self._promotable():
+            return
+        for entry in self.log.committed_unapplied():
+            if entry.kind == EntryKind.CONF_CHANGE:
+                self._count("campaign_blocked_pending_conf")
+                return
+        if self.cfg.pre_vote and not transfer:
+            self._pre_campaign()
+        else:
+            self._campaign(transfer)
+
+    def _pre_campaign(self) -> None:
+        self._become_pre_candidate()
+        self.trk.record_vote(self._id, True)
+        if self.trk.vote_result() is VoteResult.WON:
+            self._campaign(transfer=False)
+            return
+        last_index, last_term = self.log.last_index, self.log.last_term
+        for voter in sorted(self.trk.voter_ids()):
+            if voter != self._id:
+                self._send(PreVote(self._id, voter, self._term + 1, last_index, last_term))
+
+    def _campaign(self, transfer: bool) -> None:
+        self._become_candidate()
+        self.trk.record_vote(self._id, True)
+        if self.trk.vote_result() is VoteResult.WON:
+            self._become_leader()
+            return
+        last_index, last_term = self.log.last_index, self.log.last_term
+        for voter in sorted(self.trk.voter_ids()):
+            if voter != self._id:
+                self._send(Vote(self._id, voter, self._term, last_index, last_term, transfer))
+
+    # === follower side of replication ======================================================
+
+    def _on_append(self, m: Append) -> None:
+        log = self.log
+        if m.prev_index < log.committed:
+            # Everything up to our commit index matches; tell the leader where we are.
+            self._send(AppendResp(self._id, m.frm, self._term, index=log.committed))
+            return
+        last_new = log.maybe_append(m.prev_index, m.prev_term, m.entries)
+        if last_new is not None:
+            commit = m.commit if m.commit < last_new else last_new
+            if commit > log.committed:
+                log.commit_to(commit)
+            self._send(AppendResp(self._id, m.frm, self._term, index=last_new))
+            return
+        # Reject with the fast-backtracking hint (§5.3, "optimization" paragraph).
+        if m.prev_index > log.last_index:
+            hint_index, hint_term = log.last_index + 1, 0
+        else:
+            hint_term = log.term(m.prev_index) or 0
+            hint_index = log.first_index_of_term(hint_term, m.prev_index)
+        self._send(
+            AppendResp(
+                self._id,
+                m.frm,
+                self._term,
+                index=m.prev_index,
+                reject=True,
+                hint_index=hint_index,
+                hint_term=hint_term,
+            )
+        )
+
+    def _on_heartbeat(self, m: Heartbeat) -> None:
+        # The leader sends min(its commit, our match), so every index up to it matches its log.
+        commit = min(m.commit, self.log.last_index)
+        if commit > self.log.committed:
+            self.log.commit_to(commit)
+        self._send(HeartbeatResp(self._id, m.frm, self._term, ctx=m.ctx))
+
+    def _on_snapshot(self, m: InstallSnapshot) -> None:
+        snap = m.snapshot
+        meta = snap.meta
+        log = self.log
+        if meta.index <= log.committed:
+            self._count("snapshot_stale")
+            self._send(InstallSnapshotResp(self._id, m.frm, self._term, index=log.committed))
+            return
+        if log.match_term(meta.index, meta.term):
+            # We hold the snapshot's last entry: keep the log, only learn the commit (§7).
+            log.commit_to(meta.index)
+            self._send(InstallSnapshotResp(self._id, m.frm, self._term, index=log.committed))
+            return
+        log.restore(snap)
+        self._confs = [(meta.index, meta.conf)]
+        self.trk.apply_conf(meta.conf, log.last_index + 1)
+        self._send(InstallSnapshotResp(self._id, m.frm, self._term, index=meta.index))
+
+    # === leader side of replication ========================================================
+
+    def _append_local(self, kind: int, data: bytes) -> tuple[int, int]:
+        entry = Entry(self._term, self.log.last_index + 1, kind, data)
+        self.log.append(entry)
+        self._need_bcast = True
+        return entry.index, entry.term
+
+    def _send(self, message: Any) -> None:
+        self._msgs.append(message)
+
+    def _send_append(self, to: str, send_if_empty: bool) -> bool:
+        """Send the next batch to ``to`` if flow control allows; returns whether sent."""
+        pr = self.trk.progress[to]
+        if pr.is_paused():
+            return False
+        log = self.log
+        if pr.next > log.last_index + 1:
+            pr.next = log.last_index + 1
+        prev = pr.next - 1
+        prev_term = log.term(prev)
+        if prev_term is None:
+            return self._send_snapshot(to)
+        if pr.next <= log.last_index:
+            entries = log.slice(
+                pr.next,
+                log.last_index + 1,
+                self.cfg.max_entries_per_msg,
+                self.cfg.max_bytes_per_msg,
+            )
+        else:
+            entries = []
+        if not entries and not send_if_empty:
+            return False
+        self._send(
+            Append(self._id, to, self._term, prev, prev_term, tuple(entries), log.committed)
+        )
+        if entries:
+            pr.sent_entries(entries[-1].index)
+        elif pr.state is ProgressState.PROBE:
+            pr.probe_sent = True
+        return True
+
+    def _send_snapshot(self, to: str) -> bool:
+        pr = self.trk.progress[to]
+        snap = self.log.snapshot
+        if snap is None:
+            raise InvariantViolation(
+                f"entries before {self.log.first_index} are compacted but no snapshot is held"
+            )
+        self._send(InstallSnapshot(self._id, to, self._term, snap))
+        pr.become_snapshot(snap.meta.index)
+        return True
+
+    def _bcast_append(self) -> None:
+        commit_news = self._need_commit_bcast
+        self._need_bcast = False
+        self._need_commit_bcast = False
+        for node in self.trk.progress:
+            if node == self._id:
+                continue
+            sent = False
+            while self._send_append(node, send_if_empty=False):
+                sent = True
+            if not sent and commit_news:
+                self._send_append(node, send_if_empty=True)
+
+    def _bcast_heartbeat(self) -> None:
+        ctx = self.reads.next_round()
+        committed = self.log.committed
+        for node, pr in self.trk.progress.items():
+            if node == self._id:
+                continue
+            commit = pr.match if pr.match < committed else committed
+            self._send(Heartbeat(self._id, node, self._term, commit, ctx))
+        self._release_reads()
+
+    def _release_reads(self) -> None:
+        for request_id, index in self.reads.release(self.trk.voters, self._id):
+            self._read_states.append(ReadState(request_id, index))
+
+    def _maybe_commit(self) -> bool:
+        log = self.log
+        index = self.trk.committed_index()
+        if index > log.last_index:
+            index = log.last_index
+        # §5.4.2: only an entry of the current term is committed by counting replicas.
+        if index > log.committed and log.term(index) == self._term:
+            log.commit_to(index)
+            self._need_commit_bcast = True
+            if self.reads.waiting:
+                self.reads.admit_waiting(log.committed)
+            return True
+        return False
+
+    def _on_append_resp(self, m: AppendResp, pr: Any) -> None:
+        log = self.log
+        if m.reject:
+            if m.index == 0 and m.hint_index == 0:
+                self._count("stale_reject")  # a deposed-leader notice at our own term
+                return
+            if m.hint_term > 0:
+                found = log.last_index_of_term(m.hint_term)
+                next_hint = found + 1 if found is not None else m.hint_index
+            else:
+                next_hint = m.hint_index
+            if pr.maybe_decrease_to(m.index, next_hint):
+                if pr.state is ProgressState.REPLICATE:
+                    pr.become_probe()
+                self._send_append(m.frm, send_if_empty=True)
+            else:
+                self._count("stale_reject")
+            return
+        if m.index > log.last_index:
+            self._count("malformed")
+            return
+        updated = pr.maybe_update(m.index)
+        # A probe answered at the known match also proves where the logs agree.
+        if updated or (pr.state is ProgressState.PROBE and pr.match == m.index):
+            if pr.state is ProgressState.PROBE:
+                pr.become_replicate()
+            elif pr.state is ProgressState.SNAPSHOT and pr.match >= pr.pending_snapshot:
+                pr.become_probe()
+                pr.become_replicate()
+            elif pr.state is ProgressState.REPLICATE:
+                pr.inflights.free_le(m.index)
+            self._maybe_commit()
+            while self._send_append(m.frm, send_if_empty=False):
+                pass
+            if m.frm == self._lead_transferee and pr.match == log.last_index:
+                self._send(TimeoutNow(self._id, m.frm, self._term))
+
+    def _on_heartbeat_resp(self, m: HeartbeatResp, pr: Any) -> None:
+        if m.ctx > self.reads.round:
+            self._count("malformed")
+            return
+        if m.ctx:
+            self.reads.ack(m.frm, m.ctx)
+            self._release_reads()
+        log = self.log
+        if pr.state is ProgressState.PROBE:
+            pr.probe_sent = False
+            if pr.match < log.last_index:
+                self._send_append(m.frm, send_if_empty=True)
+        elif pr.state is ProgressState.REPLICATE and pr.match < log.last_index:
+            # Count answers that bring no append progress: appends may have been lost.
+            pr.stall += 1
+            if pr.stall >= limits.RAFT_REPLICATE_STALL_HEARTBEATS:
+                pr.become_probe()
+                self._send_append(m.frm, send_if_empty=True)
+            elif pr.inflights.full():
+                pr.inflights.free_first()
+                self._send_append(m.frm, send_if_empty=False)
+        if m.frm == self._lead_transferee and pr.match == log.last_index:
+            self._send(TimeoutNow(self._id, m.frm, self._term))
+
+    def _on_snapshot_resp(self, m: InstallSnapshotResp, pr: Any) -> None:
+        if m.index > self.log.last_index:
+            self._count("malformed")
+            return
+        if m.reject:
+            pr.become_probe()
+        else:
+            pr.maybe_update(m.index)
+            if pr.state is ProgressState.SNAPSHOT:
+                pr.become_probe()
+        self._maybe_commit()
+        self._send_append(m.frm, send_if_empty=True)
+
+    # === membership ========================================================================
+
+    def _apply_conf_entry(self, entry: Entry) -> None:
+        try:
+            change = decode_conf_change(entry.data)
+        except (msgspec.DecodeError, msgspec.ValidationError):
+            raise InvariantViolation(
+                f"committed CONF_CHANGE entry {entry.index} cannot be decoded"
+            ) from None
+        conf = apply_change(self.trk.conf_state(), change)
+        self.trk.apply_conf(conf, self.log.last_index + 1)
+        self._confs.append((entry.index, conf))
+
+    def _after_conf_applied(self) -> None:
+        if self._role is Role.LEADER:
+            if not self.trk.is_voter(self._id):
+                self._step_down_removed()
+                return
+            if self._lead_transferee is not None and not self.trk.is_voter(
+                self._lead_transferee
+            ):
+                self._lead_transferee = None
+            self._maybe_commit()
+            self._need_bcast = True
+        elif self._role in (Role.CANDIDATE, Role.PRE_CANDIDATE) and not self._promotable():
+            self._become_follower(self._term, None)
+
+    def _step_down_removed(self) -> None:
+        # Hand over quickly: the most up-to-date remaining voter campaigns at once.
+        best = None
+        for node in sorted(self.trk.voter_ids()):
+            pr = self.trk.progress.get(node)
+            if pr is not None and pr.match == self.log.last_index:
+                best = node
+                break
+        if best is not None:
+            self._send(TimeoutNow(self._id, best, self._term))
+        self._become_follower(self._term, None)
+
+    # === Ready =============================================================================
+
+    def _check_not_in_ready(self) -> None:
+        if self._in_ready is not None:
+            raise ProtocolMisuse("the host must call advance() before using the core again")
+
+    def _check_can_propose(self) -> None:
+        if self._role is not Role.LEADER:
+            raise NotLeader(self._leader)
+        if self._lead_transferee is not None:
+            raise ProposalDropped(
+                f"leadership is being transferred to {self._lead_transferee}; retry there"
+            )
+
+    def _count(self, reason: str) -> None:
+        self._dropped[reason] = self._dropped.get(reason, 0) + 1
+
+    def _hard_state(self) -> HardState:
+        return HardState(self._term, self._vote, self.log.committed)
+
+    def has_ready(self) -> bool:
+        if self._in_ready is not None:
+            return False
+        if self._role is Role.LEADER and (
+            self._need_bcast or self._need_commit_bcast or self.reads.need_round
+        ):
+            return True
+        log = self.log
+        return bool(
+            self._msgs
+            or self._read_states
+            or log.stable < log.last_index
+            or log.pending_snapshot is not None
+            or log.committed > log.applied
+            or self._prev_hs.term != self._term
+            or self._prev_hs.vote != self._vote
+            or self._prev_hs.commit != log.committed
+        )
+
+    def ready(self) -> Ready:
+        self._check_not_in_ready()
+        if self._role is Role.LEADER:
+            if self._need_bcast or self._need_commit_bcast:
+                self._bcast_append()
+            if self.reads.need_round:
+                self._bcast_heartbeat()
+        log = self.log
+        hs = self._hard_state()
+        prev = self._prev_hs
+        hard_state = None if hs == prev else hs
+        snapshot = log.pending_snapshot
+        entries = log.unstable_entries()
+        committed = tuple(log.committed_unapplied())
+        read_states: tuple[ReadState, ...] = ()
+        if self._read_states:
+            limit = log.committed
+            ready_reads = [r for r in self._read_states if r.index <= limit]
+            if len(ready_reads) == len(self._read_states):
+                self._read_states = []
+            else:
+                self._read_states = [r for r in self._read_states if r.index > limit]
+            read_states = tuple(ready_reads)
+        must_sync = (
+            snapshot is not None
+            or bool(entries)
+            or (hard_state is not None and (hs.term != prev.term or hs.vote != prev.vote))
+        )
+        msgs = tuple(self._msgs)
+        self._msgs = []
+        rd = Ready(
+            hard_state=hard_state,
+            snapshot=snapshot,
+            entries=entries,
+            messages=msgs,
+            committed_entries=committed,
+            read_states=read_states,
+            must_sync=must_sync,
+        )
+        self._in_ready = rd
+        return rd
+
+    def advance(self, ready: Ready) -> None:
+        if ready is not self._in_ready:
+            raise ProtocolMisuse("advance() must be given the Ready returned by ready()")
+        self._in_ready = None
+        log = self.log
+        if ready.hard_state is not None:
+            self._prev_hs = ready.hard_state
+        if ready.snapshot is not None:
+            log.snapshot_persisted(ready.snapshot)
+        if ready.entries:
+            last = ready.entries[-1]
+            log.stable_to(last.index, last.term)
+        if ready.committed_entries:
+            conf_changed = False
+            for entry in ready.committed_entries:
+                if entry.kind == EntryKind.CONF_CHANGE:
+                    self._apply_conf_entry(entry)
+                    conf_changed = True
+            log.applied_to(ready.committed_entries[-1].index)
+            if conf_changed:
+                self._after_conf_applied()
+        if self._role is Role.LEADER:
+            me = self.trk.progress.get(self._id)
+            if me is not None and me.maybe_update(log.stable):
+                self._maybe_commit()
