@@ -1,0 +1,413 @@
+"""Node and cluster configuration: decoded once, validated once, frozen afterwards.
+
+A config file is JSON with these sections (see ``docs/config.md`` for every field):
+
+``node_id``, ``region_id``, ``cluster``, ``storage``, ``network``, ``consensus``, ``replication``,
+``distribution``, ``control_plane``, ``data_plane`` and, only for testing the harness, ``unsafe``.
+
+One cluster file describes every node (``cluster.nodes``); ``--node-id`` picks which node a
+process is, so the same file starts a whole cluster. The decoding is strict: an unknown key, a
+wrong type, a value out of range, a ``node_id`` that is not in the cluster or two nodes on one
+port raise :class:`~exapyte.errors.ConfigError` whose message names the field (as a JSON path),
+the value found and what is allowed.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import typing
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import msgspec
+
+from exapyte import limits
+from exapyte.errors import ConfigError
+
+Port = Annotated[int, msgspec.Meta(ge=1, le=65535)]
+PositiveInt = Annotated[int, msgspec.Meta(ge=1)]
+NonNegInt = Annotated[int, msgspec.Meta(ge=0)]
+Ident = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9_.-]{1,64}$")]
+
+StorageBackend = Literal["memory", "sqlite", "tiered"]
+ConsensusProtocol = Literal["none", "raft"]
+ReplicationStrategy = Literal["sync", "async", "optimized"]
+DistributionStrategy = Literal["centralized", "sharded", "hierarchical"]
+ConsistencyLevel = Literal["strong", "bounded_staleness", "session", "consistent_prefix", "eventual"]
+EvictionPolicy = Literal["lru", "lfu"]
+
+CONSISTENCY_LEVELS: tuple[str, ...] = typing.get_args(ConsistencyLevel)
+
+
+class _Section(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """Base of every config section: strict, frozen, keyword-only."""
+
+
+class NodeSpec(_Section):
+    """One node of the cluster: where its sockets listen."""
+
+    id: Ident
+    port: Port  # ROUTER socket: clients and peers
+    region: Ident = "local"
+    host: str = "127.0.0.1"
+    pub_port: Port | None = None  # PUB socket: topology updates (port + 1000 when absent)
+
+    @property
+    def endpoint(self) -> str:
+        return f"tcp://{self.host}:{self.port}"
+
+    @property
+    def pub_endpoint(self) -> str:
+        return f"tcp://{self.host}:{self.resolved_pub_port}"
+
+    @property
+    def resolved_pub_port(self) -> int:
+        return self.pub_port if self.pub_port is not None else self.port + 1000
+
+
+class RegionSpec(_Section):
+    id: Ident
+    name: str = ""
+
+
+class LinkSpec(_Section):
+    """A network link between two regions with its one-way latency."""
+
+    a: Ident
+    b: Ident
+    latency_ms: Annotated[float, msgspec.Meta(ge=0, le=60_000)] = 0.0
+
+
+class ClusterSection(_Section):
+    nodes: Annotated[tuple[NodeSpec, ...], msgspec.Meta(min_length=1, max_length=64)]
+    regions: tuple[RegionSpec, ...] = ()
+    links: tuple[LinkSpec, ...] = ()
+
+
+class StorageSection(_Section):
+    backend: StorageBackend = "sqlite"
+    # File path of the SQLite database; "{node_id}" is replaced by the node's id. Relative paths
+    # are relative to the working directory. Ignored by the memory backend.
+    path: str = "./data/{node_id}/store.db"
+    hot_keys: PositiveInt = limits.TIERED_HOT_KEYS_DEFAULT
+    policy: EvictionPolicy = "lru"
+
+
+class NetworkSection(_Section):
+    bind_host: str = "127.0.0.1"
+    tick_ms: Annotated[int, msgspec.Meta(ge=1, le=1000)] = limits.TICK_MS_DEFAULT
+    frame_bytes_max: Annotated[int, msgspec.Meta(ge=1024, le=limits.FRAME_BYTES_MAX)] = (
+        limits.FRAME_BYTES_MAX
+    )
+    request_timeout_ms: Annotated[int, msgspec.Meta(ge=10, le=600_000)] = (
+        limits.CLIENT_TIMEOUT_MS_DEFAULT
+    )
+    sndhwm: PositiveInt = limits.ZMQ_SNDHWM_MESSAGES
+    rcvhwm: PositiveInt = limits.ZMQ_RCVHWM_MESSAGES
+
+
+class ConsensusSection(_Section):
+    # "none" serves a single node's durable KV directly; "raft" replicates through Raft.
+    protocol: ConsensusProtocol = "raft"
+    election_timeout_ticks: Annotated[int, msgspec.Meta(ge=2, le=10_000)] = 20
+    heartbeat_ticks: Annotated[int, msgspec.Meta(ge=1, le=1_000)] = 2
+    pre_vote: bool = True
+    check_quorum: bool = True
+    max_inflight_msgs: Annotated[int, msgspec.Meta(ge=1, le=100_000)] = 256
+    max_entries_per_msg: Annotated[int, msgspec.Meta(ge=1, le=100_000)] = 512
+    snapshot_entries: Annotated[int, msgspec.Meta(ge=10, le=10_000_000)] = 10_000
+
+
+class ReplicationSection(_Section):
+    strategy: ReplicationStrategy = "sync"
+
+
+class DistributionSection(_Section):
+    strategy: DistributionStrategy = "centralized"
+    shards: Annotated[int, msgspec.Meta(ge=1, le=1024)] = 1
+    virtual_nodes: Annotated[int, msgspec.Meta(ge=1, le=4096)] = 64
+
+
+class ControlPlaneSection(_Section):
+    # Seconds between re-publications of the current topology version on the PUB socket.
+    publish_interval_s: Annotated[float, msgspec.Meta(gt=0, le=3600)] = 5.0
+
+
+class DataPlaneSection(_Section):
+    default_consistency: ConsistencyLevel = "strong"
+    staleness_versions_max: PositiveInt = 100
+    staleness_ms_max: PositiveInt = 5_000
+
+
+class MaintenanceSection(_Section):
+    # Seconds between maintenance passes (snapshot check, metrics line).
+    interval_s: Annotated[float, msgspec.Meta(gt=0, le=3600)] = 5.0
+
+
+class UnsafeSection(_Section):
+    """Known bugs, for proving that the harness catches them. Refused unless ``enabled``."""
+
+    enabled: bool = False
+    bugs: tuple[str, ...] = ()
+
+
+class Config(_Section):
+    cluster: ClusterSection
+    node_id: Ident | None = None
+    region_id: Ident | None = None
+    storage: StorageSection = StorageSection()
+    network: NetworkSection = NetworkSection()
+    consensus: ConsensusSection = ConsensusSection()
+    replication: ReplicationSection = ReplicationSection()
+    distribution: DistributionSection = DistributionSection()
+    control_plane: ControlPlaneSection = ControlPlaneSection()
+    data_plane: DataPlaneSection = DataPlaneSection()
+    maintenance: MaintenanceSection = MaintenanceSection()
+    unsafe: UnsafeSection = UnsafeSection()
+
+    # -- derived views ------------------------------------------------------------------------
+
+    @property
+    def node(self) -> NodeSpec:
+        """This process's own node (``node_id`` is checked to exist at load)."""
+        return self.node_by_id(self.node_id or "")
+
+    def node_by_id(self, node_id: str) -> NodeSpec:
+        for spec in self.cluster.nodes:
+            if spec.id == node_id:
+                return spec
+        raise ConfigError(f"node_id: {node_id!r} is not in cluster.nodes ({self.node_ids()})")
+
+    def node_ids(self) -> list[str]:
+        return [n.id for n in self.cluster.nodes]
+
+    @property
+    def replicated(self) -> bool:
+        return self.consensus.protocol != "none"
+
+    def storage_path(self) -> str:
+        return self.storage.path.replace("{node_id}", self.node_id or "node")
+
+    def with_node(self, node_id: str) -> Config:
+        """The same cluster seen from ``node_id`` (validated)."""
+        cfg = msgspec.structs.replace(self, node_id=node_id, region_id=None)
+        return _validate(cfg)
+
+    def with_storage_path(self, path: str) -> Config:
+        return msgspec.structs.replace(
+            self, storage=msgspec.structs.replace(self.storage, path=path)
+        )
+
+
+KNOWN_BUGS: dict[str, str] = {
+    "stale-reads": "strong reads are answered from local state on any node, without ReadIndex",
+    "ack-before-fsync": "writes are acknowledged before the storage batch is fsynced",
+    "no-term-check": "pre-vote is skipped and stale terms in votes are not rejected",
+}
+
+
+# -- loading ----------------------------------------------------------------------------------
+
+
+def load(path: str | Path, node_id: str | None = None) -> Config:
+    """Read, decode and validate a config file. ``node_id`` overrides the file's ``node_id``."""
+    p = Path(path)
+    try:
+        raw_bytes = p.read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {str(p)!r}: {exc.strerror or exc}") from None
+    return loads(raw_bytes, node_id=node_id, source=str(p))
+
+
+def loads(data: bytes | str, node_id: str | None = None, source: str = "<config>") -> Config:
+    try:
+        raw = json.loads(data)
+    except json.JSONDecodeError as exc:
+        raise ConfigError(
+            f"{source}: not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg})"
+        ) from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{source}: the top level must be a JSON object, got {type(raw).__name__}")
+    if node_id is not None:
+        raw["node_id"] = node_id
+    try:
+        cfg = msgspec.convert(raw, type=Config)
+    except msgspec.ValidationError as exc:
+        raise ConfigError(f"{source}: {_explain(exc, raw)}") from None
+    try:
+        return _validate(cfg)
+    except ConfigError as exc:
+        raise ConfigError(f"{source}: {exc}") from None
+
+
+_PATH_RE = re.compile(r" - at `\$(?P<path>[^`]*)`$")
+
+
+def _explain(exc: msgspec.ValidationError, raw: dict[str, Any]) -> str:
+    """Turn msgspec's message into one that names field, value and what is allowed."""
+    message = str(exc)
+    m = _PATH_RE.search(message)
+    if not m:
+        if "unknown field" in message.lower():
+            return f"{message} at the top level; known fields: {', '.join(Config.__struct_fields__)}"
+        return message
+    json_path = m.group("path")
+    reason = message[: m.start()]
+    parts = [p for p in re.split(r"\.|\[|\]", json_path) if p]
+    field = ".".join(parts) or "(top level)"
+    if "unknown field" in reason.lower():
+        # msgspec points at the object holding the unknown key: name that key in full.
+        unknown = re.search(r"`([^`]*)`", reason)
+        name = f"{field}.{unknown.group(1)}" if unknown else field
+        text = f"field {name!r}: unknown field"
+        section = _section_type(parts)
+        if section is not None:
+            text += f"; known fields of {field!r}: {', '.join(section.__struct_fields__)}"
+        return text
+    value = _lookup(raw, parts)
+    text = f"field {field!r}: {reason}"
+    if value is not _MISSING:
+        text += f" (got {json.dumps(value)[:80]})"
+    allowed = _allowed(parts)
+    if allowed:
+        text += f"; allowed: {', '.join(allowed)}"
+    return text
+
+
+_MISSING = object()
+
+
+def _lookup(raw: Any, parts: list[str]) -> Any:
+    cur = raw
+    for part in parts:
+        if isinstance(cur, dict) and part in cur:
+            cur = cur[part]
+        elif isinstance(cur, list) and part.isdigit() and int(part) < len(cur):
+            cur = cur[int(part)]
+        else:
+            return _MISSING
+    return cur
+
+
+def _section_type(parts: list[str]) -> type | None:
+    t: Any = Config
+    for part in parts:
+        if part.isdigit():
+            continue
+        t = _field_type(t, part)
+        if t is None:
+            return None
+    return t if isinstance(t, type) and issubclass(t, msgspec.Struct) else None
+
+
+def _field_type(struct_type: Any, name: str) -> Any:
+    if not (isinstance(struct_type, type) and issubclass(struct_type, msgspec.Struct)):
+        return None
+    hints = typing.get_type_hints(struct_type, include_extras=True)
+    t = hints.get(name)
+    return _unwrap(t)
+
+
+def _unwrap(t: Any) -> Any:
+    while True:
+        origin = typing.get_origin(t)
+        if origin is Annotated:
+            t = typing.get_args(t)[0]
+        elif origin is tuple:
+            t = typing.get_args(t)[0]
+        elif origin in (typing.Union, getattr(__import__("types"), "UnionType", None)):
+            args = [a for a in typing.get_args(t) if a is not type(None)]
+            t = args[0] if len(args) == 1 else t
+            if len(args) != 1:
+                return t
+        else:
+            return t
+
+
+def _allowed(parts: list[str]) -> list[str]:
+    t: Any = Config
+    for part in parts:
+        if part.isdigit():
+            continue
+        t = _field_type(t, part)
+        if t is None:
+            return []
+    if typing.get_origin(t) is Literal:
+        return [str(a) for a in typing.get_args(t)]
+    return []
+
+
+def _validate(cfg: Config) -> Config:
+    """Cross-field rules msgspec cannot express."""
+    ids = cfg.node_ids()
+    dupes = sorted({i for i in ids if ids.count(i) > 1})
+    if dupes:
+        raise ConfigError(f"field 'cluster.nodes': node id(s) {dupes} appear more than once")
+    if cfg.node_id is None:
+        cfg = msgspec.structs.replace(cfg, node_id=ids[0])
+    if cfg.node_id not in ids:
+        raise ConfigError(
+            f"field 'node_id': {cfg.node_id!r} is not in the cluster; allowed: {', '.join(ids)}"
+        )
+    node = cfg.node
+    if cfg.region_id is None:
+        cfg = msgspec.structs.replace(cfg, region_id=node.region)
+    elif cfg.region_id != node.region:
+        raise ConfigError(
+            f"field 'region_id': {cfg.region_id!r} differs from node {node.id!r}'s region "
+            f"{node.region!r} in cluster.nodes"
+        )
+    seen: dict[tuple[str, int], str] = {}
+    for spec in cfg.cluster.nodes:
+        for what, port in (("port", spec.port), ("pub_port", spec.resolved_pub_port)):
+            if port > 65535:
+                raise ConfigError(
+                    f"field 'cluster.nodes[{spec.id}].pub_port': derived port {port} is out of "
+                    f"range; set pub_port explicitly (1..65535)"
+                )
+            key = (spec.host, port)
+            if key in seen:
+                raise ConfigError(
+                    f"field 'cluster.nodes[{spec.id}].{what}': port {port} on {spec.host} is "
+                    f"already used by {seen[key]}"
+                )
+            seen[key] = f"{spec.id}.{what}"
+    region_ids = {r.id for r in cfg.cluster.regions}
+    if region_ids:
+        for spec in cfg.cluster.nodes:
+            if spec.region not in region_ids:
+                raise ConfigError(
+                    f"field 'cluster.nodes[{spec.id}].region': {spec.region!r} is not a declared "
+                    f"region; allowed: {', '.join(sorted(region_ids))}"
+                )
+        for link in cfg.cluster.links:
+            for end in (link.a, link.b):
+                if end not in region_ids:
+                    raise ConfigError(
+                        f"field 'cluster.links': region {end!r} is not declared; allowed: "
+                        f"{', '.join(sorted(region_ids))}"
+                    )
+    if cfg.consensus.protocol == "none" and len(ids) > 1:
+        raise ConfigError(
+            "field 'consensus.protocol': 'none' serves a single node only, but cluster.nodes has "
+            f"{len(ids)} nodes; allowed for a cluster: raft"
+        )
+    if cfg.consensus.heartbeat_ticks >= cfg.consensus.election_timeout_ticks:
+        raise ConfigError(
+            "field 'consensus.heartbeat_ticks': must be smaller than election_timeout_ticks "
+            f"({cfg.consensus.heartbeat_ticks} >= {cfg.consensus.election_timeout_ticks})"
+        )
+    if cfg.storage.backend != "memory" and not cfg.storage.path:
+        raise ConfigError("field 'storage.path': must be a file path for the sqlite/tiered backends")
+    unknown_bugs = [b for b in cfg.unsafe.bugs if b not in KNOWN_BUGS]
+    if unknown_bugs:
+        raise ConfigError(
+            f"field 'unsafe.bugs': unknown bug(s) {unknown_bugs}; allowed: {', '.join(KNOWN_BUGS)}"
+        )
+    if cfg.unsafe.bugs and not cfg.unsafe.enabled:
+        raise ConfigError(
+            "field 'unsafe.enabled': bugs are listed in unsafe.bugs but unsafe.enabled is false; "
+            "known bugs are refused unless explicitly enabled"
+        )
+    return cfg

@@ -1,0 +1,232 @@
+"""The replicated key-value state machine, with client sessions for exactly-once writes.
+
+Theory of operation
+-------------------
+Every write reaches the state machine as a :class:`Command` inside a log entry: the client's id,
+its sequence number and the operation. Entries are applied strictly in index order, and one call
+to :meth:`KVStateMachine.apply` turns a run of entries into **one** atomic storage batch that
+holds the user-key writes, the new applied index and the updated client sessions. Either all of
+it is durable or none of it is, so after a crash the applied index, the data and the session
+table always agree.
+
+Exactly-once: the session table remembers, per client, the last sequence number applied and the
+outcome it produced. A command whose ``seq`` equals the remembered one is a retry: its outcome is
+returned again and nothing is written. A lower ``seq`` is a stale duplicate and is refused. A
+client keeps at most one write outstanding at a time, so this is enough (Raft thesis §6.3).
+
+Outcomes are computed here, before the batch is written, over an overlay of the batch's own
+earlier writes; the storage then receives only unconditional puts and deletes. That is what lets
+the outcomes (inside the session table) be written in the same transaction as the data.
+
+Versions: a key's version is 1 when created and grows by one with each overwrite, matching the
+storage contract, so every replica computes the same versions from the same log.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Sequence
+from typing import Union
+
+import msgspec
+
+from exapyte import limits
+from exapyte.protocol.types import Entry, EntryKind
+from exapyte.storage import Delete, Put, Record, Storage
+from exapyte.wire import CasOp, DeleteOp, PutOp, ReplyCode
+
+WriteOp = Union[PutOp, DeleteOp, CasOp]
+
+APPLIED_META = "applied_index"
+SESSION_META_PREFIX = "session:"
+
+
+class Command(msgspec.Struct, frozen=True, array_like=True):
+    """The payload of a NORMAL log entry."""
+
+    client_id: str
+    seq: int
+    op: WriteOp
+
+
+class Outcome(msgspec.Struct, frozen=True, array_like=True):
+    """What applying one command produced; sent back to the client that proposed it."""
+
+    code: str
+    value: bytes | None = None
+    version: int = 0
+    index: int = 0
+
+
+class _Session(msgspec.Struct, array_like=True):
+    seq: int
+    outcome: Outcome
+
+
+_command_encoder = msgspec.msgpack.Encoder()
+_command_decoder = msgspec.msgpack.Decoder(Command)
+_session_decoder = msgspec.msgpack.Decoder(_Session)
+
+
+def encode_command(command: Command) -> bytes:
+    return _command_encoder.encode(command)
+
+
+def decode_command(data: bytes) -> Command:
+    return _command_decoder.decode(data)
+
+
+class KVStateMachine:
+    """Applies committed entries to a :class:`~exapyte.storage.Storage`. Single-threaded."""
+
+    def __init__(
+        self,
+        storage: Storage,
+        *,
+        sessions_cached_max: int = limits.SESSION_REPLIES_MAX,
+        sync: bool = True,
+    ) -> None:
+        self.storage = storage
+        self.sync = sync
+        self._sessions: OrderedDict[str, _Session] = OrderedDict()
+        self._sessions_cached_max = sessions_cached_max
+        self.applied_index = self._load_applied()
+
+    def _load_applied(self) -> int:
+        raw = self.storage.meta_get(APPLIED_META)
+        return int(raw.decode()) if raw else 0
+
+    # -- reads --------------------------------------------------------------------------------
+
+    def get(self, key: str) -> Record | None:
+        return self.storage.get(key)
+
+    def scan(self, start: str, end: str | None, limit: int) -> list[tuple[str, Record]]:
+        return self.storage.scan(start, end, limit)
+
+    # -- writes -------------------------------------------------------------------------------
+
+    def apply(self, entries: Sequence[Entry]) -> list[tuple[Entry, Outcome | None]]:
+        """Apply entries in order; return each NORMAL entry's outcome (None for the others).
+
+        Entries at or below the applied index are skipped (a replay after a restart).
+        """
+        batch: list[Put | Delete] = []
+        overlay: dict[str, Record | None] = {}
+        touched: dict[str, _Session] = {}
+        results: list[tuple[Entry, Outcome | None]] = []
+        last = self.applied_index
+        for entry in entries:
+            if entry.index <= last:
+                continue
+            if entry.index != last + 1:
+                raise AssertionError(
+                    f"state machine gap: applied {last}, next entry index {entry.index}"
+                )
+            last = entry.index
+            if entry.kind != EntryKind.NORMAL or not entry.data:
+                results.append((entry, None))
+                continue
+            cmd = decode_command(entry.data)
+            outcome = self._apply_command(cmd, entry.index, overlay, batch, touched)
+            results.append((entry, outcome))
+        if last == self.applied_index:
+            return results
+        meta: dict[str, bytes | None] = {APPLIED_META: str(last).encode()}
+        for client_id, session in touched.items():
+            meta[SESSION_META_PREFIX + client_id] = _command_encoder.encode(session)
+        self.storage.apply(batch, meta, sync=self.sync)
+        self.applied_index = last
+        for client_id, session in touched.items():
+            self._remember(client_id, session)
+        return results
+
+    def _apply_command(
+        self,
+        cmd: Command,
+        index: int,
+        overlay: dict[str, Record | None],
+        batch: list[Put | Delete],
+        touched: dict[str, _Session],
+    ) -> Outcome:
+        session = touched.get(cmd.client_id) or self._session(cmd.client_id)
+        if session is not None:
+            if cmd.seq == session.seq:
+                return session.outcome  # a retry: answer again, write nothing
+            if cmd.seq < session.seq:
+                return Outcome(
+                    ReplyCode.BAD_REQUEST,
+                    f"stale sequence {cmd.seq} < {session.seq}".encode(),
+                    0,
+                    index,
+                )
+        op = cmd.op
+        key = op.key
+        current = overlay[key] if key in overlay else self.storage.get(key)
+        if isinstance(op, PutOp):
+            new = Record(op.value, current.version + 1 if current else 1)
+            overlay[key] = new
+            batch.append(Put(key, op.value))
+            outcome = Outcome(ReplyCode.OK, None, new.version, index)
+        elif isinstance(op, DeleteOp):
+            overlay[key] = None
+            if current is not None:
+                batch.append(Delete(key))
+            code = ReplyCode.OK if current is not None else ReplyCode.NOT_FOUND
+            outcome = Outcome(code, None, 0, index)
+        else:
+            current_value = current.value if current else None
+            if current_value != op.expected:
+                outcome = Outcome(
+                    ReplyCode.CAS_FAILED, current_value, current.version if current else 0, index
+                )
+            elif op.new is None:
+                overlay[key] = None
+                if current is not None:
+                    batch.append(Delete(key))
+                outcome = Outcome(ReplyCode.OK, None, 0, index)
+            else:
+                new = Record(op.new, current.version + 1 if current else 1)
+                overlay[key] = new
+                batch.append(Put(key, op.new))
+                outcome = Outcome(ReplyCode.OK, None, new.version, index)
+        touched[cmd.client_id] = _Session(cmd.seq, outcome)
+        return outcome
+
+    def _session(self, client_id: str) -> _Session | None:
+        session = self._sessions.get(client_id)
+        if session is not None:
+            self._sessions.move_to_end(client_id)
+            return session
+        raw = self.storage.meta_get(SESSION_META_PREFIX + client_id)
+        if raw is None:
+            return None
+        session = _session_decoder.decode(raw)
+        self._remember(client_id, session)
+        return session
+
+    def _remember(self, client_id: str, session: _Session) -> None:
+        self._sessions[client_id] = session
+        self._sessions.move_to_end(client_id)
+        while len(self._sessions) > self._sessions_cached_max:
+            self._sessions.popitem(last=False)
+
+    def cached_outcome(self, client_id: str, seq: int) -> Outcome | None:
+        """The outcome of ``(client_id, seq)`` if it is the last one applied for that client."""
+        session = self._session(client_id)
+        if session is not None and session.seq == seq:
+            return session.outcome
+        return None
+
+    # -- snapshots ----------------------------------------------------------------------------
+
+    def snapshot(self) -> bytes:
+        """An image of the whole state machine at :attr:`applied_index`."""
+        return self.storage.export_state()
+
+    def restore(self, data: bytes) -> None:
+        """Replace the whole state with a snapshot image."""
+        self.storage.import_state(data)
+        self._sessions.clear()
+        self.applied_index = self._load_applied()
+

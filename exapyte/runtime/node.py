@@ -1,0 +1,345 @@
+"""The node process: ZeroMQ sockets around one service, a tick clock and maintenance jobs.
+
+Theory of operation
+-------------------
+A node is one thread running one loop; everything that touches storage or a consensus core
+happens on that thread, so none of it needs locks.
+
+Sockets (every one bound to or dialling 127.0.0.1 unless the config says otherwise):
+
+- **ROUTER** on ``cluster.nodes[self].port``: clients and peers both send here. Peers dial it
+  with a DEALER whose identity is their node id, so the ROUTER knows who sent a peer message.
+  ``ROUTER_HANDOVER`` lets a restarted peer take its identity back at once; ``ROUTER_MANDATORY``
+  turns a reply to a vanished client into a counted error instead of a silent drop.
+- one **DEALER** per peer, identity = our node id, for outgoing consensus messages.
+- **PUB** on ``pub_port``: topology versions for subscribers.
+- **SUB** dialling every node's PUB: the topology versions others publish (gaps are logged and
+  trigger a resync request on the next publication).
+
+Every socket has high-water marks, a zero send timeout (a full queue drops the message; the
+protocols tolerate loss) and zero linger. ZeroMQ reconnects dropped TCP links by itself.
+
+Each iteration: poll (up to the next tick), drain ready sockets (bounded), fire due ticks, let the
+service flush (persist, send, apply, reply), run maintenance requested by the scheduler.
+
+Maintenance jobs run on an APScheduler background thread, which only *requests* work through a
+queue; the loop does it. SIGTERM/SIGINT stop the loop; the node then flushes the service, closes
+storage (which syncs it) and closes its sockets.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import queue
+import signal
+import threading
+import time
+from typing import Any
+
+import msgspec
+import zmq
+from apscheduler.schedulers.background import BackgroundScheduler
+
+from exapyte import limits
+from exapyte.config import Config
+from exapyte.errors import ExapyteError
+from exapyte.runtime.clock import Clock
+from exapyte.runtime.service import DirectService, ServiceBase
+from exapyte.storage import open_storage
+from exapyte.wire import (
+    ClientReply,
+    ClientRequest,
+    Codec,
+    FrameError,
+    PeerMessage,
+    TopologyUpdate,
+)
+
+log = logging.getLogger(__name__)
+
+DRAIN_FRAMES_MAX = 4096  # frames taken from one socket per loop iteration
+TOPOLOGY_TOPIC = b"topology"
+
+
+def configure_socket(sock: zmq.Socket, cfg: Config) -> None:  # type: ignore[type-arg]
+    sock.setsockopt(zmq.SNDHWM, cfg.network.sndhwm)
+    sock.setsockopt(zmq.RCVHWM, cfg.network.rcvhwm)
+    sock.setsockopt(zmq.SNDTIMEO, limits.ZMQ_SNDTIMEO_MS)
+    sock.setsockopt(zmq.LINGER, limits.ZMQ_LINGER_MS)
+    sock.setsockopt(zmq.RECONNECT_IVL, limits.ZMQ_RECONNECT_IVL_MS)
+    sock.setsockopt(zmq.RECONNECT_IVL_MAX, limits.ZMQ_RECONNECT_IVL_MAX_MS)
+    # ZeroMQ itself refuses frames above the limit (and drops that connection); the codec checks
+    # the size again for transports that do not.
+    sock.setsockopt(zmq.MAXMSGSIZE, cfg.network.frame_bytes_max)
+
+
+class Node:
+    """One exapyte node. ``run()`` blocks until ``stop()`` (thread-safe) or a signal."""
+
+    def __init__(self, cfg: Config, clock: Clock | None = None) -> None:
+        self.cfg = cfg
+        self.node_id = cfg.node_id or ""
+        self.clock = clock or Clock()
+        self.codec = Codec(cfg.network.frame_bytes_max)
+        self.counters: dict[str, int] = {}
+        self._stop = threading.Event()
+        self._jobs: queue.SimpleQueue[str] = queue.SimpleQueue()
+        self.topology_version = 1
+        self.topology_seen: dict[str, int] = {}
+        self._ctx: zmq.Context[Any] | None = None
+        self.router: zmq.Socket[Any] | None = None
+        self.pub: zmq.Socket[Any] | None = None
+        self.sub: zmq.Socket[Any] | None = None
+        self.dealers: dict[str, zmq.Socket[Any]] = {}
+        self.service: ServiceBase | None = None
+        self._scheduler: BackgroundScheduler | None = None
+        self.started_at = time.monotonic()
+
+    # -- life cycle ---------------------------------------------------------------------------
+
+    def start(self) -> None:
+        cfg = self.cfg
+        options = (
+            {"hot_keys": cfg.storage.hot_keys, "policy": cfg.storage.policy}
+            if cfg.storage.backend == "tiered"
+            else {}
+        )
+        storage = open_storage(cfg.storage.backend, cfg.storage_path(), **options)
+        try:
+            self.service = self._make_service(storage)
+        except BaseException:
+            storage.close()
+            raise
+        self.service.status_extra = self.status_fields
+        self._ctx = zmq.Context()
+        me = cfg.node
+        bind_host = cfg.network.bind_host if me.host == "127.0.0.1" else me.host
+        self.router = self._ctx.socket(zmq.ROUTER)
+        configure_socket(self.router, cfg)
+        self.router.setsockopt(zmq.ROUTER_HANDOVER, 1)
+        self.router.setsockopt(zmq.ROUTER_MANDATORY, 1)
+        self.router.bind(f"tcp://{bind_host}:{me.port}")
+        self.pub = self._ctx.socket(zmq.PUB)
+        configure_socket(self.pub, cfg)
+        self.pub.bind(f"tcp://{bind_host}:{me.resolved_pub_port}")
+        self.sub = self._ctx.socket(zmq.SUB)
+        configure_socket(self.sub, cfg)
+        self.sub.setsockopt(zmq.SUBSCRIBE, TOPOLOGY_TOPIC)
+        for spec in cfg.cluster.nodes:
+            self.sub.connect(spec.pub_endpoint)
+            if spec.id == self.node_id:
+                continue
+            dealer = self._ctx.socket(zmq.DEALER)
+            configure_socket(dealer, cfg)
+            dealer.setsockopt(zmq.IDENTITY, self.node_id.encode())
+            dealer.connect(spec.endpoint)
+            self.dealers[spec.id] = dealer
+        self._scheduler = BackgroundScheduler(daemon=True)
+        self._scheduler.add_job(
+            self._request_job, "interval", args=("maintenance",),
+            seconds=cfg.maintenance.interval_s, id="maintenance",
+        )
+        self._scheduler.add_job(
+            self._request_job, "interval", args=("publish",),
+            seconds=cfg.control_plane.publish_interval_s, id="publish",
+        )
+        self._scheduler.start()
+        self._jobs.put("publish")
+        log.info(
+            "node %s serving on %s (pub %s), storage %s at %s, consensus %s",
+            self.node_id, me.endpoint, me.pub_endpoint, cfg.storage.backend,
+            cfg.storage_path(), cfg.consensus.protocol,
+        )
+
+    def _make_service(self, storage: Any) -> ServiceBase:
+        if not self.cfg.replicated:
+            return DirectService(self.cfg, storage, self._send_reply)
+        from exapyte.runtime.replica import RaftService
+
+        return RaftService(self.cfg, storage, self._send_reply, self._send_peer, self.clock)
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def install_signal_handlers(self) -> None:
+        def handler(signum: int, _frame: Any) -> None:
+            log.info("node %s: signal %d, stopping", self.node_id, signum)
+            self.stop()
+
+        signal.signal(signal.SIGTERM, handler)
+        signal.signal(signal.SIGINT, handler)
+
+    def close(self) -> None:
+        if self._scheduler is not None:
+            self._scheduler.shutdown(wait=False)
+            self._scheduler = None
+        if self.service is not None:
+            try:
+                self.service.flush()
+            finally:
+                self.service.close()
+                self.service = None
+        for sock in [self.router, self.pub, self.sub, *self.dealers.values()]:
+            if sock is not None:
+                sock.close(linger=0)
+        self.dealers.clear()
+        if self._ctx is not None:
+            self._ctx.term()
+            self._ctx = None
+        log.info("node %s stopped", self.node_id)
+
+    # -- the loop -----------------------------------------------------------------------------
+
+    def run(self) -> None:
+        assert self.router is not None and self.sub is not None and self.service is not None
+        poller = zmq.Poller()
+        poller.register(self.router, zmq.POLLIN)
+        poller.register(self.sub, zmq.POLLIN)
+        tick_s = self.cfg.network.tick_ms / 1000.0
+        next_tick = self.clock.now() + tick_s
+        service = self.service
+        while not self._stop.is_set():
+            timeout_ms = max(0.0, (next_tick - self.clock.now()) * 1000.0)
+            events = dict(poller.poll(timeout_ms))
+            if self.router in events:
+                self._drain_router()
+            if self.sub in events:
+                self._drain_sub()
+            now = self.clock.now()
+            ticks = 0
+            while now >= next_tick and ticks < 10:
+                service.tick()
+                next_tick += tick_s
+                ticks += 1
+            if now >= next_tick:  # far behind (paused process): skip, do not tick-storm
+                next_tick = now + tick_s
+            service.flush()
+            while not self._jobs.empty():
+                self._run_job(self._jobs.get_nowait())
+
+    def _drain_router(self) -> None:
+        assert self.router is not None and self.service is not None
+        router = self.router
+        for _ in range(DRAIN_FRAMES_MAX):
+            try:
+                frames = router.recv_multipart(zmq.NOBLOCK, copy=True)
+            except zmq.Again:
+                return
+            if len(frames) != 2:
+                self.count("frames_dropped_shape")
+                continue
+            identity, payload = frames
+            try:
+                msg = self.codec.decode(payload)
+            except FrameError as exc:
+                self.count(f"frames_dropped_{exc.reason}")
+                log.debug("dropped a frame from %r: %s", identity, exc)
+                continue
+            if isinstance(msg, ClientRequest):
+                self.service.on_request(identity, msg)
+            elif isinstance(msg, PeerMessage):
+                self.service.on_peer(msg)
+            else:
+                self.count("frames_dropped_unexpected")
+
+    def _drain_sub(self) -> None:
+        assert self.sub is not None
+        for _ in range(DRAIN_FRAMES_MAX):
+            try:
+                frames = self.sub.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            if len(frames) != 2:
+                self.count("topology_dropped")
+                continue
+            try:
+                msg = self.codec.decode(frames[1])
+            except FrameError:
+                self.count("topology_dropped")
+                continue
+            if not isinstance(msg, TopologyUpdate):
+                self.count("topology_dropped")
+                continue
+            known = self.topology_seen.get(msg.publisher, 0)
+            if msg.version > known + 1 and known:
+                log.info(
+                    "topology gap from %s: version %d after %d; resyncing",
+                    msg.publisher, msg.version, known,
+                )
+                self.count("topology_gaps")
+            self.topology_seen[msg.publisher] = max(known, msg.version)
+
+    # -- outputs ------------------------------------------------------------------------------
+
+    def _send_reply(self, identity: bytes, reply: ClientReply) -> None:
+        assert self.router is not None
+        try:
+            self.router.send_multipart([identity, self.codec.encode(reply)], zmq.NOBLOCK)
+        except zmq.ZMQError as exc:  # EHOSTUNREACH (client gone) or EAGAIN (queue full)
+            self.count("replies_undeliverable")
+            log.debug("reply to %r not delivered: %s", identity, exc)
+
+    def _send_peer(self, to: str, msg: PeerMessage) -> None:
+        dealer = self.dealers.get(to)
+        if dealer is None:
+            self.count("peer_unknown")
+            return
+        try:
+            dealer.send(self.codec.encode(msg), zmq.NOBLOCK)
+        except zmq.Again:
+            self.count("peer_send_dropped")
+
+    # -- maintenance --------------------------------------------------------------------------
+
+    def _request_job(self, name: str) -> None:
+        self._jobs.put(name)  # runs on the scheduler thread: only hand the work over
+
+    def _run_job(self, name: str) -> None:
+        assert self.service is not None
+        if name == "maintenance":
+            self.service.maintenance()
+            log.debug("node %s metrics %s", self.node_id, json.dumps(self.status()))
+        elif name == "publish":
+            self._publish_topology()
+
+    def _publish_topology(self) -> None:
+        assert self.pub is not None
+        update = TopologyUpdate(
+            self.topology_version, self.node_id, msgspec.json.encode(self.cfg.cluster)
+        )
+        try:
+            self.pub.send_multipart([TOPOLOGY_TOPIC, self.codec.encode(update)], zmq.NOBLOCK)
+        except zmq.Again:
+            self.count("topology_publish_dropped")
+
+    def count(self, name: str) -> None:
+        self.counters[name] = self.counters.get(name, 0) + 1
+
+    def status_fields(self) -> dict[str, Any]:
+        return {
+            "frames": dict(sorted(self.counters.items())),
+            "uptime_s": round(time.monotonic() - self.started_at, 3),
+            "topology_version": self.topology_version,
+            "topology_seen": dict(sorted(self.topology_seen.items())),
+        }
+
+    def status(self) -> dict[str, Any]:
+        return self.service.status() if self.service is not None else self.status_fields()
+
+
+def serve(cfg: Config) -> int:
+    """Run a node until SIGTERM/SIGINT. Returns the process exit code."""
+    node = Node(cfg)
+    try:
+        node.start()
+    except (ExapyteError, zmq.ZMQError, OSError) as exc:
+        log.error("node %s failed to start: %s", cfg.node_id, exc)
+        node.close()
+        return 1
+    node.install_signal_handlers()
+    try:
+        node.run()
+    finally:
+        node.close()
+    return 0

@@ -1,0 +1,170 @@
+"""The wire format: every message a node sends or receives, and the codec for frames.
+
+A frame is one msgpack-encoded :class:`Envelope`: ``[version, body]`` where ``body`` is one of
+the tagged, frozen structs of :data:`Message`. Decoding is defensive:
+
+1. the frame's length is checked against the configured maximum *before* any decoding;
+2. the envelope is decoded against the exact union of known messages (msgspec validates every
+   field's type while decoding);
+3. an envelope from another protocol version is refused.
+
+Each refusal raises :class:`FrameError` carrying a short ``reason`` (``oversized``,
+``undecodable``, ``invalid``, ``version``); the node counts it per reason and drops the frame.
+Nothing a remote sends can crash the receiver.
+
+Messages fall in three families, told apart by the tag prefix: ``client.*`` (requests and
+replies), ``peer`` (a consensus message for one replica group) and ``control.*`` (topology
+publications on the PUB/SUB plane).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Union
+
+import msgspec
+
+from exapyte import limits
+from exapyte.protocol.raft.messages import RAFT_MESSAGE_TYPES
+
+# -- client operations --------------------------------------------------------------------------
+
+
+class GetOp(msgspec.Struct, frozen=True, tag="get"):
+    key: str
+
+
+class PutOp(msgspec.Struct, frozen=True, tag="put"):
+    key: str
+    value: bytes
+
+
+class DeleteOp(msgspec.Struct, frozen=True, tag="delete"):
+    key: str
+
+
+class CasOp(msgspec.Struct, frozen=True, tag="cas"):
+    """Compare-and-set: ``expected`` None means "key absent"; ``new`` None means delete."""
+
+    key: str
+    expected: bytes | None
+    new: bytes | None
+
+
+class ScanOp(msgspec.Struct, frozen=True, tag="scan"):
+    start: str = ""
+    end: str | None = None
+    limit: int = 1000
+
+
+class StatusOp(msgspec.Struct, frozen=True, tag="status"):
+    pass
+
+
+ClientOp = Union[GetOp, PutOp, DeleteOp, CasOp, ScanOp, StatusOp]
+WriteOp = Union[PutOp, DeleteOp, CasOp]
+WRITE_OPS = (PutOp, DeleteOp, CasOp)
+
+
+class ClientRequest(msgspec.Struct, frozen=True, tag="client.request"):
+    """One client call. ``(client_id, seq)`` identifies it across retries (exactly-once).
+
+    ``session_index`` is the session token: the highest applied index this client's session has
+    observed; a ``session`` read is served only by a replica that has applied at least that far.
+    """
+
+    client_id: str
+    seq: int
+    op: ClientOp
+    consistency: str = "strong"
+    session_index: int = 0
+    group: str = "default"
+
+
+class ReplyCode:
+    """The ``code`` of a :class:`ClientReply`."""
+
+    OK = "ok"
+    NOT_FOUND = "not_found"
+    CAS_FAILED = "cas_failed"
+    NOT_LEADER = "not_leader"  # try ``leader_endpoint``; the request was not applied
+    UNAVAILABLE = "unavailable"  # no leader known or no quorum: retry later
+    BAD_REQUEST = "bad_request"  # the request can never succeed as sent
+    OVERLOADED = "overloaded"  # too many pending requests: retry later
+
+
+class ClientReply(msgspec.Struct, frozen=True, tag="client.reply"):
+    client_id: str
+    seq: int
+    code: str
+    value: bytes | None = None
+    version: int = 0
+    records: tuple[tuple[str, bytes, int], ...] = ()
+    index: int = 0  # the applied index this reply reflects (feeds the session token)
+    node: str = ""
+    leader_hint: str | None = None
+    leader_endpoint: str | None = None
+    message: str = ""
+    status: dict[str, Any] | None = None
+
+
+# -- peer and control messages ------------------------------------------------------------------
+
+RaftMessage = Union[RAFT_MESSAGE_TYPES]  # type: ignore[valid-type]
+
+
+class PeerMessage(msgspec.Struct, frozen=True, tag="peer"):
+    """A consensus message addressed to the replica group ``group`` on the receiving node."""
+
+    group: str
+    msg: RaftMessage  # type: ignore[valid-type]
+
+
+class TopologyUpdate(msgspec.Struct, frozen=True, tag="control.topology"):
+    """A topology version, published by the control plane on its PUB socket."""
+
+    version: int
+    publisher: str
+    topology: bytes  # the cluster section, JSON-encoded
+
+
+Message = Union[ClientRequest, ClientReply, PeerMessage, TopologyUpdate]
+
+
+class Envelope(msgspec.Struct, frozen=True, array_like=True):
+    version: int
+    body: Message
+
+
+class FrameError(Exception):
+    """A frame was refused; ``reason`` is one of the counters a node keeps."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        self.reason = reason
+        super().__init__(f"{reason}: {detail}")
+
+
+class Codec:
+    """Encodes messages into frames and decodes frames defensively. Not thread-safe."""
+
+    def __init__(self, frame_bytes_max: int = limits.FRAME_BYTES_MAX) -> None:
+        self.frame_bytes_max = frame_bytes_max
+        self._encoder = msgspec.msgpack.Encoder()
+        self._decoder = msgspec.msgpack.Decoder(Envelope)
+
+    def encode(self, body: Message) -> bytes:  # type: ignore[valid-type]
+        return self._encoder.encode(Envelope(limits.PROTOCOL_VERSION, body))
+
+    def decode(self, frame: bytes | memoryview) -> Message:  # type: ignore[valid-type]
+        if len(frame) > self.frame_bytes_max:
+            raise FrameError("oversized", f"{len(frame)} bytes > {self.frame_bytes_max}")
+        try:
+            env = self._decoder.decode(frame)
+        except msgspec.ValidationError as exc:
+            raise FrameError("invalid", str(exc)) from None
+        except msgspec.DecodeError as exc:
+            raise FrameError("undecodable", str(exc)) from None
+        if env.version != limits.PROTOCOL_VERSION:
+            raise FrameError(
+                "version", f"protocol version {env.version}, expected {limits.PROTOCOL_VERSION}"
+            )
+        return env.body
