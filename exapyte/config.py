@@ -105,6 +105,9 @@ class NetworkSection(_Section):
     )
     sndhwm: PositiveInt = limits.ZMQ_SNDHWM_MESSAGES
     rcvhwm: PositiveInt = limits.ZMQ_RCVHWM_MESSAGES
+    # Where this node dials each peer, when not the peer's own endpoint (node id -> tcp://host:port).
+    # The harness points these at one Toxiproxy proxy per directed link.
+    peer_endpoints: dict[str, str] = {}
 
 
 class ConsensusSection(_Section):
@@ -178,6 +181,10 @@ class Config(_Section):
             if spec.id == node_id:
                 return spec
         raise ConfigError(f"node_id: {node_id!r} is not in cluster.nodes ({self.node_ids()})")
+
+    def peer_endpoint(self, node_id: str) -> str:
+        """The endpoint this node dials to reach ``node_id``."""
+        return self.network.peer_endpoints.get(node_id) or self.node_by_id(node_id).endpoint
 
     def node_ids(self) -> list[str]:
         return [n.id for n in self.cluster.nodes]
@@ -388,6 +395,16 @@ def _validate(cfg: Config) -> Config:
                         f"field 'cluster.links': region {end!r} is not declared; allowed: "
                         f"{', '.join(sorted(region_ids))}"
                     )
+    for peer, endpoint in cfg.network.peer_endpoints.items():
+        if peer not in ids:
+            raise ConfigError(
+                f"field 'network.peer_endpoints.{peer}': not a node of the cluster; allowed: "
+                f"{', '.join(ids)}"
+            )
+        if not re.fullmatch(r"tcp://[^:/]+:\d{1,5}", endpoint):
+            raise ConfigError(
+                f"field 'network.peer_endpoints.{peer}': {endpoint!r} is not tcp://HOST:PORT"
+            )
     if cfg.consensus.protocol == "none" and len(ids) > 1:
         raise ConfigError(
             "field 'consensus.protocol': 'none' serves a single node only, but cluster.nodes has "

@@ -42,6 +42,7 @@ class LocalCluster:
         data_in_run_dir: bool = True,
         extra_args: tuple[str, ...] = (),
         env: dict[str, str] | None = None,
+        node_config_paths: dict[str, Path] | None = None,
     ) -> None:
         self.config_path = Path(config_path).resolve()
         self.cfg: Config = config_mod.load(self.config_path)
@@ -49,6 +50,8 @@ class LocalCluster:
         self.data_in_run_dir = data_in_run_dir
         self.extra_args = extra_args
         self.env = env
+        # Per-node config files (same cluster, e.g. different network.peer_endpoints), if any.
+        self.node_config_paths = {k: Path(v).resolve() for k, v in (node_config_paths or {}).items()}
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
         self._logs: dict[str, Any] = {}
 
@@ -72,7 +75,8 @@ class LocalCluster:
     def command(self, node_id: str) -> list[str]:
         cmd = [
             sys.executable, "-m", "exapyte", "--node",
-            "--config", str(self.config_path), "--node-id", node_id,
+            "--config", str(self.node_config_paths.get(node_id, self.config_path)),
+            "--node-id", node_id,
         ]
         if self.data_in_run_dir:
             cmd += ["--data-dir", str(self.run_dir / node_id)]

@@ -133,7 +133,7 @@ class Node:
             dealer = self._ctx.socket(zmq.DEALER)
             configure_socket(dealer, cfg)
             dealer.setsockopt(zmq.IDENTITY, self.node_id.encode())
-            dealer.connect(spec.endpoint)
+            dealer.connect(cfg.peer_endpoint(spec.id))
             self.dealers[spec.id] = dealer
         self._scheduler = BackgroundScheduler(daemon=True)
         self._scheduler.add_job(

@@ -68,6 +68,8 @@ def test_defaults_and_node_override() -> None:
         (with_(unsafe={"enabled": True, "bugs": ["nope"]}), None, ["unsafe.bugs", "stale-reads"]),
         (with_(storage={"backend": "sqlite", "path": ""}), None, ["storage.path"]),
         (with_(surprise=1), None, ["surprise", "known fields"]),
+        (with_(network={"peer_endpoints": {"n7": "tcp://127.0.0.1:1"}}), None, ["peer_endpoints.n7", "n1, n2"]),
+        (with_(network={"peer_endpoints": {"n2": "udp://x"}}), None, ["peer_endpoints.n2", "tcp://HOST:PORT"]),
         ("[1, 2]", None, ["JSON object"]),
         ('{"cluster": ', None, ["not valid JSON", "line 1"]),
         ({"storage": {}}, None, ["cluster"]),
