@@ -32,6 +32,7 @@ from __future__ import annotations
 import json
 import logging
 import queue
+import random
 import signal
 import threading
 import time
@@ -45,6 +46,7 @@ from exapyte import limits
 from exapyte.config import Config
 from exapyte.errors import ExapyteError
 from exapyte.runtime.clock import Clock
+from exapyte.runtime.replica import Replica
 from exapyte.runtime.service import DirectService, ServiceBase
 from exapyte.storage import open_storage
 from exapyte.wire import (
@@ -155,9 +157,9 @@ class Node:
     def _make_service(self, storage: Any) -> ServiceBase:
         if not self.cfg.replicated:
             return DirectService(self.cfg, storage, self._send_reply)
-        from exapyte.runtime.replica import RaftService
-
-        return RaftService(self.cfg, storage, self._send_reply, self._send_peer, self.clock)
+        return Replica(
+            self.cfg, storage, random.Random(), reply=self._send_reply, send=self._send_peer
+        )
 
     def stop(self) -> None:
         self._stop.set()
@@ -239,7 +241,7 @@ class Node:
             if isinstance(msg, ClientRequest):
                 self.service.on_request(identity, msg)
             elif isinstance(msg, PeerMessage):
-                self.service.on_peer(msg)
+                self.service.on_peer(msg.msg)
             else:
                 self.count("frames_dropped_unexpected")
 
@@ -280,13 +282,13 @@ class Node:
             self.count("replies_undeliverable")
             log.debug("reply to %r not delivered: %s", identity, exc)
 
-    def _send_peer(self, to: str, msg: PeerMessage) -> None:
+    def _send_peer(self, to: str, msg: Any) -> None:
         dealer = self.dealers.get(to)
         if dealer is None:
             self.count("peer_unknown")
             return
         try:
-            dealer.send(self.codec.encode(msg), zmq.NOBLOCK)
+            dealer.send(self.codec.encode(PeerMessage("default", msg)), zmq.NOBLOCK)
         except zmq.Again:
             self.count("peer_send_dropped")
 

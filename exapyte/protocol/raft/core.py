@@ -123,6 +123,10 @@ class RaftConfig(msgspec.Struct, frozen=True):
     max_bytes_per_msg: int = limits.RAFT_MAX_BYTES_PER_MSG_DEFAULT
     pre_vote: bool = True
     check_quorum: bool = True
+    # A known bug, for proving that the harness catches it (config ``unsafe.bugs: no-term-check``):
+    # grant every vote request of the current term, ignoring the one-vote-per-term rule and the
+    # log up-to-date check (§5.2, §5.4.1). Never set it outside such a test.
+    unsafe_grant_any_vote: bool = False
 
     def validate(self) -> None:
         def need(ok: bool, field: str, rule: str) -> None:
@@ -596,7 +600,9 @@ class Raft(ConsensusCore):
             or (self._vote is None and self._leader is None)
             or (pre and m.term > self._term)
         )
-        if can_vote and self.log.is_up_to_date(m.last_index, m.last_term):
+        if self.cfg.unsafe_grant_any_vote or (
+            can_vote and self.log.is_up_to_date(m.last_index, m.last_term)
+        ):
             if pre:
                 self._send(PreVoteResp(self._id, m.frm, m.term, reject=False))
             else:

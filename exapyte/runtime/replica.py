@@ -1,0 +1,293 @@
+"""One member of a replicated group: a consensus core, its storage, the KV state machine and the
+client requests waiting on them. No sockets and no clock: the ZeroMQ node and the deterministic
+simulator both run this same class, passing in how to reply and how to send.
+
+Theory of operation
+-------------------
+- **Writes** become :class:`~exapyte.kv.Command` proposals. Every request handled in one loop
+  iteration is proposed before the core is driven, so they share one Ready: one append message
+  per follower and one fsync (group commit). A request waits in ``pending_writes`` under the
+  ``(index, term)`` its entry got; when the entry at that index is applied, the client gets the
+  state machine's outcome if the term matches, or ``unavailable`` if another leader's entry won
+  the index (its own entry can then never commit, so a retry is safe; sessions make it
+  exactly-once anyway).
+- **Strong reads** use ReadIndex: the leader records its commit index, confirms it is still
+  leader with a heartbeat round, and answers once that index is applied. Followers answer
+  ``not_leader`` with the leader's id and endpoint, which the client follows.
+- **Weaker levels** are served by any replica from applied state, within each level's promise:
+  ``session`` needs this replica to have applied the client's session token, ``bounded_staleness``
+  needs a leader heard from within the time bound and at most K entries applied behind the
+  commit index it reported, ``consistent_prefix`` and ``eventual`` are served as they are
+  (applied state is always a prefix of the committed log).
+- **Snapshots**: :meth:`maintenance` snapshots the state machine and compacts the log once it
+  holds more than ``consensus.snapshot_entries`` applied entries.
+
+``unsafe.bugs`` (refused unless ``unsafe.enabled``) switch on known bugs so the harness can show
+it catches them: ``stale-reads`` (strong reads answered locally on any node), ``ack-before-fsync``
+(a write is acknowledged as soon as the leader appends it, before it is fsynced or committed),
+``no-term-check`` (no pre-vote; every vote request of the current term is granted).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from exapyte import limits
+from exapyte.config import Config
+from exapyte.errors import NotLeader, ProposalDropped, ProtocolMisuse
+from exapyte.kv import Command, Outcome, encode_command
+from exapyte.protocol.drive import drive
+from exapyte.protocol.raft.core import Raft, RaftConfig, RandomSource
+from exapyte.protocol.raft.messages import Append, Heartbeat, InstallSnapshot
+from exapyte.protocol.types import (
+    ConfState,
+    Entry,
+    HardState,
+    PersistedState,
+    ReadState,
+    Role,
+    Snapshot,
+    SnapshotMeta,
+)
+from exapyte.runtime.service import ReplySink, ServiceBase, outcome_reply
+from exapyte.storage import Storage
+from exapyte.wire import ClientReply, ClientRequest, ReplyCode
+
+log = logging.getLogger(__name__)
+
+PeerSink = Callable[[str, Any], None]  # (peer node id, consensus message)
+
+
+def raft_config(cfg: Config) -> RaftConfig:
+    c = cfg.consensus
+    bugs = cfg.unsafe.bugs if cfg.unsafe.enabled else ()
+    return RaftConfig(
+        node_id=cfg.node_id or "",
+        election_timeout_ticks=c.election_timeout_ticks,
+        heartbeat_ticks=c.heartbeat_ticks,
+        max_inflight_msgs=c.max_inflight_msgs,
+        max_entries_per_msg=c.max_entries_per_msg,
+        pre_vote=c.pre_vote and "no-term-check" not in bugs,
+        check_quorum=c.check_quorum,
+        unsafe_grant_any_vote="no-term-check" in bugs,
+    )
+
+
+class Replica(ServiceBase):
+    """A consensus-backed KV replica. Single-threaded; see the module docstring."""
+
+    def __init__(
+        self,
+        cfg: Config,
+        storage: Storage,
+        rng: RandomSource,
+        *,
+        reply: ReplySink,
+        send: PeerSink,
+    ) -> None:
+        super().__init__(cfg, storage, reply)
+        self.send_to = send
+        self.bugs = frozenset(cfg.unsafe.bugs if cfg.unsafe.enabled else ())
+        persisted = storage.load_persisted()
+        if persisted.hard_state == HardState() and persisted.snapshot is None and not persisted.entries:
+            persisted = PersistedState(conf=ConfState(voters=tuple(cfg.node_ids())))
+        self.core = Raft(raft_config(cfg), persisted, rng, applied=self.sm.applied_index)
+        self.pending_writes: dict[int, tuple[int, Any, ClientRequest]] = {}
+        self.pending_reads: dict[bytes, tuple[Any, ClientRequest]] = {}
+        self._read_seq = 0
+        self._ticks_since_leader = 0
+        self._tick_ms = cfg.network.tick_ms
+
+    # -- helpers ------------------------------------------------------------------------------
+
+    def _leader_endpoint(self, leader: str | None) -> str | None:
+        if leader is None or leader == self.node_id:
+            return None
+        try:
+            return self.cfg.node_by_id(leader).endpoint
+        except Exception:  # a leader id outside the static cluster file
+            return None
+
+    def _redirect(self, identity: Any, req: ClientRequest, leader: str | None) -> None:
+        if leader is None or leader == self.node_id:
+            self.error(identity, req, ReplyCode.UNAVAILABLE, "no leader is known yet")
+        else:
+            self.error(
+                identity,
+                req,
+                ReplyCode.NOT_LEADER,
+                f"{self.node_id} is not the leader",
+                leader_hint=leader,
+                leader_endpoint=self._leader_endpoint(leader),
+            )
+
+    # -- requests -----------------------------------------------------------------------------
+
+    def on_write(self, identity: Any, req: ClientRequest) -> None:
+        done = self.sm.cached_outcome(req.client_id, req.seq)
+        if done is not None:  # a retry of a write that was already applied
+            self.reply(identity, outcome_reply(req, done, self.node_id))
+            return
+        if len(self.pending_writes) >= limits.PENDING_REQUESTS_MAX:
+            self.error(identity, req, ReplyCode.OVERLOADED, "too many writes in flight")
+            return
+        try:
+            index, term = self.core.propose(
+                encode_command(Command(req.client_id, req.seq, req.op))  # type: ignore[arg-type]
+            )
+        except NotLeader as exc:
+            self._redirect(identity, req, exc.leader_hint)
+            return
+        except ProposalDropped as exc:
+            self.error(identity, req, ReplyCode.UNAVAILABLE, str(exc))
+            return
+        self.count("writes_proposed")
+        if "ack-before-fsync" in self.bugs:
+            # Known bug: acknowledge now, before persisting or replicating.
+            self.reply(identity, outcome_reply(req, Outcome(ReplyCode.OK, None, 0, index), self.node_id))
+            return
+        self.pending_writes[index] = (term, identity, req)
+
+    def on_read(self, identity: Any, req: ClientRequest) -> None:
+        level = req.consistency
+        if level == "strong" and "stale-reads" not in self.bugs:
+            self._read_index(identity, req)
+            return
+        if level == "session" and self.sm.applied_index < req.session_index:
+            # This replica has not caught up with the client's session: the leader can serve it.
+            if self.core.role is Role.LEADER:
+                self._read_index(identity, req)
+            else:
+                self._redirect(identity, req, self.core.leader)
+            return
+        if level == "bounded_staleness" and not self._within_staleness_bound():
+            if self.core.role is Role.LEADER:
+                self._read_index(identity, req)
+            else:
+                self._redirect(identity, req, self.core.leader)
+            return
+        self.read_local(identity, req)
+
+    def _within_staleness_bound(self) -> bool:
+        if self.core.role is Role.LEADER:
+            return True
+        dp = self.cfg.data_plane
+        if self.core.leader is None:
+            return False
+        if self._ticks_since_leader * self._tick_ms > dp.staleness_ms_max:
+            return False
+        return self.core.status().commit - self.sm.applied_index <= dp.staleness_versions_max
+
+    def _read_index(self, identity: Any, req: ClientRequest) -> None:
+        if len(self.pending_reads) >= limits.PENDING_REQUESTS_MAX:
+            self.error(identity, req, ReplyCode.OVERLOADED, "too many reads in flight")
+            return
+        self._read_seq += 1
+        request_id = self._read_seq.to_bytes(8, "big")
+        try:
+            self.core.read(request_id)
+        except NotLeader as exc:
+            self._redirect(identity, req, exc.leader_hint)
+            return
+        self.pending_reads[request_id] = (identity, req)
+
+    def on_peer(self, msg: Any) -> None:
+        if isinstance(msg, (Append, Heartbeat, InstallSnapshot)) and msg.term >= self.core.term:
+            self._ticks_since_leader = 0
+        self.core.step(msg)
+
+    def tick(self) -> None:
+        self._ticks_since_leader += 1
+        self.core.tick()
+
+    # -- driving the core (this object is the drive() host) ------------------------------------
+
+    def flush(self) -> None:
+        while drive(self.core, self):
+            pass
+        if self.pending_reads and self.core.role is not Role.LEADER:
+            # Leadership was lost: the reads can no longer be confirmed here.
+            reads, self.pending_reads = self.pending_reads, {}
+            for identity, req in reads.values():
+                self._redirect(identity, req, self.core.leader)
+
+    def persist(
+        self,
+        hard_state: HardState | None,
+        entries: Sequence[Entry],
+        snapshot: Snapshot | None,
+        sync: bool,
+    ) -> None:
+        self.storage.persist(hard_state, entries, snapshot, sync=sync)
+
+    def send(self, messages: Sequence[Any]) -> None:
+        for msg in messages:
+            self.send_to(msg.to, msg)
+
+    def install_snapshot(self, snapshot: Snapshot) -> None:
+        self.sm.restore(snapshot.data)
+        self.count("snapshots_installed")
+        # Writes waiting at indexes the snapshot covers can no longer be matched to an outcome.
+        for index in [i for i in self.pending_writes if i <= snapshot.meta.index]:
+            _, identity, req = self.pending_writes.pop(index)
+            done = self.sm.cached_outcome(req.client_id, req.seq)
+            if done is not None:
+                self.reply(identity, outcome_reply(req, done, self.node_id))
+            else:
+                self.error(identity, req, ReplyCode.UNAVAILABLE, "superseded by a snapshot; retry")
+
+    def apply(self, entries: Sequence[Entry]) -> None:
+        for entry, outcome in self.sm.apply(entries):
+            waiting = self.pending_writes.pop(entry.index, None)
+            if waiting is None:
+                continue
+            term, identity, req = waiting
+            if term == entry.term and outcome is not None:
+                self.reply(identity, outcome_reply(req, outcome, self.node_id))
+            else:
+                self.error(
+                    identity, req, ReplyCode.UNAVAILABLE,
+                    "leadership changed before the write committed; retry",
+                )
+
+    def answer_reads(self, read_states: Sequence[ReadState]) -> None:
+        for rs in read_states:
+            waiting = self.pending_reads.pop(rs.request_id, None)
+            if waiting is not None:
+                self.read_local(*waiting)
+
+    # -- maintenance --------------------------------------------------------------------------
+
+    def maintenance(self) -> None:
+        applied = self.sm.applied_index
+        first = self.core.status().first_index
+        if applied - first + 1 <= self.cfg.consensus.snapshot_entries:
+            return
+        try:
+            full = self.core.compact(Snapshot(SnapshotMeta(index=applied), self.sm.snapshot()))
+        except ProtocolMisuse as exc:
+            log.warning("snapshot at %d skipped: %s", applied, exc)
+            return
+        self.storage.compact(full)
+        self.count("snapshots_taken")
+        log.info("%s: snapshot at index %d, log compacted", self.node_id, applied)
+
+    def status(self) -> dict[str, Any]:
+        status = super().status()
+        st = self.core.status()
+        status.update(
+            role=str(st.role),
+            term=st.term,
+            leader=st.leader,
+            commit=st.commit,
+            first_index=st.first_index,
+            last_index=st.last_index,
+            voters=list(st.conf.voters),
+            learners=list(st.conf.learners),
+            pending_writes=len(self.pending_writes),
+            pending_reads=len(self.pending_reads),
+            dropped=dict(self.core.dropped),
+        )
+        return status
