@@ -209,8 +209,14 @@ class Config(_Section):
 
 KNOWN_BUGS: dict[str, str] = {
     "stale-reads": "strong reads are answered from local state on any node, without ReadIndex",
-    "ack-before-fsync": "writes are acknowledged before the storage batch is fsynced",
-    "no-term-check": "pre-vote is skipped and stale terms in votes are not rejected",
+    "ack-before-fsync": (
+        "a write is acknowledged as soon as the leader appends it, before it is fsynced or "
+        "committed by a quorum"
+    ),
+    "no-term-check": (
+        "pre-vote is off and every vote request of the current term is granted (no "
+        "one-vote-per-term rule, no log up-to-date check)"
+    ),
 }
 
 
@@ -417,6 +423,21 @@ def _validate(cfg: Config) -> Config:
         )
     if cfg.storage.backend != "memory" and not cfg.storage.path:
         raise ConfigError("field 'storage.path': must be a file path for the sqlite/tiered backends")
+    # Strategies the schema names but this release does not run yet are refused, not ignored.
+    for field, value, available in (
+        ("replication.strategy", cfg.replication.strategy, ("sync",)),
+        ("distribution.strategy", cfg.distribution.strategy, ("centralized",)),
+    ):
+        if value not in available:
+            raise ConfigError(
+                f"field {field!r}: {value!r} is not available in this release yet; "
+                f"allowed: {', '.join(available)}"
+            )
+    if cfg.distribution.shards != 1:
+        raise ConfigError(
+            f"field 'distribution.shards': {cfg.distribution.shards} shards need the sharded "
+            "distribution, which is not available in this release yet; allowed: 1"
+        )
     unknown_bugs = [b for b in cfg.unsafe.bugs if b not in KNOWN_BUGS]
     if unknown_bugs:
         raise ConfigError(

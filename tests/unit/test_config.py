@@ -68,6 +68,8 @@ def test_defaults_and_node_override() -> None:
         (with_(unsafe={"enabled": True, "bugs": ["nope"]}), None, ["unsafe.bugs", "stale-reads"]),
         (with_(storage={"backend": "sqlite", "path": ""}), None, ["storage.path"]),
         (with_(surprise=1), None, ["surprise", "known fields"]),
+        (with_(replication={"strategy": "async"}), None, ["replication.strategy", "not available", "sync"]),
+        (with_(distribution={"strategy": "sharded"}), None, ["distribution.strategy", "centralized"]),
         (with_(network={"peer_endpoints": {"n7": "tcp://127.0.0.1:1"}}), None, ["peer_endpoints.n7", "n1, n2"]),
         (with_(network={"peer_endpoints": {"n2": "udp://x"}}), None, ["peer_endpoints.n2", "tcp://HOST:PORT"]),
         ("[1, 2]", None, ["JSON object"]),
@@ -110,3 +112,11 @@ def test_cli_exits_non_zero_naming_the_field(tmp_path: Path, doc: dict, fragment
     )
     assert proc.returncode != 0
     assert fragment in proc.stderr
+
+
+def test_config_reference_is_current() -> None:
+    from exapyte.configdoc import render
+
+    assert (REPO / "docs" / "config.md").read_text() == render(), (
+        "docs/config.md is stale: run python -m exapyte.configdoc > docs/config.md"
+    )
