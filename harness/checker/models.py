@@ -62,6 +62,7 @@ is one object).
 
 from __future__ import annotations
 
+import abc
 from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -99,16 +100,18 @@ def _show(value: Any) -> str:
     return str(value)
 
 
-class Model:
+class Model(abc.ABC):
     """Base of every model: one object per key, drop ``fail`` ops and reads with unknown results."""
 
     name: str = "model"
 
+    @abc.abstractmethod
     def init(self) -> State:
-        raise NotImplementedError
+        """The state before any operation."""
 
+    @abc.abstractmethod
     def step(self, state: State, input: Call, output: Output) -> tuple[bool, State]:
-        raise NotImplementedError
+        """Whether ``input`` returning ``output`` is possible in ``state``, and the next state."""
 
     def partition(self, ops: Sequence[Operation]) -> list[list[Operation]]:
         """Operations on different keys touch different objects (all keys None: one object)."""

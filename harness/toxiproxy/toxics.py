@@ -22,6 +22,7 @@ and ``bandwidth.rate`` (KB/s, 1 KB = 1000 bytes). All attributes are integers.
 
 from __future__ import annotations
 
+import abc
 import asyncio
 import dataclasses
 from dataclasses import dataclass
@@ -58,7 +59,7 @@ def parse_direction(stream: str) -> str | None:
 
 
 @dataclass(frozen=True)
-class ToxicKind:
+class ToxicKind(abc.ABC):
     """Attributes and behaviour of one toxic type. Subclasses declare their attributes as
     dataclass fields named exactly like the JSON attributes, in reply order."""
 
@@ -83,8 +84,9 @@ class ToxicKind:
         """Per-connection state kept across restarts of the stage; ``None`` if stateless."""
         return None
 
+    @abc.abstractmethod
     async def pipe(self, stage: Stage) -> None:
-        raise NotImplementedError
+        """Move chunks from ``stage``'s input to its output, applying this toxic."""
 
 
 @dataclass(frozen=True)
