@@ -28,6 +28,7 @@ modes:
               storage, consensus) until SIGTERM or Ctrl-C.
   --client    send one request to the cluster in --config and print the reply as JSON:
                 put KEY VALUE | get KEY | delete KEY | cas KEY EXPECTED NEW | scan [START [END]] | status
+                transfer NODE | member add-voter|add-learner|remove NODE
               In cas, the word ':absent' means "no value" (expect absent, or delete).
   --cluster   start every node of a cluster file as its own process on this machine, write
               RUN_DIR/cluster.json (ids, pids, endpoints) and stop them all on Ctrl-C or SIGTERM.
@@ -119,7 +120,7 @@ def _arg(value: str) -> str | None:
     return None if value == ABSENT else value
 
 
-CLIENT_ARITY = {"put": 2, "get": 1, "delete": 1, "cas": 3, "status": 0}
+CLIENT_ARITY = {"put": 2, "get": 1, "delete": 1, "cas": 3, "status": 0, "transfer": 1, "member": 2}
 
 
 def run_client(ns: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
@@ -132,7 +133,7 @@ def run_client(ns: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         if len(args) > 2:
             parser.error("scan takes at most START and END")
     elif op not in CLIENT_ARITY:
-        parser.error(f"unknown operation {op!r}; allowed: put, get, delete, cas, scan, status")
+        parser.error(f"unknown operation {op!r}; allowed: {', '.join([*CLIENT_ARITY, 'scan'])}")
     elif len(args) != CLIENT_ARITY[op]:
         parser.error(f"{op} takes {CLIENT_ARITY[op]} argument(s), got {len(args)}")
     cfg = config_mod.load(ns.config, node_id=ns.node_id)
@@ -166,6 +167,10 @@ def run_client(ns: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
                 out["records"] = [
                     {"key": k, "value": _text(v.value), "version": v.version} for k, v in rows
                 ]
+            elif op == "transfer":
+                out.update(to=args[0], message=client.transfer_leader(args[0]))
+            elif op == "member":
+                out.update(change=args[0], member=args[1], index=client.change_membership(*args))
             else:
                 out["status"] = client.status()
             out["ok"] = True

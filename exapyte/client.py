@@ -48,10 +48,12 @@ from exapyte.wire import (
     DeleteOp,
     FrameError,
     GetOp,
+    MembershipOp,
     PutOp,
     ReplyCode,
     ScanOp,
     StatusOp,
+    TransferLeaderOp,
 )
 
 Value = bytes | str
@@ -149,6 +151,14 @@ class Client:
     ) -> list[tuple[str, Versioned]]:
         reply = self.request(ScanOp(start, end, limit), consistency=consistency, timeout_s=timeout_s)
         return [(k, Versioned(v, ver)) for k, v, ver in reply.records]
+
+    def transfer_leader(self, to: str, *, timeout_s: float | None = None) -> str:
+        """Ask the leader to hand leadership to ``to``; returns the leader's message."""
+        return self.request(TransferLeaderOp(to), timeout_s=timeout_s).message
+
+    def change_membership(self, change: str, node: str, *, timeout_s: float | None = None) -> int:
+        """``add-voter``, ``add-learner`` or ``remove`` ``node``; returns once applied (its index)."""
+        return self.request(MembershipOp(change, node), timeout_s=timeout_s).index
 
     def status(self, endpoint: str | None = None, *, timeout_s: float | None = None) -> dict[str, Any]:
         """The status of one node (the current one by default); no redirects."""

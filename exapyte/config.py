@@ -120,6 +120,9 @@ class ConsensusSection(_Section):
     max_inflight_msgs: Annotated[int, msgspec.Meta(ge=1, le=100_000)] = 256
     max_entries_per_msg: Annotated[int, msgspec.Meta(ge=1, le=100_000)] = 512
     snapshot_entries: Annotated[int, msgspec.Meta(ge=10, le=10_000_000)] = 10_000
+    # The voters a brand-new group starts with (default: every node of the cluster). Other nodes
+    # start empty and join when a membership change adds them.
+    initial_voters: tuple[Ident, ...] = ()
 
 
 class ReplicationSection(_Section):
@@ -188,6 +191,9 @@ class Config(_Section):
 
     def node_ids(self) -> list[str]:
         return [n.id for n in self.cluster.nodes]
+
+    def initial_voters(self) -> tuple[str, ...]:
+        return self.consensus.initial_voters or tuple(self.node_ids())
 
     @property
     def replicated(self) -> bool:
@@ -411,6 +417,11 @@ def _validate(cfg: Config) -> Config:
             raise ConfigError(
                 f"field 'network.peer_endpoints.{peer}': {endpoint!r} is not tcp://HOST:PORT"
             )
+    stray = [v for v in cfg.consensus.initial_voters if v not in ids]
+    if stray:
+        raise ConfigError(
+            f"field 'consensus.initial_voters': {stray} not in the cluster; allowed: {', '.join(ids)}"
+        )
     if cfg.consensus.protocol == "none" and len(ids) > 1:
         raise ConfigError(
             "field 'consensus.protocol': 'none' serves a single node only, but cluster.nodes has "

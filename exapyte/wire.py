@@ -60,7 +60,24 @@ class StatusOp(msgspec.Struct, frozen=True, tag="status"):
     pass
 
 
-ClientOp = Union[GetOp, PutOp, DeleteOp, CasOp, ScanOp, StatusOp]
+class TransferLeaderOp(msgspec.Struct, frozen=True, tag="admin.transfer"):
+    """Ask the leader to hand leadership to ``to`` (a voter)."""
+
+    to: str
+
+
+MEMBERSHIP_CHANGES = ("add-voter", "add-learner", "remove")
+
+
+class MembershipOp(msgspec.Struct, frozen=True, tag="admin.membership"):
+    """One single-server membership change: ``change`` is one of :data:`MEMBERSHIP_CHANGES`."""
+
+    change: str
+    node: str
+
+
+ClientOp = Union[GetOp, PutOp, DeleteOp, CasOp, ScanOp, StatusOp, TransferLeaderOp, MembershipOp]
+ADMIN_OPS = (TransferLeaderOp, MembershipOp)
 WriteOp = Union[PutOp, DeleteOp, CasOp]
 WRITE_OPS = (PutOp, DeleteOp, CasOp)
 

@@ -42,8 +42,11 @@ from exapyte.protocol.drive import drive
 from exapyte.protocol.raft.core import Raft, RaftConfig, RandomSource
 from exapyte.protocol.raft.messages import Append, Heartbeat, InstallSnapshot
 from exapyte.protocol.types import (
+    ConfChange,
+    ConfChangeKind,
     ConfState,
     Entry,
+    EntryKind,
     HardState,
     PersistedState,
     ReadState,
@@ -53,11 +56,17 @@ from exapyte.protocol.types import (
 )
 from exapyte.runtime.service import ReplySink, ServiceBase, outcome_reply
 from exapyte.storage import Storage
-from exapyte.wire import ClientReply, ClientRequest, ReplyCode
+from exapyte.wire import ClientReply, ClientRequest, MembershipOp, ReplyCode, TransferLeaderOp
 
 log = logging.getLogger(__name__)
 
 PeerSink = Callable[[str, Any], None]  # (peer node id, consensus message)
+
+_CHANGE_KINDS = {
+    "add-voter": ConfChangeKind.ADD_VOTER,
+    "add-learner": ConfChangeKind.ADD_LEARNER,
+    "remove": ConfChangeKind.REMOVE_NODE,
+}
 
 
 def raft_config(cfg: Config) -> RaftConfig:
@@ -92,8 +101,12 @@ class Replica(ServiceBase):
         self.bugs = frozenset(cfg.unsafe.bugs if cfg.unsafe.enabled else ())
         persisted = storage.load_persisted()
         if persisted.hard_state == HardState() and persisted.snapshot is None and not persisted.entries:
-            persisted = PersistedState(conf=ConfState(voters=tuple(cfg.node_ids())))
+            voters = cfg.initial_voters()
+            if self.node_id in voters:
+                persisted = PersistedState(conf=ConfState(voters=voters))
+            # else: a node outside the initial voters starts empty and waits to be added.
         self.core = Raft(raft_config(cfg), persisted, rng, applied=self.sm.applied_index)
+        # index -> (term, requester, request): writes and membership changes awaiting apply
         self.pending_writes: dict[int, tuple[int, Any, ClientRequest]] = {}
         self.pending_reads: dict[bytes, tuple[Any, ClientRequest]] = {}
         self._read_seq = 0
@@ -147,6 +160,43 @@ class Replica(ServiceBase):
         if "ack-before-fsync" in self.bugs:
             # Known bug: acknowledge now, before persisting or replicating.
             self.reply(identity, outcome_reply(req, Outcome(ReplyCode.OK, None, 0, index), self.node_id))
+            return
+        self.pending_writes[index] = (term, identity, req)
+
+    def on_admin(self, identity: Any, req: ClientRequest) -> None:
+        op = req.op
+        target = op.node if isinstance(op, MembershipOp) else op.to  # type: ignore[union-attr]
+        if target not in self.cfg.node_ids():
+            self.error(
+                identity, req, ReplyCode.BAD_REQUEST,
+                f"unknown node {target!r}; allowed: {', '.join(self.cfg.node_ids())}",
+            )
+            return
+        try:
+            if isinstance(op, TransferLeaderOp):
+                self.core.transfer_leadership(op.to)
+                self.reply(
+                    identity,
+                    ClientReply(req.client_id, req.seq, ReplyCode.OK, node=self.node_id,
+                                message=f"leadership transfer to {op.to} started"),
+                )
+                return
+            assert isinstance(op, MembershipOp)
+            if op.change not in _CHANGE_KINDS:
+                self.error(
+                    identity, req, ReplyCode.BAD_REQUEST,
+                    f"unknown membership change {op.change!r}; allowed: {', '.join(_CHANGE_KINDS)}",
+                )
+                return
+            index, term = self.core.propose_conf_change(ConfChange(_CHANGE_KINDS[op.change], op.node))
+        except NotLeader as exc:
+            self._redirect(identity, req, exc.leader_hint)
+            return
+        except ProtocolMisuse as exc:
+            self.error(identity, req, ReplyCode.BAD_REQUEST, str(exc))
+            return
+        except ProposalDropped as exc:
+            self.error(identity, req, ReplyCode.UNAVAILABLE, str(exc))
             return
         self.pending_writes[index] = (term, identity, req)
 
@@ -246,6 +296,12 @@ class Replica(ServiceBase):
             term, identity, req = waiting
             if term == entry.term and outcome is not None:
                 self.reply(identity, outcome_reply(req, outcome, self.node_id))
+            elif term == entry.term and entry.kind == EntryKind.CONF_CHANGE:
+                self.reply(
+                    identity,
+                    ClientReply(req.client_id, req.seq, ReplyCode.OK, index=entry.index,
+                                node=self.node_id, message="membership change applied"),
+                )
             else:
                 self.error(
                     identity, req, ReplyCode.UNAVAILABLE,

@@ -24,6 +24,7 @@ from exapyte.kv import Command, KVStateMachine, Outcome, encode_command
 from exapyte.protocol.types import Entry, EntryKind
 from exapyte.storage import Storage
 from exapyte.wire import (
+    ADMIN_OPS,
     WRITE_OPS,
     ClientReply,
     ClientRequest,
@@ -175,6 +176,8 @@ class ServiceBase:
             return
         if isinstance(req.op, WRITE_OPS):
             self.on_write(identity, req)
+        elif isinstance(req.op, ADMIN_OPS):
+            self.on_admin(identity, req)
         else:
             self.on_read(identity, req)
 
@@ -183,6 +186,12 @@ class ServiceBase:
 
     def on_read(self, identity: bytes, req: ClientRequest) -> None:
         raise AssertionError("subclass responsibility")
+
+    def on_admin(self, identity: bytes, req: ClientRequest) -> None:
+        self.error(
+            identity, req, ReplyCode.BAD_REQUEST,
+            f"{type(req.op).__name__} needs a replicated group (consensus.protocol raft)",
+        )
 
     def on_peer(self, msg: Any) -> None:
         self.count("peer_unexpected")
