@@ -42,6 +42,7 @@ from exapyte.errors import RequestFailed, RequestTimeout
 from exapyte.wire import (
     CasOp,
     ClientOp,
+    ClockOp,
     ClientReply,
     ClientRequest,
     Codec,
@@ -159,6 +160,14 @@ class Client:
     def change_membership(self, change: str, node: str, *, timeout_s: float | None = None) -> int:
         """``add-voter``, ``add-learner`` or ``remove`` ``node``; returns once applied (its index)."""
         return self.request(MembershipOp(change, node), timeout_s=timeout_s).index
+
+    def clock_fault(
+        self, endpoint: str, *, shift_ms: float = 0.0, rate: float = 1.0, reset: bool = False,
+        timeout_s: float | None = None,
+    ) -> str:
+        """Shift and/or re-rate the clock of the node at ``endpoint`` (needs unsafe.enabled)."""
+        op = ClockOp(shift_ms=shift_ms, rate=rate, reset=reset)
+        return self.request(op, timeout_s=timeout_s, endpoint=endpoint, follow=False).message
 
     def status(self, endpoint: str | None = None, *, timeout_s: float | None = None) -> dict[str, Any]:
         """The status of one node (the current one by default); no redirects."""

@@ -76,7 +76,18 @@ class MembershipOp(msgspec.Struct, frozen=True, tag="admin.membership"):
     node: str
 
 
-ClientOp = Union[GetOp, PutOp, DeleteOp, CasOp, ScanOp, StatusOp, TransferLeaderOp, MembershipOp]
+class ClockOp(msgspec.Struct, frozen=True, tag="admin.clock"):
+    """Clock-fault injection on the receiving node: move its clock by ``shift_ms`` and set its
+    rate. ``reset`` puts the clock back to real time first. Refused unless ``unsafe.enabled``."""
+
+    shift_ms: float = 0.0
+    rate: float = 1.0
+    reset: bool = False
+
+
+ClientOp = Union[
+    GetOp, PutOp, DeleteOp, CasOp, ScanOp, StatusOp, TransferLeaderOp, MembershipOp, ClockOp
+]
 ADMIN_OPS = (TransferLeaderOp, MembershipOp)
 WriteOp = Union[PutOp, DeleteOp, CasOp]
 WRITE_OPS = (PutOp, DeleteOp, CasOp)

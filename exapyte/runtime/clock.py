@@ -11,15 +11,30 @@ import time
 
 
 class Clock:
-    """Monotonic seconds, shifted by ``offset_s`` (clock-fault injection) and scaled by ``rate``."""
+    """Monotonic seconds, shifted by ``offset_s`` and running at ``rate`` (clock-fault injection).
+
+    A forward jump of the offset makes the node see time pass at once (its timers fire early);
+    a rate above 1 makes its timers run fast, below 1 slow. Both model the clock faults a harness
+    injects; neither ever makes this clock go backwards unless the offset is moved back.
+    """
 
     def __init__(self, offset_s: float = 0.0, rate: float = 1.0) -> None:
         self.offset_s = offset_s
         self.rate = rate
-        self._origin = time.monotonic()
+        self._base_real = time.monotonic()
+        self._base_virtual = self._base_real
 
     def now(self) -> float:
-        return self._origin + (time.monotonic() - self._origin) * self.rate + self.offset_s
+        return self._base_virtual + (time.monotonic() - self._base_real) * self.rate + self.offset_s
+
+    def set_rate(self, rate: float) -> None:
+        """Change the rate from now on, without a jump."""
+        if not 0 < rate <= 100:
+            raise ValueError(f"clock rate must be within (0, 100], got {rate}")
+        real = time.monotonic()
+        self._base_virtual += (real - self._base_real) * self.rate
+        self._base_real = real
+        self.rate = rate
 
     def wall(self) -> float:
         """Wall-clock seconds since the epoch, shifted like :meth:`now` (for logs and reports)."""

@@ -52,9 +52,11 @@ from exapyte.storage import open_storage
 from exapyte.wire import (
     ClientReply,
     ClientRequest,
+    ClockOp,
     Codec,
     FrameError,
     PeerMessage,
+    ReplyCode,
     TopologyUpdate,
 )
 
@@ -239,7 +241,10 @@ class Node:
                 log.debug("dropped a frame from %r: %s", identity, exc)
                 continue
             if isinstance(msg, ClientRequest):
-                self.service.on_request(identity, msg)
+                if isinstance(msg.op, ClockOp):
+                    self._on_clock(identity, msg)
+                else:
+                    self.service.on_request(identity, msg)
             elif isinstance(msg, PeerMessage):
                 self.service.on_peer(msg.msg)
             else:
@@ -271,6 +276,36 @@ class Node:
                 )
                 self.count("topology_gaps")
             self.topology_seen[msg.publisher] = max(known, msg.version)
+
+    def _on_clock(self, identity: bytes, req: ClientRequest) -> None:
+        """Clock-fault injection (harness only): shift and/or re-rate this node's clock."""
+        op = req.op
+        assert isinstance(op, ClockOp)
+        if not self.cfg.unsafe.enabled:
+            reply = ClientReply(
+                req.client_id, req.seq, ReplyCode.BAD_REQUEST, node=self.node_id,
+                message="clock faults are refused unless unsafe.enabled is true",
+            )
+        elif not (0 < op.rate <= 100 and abs(op.shift_ms) <= 3_600_000):
+            reply = ClientReply(
+                req.client_id, req.seq, ReplyCode.BAD_REQUEST, node=self.node_id,
+                message="rate must be within (0, 100] and |shift_ms| at most 3600000",
+            )
+        else:
+            if op.reset:
+                self.clock.offset_s = 0.0
+            self.clock.set_rate(op.rate)
+            self.clock.offset_s += op.shift_ms / 1000.0
+            self.count("clock_faults")
+            log.info(
+                "node %s: clock offset now %.3f s, rate %.3f",
+                self.node_id, self.clock.offset_s, self.clock.rate,
+            )
+            reply = ClientReply(
+                req.client_id, req.seq, ReplyCode.OK, node=self.node_id,
+                message=f"offset {self.clock.offset_s:.3f} s, rate {self.clock.rate}",
+            )
+        self._send_reply(identity, reply)
 
     # -- outputs ------------------------------------------------------------------------------
 

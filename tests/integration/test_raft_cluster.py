@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from exapyte.client import Client
-from exapyte.errors import ExapyteError, RequestTimeout
+from exapyte.errors import ExapyteError, RequestFailed, RequestTimeout
 from exapyte.runtime.cluster import LocalCluster
 
 pytestmark = pytest.mark.integration
@@ -135,3 +135,36 @@ def test_follower_reads_honour_session_tokens(cluster: LocalCluster) -> None:
             c.put("s", str(i))
             got = c.get("s")  # read-your-writes on whichever replica answers
             assert got is not None and got.value == str(i).encode()
+
+
+def test_clock_faults_move_timers_and_are_refused_when_unsafe_is_off(write_config, tmp_path: Path) -> None:
+    path = write_config(["n1", "n2", "n3"], unsafe={"enabled": True})
+    cluster = LocalCluster(path, tmp_path / "run")
+    try:
+        cluster.start()
+        leader = wait_for(lambda: leader_of(cluster), "a leader")
+        follower = next(n for n in cluster.node_ids if n != leader)
+        term = statuses(cluster)[leader]["term"]
+        with cluster.client(timeout_s=10) as c:
+            # A follower whose clock runs 20x fast times out before the leader's heartbeats reach
+            # it; pre-vote and leader stickiness keep it from disturbing the leader.
+            c.clock_fault(cluster.endpoint(follower), rate=20.0)
+            c.clock_fault(cluster.endpoint(follower), shift_ms=5_000)
+            for i in range(50):
+                c.put(f"k{i}", "v")
+            c.clock_fault(cluster.endpoint(follower), reset=True)
+            st = statuses(cluster)
+            assert st[follower]["frames"].get("clock_faults") == 3
+            assert leader_of(cluster) == leader and st[leader]["term"] == term
+    finally:
+        cluster.stop()
+
+    path = write_config(["n1"], name="safe.json")
+    single = LocalCluster(path, tmp_path / "run-safe")
+    try:
+        single.start()
+        with single.client(timeout_s=5) as c:
+            with pytest.raises(RequestFailed, match="unsafe.enabled"):
+                c.clock_fault(single.endpoint("n1"), shift_ms=1000)
+    finally:
+        single.stop()
