@@ -204,7 +204,7 @@ class Node:
         next_tick = self.clock.now() + tick_s
         service = self.service
         while not self._stop.is_set():
-            timeout_ms = max(0.0, (next_tick - self.clock.now()) * 1000.0)
+            timeout_ms = max(0, int((next_tick - self.clock.now()) * 1000.0))
             events = dict(poller.poll(timeout_ms))
             if self.router in events:
                 self._drain_router()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import typing
+
 import msgspec
 import pytest
 from hypothesis import given
@@ -18,6 +20,7 @@ from exapyte.wire import (
     GetOp,
     PeerMessage,
     PutOp,
+    RaftMessage,
     ScanOp,
     TopologyUpdate,
 )
@@ -37,10 +40,11 @@ def test_round_trip_of_each_family() -> None:
 
 
 def test_every_raft_message_fits_the_peer_envelope() -> None:
-    codec = Codec()
     assert RAFT_MESSAGE_TYPES
     for cls in RAFT_MESSAGE_TYPES:
         assert cls.__struct_config__.tag.startswith("raft.")
+    # The peer envelope's union is exactly the Raft message set: none missing, none extra.
+    assert set(typing.get_args(RaftMessage)) == set(RAFT_MESSAGE_TYPES)
 
 
 @pytest.mark.parametrize(
