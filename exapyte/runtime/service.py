@@ -37,7 +37,7 @@ from exapyte.wire import (
 log = logging.getLogger(__name__)
 
 # (ROUTER identity of the requester, the reply)
-ReplySink = Callable[[bytes, ClientReply], None]
+ReplySink = Callable[[Any, ClientReply], None]
 
 
 def validate_request(req: ClientRequest) -> str | None:
@@ -156,7 +156,7 @@ class ServiceBase:
 
     # -- the interface the node shell calls -----------------------------------------------------
 
-    def on_request(self, identity: bytes, req: ClientRequest) -> None:
+    def on_request(self, identity: Any, req: ClientRequest) -> None:
         problem = validate_request(req)
         if problem is not None:
             self.error(identity, req, ReplyCode.BAD_REQUEST, problem)

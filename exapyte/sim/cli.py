@@ -1,0 +1,187 @@
+"""``python -m exapyte.sim``: run seeds, print verdicts and trace hashes, replay and shrink failures.
+
+Each seed prints ``seed=S trace_hash=H verdict=V``; a failing seed also prints what failed, the
+one command that replays it, and (unless ``--no-shrink``) the shrunk case with its own replay
+command. A rich table sums up: seeds run, failures, simulated time, wall time and the speed
+ratio (simulated seconds per wall second). The exit status is 1 when any seed failed.
+
+The linearizability checker lives in the harness; it is imported lazily by
+:mod:`exapyte.sim.judge` when a history is judged, never at import time of this module.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from exapyte.sim.faults import FAULT_KINDS
+from exapyte.sim.runner import SimResult, run_seed, run_seeds, shrink
+from exapyte.sim.scheduler import NS_PER_S
+from exapyte.sim.world import SimSpec
+
+
+def _faults(text: str) -> tuple[str, ...]:
+    if text in ("", "none"):
+        return ()
+    if text == "all":
+        return FAULT_KINDS
+    kinds = tuple(k.strip() for k in text.split(",") if k.strip())
+    unknown = [k for k in kinds if k not in FAULT_KINDS]
+    if unknown:
+        raise argparse.ArgumentTypeError(
+            f"unknown fault kind(s) {', '.join(unknown)}; allowed: {', '.join(FAULT_KINDS)}, all, none"
+        )
+    return kinds
+
+
+def _indexes(text: str) -> tuple[int, ...]:
+    if text in ("", "none"):
+        return ()
+    try:
+        return tuple(int(x) for x in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--keep-faults wants comma-separated integers, got {text!r}") from None
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m exapyte.sim",
+        description="Deterministic simulation of an exapyte cluster: many seeds, replayable, shrunk.",
+    )
+    p.add_argument("--protocol", choices=["raft"], default="raft", help="consensus protocol")
+    p.add_argument("--seed", type=int, default=0, help="first seed (default 0)")
+    p.add_argument("--seeds", type=int, default=1, help="how many consecutive seeds to run")
+    p.add_argument("--nodes", type=int, choices=[3, 5], default=3)
+    p.add_argument("--faults", type=_faults, default=FAULT_KINDS,
+                   help=f"comma-separated: {','.join(FAULT_KINDS)} (or all, none); default all")
+    p.add_argument("--ops", type=int, default=SimSpec(seed=0).ops, help="operation budget per seed")
+    p.add_argument("--clients", type=int, default=SimSpec(seed=0).clients)
+    p.add_argument("--keys", type=int, default=SimSpec(seed=0).keys)
+    p.add_argument("--fault-seconds", type=float, default=SimSpec(seed=0).fault_s,
+                   help="simulated seconds of the fault phase")
+    p.add_argument("--keep-faults", type=_indexes, default=None,
+                   help="replay only these planned faults (indexes, as printed by a shrink)")
+    p.add_argument("--keep-unsynced", action="store_true",
+                   help="crashes keep unsynced writes (default: they are lost)")
+    p.add_argument("--workers", type=int, default=1, help="worker processes for many seeds")
+    p.add_argument("--no-shrink", action="store_true", help="do not shrink failing seeds")
+    p.add_argument("--json", action="store_true", help="one JSON object per seed, then a summary")
+    p.add_argument("--history", type=Path, default=None,
+                   help="write the JSONL history here (with many seeds: the failing ones, "
+                        "as NAME-SEED.jsonl)")
+    return p
+
+
+def _history_path(base: Path, seed: int, many: bool) -> Path:
+    if not many:
+        return base
+    return base.with_name(f"{base.stem}-{seed}{base.suffix or '.jsonl'}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.seeds < 1 or args.ops < 1 or args.clients < 1 or args.keys < 1:
+        print("--seeds, --ops, --clients and --keys must be >= 1", file=sys.stderr)
+        return 2
+    console = Console(highlight=False, soft_wrap=True)
+    base = SimSpec(
+        seed=args.seed,
+        nodes=args.nodes,
+        faults=args.faults,
+        ops=args.ops,
+        clients=args.clients,
+        keys=args.keys,
+        fault_s=args.fault_seconds,
+        keep_faults=args.keep_faults,
+        lose_unsynced=not args.keep_unsynced,
+    )
+    specs = [replace(base, seed=args.seed + i) for i in range(args.seeds)]
+    many = args.seeds > 1
+    started = time.perf_counter()
+    failures: list[SimResult] = []
+    sim_ns = 0
+    events = 0
+    for result in run_seeds(specs, workers=args.workers):
+        sim_ns += result.sim_ns
+        events += result.counters.get("events", 0)
+        if args.json:
+            print(json.dumps(result.to_json(), sort_keys=True), flush=True)
+        else:
+            print(result.summary_line(), flush=True)
+        if result.ok:
+            continue
+        failures.append(result)
+        if args.history is not None:
+            _write_history(result, _history_path(args.history, result.seed, many))
+        if not args.json:
+            console.print(f"  [red]{result.check}[/red]: {result.detail}")
+            console.print(f"  replay: {result.spec.replay_command()}")
+    if args.history is not None and not many and not failures:
+        _write_history(run_seed(specs[0], keep_history=True), args.history)
+    wall = time.perf_counter() - started
+    shrunk_lines = []
+    if failures and not args.no_shrink:
+        first = failures[0]
+        shrunk = shrink(first)
+        spec = shrunk.shrunk.spec
+        kept = shrunk.shrunk_faults()
+        shrunk_lines = [
+            shrunk.describe(),
+            (
+                f"shrunk parameters: ops={spec.ops} faults={len(kept)} keep_faults="
+                f"{','.join(map(str, spec.keep_faults)) if spec.keep_faults is not None else 'all'}"
+            ),
+            *[f"  fault {f.describe()}" for f in kept],
+            f"replay shrunk: {spec.replay_command()}",
+        ]
+        if args.json:
+            print(json.dumps({"shrunk": shrunk.shrunk.to_json(), "original_seed": first.seed,
+                              "reruns": shrunk.runs}, sort_keys=True))
+        else:
+            for line in shrunk_lines:
+                print(line)
+    ratio = (sim_ns / NS_PER_S) / wall if wall > 0 else 0.0
+    summary = {
+        "seeds": len(specs),
+        "failures": len(failures),
+        "failing_seeds": [f.seed for f in failures],
+        "sim_s": round(sim_ns / NS_PER_S, 3),
+        "wall_s": round(wall, 3),
+        "speed_ratio": round(ratio, 1),
+        "seeds_per_s": round(len(specs) / wall, 2) if wall > 0 else 0.0,
+        "events": events,
+    }
+    if args.json:
+        print(json.dumps({"summary": summary}, sort_keys=True))
+    else:
+        table = Table(title=f"exapyte simulator: raft, {args.nodes} nodes, faults "
+                            f"{','.join(args.faults) or 'none'}")
+        for column in ("seeds run", "failures", "sim time", "wall time", "speed ratio", "seeds/s"):
+            table.add_column(column, justify="right")
+        table.add_row(
+            str(summary["seeds"]),
+            str(summary["failures"]),
+            f"{summary['sim_s']:.1f} s",
+            f"{summary['wall_s']:.1f} s",
+            f"{summary['speed_ratio']:.0f}x",
+            f"{summary['seeds_per_s']:.1f}",
+        )
+        console.print(table)
+        if failures:
+            console.print(f"failing seeds: {' '.join(str(f.seed) for f in failures)}")
+    return 1 if failures else 0
+
+
+def _write_history(result: SimResult, path: Path) -> None:
+    if not result.history_jsonl:
+        result = run_seed(result.spec, keep_history=True)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(result.history_jsonl)
+    print(f"history: {path}")

@@ -1,0 +1,203 @@
+"""Fault schedules (the simulator's nemesis), as pure data computed from the seed.
+
+Theory of operation
+-------------------
+A run's faults are a tuple of :class:`Fault` intervals ``[start_ns, end_ns)`` planned up front by
+:func:`plan_faults` from the seed, the node ids, the enabled kinds and the fault window. Planning
+is pure (it only draws from the ``random.Random`` it is given), so a schedule can be printed,
+and a *subset* of it (``keep``) can be re-run with everything else unchanged: that is how a
+failing case is shrunk.
+
+Kinds and what the world does at start / end:
+
+=========  ===========================================  ========================================
+kind       start                                        end
+=========  ===========================================  ========================================
+partition  cut the directed links of ``links``          restore them (other partitions stay)
+crash      kill ``node`` (unsynced writes may be lost)  restart it from its durable storage
+pause      stop ``node``: no ticks, inbox queues/drops  resume; deliver what was queued
+loss       drop ``rate`` of node-to-node messages       back to 0 (unless another loss is active)
+dup        deliver ``rate`` of messages twice           idem
+reorder    ``rate`` of messages take a random detour    idem
+drift      ``node`` ticks ``rate`` times as often       back to the node's nominal rate
+=========  ===========================================  ========================================
+
+Overlapping faults compose: the cut links are the union of the active partitions, a rate is
+the maximum of the active ones, a node stays down while any crash of it is active. Partition
+shapes (:func:`partition_links`) cover node isolation, majority/minority halves, a bridge (two
+sides that both reach one node), one-way cuts and random link cuts.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from exapyte.sim.scheduler import NS_PER_MS, NS_PER_S
+
+FAULT_KINDS: tuple[str, ...] = ("partition", "crash", "pause", "loss", "dup", "reorder", "drift")
+PARTITION_SHAPES: tuple[str, ...] = ("isolate", "halves", "bridge", "one-way", "random")
+
+# Mean gap between two starts of one kind, and (min, max) duration, in milliseconds.
+FAULT_GAP_MS_DEFAULT: dict[str, float] = {
+    "partition": 1_500,
+    "crash": 1_500,
+    "pause": 2_500,
+    "loss": 2_500,
+    "dup": 2_500,
+    "reorder": 2_500,
+    "drift": 2_500,
+}
+FAULT_DURATION_MS: dict[str, tuple[float, float]] = {
+    "partition": (200, 2_500),
+    "crash": (30, 1_500),
+    "pause": (100, 1_500),
+    "loss": (300, 2_000),
+    "dup": (300, 2_000),
+    "reorder": (300, 2_000),
+    "drift": (500, 3_000),
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Fault:
+    """One fault interval. ``links`` are directed (frm, to) pairs cut by a partition."""
+
+    start_ns: int
+    end_ns: int
+    kind: str
+    node: str | None = None
+    shape: str | None = None
+    links: tuple[tuple[str, str], ...] = ()
+    rate: float = 0.0
+    queue: bool = True  # pause: queue the inbox (True) or drop it (False)
+
+    def describe(self) -> str:
+        start = self.start_ns / NS_PER_S
+        end = self.end_ns / NS_PER_S
+        what = self.kind
+        if self.node is not None:
+            what += f" {self.node}"
+        if self.shape is not None:
+            what += f" {self.shape} ({len(self.links)} links)"
+        if self.rate:
+            what += f" rate={self.rate:.2f}"
+        return f"{start:.3f}s-{end:.3f}s {what}"
+
+    def to_json(self) -> dict[str, object]:
+        out: dict[str, object] = {"kind": self.kind, "start_ns": self.start_ns, "end_ns": self.end_ns}
+        if self.node is not None:
+            out["node"] = self.node
+        if self.shape is not None:
+            out["shape"] = self.shape
+            out["links"] = [list(link) for link in self.links]
+        if self.rate:
+            out["rate"] = round(self.rate, 6)
+        if self.kind == "pause":
+            out["queue"] = self.queue
+        return out
+
+
+def _cut_between(a: Sequence[str], b: Sequence[str]) -> set[tuple[str, str]]:
+    return {(x, y) for x in a for y in b} | {(y, x) for x in a for y in b}
+
+
+def partition_links(
+    shape: str, nodes: Sequence[str], rng: random.Random
+) -> tuple[tuple[str, str], ...]:
+    """The directed links a partition of ``shape`` cuts, chosen with ``rng``; sorted."""
+    ordered = sorted(nodes)
+    shuffled = list(ordered)
+    rng.shuffle(shuffled)
+    n = len(shuffled)
+    cut: set[tuple[str, str]] = set()
+    if shape == "isolate":
+        cut = _cut_between(shuffled[:1], shuffled[1:])
+    elif shape == "halves":
+        minority = (n - 1) // 2 or 1
+        cut = _cut_between(shuffled[:minority], shuffled[minority:])
+    elif shape == "bridge":
+        # Two sides that cannot talk, and one node both sides reach (Jepsen's bridge).
+        bridge, rest = shuffled[0], shuffled[1:]
+        half = len(rest) // 2
+        cut = _cut_between(rest[:half], rest[half:])
+        del bridge
+    elif shape == "one-way":
+        # One node's outgoing messages are lost, its incoming ones arrive.
+        victim = shuffled[0]
+        cut = {(victim, other) for other in shuffled[1:]}
+    elif shape == "random":
+        pairs = [(a, b) for a in ordered for b in ordered if a < b]
+        for a, b in pairs:
+            if rng.random() < 0.4:
+                cut |= {(a, b), (b, a)}
+        if not cut:
+            a, b = pairs[rng.randrange(len(pairs))]
+            cut = {(a, b), (b, a)}
+    else:
+        raise ValueError(f"unknown partition shape {shape!r}; allowed: {', '.join(PARTITION_SHAPES)}")
+    return tuple(sorted(cut))
+
+
+@dataclass(frozen=True, slots=True)
+class FaultProfile:
+    """How often and how long each kind strikes; mutants use sharper profiles."""
+
+    gap_ms: dict[str, float] = field(default_factory=lambda: dict(FAULT_GAP_MS_DEFAULT))
+    duration_ms: dict[str, tuple[float, float]] = field(
+        default_factory=lambda: dict(FAULT_DURATION_MS)
+    )
+    shapes: tuple[str, ...] = PARTITION_SHAPES
+
+
+def plan_faults(
+    rng: random.Random,
+    nodes: Sequence[str],
+    kinds: Sequence[str],
+    window_ns: tuple[int, int],
+    profile: FaultProfile | None = None,
+) -> tuple[Fault, ...]:
+    """Plan every fault of a run inside ``window_ns``; sorted by start time then kind."""
+    prof = profile or FaultProfile()
+    start, stop = window_ns
+    ordered = sorted(nodes)
+    faults: list[Fault] = []
+    for kind in FAULT_KINDS:  # a fixed order, so the draws do not depend on the caller's order
+        if kind not in kinds:
+            continue
+        gap_ns = prof.gap_ms[kind] * NS_PER_MS
+        lo_ms, hi_ms = prof.duration_ms[kind]
+        t = start + int(rng.expovariate(1.0 / gap_ns))
+        while t < stop:
+            duration = int(rng.uniform(lo_ms, hi_ms) * NS_PER_MS)
+            end = min(t + duration, stop)
+            node = ordered[rng.randrange(len(ordered))]
+            if kind == "partition":
+                shape = prof.shapes[rng.randrange(len(prof.shapes))]
+                links = partition_links(shape, ordered, rng)
+                faults.append(Fault(t, end, kind, shape=shape, links=links))
+            elif kind in ("crash",):
+                faults.append(Fault(t, end, kind, node=node))
+            elif kind == "pause":
+                faults.append(Fault(t, end, kind, node=node, queue=rng.random() < 0.5))
+            elif kind == "loss" or kind == "dup":
+                faults.append(Fault(t, end, kind, rate=rng.uniform(0.05, 0.4)))
+            elif kind == "reorder":
+                faults.append(Fault(t, end, kind, rate=rng.uniform(0.1, 0.6)))
+            elif kind == "drift":
+                rate = rng.uniform(0.4, 0.8) if rng.random() < 0.5 else rng.uniform(1.25, 2.5)
+                faults.append(Fault(t, end, kind, node=node, rate=rate))
+            t += int(rng.expovariate(1.0 / gap_ns)) + 1
+    faults.sort(key=lambda f: (f.start_ns, FAULT_KINDS.index(f.kind), f.node or ""))
+    return tuple(faults)
+
+
+__all__ = [
+    "FAULT_KINDS",
+    "PARTITION_SHAPES",
+    "Fault",
+    "FaultProfile",
+    "partition_links",
+    "plan_faults",
+]

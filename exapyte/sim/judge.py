@@ -1,0 +1,211 @@
+"""The simulator's judges: safety invariants after every step, and verdicts on the history.
+
+Theory of operation
+-------------------
+:class:`StepJudge` checks the four invariants of :mod:`exapyte.protocol.invariants` (election
+safety, log matching, leader completeness, state-machine safety) after **every** step of every
+node. A step changes one node, so only that node's view is examined, and log matching is
+incremental: a global map remembers, for every ``(index, term)`` ever seen, the entry's payload
+and the term before it; a node's log is compared with the copy taken at its previous check and
+only the entries after the common prefix are looked up. The cost of a check is proportional to
+what changed, so checking after every step stays cheap.
+
+At the end of a run, :func:`judge_history` gives the verdicts that need the whole run:
+
+- **linearizability** of the client history against the ``kv`` model (a failed compare-and-set
+  is a definite mismatch), by the harness's checker. The library never imports ``harness`` at
+  module level: the import happens inside :func:`check_linearizable`, only when a history is
+  judged, so ``exapyte`` installs and runs without the harness;
+- **no acknowledged write lost**: every write or cas a client saw succeed was applied at an index
+  the cluster still holds at the end (at or below its final applied index);
+- **liveness**: the final reads, issued after heal and a quiet period, all succeeded, and the
+  replicas converged to the same applied index and the same state.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from exapyte.errors import InvariantViolation
+from exapyte.kv import decode_command
+from exapyte.protocol.invariants import (
+    InvariantChecker,
+    NodeView,
+    check_election_safety,
+    check_leader_completeness,
+    check_state_machine_safety,
+)
+from exapyte.protocol.types import Entry, EntryKind, Role
+
+INVARIANT_NAMES: tuple[str, ...] = (
+    "election safety",
+    "log matching",
+    "leader completeness",
+    "state-machine safety",
+)
+LINEARIZABILITY_TIMEOUT_S = 30.0
+
+
+# Violations the Raft core detects itself, by the invariant they reveal.
+_CORE_VIOLATIONS: tuple[tuple[str, str], ...] = (
+    ("committed entry", "leader completeness"),  # the judge: a committed entry changed
+    ("conflicts with a committed entry", "leader completeness"),  # a leader lacks it
+    ("would drop committed entries", "leader completeness"),
+    ("for the same term", "election safety"),  # a leader heard from another leader
+)
+
+
+def invariant_name(message: str) -> str:
+    """The invariant a violation message names ("core-assertion" when it names none)."""
+    for name in INVARIANT_NAMES:
+        if message.startswith(name):
+            return name
+    for fragment, name in _CORE_VIOLATIONS:
+        if fragment in message:
+            return name
+    return "core-assertion"
+
+
+def view_of(node_id: str, core: Any) -> NodeView:
+    """The observer's view of one Raft core."""
+    log = core.log
+    return NodeView(
+        node_id=node_id,
+        term=core.term,
+        is_leader=core.role is Role.LEADER,
+        commit=log.committed,
+        offset=log.offset,
+        offset_term=log.offset_term,
+        entries=log._entries,
+    )
+
+
+class StepJudge(InvariantChecker):
+    """The four invariants, checked per node step; see the module docstring."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._pairs: dict[tuple[int, int], tuple[int, bytes, int, str]] = {}
+        self._log_copies: dict[str, tuple[int, int, list[Entry]]] = {}
+        self.applied_commands: dict[tuple[str, int], list[int]] = {}
+        self.checks = 0
+
+    # --- per step ------------------------------------------------------------------------------
+
+    def observe_node(self, view: NodeView) -> None:
+        self.checks += 1
+        check_election_safety(self.leaders, (view,))
+        self._check_log_matching(view)
+        self._record_commits(view)
+        if view.is_leader:
+            key = (view.node_id, view.term)
+            start = self._completeness_checked.get(key, 0) + 1
+            self._completeness_checked[key] = check_leader_completeness(
+                self.committed, view, start, self.max_committed
+            )
+
+    def forget_node(self, node_id: str) -> None:
+        """The node restarted: its next log is compared from scratch."""
+        self._log_copies.pop(node_id, None)
+
+    def _check_log_matching(self, view: NodeView) -> None:
+        entries = view.entries
+        copy = self._log_copies.get(view.node_id)
+        start = 0
+        if copy is not None and copy[0] == view.offset and copy[1] == view.offset_term:
+            old = copy[2]
+            if len(old) == len(entries) and old == entries:
+                return
+            lo, hi = 0, min(len(old), len(entries))
+            while lo < hi:  # the longest common prefix, compared in C
+                mid = (lo + hi + 1) // 2
+                if entries[:mid] == old[:mid]:
+                    lo = mid
+                else:
+                    hi = mid - 1
+            start = lo
+        pairs = self._pairs
+        for position in range(start, len(entries)):
+            entry = entries[position]
+            prev_term = entries[position - 1].term if position else view.offset_term
+            key = (entry.index, entry.term)
+            known = pairs.get(key)
+            if known is None:
+                pairs[key] = (entry.kind, entry.data, prev_term, view.node_id)
+                continue
+            kind, data, known_prev, node = known
+            if kind != entry.kind or data != entry.data:
+                raise InvariantViolation(
+                    f"log matching: {node} and {view.node_id} hold different entries at index "
+                    f"{entry.index} term {entry.term}"
+                )
+            if known_prev != prev_term:
+                raise InvariantViolation(
+                    f"log matching: {node} and {view.node_id} agree on index {entry.index} term "
+                    f"{entry.term} but differ before it (terms {known_prev} vs {prev_term})"
+                )
+        self._log_copies[view.node_id] = (view.offset, view.offset_term, list(entries))
+
+    def on_apply(self, node_id: str, entries: Iterable[Entry]) -> None:
+        entries = tuple(entries)
+        check_state_machine_safety(self.applied, node_id, entries)
+        for entry in entries:
+            if entry.kind == EntryKind.NORMAL and entry.data:
+                cmd = decode_command(entry.data)
+                at = self.applied_commands.setdefault((cmd.client_id, cmd.seq), [])
+                if entry.index not in at:
+                    at.append(entry.index)
+
+
+# --- end-of-run verdicts ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    """``check`` is the name of the check that failed ("" when the run passed)."""
+
+    ok: bool
+    check: str = ""
+    detail: str = ""
+
+
+def check_linearizable(jsonl: str, timeout_s: float = LINEARIZABILITY_TIMEOUT_S) -> tuple[Any, str]:
+    """Check a JSONL history with the harness's checker; returns (valid, cause).
+
+    ``valid`` is True, False or "unknown". The harness is imported here, lazily: the library
+    does not depend on it anywhere else.
+    """
+    from harness.checker import check, parse_history
+    from harness.checker.models import Kv
+
+    history = parse_history(jsonl, "jsonl")
+    result = check(Kv(fail_cas_is_mismatch=True), history, timeout_s)
+    return result.valid, result.cause or ""
+
+
+def lost_writes(
+    acked: Iterable[tuple[str, int, Any]],
+    applied_commands: dict[tuple[str, int], list[int]],
+    final_applied: int,
+) -> list[str]:
+    """Acknowledged writes not applied at or below ``final_applied``; described."""
+    lost = []
+    for client_id, seq, op in acked:
+        at = applied_commands.get((client_id, seq), [])
+        if not any(index <= final_applied for index in at):
+            where = f"applied at {at}" if at else "never applied"
+            lost.append(f"{client_id}#{seq} {op.f} {op.key}={op.value!r} ({where}, cluster at {final_applied})")
+    return lost
+
+
+__all__ = [
+    "INVARIANT_NAMES",
+    "StepJudge",
+    "Verdict",
+    "check_linearizable",
+    "invariant_name",
+    "lost_writes",
+    "view_of",
+]

@@ -1,0 +1,233 @@
+"""Running seeds, judging them, replaying and shrinking failures.
+
+Theory of operation
+-------------------
+:func:`run_seed` runs one :class:`~exapyte.sim.world.SimSpec` to the end and judges it. The first
+failure decides the verdict, in this order: an invariant broken during the run (the run stops at
+that step), an unexpected exception in the code under test, a lost acknowledged write, a final
+read that did not succeed or replicas that did not converge (liveness), and a history that is not
+linearizable. Every verdict carries the trace hash, so "same seed, same run" can be checked.
+
+:func:`shrink` takes a failing spec and looks for a smaller one that fails with the **same
+check**, keeping the seed: first a shorter operation budget (halving, then trimming), then fewer
+faults (dropping halves, then single faults of the planned schedule, through ``keep_faults``).
+Each candidate is a complete re-run, so a shrunk case is a real, replayable failure.
+
+:func:`run_seeds` runs many seeds, optionally in worker processes (each seed is independent and
+deterministic, so the results do not depend on how they were spread).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from exapyte.errors import InvariantViolation
+from exapyte.sim.faults import FAULT_KINDS
+from exapyte.sim.judge import check_linearizable, invariant_name, lost_writes
+from exapyte.sim.scheduler import NS_PER_S
+from exapyte.sim.world import SimSpec, World
+
+SHRINK_RUNS_MAX = 60  # re-runs one shrink may spend
+
+
+@dataclass
+class SimResult:
+    spec: SimSpec
+    ok: bool
+    check: str  # "" when ok; else e.g. "invariant:election safety", "linearizability", ...
+    detail: str
+    trace_hash: str
+    sim_ns: int
+    wall_s: float
+    ops: int
+    faults: int
+    linearizable: Any = True  # True, False, "unknown" or None (not checked)
+    counters: dict[str, int] = field(default_factory=dict)
+    history_jsonl: str = ""
+
+    @property
+    def seed(self) -> int:
+        return self.spec.seed
+
+    @property
+    def verdict(self) -> str:
+        return "ok" if self.ok else f"FAIL({self.check})"
+
+    def summary_line(self) -> str:
+        return f"seed={self.spec.seed} trace_hash={self.trace_hash} verdict={self.verdict}"
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "seed": self.spec.seed,
+            "ok": self.ok,
+            "verdict": self.verdict,
+            "check": self.check,
+            "detail": self.detail,
+            "trace_hash": self.trace_hash,
+            "sim_s": self.sim_ns / NS_PER_S,
+            "wall_s": round(self.wall_s, 4),
+            "ops": self.ops,
+            "faults": self.faults,
+            "linearizable": self.linearizable,
+            "counters": self.counters,
+            "replay": self.spec.replay_command(),
+        }
+
+
+def run_seed(spec: SimSpec, *, keep_history: bool = False) -> SimResult:
+    """Run and judge one spec."""
+    started = time.perf_counter()
+    world = World(spec)
+    check = ""
+    detail = ""
+    try:
+        world.run()
+    except InvariantViolation as exc:
+        check = f"invariant:{invariant_name(str(exc))}"
+        detail = str(exc)
+    except Exception as exc:  # noqa: BLE001 - the code under test crashed: a finding, reported
+        check = "exception"
+        detail = f"{type(exc).__name__}: {exc}"
+    linearizable: Any = None
+    jsonl = world.history.to_jsonl()
+    if not check:
+        lost = lost_writes(world.acked_writes(), world.judge.applied_commands, world.final_applied())
+        if lost:
+            check = "lost-write"
+            detail = f"{len(lost)} acknowledged write(s) lost: " + "; ".join(lost[:3])
+    if not check:
+        failed = [c for c in world.final_clients if c.result is None or c.result[0] != "ok"]
+        if failed:
+            check = "liveness"
+            detail = f"{len(failed)} final read(s) did not succeed after heal"
+        elif not world.converged:
+            check = "liveness"
+            detail = f"replicas did not converge: {world.divergence}"
+    if not check and spec.check_linearizability:
+        linearizable, cause = check_linearizable(jsonl)
+        if linearizable is False:
+            check = "linearizability"
+            detail = cause
+    counters: dict[str, int] = {}
+    for name, value in world.counters.items():
+        counters[f"fault_{name}" if name in FAULT_KINDS else name] = value
+    counters.update(world.replica_totals())
+    counters.update({f"net_{k}": v for k, v in world.network_counters().items()})
+    counters.update({f"storage_{k}": v for k, v in world.storage_counters().items()})
+    counters["invariant_checks"] = world.judge.checks
+    counters["events"] = world.sched.events_run
+    ops = sum(1 for r in world.history.records if r["type"] == "invoke")
+    return SimResult(
+        spec=spec,
+        ok=not check,
+        check=check,
+        detail=detail,
+        trace_hash=world.trace.hexdigest(),
+        sim_ns=world.sched.now_ns,
+        wall_s=time.perf_counter() - started,
+        ops=ops,
+        faults=len(world.faults),
+        linearizable=linearizable,
+        counters=counters,
+        history_jsonl=jsonl if keep_history else "",
+    )
+
+
+def _run_for_pool(spec: SimSpec) -> SimResult:
+    return run_seed(spec)
+
+
+def run_seeds(
+    specs: Iterable[SimSpec], workers: int = 1
+) -> Iterator[SimResult]:
+    """Run specs, in order of the input; ``workers > 1`` uses that many processes."""
+    spec_list = list(specs)
+    if workers <= 1 or len(spec_list) <= 1:
+        for spec in spec_list:
+            yield run_seed(spec)
+        return
+    with ProcessPoolExecutor(max_workers=workers) as pool:
+        yield from pool.map(_run_for_pool, spec_list, chunksize=4)
+
+
+# --- shrinking ---------------------------------------------------------------------------------
+
+
+@dataclass
+class ShrinkResult:
+    original: SimResult
+    shrunk: SimResult
+    runs: int
+
+    def describe(self) -> str:
+        spec = self.shrunk.spec
+        kept = len(self.shrunk_faults())
+        return (
+            f"shrunk seed={spec.seed}: ops {self.original.spec.ops} -> {spec.ops}, faults "
+            f"{self.original.faults} -> {kept}, still {self.shrunk.verdict} "
+            f"({self.runs} re-runs)"
+        )
+
+    def shrunk_faults(self) -> tuple[Any, ...]:
+        return World(self.shrunk.spec).faults
+
+
+def shrink(
+    failing: SimResult,
+    *,
+    runs_max: int = SHRINK_RUNS_MAX,
+    runner: Callable[[SimSpec], SimResult] = run_seed,
+) -> ShrinkResult:
+    """A smaller spec that fails the same check as ``failing`` (see the module docstring)."""
+    assert not failing.ok, "only a failing run can be shrunk"
+    best = failing
+    runs = 0
+
+    def attempt(spec: SimSpec) -> bool:
+        nonlocal best, runs
+        if runs >= runs_max:
+            return False
+        runs += 1
+        result = runner(spec)
+        if not result.ok and result.check == failing.check:
+            best = result
+            return True
+        return False
+
+    # 1. fewer operations
+    ops = best.spec.ops
+    while ops > 1 and runs < runs_max:
+        smaller = ops // 2
+        if attempt(replace(best.spec, ops=smaller)):
+            ops = smaller
+            continue
+        break
+    step = max(1, best.spec.ops // 4)
+    while step >= 1 and runs < runs_max:
+        if best.spec.ops - step >= 1 and attempt(replace(best.spec, ops=best.spec.ops - step)):
+            continue
+        step //= 2
+    # 2. fewer faults: halves, then one at a time
+    planned = len(World(best.spec).planned_faults)
+    kept = list(best.spec.keep_faults) if best.spec.keep_faults is not None else list(range(planned))
+    chunk = max(1, len(kept) // 2)
+    while chunk >= 1 and kept and runs < runs_max:
+        removed_any = False
+        position = 0
+        while position < len(kept) and runs < runs_max:
+            candidate = kept[:position] + kept[position + chunk :]
+            if attempt(replace(best.spec, keep_faults=tuple(candidate))):
+                kept = candidate
+                removed_any = True
+            else:
+                position += chunk
+        if not removed_any:
+            chunk //= 2
+    return ShrinkResult(failing, best, runs)
+
+
+__all__ = ["ShrinkResult", "SimResult", "run_seed", "run_seeds", "shrink"]

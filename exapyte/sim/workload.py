@@ -1,0 +1,275 @@
+"""Simulated clients, their workload and the history they record.
+
+Theory of operation
+-------------------
+Each client is one Jepsen *process* with at most one operation outstanding. An operation is a
+read, a write or a compare-and-set on one of a few keys (``k0``, ``k1``, ...), sent as the same
+:class:`~exapyte.wire.ClientRequest` the real client sends, with a ``(client_id, seq)`` that stays
+the same across retries (the replicas' sessions make retried writes exactly-once).
+
+An attempt goes to the node the client believes leads (or a random one), and ends with:
+
+- a result (``ok``, ``not_found``, ``cas_failed``): the operation completes ``ok`` (a failed
+  compare completes ``fail``: it definitely did not apply);
+- a refusal (``not_leader``, ``unavailable``, ``overloaded``): that attempt did not apply; the
+  client follows the leader hint or picks another node and retries after a short backoff;
+- silence until the attempt timeout: the attempt *may* have applied; the client retries.
+
+When the operation's deadline passes, it completes ``info`` if any attempt may have applied (or
+it is a cas, whose ``fail`` would mean "compare failed"), and ``fail`` if every attempt was
+refused. A result that arrives for any attempt of the current operation counts, since the
+session makes them all the same write.
+
+The :class:`History` holds records in the harness's JSONL format: ``type``, ``process``, ``f``,
+``key``, ``value``, ``time`` (simulated ns), ``node``, ``consistency``, ``session``; fault
+events use ``process: "nemesis"``.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from exapyte.sim.scheduler import NS_PER_MS, Scheduler
+from exapyte.wire import CasOp, ClientReply, ClientRequest, GetOp, PutOp, ReplyCode
+
+ATTEMPT_TIMEOUT_MS = 250  # silence after which an attempt is presumed lost (it may have applied)
+OP_DEADLINE_MS = 1_200  # an operation gives up (info or fail) after this long
+RETRY_BACKOFF_MS = (2.0, 20.0)  # wait before retrying after a refusal
+
+_RESULT_CODES = frozenset({ReplyCode.OK, ReplyCode.NOT_FOUND, ReplyCode.CAS_FAILED})
+_REFUSAL_CODES = frozenset({ReplyCode.NOT_LEADER, ReplyCode.UNAVAILABLE, ReplyCode.OVERLOADED})
+
+
+@dataclass(frozen=True, slots=True)
+class Op:
+    f: str  # "read" | "write" | "cas"
+    key: str
+    value: Any  # write: str; cas: [expected, new]; read: None
+
+
+class History:
+    """Records in the harness's JSONL format, in the order they happened."""
+
+    def __init__(self, on_record: Callable[[dict[str, Any]], None] | None = None) -> None:
+        self.records: list[dict[str, Any]] = []
+        self.on_record = on_record
+
+    def add(self, record: dict[str, Any]) -> None:
+        self.records.append(record)
+        if self.on_record is not None:
+            self.on_record(record)
+
+    def op(self, kind: str, process: int, op: Op, value: Any, time_ns: int, node: str | None) -> None:
+        self.add(
+            {
+                "type": kind,
+                "process": process,
+                "f": op.f,
+                "key": op.key,
+                "value": value,
+                "time": time_ns,
+                "node": node,
+                "consistency": "strong",
+                "session": None,
+            }
+        )
+
+    def nemesis(self, kind: str, f: str, value: Any, time_ns: int) -> None:
+        self.add(
+            {
+                "type": kind,
+                "process": "nemesis",
+                "f": f,
+                "key": None,
+                "value": value,
+                "time": time_ns,
+                "node": None,
+                "consistency": None,
+                "session": None,
+            }
+        )
+
+    def to_jsonl(self) -> str:
+        return "".join(json.dumps(r, sort_keys=True) + "\n" for r in self.records)
+
+    def client_ops(self) -> list[dict[str, Any]]:
+        return [r for r in self.records if isinstance(r["process"], int)]
+
+
+class Workload:
+    """Draws the next operation for a client: reads, unique-valued writes, cas on known values."""
+
+    def __init__(self, rng: random.Random, keys: int) -> None:
+        self.rng = rng
+        self.keys = tuple(f"k{i}" for i in range(keys))
+        self.known: dict[str, list[str]] = {k: [] for k in self.keys}  # values seen per key
+        self._counter = 0
+
+    def observe(self, key: str, value: str | None) -> None:
+        if value is not None:
+            seen = self.known[key]
+            seen.append(value)
+            if len(seen) > 4:
+                del seen[0]
+
+    def next_op(self) -> Op:
+        rng = self.rng
+        key = self.keys[rng.randrange(len(self.keys))]
+        roll = rng.random()
+        if roll < 0.4:
+            return Op("read", key, None)
+        self._counter += 1
+        new = f"v{self._counter}"
+        seen = self.known[key]
+        if roll < 0.7 or not seen:
+            return Op("write", key, new)
+        return Op("cas", key, [seen[rng.randrange(len(seen))], new])
+
+
+def op_request(client_id: str, seq: int, op: Op) -> ClientRequest:
+    if op.f == "read":
+        body: Any = GetOp(op.key)
+    elif op.f == "write":
+        body = PutOp(op.key, op.value.encode())
+    else:
+        body = CasOp(op.key, op.value[0].encode(), op.value[1].encode())
+    return ClientRequest(client_id, seq, body, consistency="strong")
+
+
+class SimClient:
+    """One process of the workload; see the module docstring."""
+
+    def __init__(
+        self,
+        process: int,
+        scheduler: Scheduler,
+        rng: random.Random,
+        nodes: tuple[str, ...],
+        history: History,
+        send: Callable[[str, str, Any], None],
+        on_done: Callable[[SimClient], None],
+        *,
+        deadline_ms: float = OP_DEADLINE_MS,
+    ) -> None:
+        self.process = process
+        self.endpoint = f"c{process}"
+        self.client_id = f"sim-client-{process}"
+        self.sched = scheduler
+        self.rng = rng
+        self.nodes = nodes
+        self.history = history
+        self.send = send
+        self.on_done = on_done
+        self.deadline_ns = int(deadline_ms * NS_PER_MS)
+        self.leader_guess: str | None = None
+        self.seq = 0
+        self.op: Op | None = None
+        self.attempt = 0
+        self.uncertain = False
+        self.op_deadline_ns = 0
+        self.last_node: str | None = None
+        self.result: tuple[str, Any] | None = None  # (type, value) of the last completed op
+        self.last_op: Op | None = None
+        self.acked: list[tuple[str, int, Op]] = []  # writes/cas acknowledged ok
+
+    @property
+    def busy(self) -> bool:
+        return self.op is not None
+
+    def start(self, op: Op) -> None:
+        assert self.op is None, "one outstanding operation per client"
+        self.seq += 1
+        self.op = op
+        self.attempt = 0
+        self.uncertain = False
+        self.op_deadline_ns = self.sched.now_ns + self.deadline_ns
+        target = self._pick_node()
+        self.history.op("invoke", self.process, op, None if op.f == "read" else op.value,
+                        self.sched.now_ns, target)
+        self._send_attempt(target)
+
+    def _pick_node(self, avoid: str | None = None) -> str:
+        if self.leader_guess is not None and self.leader_guess != avoid:
+            return self.leader_guess
+        choices = [n for n in self.nodes if n != avoid] or list(self.nodes)
+        return choices[self.rng.randrange(len(choices))]
+
+    def _send_attempt(self, node: str) -> None:
+        assert self.op is not None
+        self.attempt += 1
+        self.last_node = node
+        self.send(self.endpoint, node, (self.process, self.attempt, op_request(self.client_id, self.seq, self.op)))
+        self.sched.after(ATTEMPT_TIMEOUT_MS * NS_PER_MS, self._on_timeout, self.seq, self.attempt)
+
+    def _retry(self, node: str | None, backoff: bool) -> None:
+        if self.sched.now_ns >= self.op_deadline_ns:
+            self._give_up()
+            return
+        target = node or self._pick_node(avoid=self.last_node)
+        if backoff:
+            delay = int(self.rng.uniform(*RETRY_BACKOFF_MS) * NS_PER_MS)
+            self.sched.after(delay, self._resend, self.seq, self.attempt, target)
+        else:
+            self._send_attempt(target)
+
+    def _resend(self, seq: int, attempt: int, node: str) -> None:
+        if self.op is not None and seq == self.seq and attempt == self.attempt:
+            if self.sched.now_ns >= self.op_deadline_ns:
+                self._give_up()
+            else:
+                self._send_attempt(node)
+
+    def _on_timeout(self, seq: int, attempt: int) -> None:
+        if self.op is None or seq != self.seq or attempt != self.attempt:
+            return
+        self.uncertain = True
+        self.leader_guess = None
+        self._retry(None, backoff=False)
+
+    def on_reply(self, attempt: int, reply: ClientReply) -> None:
+        op = self.op
+        if op is None or reply.seq != self.seq:
+            return  # an answer to an operation that already completed
+        code = reply.code
+        if code in _RESULT_CODES:
+            self.leader_guess = reply.node or self.leader_guess
+            if op.f == "read":
+                value = reply.value.decode() if code == ReplyCode.OK and reply.value is not None else None
+                self._complete("ok", value, reply.node)
+            elif op.f == "write" or code == ReplyCode.OK:
+                self._complete("ok", op.value, reply.node)
+            else:
+                self._complete("fail", op.value, reply.node)
+            return
+        if attempt != self.attempt:
+            return  # a refusal of an attempt already superseded
+        if code in _REFUSAL_CODES:
+            hint = reply.leader_hint if reply.leader_hint in self.nodes else None
+            self.leader_guess = hint
+            self._retry(hint, backoff=True)
+            return
+        self._complete("fail", None if op.f == "read" else op.value, reply.node)
+
+    def _give_up(self) -> None:
+        op = self.op
+        assert op is not None
+        value = None if op.f == "read" else op.value
+        if self.uncertain or op.f == "cas":
+            self._complete("info", value, self.last_node)
+        else:
+            self._complete("fail", value, self.last_node)
+
+    def _complete(self, kind: str, value: Any, node: str | None) -> None:
+        op = self.op
+        assert op is not None
+        self.history.op(kind, self.process, op, value, self.sched.now_ns, node or None)
+        if kind == "ok" and op.f != "read":
+            self.acked.append((self.client_id, self.seq, op))
+        self.result = (kind, value)
+        self.last_op = op
+        self.op = None
+        self.on_done(self)

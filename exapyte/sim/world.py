@@ -1,0 +1,512 @@
+"""The simulated world: nodes running :class:`~exapyte.runtime.replica.Replica`, the network,
+the clients, the nemesis and the judges, all on one simulated clock.
+
+Theory of operation
+-------------------
+One :class:`World` is one run of one seed. Every random choice comes from a ``random.Random``
+seeded with :func:`~exapyte.sim.scheduler.derive_seed` of the run's seed and a label (the network,
+each client, each node incarnation, the workload, the fault plan), so the run is a pure function
+of its :class:`SimSpec`. There are no threads, sockets or wall clocks; collections are iterated in
+sorted or insertion order, never in ``hash()`` order.
+
+A node is the very ``Replica`` class the ZeroMQ node runs, given a :class:`SimStorage`, a seeded
+rng and two callbacks that put its replies and peer messages on the simulated network. Each
+event for a node (a message, a tick) is followed by ``flush()`` and an invariant check of that
+node (:class:`~exapyte.sim.judge.StepJudge`). Ticks fire every ``network.tick_ms`` of simulated
+time, scaled by the node's clock rate (drift); maintenance (snapshots) runs every
+``MAINTENANCE_TICKS`` ticks; the simulated OS writes dirty pages back every ``WRITEBACK_TICKS``.
+
+Phases, like the real harness: boot, faults (the planned :class:`~exapyte.sim.faults.Fault`
+intervals, while clients run their operation budget), heal (every fault ends, crashed nodes
+restart, paused ones resume), a quiet period, final strong reads of every key, and convergence
+of all replicas. The trace hash is a blake2b digest over every delivered message, fault event and
+history record, in order: the same spec gives the same hash.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import random
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import msgspec
+
+from exapyte.config import Config, loads
+from exapyte.protocol.types import Entry, Role
+from exapyte.runtime.replica import Replica
+from exapyte.sim.faults import FAULT_KINDS, Fault, FaultProfile, plan_faults
+from exapyte.sim.judge import StepJudge, view_of
+from exapyte.sim.network import Network
+from exapyte.sim.scheduler import NS_PER_MS, NS_PER_S, Scheduler, derive_seed
+from exapyte.sim.storage import SimStorage
+from exapyte.sim.workload import History, Op, SimClient, Workload
+from exapyte.wire import ClientReply, ClientRequest
+
+TICK_MS = 10
+ELECTION_TIMEOUT_TICKS = 10
+HEARTBEAT_TICKS = 2
+SNAPSHOT_ENTRIES = 40
+MAINTENANCE_TICKS = 10
+WRITEBACK_TICKS = 20
+INBOX_MAX = 1_000  # messages a paused node keeps queued (more are dropped)
+WARMUP_MS = 300
+FINAL_READ_DEADLINE_MS = 8_000
+CONVERGE_DEADLINE_MS = 8_000
+CONVERGE_POLL_MS = 50
+CLOCK_SKEW_MAX = 0.02  # nominal tick rate of each node: 1 +- this
+
+
+@dataclass(frozen=True)
+class SimSpec:
+    """Everything a run depends on. ``keep_faults`` (indexes into the planned faults) and a
+    smaller ``ops`` describe a shrunk case; the seed stays the same."""
+
+    seed: int
+    nodes: int = 3
+    faults: tuple[str, ...] = FAULT_KINDS
+    ops: int = 150
+    clients: int = 5
+    keys: int = 4
+    fault_s: float = 8.0
+    quiet_s: float = 1.5
+    keep_faults: tuple[int, ...] | None = None
+    lose_unsynced: bool = True
+    profile: FaultProfile | None = field(default=None, compare=False)
+    check_linearizability: bool = True
+
+    def replay_command(self, program: str = "python -m exapyte.sim") -> str:
+        parts = [program, "--protocol raft", f"--seed {self.seed}", f"--nodes {self.nodes}"]
+        parts.append(f"--faults {','.join(self.faults) if self.faults else 'none'}")
+        parts.append(f"--ops {self.ops}")
+        default = SimSpec(seed=0)
+        if self.clients != default.clients:
+            parts.append(f"--clients {self.clients}")
+        if self.keys != default.keys:
+            parts.append(f"--keys {self.keys}")
+        if self.fault_s != default.fault_s:
+            parts.append(f"--fault-seconds {self.fault_s:g}")
+        if self.keep_faults is not None:
+            parts.append(f"--keep-faults {','.join(map(str, self.keep_faults)) or 'none'}")
+        if not self.lose_unsynced:
+            parts.append("--keep-unsynced")
+        return " ".join(parts)
+
+
+def sim_config(nodes: int, snapshot_entries: int = SNAPSHOT_ENTRIES) -> Config:
+    """The cluster config every simulated node shares (memory storage, Raft)."""
+    raw = {
+        "cluster": {
+            "nodes": [
+                {"id": f"n{i}", "port": 7000 + i, "pub_port": 8000 + i}
+                for i in range(1, nodes + 1)
+            ]
+        },
+        "storage": {"backend": "memory"},
+        "network": {"tick_ms": TICK_MS},
+        "consensus": {
+            "protocol": "raft",
+            "election_timeout_ticks": ELECTION_TIMEOUT_TICKS,
+            "heartbeat_ticks": HEARTBEAT_TICKS,
+            "snapshot_entries": snapshot_entries,
+        },
+    }
+    return loads(json.dumps(raw), source="<simulator>")
+
+
+class SimReplica(Replica):
+    """The product Replica, with applied entries reported to the judge."""
+
+    on_applied: Any = None
+
+    def apply(self, entries: Sequence[Entry]) -> None:
+        if self.on_applied is not None:
+            self.on_applied(self.node_id, entries)
+        super().apply(entries)
+
+
+@dataclass
+class SimNode:
+    id: str
+    storage: SimStorage
+    replica: SimReplica | None = None
+    incarnation: int = 0
+    down: int = 0  # active crash faults
+    paused: int = 0  # active pause faults
+    pause_queues: bool = True
+    inbox: deque[tuple[str, Any]] = field(default_factory=deque)
+    clock_rate: float = 1.0
+    drift: list[float] = field(default_factory=list)
+    ticks: int = 0
+
+    @property
+    def up(self) -> bool:
+        return self.down == 0 and self.replica is not None
+
+
+class _Trace:
+    def __init__(self) -> None:
+        self._hash = hashlib.blake2b(digest_size=16)
+        self._enc = msgspec.msgpack.Encoder(order="deterministic")
+        self.events = 0
+
+    def add(self, *fields: Any) -> None:
+        self.events += 1
+        self._hash.update(self._enc.encode(fields))
+
+    def hexdigest(self) -> str:
+        return self._hash.hexdigest()
+
+
+class World:
+    """One run; see the module docstring. ``run()`` returns when the run is over."""
+
+    def __init__(self, spec: SimSpec) -> None:
+        self.spec = spec
+        seed = spec.seed
+        self.cfg = sim_config(spec.nodes)
+        self.node_ids = tuple(self.cfg.node_ids())
+        self.sched = Scheduler()
+        self.trace = _Trace()
+        self.history = History(on_record=self._trace_record)
+        self.judge = StepJudge()
+        self.network = Network(
+            self.sched,
+            random.Random(derive_seed(seed, "network")),
+            self.node_ids,
+            self._deliver,
+            on_delivered=self._trace_delivery,
+        )
+        skew_rng = random.Random(derive_seed(seed, "clocks"))
+        self.nodes = {
+            node_id: SimNode(
+                node_id,
+                SimStorage(lose_unsynced=spec.lose_unsynced),
+                clock_rate=1.0 + skew_rng.uniform(-CLOCK_SKEW_MAX, CLOCK_SKEW_MAX),
+            )
+            for node_id in self.node_ids
+        }
+        self.workload = Workload(random.Random(derive_seed(seed, "workload")), spec.keys)
+        self.clients: list[SimClient] = []
+        self.ops_started = 0
+        self.fault_start_ns = WARMUP_MS * NS_PER_MS
+        self.heal_ns = self.fault_start_ns + int(spec.fault_s * NS_PER_S)
+        self.final_reads_ns = self.heal_ns + int(spec.quiet_s * NS_PER_S)
+        planned = plan_faults(
+            random.Random(derive_seed(seed, "faults")),
+            self.node_ids,
+            spec.faults,
+            (self.fault_start_ns, self.heal_ns),
+            spec.profile,
+        )
+        self.planned_faults = planned
+        if spec.keep_faults is None:
+            self.faults = planned
+        else:
+            self.faults = tuple(planned[i] for i in spec.keep_faults if i < len(planned))
+        self._active: list[Fault] = []
+        self.counters: dict[str, int] = {kind: 0 for kind in FAULT_KINDS}
+        self.counters.update(dropped_node_down=0, dropped_paused=0, queued_paused=0,
+                             restarts=0, unsynced_writes_lost=0, heals=0)
+        self.final_clients: list[SimClient] = []
+        self.replica_counters: dict[str, int] = {}
+        self.converged = False
+        self.divergence = ""
+        self.think_ns = int(1.6 * spec.fault_s * NS_PER_S * spec.clients / max(spec.ops, 1))
+
+    # --- tracing --------------------------------------------------------------------------------
+
+    def _trace_delivery(self, frm: str, to: str, msg: Any) -> None:
+        self.trace.add(self.sched.now_ns, frm, to, msg)
+
+    def _trace_record(self, record: dict[str, Any]) -> None:
+        self.trace.add(json.dumps(record, sort_keys=True))
+
+    # --- nodes ----------------------------------------------------------------------------------
+
+    def _boot(self, node: SimNode) -> None:
+        node.incarnation += 1
+        replica = SimReplica(
+            self.cfg.with_node(node.id),
+            node.storage,
+            random.Random(derive_seed(self.spec.seed, "node", node.id, node.incarnation)),
+            reply=functools.partial(self._reply, node.id),
+            send=functools.partial(self.network.send, node.id),
+        )
+        replica.on_applied = self.judge.on_apply
+        node.replica = replica
+        self.judge.forget_node(node.id)
+        self._after(node)
+        self.sched.after(self._tick_ns(node), self._tick, node.id, node.incarnation)
+
+    def _tick_ns(self, node: SimNode) -> int:
+        rate = node.clock_rate * (node.drift[-1] if node.drift else 1.0)
+        return int(TICK_MS * NS_PER_MS / rate)
+
+    def _tick(self, node_id: str, incarnation: int) -> None:
+        node = self.nodes[node_id]
+        if node.incarnation != incarnation or not node.up:
+            return  # this tick loop belongs to a crashed incarnation
+        self.sched.after(self._tick_ns(node), self._tick, node_id, incarnation)
+        if node.paused:
+            return
+        node.ticks += 1
+        replica = node.replica
+        assert replica is not None
+        replica.tick()
+        self._after(node)
+        if node.ticks % MAINTENANCE_TICKS == 0:
+            replica.maintenance()
+        if node.ticks % WRITEBACK_TICKS == 0:
+            node.storage.writeback()
+
+    def _after(self, node: SimNode) -> None:
+        replica = node.replica
+        assert replica is not None
+        replica.flush()
+        self.judge.observe_node(view_of(node.id, replica.core))
+
+    def _deliver(self, frm: str, to: str, msg: Any) -> None:
+        node = self.nodes.get(to)
+        if node is None:
+            attempt, reply = msg
+            self.clients_by_endpoint[to].on_reply(attempt, reply)
+            return
+        if not node.up:
+            self.counters["dropped_node_down"] += 1
+            return
+        if node.paused:
+            if node.pause_queues and len(node.inbox) < INBOX_MAX:
+                node.inbox.append((frm, msg))
+                self.counters["queued_paused"] += 1
+            else:
+                self.counters["dropped_paused"] += 1
+            return
+        self._handle(node, frm, msg)
+
+    def _handle(self, node: SimNode, frm: str, msg: Any) -> None:
+        replica = node.replica
+        assert replica is not None
+        if isinstance(msg, tuple):
+            process, attempt, req = msg
+            assert isinstance(req, ClientRequest)
+            # The reply token is opaque to the replica (ZeroMQ passes a socket identity).
+            replica.on_request((process, attempt), req)
+        else:
+            replica.on_peer(msg)
+        self._after(node)
+
+    def _reply(self, node_id: str, reply_to: Any, reply: ClientReply) -> None:
+        process, attempt = reply_to
+        self.network.send(node_id, f"c{process}", (attempt, reply))
+
+    # --- nemesis --------------------------------------------------------------------------------
+
+    def _fault_start(self, fault: Fault) -> None:
+        self.counters[fault.kind] += 1
+        self._active.append(fault)
+        self.history.nemesis("info", f"start-{fault.kind}", fault.to_json(), self.sched.now_ns)
+        if fault.kind == "crash":
+            node = self.nodes[fault.node or ""]
+            node.down += 1
+            if node.down == 1 and node.replica is not None:
+                self._collect(node.replica)
+                self.counters["unsynced_writes_lost"] += node.storage.crash()
+                node.replica = None
+                node.inbox.clear()
+        elif fault.kind == "pause":
+            node = self.nodes[fault.node or ""]
+            node.paused += 1
+            node.pause_queues = fault.queue
+        elif fault.kind == "drift":
+            self.nodes[fault.node or ""].drift.append(fault.rate)
+        self._apply_network()
+
+    def _fault_end(self, fault: Fault) -> None:
+        if fault not in self._active:
+            return  # already ended by the heal
+        self._active.remove(fault)
+        self.history.nemesis("info", f"stop-{fault.kind}", fault.to_json(), self.sched.now_ns)
+        if fault.kind == "crash":
+            node = self.nodes[fault.node or ""]
+            node.down -= 1
+            if node.down == 0:
+                self.counters["restarts"] += 1
+                self._boot(node)
+        elif fault.kind == "pause":
+            node = self.nodes[fault.node or ""]
+            node.paused -= 1
+            if node.paused == 0:
+                inbox, node.inbox = node.inbox, deque()
+                for frm, msg in inbox:
+                    if node.up and not node.paused:
+                        self._handle(node, frm, msg)
+        elif fault.kind == "drift":
+            self.nodes[fault.node or ""].drift.remove(fault.rate)
+        self._apply_network()
+
+    def _apply_network(self) -> None:
+        net = self.network
+        blocked: set[tuple[str, str]] = set()
+        rates = {"loss": 0.0, "dup": 0.0, "reorder": 0.0}
+        for fault in self._active:
+            if fault.kind == "partition":
+                blocked.update(fault.links)
+            elif fault.kind in rates:
+                rates[fault.kind] = max(rates[fault.kind], fault.rate)
+        net.set_blocked(blocked)
+        net.loss, net.dup, net.reorder = rates["loss"], rates["dup"], rates["reorder"]
+
+    def _heal(self) -> None:
+        self.counters["heals"] += 1
+        self.history.nemesis("info", "heal", None, self.sched.now_ns)
+        for fault in list(self._active):
+            self._fault_end(fault)
+        self.network.heal()
+
+    # --- clients --------------------------------------------------------------------------------
+
+    def _client_send(self, frm: str, to: str, payload: Any) -> None:
+        self.network.send(frm, to, payload)
+
+    def _next_op(self, client: SimClient) -> None:
+        if client.busy or self.sched.now_ns >= self.final_reads_ns:
+            return
+        if self.ops_started >= self.spec.ops:
+            return
+        self.ops_started += 1
+        client.start(self.workload.next_op())
+
+    def _client_done(self, client: SimClient) -> None:
+        last = client.last_op
+        if client.result is not None and last is not None:
+            kind, value = client.result
+            if kind == "ok":
+                self.workload.observe(last.key, value[1] if last.f == "cas" else value)
+        if client in self.final_clients:
+            return
+        think = int(client.rng.uniform(0, self.think_ns))
+        self.sched.after(think, self._next_op, client)
+
+    def _final_reads(self) -> None:
+        base = self.spec.clients
+        for i, key in enumerate(self.workload.keys):
+            client = self._make_client(base + i, FINAL_READ_DEADLINE_MS)
+            self.final_clients.append(client)
+            client.start(Op("read", key, None))
+
+    def _make_client(self, process: int, deadline_ms: float | None = None) -> SimClient:
+        kwargs = {} if deadline_ms is None else {"deadline_ms": deadline_ms}
+        client = SimClient(
+            process,
+            self.sched,
+            random.Random(derive_seed(self.spec.seed, "client", process)),
+            self.node_ids,
+            self.history,
+            self._client_send,
+            self._client_done,
+            **kwargs,
+        )
+        self.clients_by_endpoint[client.endpoint] = client
+        return client
+
+    # --- the run --------------------------------------------------------------------------------
+
+    def run(self) -> None:
+        self.clients_by_endpoint: dict[str, SimClient] = {}
+        for node_id in self.node_ids:
+            self._boot(self.nodes[node_id])
+        for process in range(self.spec.clients):
+            client = self._make_client(process)
+            self.clients.append(client)
+            start = self.fault_start_ns + int(client.rng.uniform(0, self.think_ns))
+            self.sched.at(start, self._next_op, client)
+        for fault in self.faults:
+            self.sched.at(fault.start_ns, self._fault_start, fault)
+            self.sched.at(fault.end_ns, self._fault_end, fault)
+        self.sched.at(self.heal_ns, self._heal)
+        self.sched.at(self.final_reads_ns, self._final_reads)
+        final_deadline = self.final_reads_ns + FINAL_READ_DEADLINE_MS * NS_PER_MS + NS_PER_S
+        self.sched.run_until(
+            final_deadline,
+            stop=lambda: self.sched.now_ns > self.final_reads_ns and self._quiescent(),
+        )
+        self._converge()
+
+    def _quiescent(self) -> bool:
+        return not any(c.busy for c in self.clients) and not any(
+            c.busy for c in self.final_clients
+        )
+
+    def _converge(self) -> None:
+        deadline = self.sched.now_ns + CONVERGE_DEADLINE_MS * NS_PER_MS
+        while self.sched.now_ns < deadline:
+            if self._converged_now():
+                self.converged = True
+                return
+            self.sched.run_until(self.sched.now_ns + CONVERGE_POLL_MS * NS_PER_MS)
+        self.converged = self._converged_now()
+
+    def _converged_now(self) -> bool:
+        replicas = [n.replica for n in self.nodes.values()]
+        if any(r is None for r in replicas):
+            self.divergence = "a node is down"
+            return False
+        leaders = [r for r in replicas if r is not None and r.core.role is Role.LEADER]
+        if len(leaders) != 1:
+            self.divergence = f"{len(leaders)} leaders"
+            return False
+        commit = leaders[0].core.log.committed
+        applied = {r.node_id: r.sm.applied_index for r in replicas if r is not None}
+        if any(a != commit for a in applied.values()):
+            self.divergence = f"applied indexes {applied} vs leader commit {commit}"
+            return False
+        images = {r.node_id: r.storage.export_state() for r in replicas if r is not None}
+        first = images[self.node_ids[0]]
+        differing = [n for n, image in images.items() if image != first]
+        if differing:
+            self.divergence = f"state of {differing} differs from {self.node_ids[0]}'s at index {commit}"
+            return False
+        self.divergence = ""
+        return True
+
+    # --- results --------------------------------------------------------------------------------
+
+    def _collect(self, replica: Replica) -> None:
+        for name in ("snapshots_taken", "snapshots_installed", "reply_not_leader"):
+            self.replica_counters[name] = self.replica_counters.get(name, 0) + replica.counters.get(name, 0)
+
+    def replica_totals(self) -> dict[str, int]:
+        totals = dict(self.replica_counters)
+        for node in self.nodes.values():
+            if node.replica is not None:
+                for name in ("snapshots_taken", "snapshots_installed", "reply_not_leader"):
+                    totals[name] = totals.get(name, 0) + node.replica.counters.get(name, 0)
+        totals["leader_terms"] = len(self.judge.leaders)
+        return totals
+
+    def final_applied(self) -> int:
+        return max(
+            (n.replica.sm.applied_index for n in self.nodes.values() if n.replica is not None),
+            default=0,
+        )
+
+    def acked_writes(self) -> list[tuple[str, int, Op]]:
+        out: list[tuple[str, int, Op]] = []
+        for client in self.clients:
+            out.extend(client.acked)
+        return out
+
+    def network_counters(self) -> dict[str, int]:
+        return dict(self.network.counters)
+
+    def storage_counters(self) -> dict[str, int]:
+        total: dict[str, int] = {}
+        for node in self.nodes.values():
+            for name, value in node.storage.counters.items():
+                total[name] = total.get(name, 0) + value
+        return total

@@ -1,0 +1,197 @@
+"""The mutants: each one a context manager that breaks one rule, only while it is active.
+
+Nothing here is product code: the patches replace a method of a product class for the duration of
+a ``with`` block and restore it afterwards (like pytest's monkeypatch). Each mutant names the
+fault mix that exposes it (persistence bugs need crashes, read bugs need lagging followers...).
+
+=====================  =========================================================================
+mutant                 what is broken
+=====================  =========================================================================
+commit-no-majority     the leader counts an entry committed as soon as *it* holds it
+double-vote            a voter grants a second vote in a term it already voted in
+forget-vote            the host drops the vote from the hard state before persisting it
+follower-reads         a follower answers strong reads from its own state (no ReadIndex)
+no-truncate            a follower keeps its conflicting suffix instead of truncating it
+ack-before-fsync       the host writes the log and the state machine without fsync, so it
+                       acknowledges (votes, append acks, client replies) before durability
+=====================  =========================================================================
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import msgspec
+
+from exapyte.protocol.log import ReplicatedLog
+from exapyte.protocol.progress import ProgressTracker
+from exapyte.protocol.raft.core import Raft
+from exapyte.protocol.raft.messages import Vote
+from exapyte.protocol.types import Entry, HardState, Role, Snapshot
+from exapyte.runtime.replica import Replica
+from exapyte.sim.faults import FAULT_KINDS, FaultProfile
+
+
+@contextlib.contextmanager
+def patched(owner: Any, name: str, value: Any) -> Iterator[None]:
+    original = owner.__dict__[name]
+    setattr(owner, name, value)
+    try:
+        yield
+    finally:
+        setattr(owner, name, original)
+
+
+# --- the broken behaviours ---------------------------------------------------------------------
+
+
+def _commit_no_majority(self: ProgressTracker) -> int:
+    # Broken: the highest match of any voter (the leader's own log) instead of a quorum's.
+    return max((pr.match for node, pr in self.progress.items() if not pr.is_learner), default=0)
+
+
+_original_on_vote_request = Raft.__dict__["_on_vote_request"]
+
+
+def _double_vote(self: Raft, m: Any) -> None:
+    if type(m) is Vote:
+        # Broken: forget whom we voted for in this term (and the leader we follow).
+        self._vote = None
+        self._leader = None
+    _original_on_vote_request(self, m)
+
+
+_original_persist = Replica.__dict__["persist"]
+
+
+def _forget_vote(
+    self: Replica,
+    hard_state: HardState | None,
+    entries: Sequence[Entry],
+    snapshot: Snapshot | None,
+    sync: bool,
+) -> None:
+    if hard_state is not None and hard_state.vote is not None:
+        hard_state = msgspec.structs.replace(hard_state, vote=None)  # Broken: vote not persisted
+    _original_persist(self, hard_state, entries, snapshot, sync)
+
+
+def _persist_without_fsync(
+    self: Replica,
+    hard_state: HardState | None,
+    entries: Sequence[Entry],
+    snapshot: Snapshot | None,
+    sync: bool,
+) -> None:
+    # Broken: never wait for the fsync; drive() then sends and applies as if it were durable.
+    self.storage.persist(hard_state, entries, snapshot, sync=False)
+
+
+_original_replica_init = Replica.__dict__["__init__"]
+
+
+def _replica_init_without_fsync(self: Replica, *args: Any, **kwargs: Any) -> None:
+    _original_replica_init(self, *args, **kwargs)
+    self.sm.sync = False  # Broken: state-machine batches (and client replies) before fsync
+
+
+_original_on_read = Replica.__dict__["on_read"]
+
+
+def _follower_reads(self: Replica, identity: Any, req: Any) -> None:
+    if req.consistency == "strong" and self.core.role is not Role.LEADER:
+        self.read_local(identity, req)  # Broken: no ReadIndex, no redirect to the leader
+        return
+    _original_on_read(self, identity, req)
+
+
+def _no_truncate(
+    self: ReplicatedLog, prev_index: int, prev_term: int, entries: Sequence[Entry]
+) -> int | None:
+    if not self.match_term(prev_index, prev_term):
+        return None
+    for entry in entries:
+        if entry.index == self.last_index + 1:
+            self._entries.append(entry)  # Broken: conflicting entries are kept, not replaced
+    return prev_index + len(entries)
+
+
+# --- the catalogue -----------------------------------------------------------------------------
+
+CRASHY = FaultProfile(
+    gap_ms={**FaultProfile().gap_ms, "crash": 350.0, "partition": 1_200.0},
+    duration_ms={**FaultProfile().duration_ms, "crash": (10.0, 400.0)},
+)
+
+
+@dataclass(frozen=True)
+class Mutant:
+    name: str
+    description: str
+    patches: Callable[[], contextlib.AbstractContextManager[None]]
+    faults: tuple[str, ...] = FAULT_KINDS
+    profile: FaultProfile | None = None
+    nodes: int = 3
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def _stack(*items: tuple[Any, str, Any]) -> Callable[[], contextlib.AbstractContextManager[None]]:
+    @contextlib.contextmanager
+    def apply() -> Iterator[None]:
+        with contextlib.ExitStack() as stack:
+            for owner, name, value in items:
+                stack.enter_context(patched(owner, name, value))
+            yield
+
+    return apply
+
+
+MUTANTS: tuple[Mutant, ...] = (
+    Mutant(
+        "commit-no-majority",
+        "leader commits entries held by itself only",
+        _stack((ProgressTracker, "committed_index", _commit_no_majority)),
+        faults=("partition", "crash", "loss"),
+    ),
+    Mutant(
+        "double-vote",
+        "a voter grants two votes in one term",
+        _stack((Raft, "_on_vote_request", _double_vote)),
+        faults=("partition", "crash", "loss", "pause"),
+        profile=CRASHY,
+    ),
+    Mutant(
+        "forget-vote",
+        "the vote is dropped from the hard state before persisting",
+        _stack((Replica, "persist", _forget_vote)),
+        faults=("crash", "partition", "loss"),
+        profile=CRASHY,
+    ),
+    Mutant(
+        "follower-reads",
+        "followers serve strong reads without ReadIndex",
+        _stack((Replica, "on_read", _follower_reads)),
+        faults=("partition", "loss", "pause"),
+    ),
+    Mutant(
+        "no-truncate",
+        "conflicting log suffixes are not truncated",
+        _stack((ReplicatedLog, "maybe_append", _no_truncate)),
+        faults=("partition", "crash", "loss", "pause"),
+    ),
+    Mutant(
+        "ack-before-fsync",
+        "log and state machine written without fsync before acknowledging",
+        _stack(
+            (Replica, "persist", _persist_without_fsync),
+            (Replica, "__init__", _replica_init_without_fsync),
+        ),
+        faults=("crash", "partition"),
+        profile=CRASHY,
+    ),
+)
+
+MUTANTS_BY_NAME: dict[str, Mutant] = {m.name: m for m in MUTANTS}
