@@ -29,7 +29,7 @@ class Subcommand:
 
 
 #: Modules defining a ``SUBCOMMAND``, in the order ``--help`` lists them.
-SUBCOMMAND_MODULES: tuple[str, ...] = ("harness.checker.command",)
+SUBCOMMAND_MODULES: tuple[str, ...] = ("harness.checker.command", "harness.test_cmd", "harness.serve")
 
 
 def subcommands() -> list[Subcommand]:

@@ -51,6 +51,8 @@ __all__ = [
     "EVENT_TYPES",
     "HistoryRecorder",
     "Op",
+    "iter_client_events",
+    "nemesis_intervals",
     "pair_ops",
     "read_events",
 ]

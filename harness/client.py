@@ -1,0 +1,249 @@
+"""The client role: one per worker thread; turns a harness op into exapyte client calls.
+
+Theory of operation
+-------------------
+:meth:`HarnessClient.invoke` takes an :class:`~harness.generator.Op` and returns an
+:class:`Outcome`: ``ok`` (it happened, with this value), ``fail`` (it definitely did not happen)
+or ``info`` (unknown). The rules, from :mod:`exapyte.client`:
+
+- a :class:`~exapyte.errors.RequestTimeout` is ``info``: the request may have applied;
+- a :class:`~exapyte.errors.RequestFailed` is ``fail``: the node refused it, nothing applied;
+- a compare-and-set whose compare did not match is ``fail`` with ``error="cas-mismatch"``
+  (the checkers give that one its etcd meaning: the compare was linearized and did not match);
+- any other exception (a broken socket, a bug in a workload) is ``info`` with the error text,
+  never a dropped op: the worker records it and carries on as a fresh process.
+
+Multi-step operations (counter increments and bank transfers are read-then-cas loops inside one
+op) end ``info`` as soon as one of their writes has an unknown outcome, and ``fail`` when every
+attempt was a definite mismatch or refusal.
+
+Each worker has a *home* node: its reads are sent there first, as a Jepsen client is bound to
+one node, so a node that answers strong reads without asking the leader is exercised; writes
+follow the leader. Values are stored as UTF-8 text; each workload's ``encode``/``decode`` turn its values (ints,
+JSON maps) into that text. The node that answered and the session (client id) are recorded.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from exapyte.client import Client
+from exapyte.errors import RequestFailed, RequestTimeout
+from exapyte.wire import GetOp, ReplyCode
+from harness.generator import Op
+
+__all__ = ["HarnessClient", "Outcome", "SET_PREFIX"]
+
+SET_PREFIX = "set/"
+SET_END = "set0"  # "/" + 1: the end of the set's key range
+SCAN_PAGE = 500
+
+
+@dataclass(frozen=True)
+class Outcome:
+    type: str  # ok | fail | info
+    value: Any = None
+    error: str | None = None
+    node: str | None = None
+
+
+class _Mismatch(Exception):
+    """A cas inside a multi-step op did not match: try again."""
+
+
+class HarnessClient:
+    """Runs ops on the cluster. Not thread-safe: one per worker thread."""
+
+    def __init__(
+        self,
+        endpoints: dict[str, str],
+        *,
+        consistency: str = "strong",
+        timeout_s: float = 2.0,
+        home: str | None = None,
+        client_factory: Callable[..., Client] = Client,
+    ) -> None:
+        if home is not None and home not in endpoints:
+            raise ValueError(f"home node {home!r} is not one of {sorted(endpoints)}")
+        self.endpoints = endpoints
+        self.home = home
+        self.consistency = consistency
+        self.timeout_s = timeout_s
+        self._factory = client_factory
+        self.client = self._new_client()
+
+    def _new_client(self) -> Client:
+        order = list(self.endpoints.values())
+        if self.home is not None:
+            first = self.endpoints[self.home]
+            order = [first] + [e for e in order if e != first]
+        return self._factory(
+            order, node_endpoints=self.endpoints, timeout_s=self.timeout_s, consistency=self.consistency,
+        )
+
+    @property
+    def session(self) -> str:
+        return self.client.client_id
+
+    def reconnect(self) -> None:
+        """A fresh client (new session, new sockets), e.g. after an op of unknown outcome."""
+        self.close()
+        self.client = self._new_client()
+
+    def close(self) -> None:
+        try:
+            self.client.close()
+        except Exception:  # noqa: BLE001 - closing a broken client must not stop the worker
+            pass
+
+    # -- dispatch -------------------------------------------------------------------------------
+
+    def invoke(self, op: Op) -> Outcome:
+        handler = getattr(self, "_op_" + op.f.replace("-", "_"), None)
+        if handler is None:
+            return Outcome("fail", error=f"unknown op {op.f!r}")
+        try:
+            value = handler(op)
+        except RequestTimeout:
+            return Outcome("info", error="timeout", node=self.client.last_node)
+        except RequestFailed as exc:
+            return Outcome("fail", error=str(exc.code), node=self.client.last_node)
+        except _Mismatch:
+            return Outcome("fail", error="cas-mismatch", node=self.client.last_node)
+        except _Failed as exc:
+            return Outcome("fail", error=exc.reason, node=self.client.last_node)
+        except Exception as exc:  # noqa: BLE001 - unknown outcome, recorded, never dropped
+            return Outcome("info", error=f"{type(exc).__name__}: {exc}", node=self.client.last_node)
+        return Outcome("ok", value, node=self.client.last_node)
+
+    # -- single-key register ops (values are ints or strings) -----------------------------------
+
+    def _get(self, key: str) -> str | None:
+        """A read sent to this worker's home node first (as Jepsen binds a client to a node):
+        a correct node redirects a strong read to the leader, a buggy one may answer it."""
+        endpoint = self.endpoints[self.home] if self.home is not None else None
+        reply = self.client.request(GetOp(key), consistency=self.consistency, endpoint=endpoint)
+        if reply.code == ReplyCode.NOT_FOUND:
+            return None
+        assert reply.value is not None
+        return reply.value.decode()
+
+    def _op_read(self, op: Op) -> Any:
+        assert op.key is not None
+        return _decode(self._get(op.key))
+
+    def _op_write(self, op: Op) -> Any:
+        assert op.key is not None
+        self.client.put(op.key, _encode(op.value))
+        return op.value
+
+    def _op_delete(self, op: Op) -> Any:
+        assert op.key is not None
+        self.client.delete(op.key)
+        return None
+
+    def _op_cas(self, op: Op) -> Any:
+        assert op.key is not None
+        expected, new = op.value
+        swapped = self.client.cas(
+            op.key, None if expected is None else _encode(expected), None if new is None else _encode(new)
+        )
+        if not swapped:
+            raise _Mismatch()
+        return op.value
+
+    # -- set ------------------------------------------------------------------------------------
+
+    def _op_add(self, op: Op) -> Any:
+        """Set workload: add element ``value`` (its own key); counter: add ``value`` via cas."""
+        if op.key is None:
+            self.client.put(f"{SET_PREFIX}{int(op.value):09d}", "1")
+            return op.value
+        self._cas_loop(op.key, lambda text: str(int(text or "0") + int(op.value)))
+        return op.value
+
+    def _op_read_set(self, op: Op) -> Any:
+        elements: list[int] = []
+        start = SET_PREFIX
+        while True:
+            page = self.client.scan(start, SET_END, SCAN_PAGE, consistency=self.consistency)
+            elements.extend(int(k[len(SET_PREFIX):]) for k, _ in page)
+            if len(page) < SCAN_PAGE:
+                return sorted(elements)
+            start = page[-1][0] + "\0"
+
+    # -- counter and bank: read-then-cas loops --------------------------------------------------
+
+    def _cas_loop(self, key: str, change: Callable[[str | None], str]) -> None:
+        """Read ``key``, cas it to ``change(old)``; again on a mismatch until the deadline."""
+        deadline = time.monotonic() + self.timeout_s
+        while True:
+            old = self._get(key)
+            new = change(old)
+            if self.client.cas(key, old, new):
+                return
+            if time.monotonic() >= deadline:
+                raise _Mismatch()
+
+    def _op_read_counter(self, op: Op) -> Any:
+        assert op.key is not None
+        text = self._get(op.key)
+        return 0 if text is None else int(text)
+
+    def _op_init(self, op: Op) -> Any:
+        """Bank: create the accounts (a no-op if they exist)."""
+        assert op.key is not None
+        text = json.dumps(op.value, sort_keys=True)
+        if not self.client.cas(op.key, None, text):
+            current = self._get(op.key)
+            if current is None:
+                raise _Mismatch()
+            return json.loads(current)
+        return op.value
+
+    def _op_transfer(self, op: Op) -> Any:
+        assert op.key is not None
+        source, target, amount = op.value["from"], op.value["to"], int(op.value["amount"])
+
+        def change(text: str | None) -> str:
+            if text is None:
+                raise _Failed("no-accounts")
+            accounts = json.loads(text)
+            if accounts[source] < amount:
+                raise _Failed("insufficient-funds")
+            accounts[source] -= amount
+            accounts[target] += amount
+            return json.dumps(accounts, sort_keys=True)
+
+        self._cas_loop(op.key, change)
+        return op.value
+
+    def _op_read_bank(self, op: Op) -> Any:
+        assert op.key is not None
+        text = self._get(op.key)
+        return None if text is None else json.loads(text)
+
+
+class _Failed(Exception):
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+def _encode(value: Any) -> str:
+    return value if isinstance(value, str) else json.dumps(value)
+
+
+def _decode(text: str | None) -> Any:
+    """Stored text back to a value: ints stay ints, other text stays text."""
+    if text is None:
+        return None
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return text
+    return value if isinstance(value, int) and not isinstance(value, bool) else text

@@ -1,0 +1,333 @@
+"""The db role: a topology's nodes as real processes, every peer link through its own proxy.
+
+Theory of operation
+-------------------
+:class:`ClusterDB` sets a cluster up in four steps:
+
+1. a Toxiproxy API is found or started (:func:`harness.toxiproxy.find_or_start`: a real
+   ``toxiproxy-server`` on PATH, else exapyte's compatible server) and driven with the
+   ``toxiproxy-python`` client;
+2. one proxy per **directed** pair of nodes: proxy ``a_to_b`` listens on a free loopback port and
+   forwards to ``b``'s ROUTER. Node ``a`` dials ``b`` there (``network.peer_endpoints`` in ``a``'s
+   own config file), so everything ``a`` sends ``b`` crosses that proxy and nothing else does.
+   Proxies between regions get a ``latency`` toxic on both streams equal to the topology's
+   one-way latency for the whole run (named ``wan``; :meth:`heal_all` never removes it);
+3. one config file per node in ``RUN/config/`` (the topology file plus ``peer_endpoints`` and,
+   for ``--bugs``, ``unsafe.enabled``/``unsafe.bugs``);
+4. :class:`~exapyte.runtime.cluster.LocalCluster` starts the processes; their logs and data go
+   to ``RUN/nodes/``.
+
+Faults are thin effects on that setup: :meth:`cut` disables a proxy (``down``) or blackholes it
+(``timeout`` toxic, 0 ms), :meth:`add_toxic`/:meth:`remove_toxic` manage named toxics,
+:meth:`kill` is SIGKILL, :meth:`pause`/:meth:`resume` are SIGSTOP/SIGCONT. Clients talk to the
+nodes directly (their ports are not proxied): faults sit between nodes, as in Jepsen.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import shutil
+import socket
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import networkx as nx
+
+from exapyte.config import KNOWN_BUGS
+from exapyte.control import topology as topo
+from exapyte.runtime.cluster import ClusterError, LocalCluster
+from harness.toxiproxy import ToxiproxyHandle, find_or_start
+
+__all__ = ["ClusterDB", "DbError", "proxy_name"]
+
+WAN_TOXIC = "wan"
+CUT_TOXIC = "partition"
+NODE_READY_TIMEOUT_S = 30.0
+
+
+class DbError(RuntimeError):
+    """The cluster could not be set up or a node could not be (re)started."""
+
+
+def proxy_name(src: str, dst: str) -> str:
+    """The proxy node ``src`` dials ``dst`` through."""
+    return f"{src}_to_{dst}"
+
+
+def _free_ports(count: int) -> list[int]:
+    socks = []
+    try:
+        for _ in range(count):
+            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            s.bind(("127.0.0.1", 0))
+            socks.append(s)
+        return [int(s.getsockname()[1]) for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
+def _toxiproxy_client(handle: ToxiproxyHandle) -> Any:
+    from toxiproxy import Toxiproxy  # imported late: it pulls in requests and future
+
+    client = Toxiproxy()
+    client.update_api_consumer(handle.host, handle.port)
+    return client
+
+
+class ClusterDB:
+    """The nodes of ``topology_path`` behind per-link proxies. Use as a context manager."""
+
+    def __init__(
+        self,
+        topology_path: str | Path,
+        run_dir: str | Path,
+        *,
+        bugs: tuple[str, ...] = (),
+        wan_latency: bool = True,
+        toxiproxy: ToxiproxyHandle | None = None,
+        seed: int | None = None,
+        log: Any = None,
+    ) -> None:
+        unknown = [b for b in bugs if b not in KNOWN_BUGS]
+        if unknown:
+            raise ValueError(f"unknown bug(s) {unknown}; allowed: {', '.join(KNOWN_BUGS)}")
+        self.topology_path = Path(topology_path)
+        self.graph: nx.Graph = topo.load(self.topology_path)
+        self.run_dir = Path(run_dir)
+        self.nodes_dir = self.run_dir / "nodes"
+        self.config_dir = self.run_dir / "config"
+        self.bugs = tuple(bugs)
+        self.wan_latency = wan_latency
+        self.seed = seed
+        self._log = log or (lambda text: None)
+        self._own_toxiproxy = toxiproxy is None
+        self.toxiproxy: ToxiproxyHandle | None = toxiproxy
+        self._client: Any = None
+        self.proxies: dict[tuple[str, str], Any] = {}
+        self.listen: dict[tuple[str, str], str] = {}
+        self.cluster: LocalCluster | None = None
+        self._cut: dict[tuple[str, str], str] = {}
+        self._toxics: dict[tuple[str, str], set[str]] = {}
+        self._lock = threading.RLock()
+        self.node_ids: list[str] = sorted(self.graph.nodes)
+
+    # -- setup and teardown ---------------------------------------------------------------------
+
+    def prepare(self) -> dict[str, Path]:
+        """Toxiproxy, the proxies (with WAN latency) and the per-node config files; no process."""
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        if self.toxiproxy is None:
+            self.toxiproxy = find_or_start(seed=self.seed)
+        self._client = _toxiproxy_client(self.toxiproxy)
+        self._log(f"toxiproxy ({self.toxiproxy.kind}) at {self.toxiproxy.api_url}")
+        self._create_proxies()
+        return self._write_configs()
+
+    def setup(self) -> None:
+        """Proxies, config files, processes; returns once every node answers a status request."""
+        paths = self.prepare()
+        self.cluster = LocalCluster(
+            self.config_dir / "base.json", self.nodes_dir, node_config_paths=paths,
+        )
+        try:
+            self.cluster.start(wait=True)
+        except ClusterError as exc:
+            raise DbError(f"the cluster did not start: {exc}") from None
+        self._log(f"{len(self.node_ids)} nodes up: " + ", ".join(
+            f"{n}@{self.graph.nodes[n]['port']}" for n in self.node_ids))
+
+    def _create_proxies(self) -> None:
+        pairs = [(a, b) for a in self.node_ids for b in self.node_ids if a != b]
+        ports = _free_ports(len(pairs))
+        existing = self._client.proxies()
+        for (src, dst), port in zip(pairs, ports):
+            name = proxy_name(src, dst)
+            if name in existing:
+                existing[name].destroy()
+            node = self.graph.nodes[dst]
+            proxy = self._client.create(
+                upstream=f"{node['host']}:{node['port']}", name=name, listen=f"127.0.0.1:{port}", enabled=True,
+            )
+            self.proxies[(src, dst)] = proxy
+            self.listen[(src, dst)] = f"127.0.0.1:{port}"
+            self._toxics[(src, dst)] = set()
+            latency = topo.latency_ms(self.graph, src, dst)
+            if self.wan_latency and latency > 0:
+                self.add_toxic(src, dst, WAN_TOXIC, "latency", {"latency": int(round(latency)), "jitter": 0})
+
+    def _write_configs(self) -> dict[str, Path]:
+        raw = json.loads(self.topology_path.read_text())
+        if self.bugs:
+            raw["unsafe"] = {"enabled": True, "bugs": list(self.bugs)}
+        self.config_dir.mkdir(parents=True, exist_ok=True)
+        base = dict(raw)
+        (self.config_dir / "base.json").write_text(json.dumps(base, indent=2) + "\n")
+        paths: dict[str, Path] = {}
+        for node in self.node_ids:
+            cfg = json.loads(json.dumps(raw))
+            cfg["node_id"] = node
+            cfg.pop("region_id", None)
+            network = cfg.setdefault("network", {})
+            network["peer_endpoints"] = {
+                dst: f"tcp://{self.listen[(node, dst)]}" for dst in self.node_ids if dst != node
+            }
+            path = self.config_dir / f"{node}.json"
+            path.write_text(json.dumps(cfg, indent=2) + "\n")
+            paths[node] = path
+        return paths
+
+    def teardown(self, *, keep_data: bool = False) -> None:
+        """Stop every node (SIGCONT first), remove the proxies, stop a Toxiproxy we started."""
+        with self._lock:
+            if self.cluster is not None:
+                self.cluster.stop()
+            for proxy in self.proxies.values():
+                with contextlib.suppress(Exception):
+                    proxy.destroy()
+            self.proxies.clear()
+            if self._own_toxiproxy and self.toxiproxy is not None:
+                self.toxiproxy.close()
+                self.toxiproxy = None
+            if not keep_data:
+                for node in self.node_ids:
+                    shutil.rmtree(self.nodes_dir / node, ignore_errors=True)
+
+    def __enter__(self) -> ClusterDB:
+        self.setup()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.teardown()
+
+    # -- what clients need ----------------------------------------------------------------------
+
+    def endpoints(self) -> dict[str, str]:
+        """Client endpoints (direct, not proxied) by node id."""
+        return {n: f"tcp://{self.graph.nodes[n]['host']}:{self.graph.nodes[n]['port']}" for n in self.node_ids}
+
+    def node_log(self, node: str) -> Path:
+        return self.nodes_dir / f"{node}.log"
+
+    # -- link faults ----------------------------------------------------------------------------
+
+    def cut(self, src: str, dst: str, *, mode: str = "down") -> None:
+        """Stop ``src``'s messages to ``dst``: disable the proxy, or blackhole it."""
+        with self._lock:
+            key = (src, dst)
+            if key in self._cut:
+                return
+            if mode == "down":
+                self.proxies[key].disable()
+            elif mode == "blackhole":
+                self.add_toxic(src, dst, CUT_TOXIC, "timeout", {"timeout": 0})
+            else:
+                raise ValueError(f"cut mode must be 'down' or 'blackhole', got {mode!r}")
+            self._cut[key] = mode
+
+    def uncut(self, src: str, dst: str) -> None:
+        with self._lock:
+            mode = self._cut.pop((src, dst), None)
+            if mode == "down":
+                self.proxies[(src, dst)].enable()
+            elif mode == "blackhole":
+                self.remove_toxic(src, dst, CUT_TOXIC)
+
+    def add_toxic(
+        self, src: str, dst: str, name: str, type: str, attributes: dict[str, Any],
+        *, streams: tuple[str, ...] = ("upstream", "downstream"),
+    ) -> None:
+        with self._lock:
+            proxy = self.proxies[(src, dst)]
+            for stream in streams:
+                full = f"{name}_{stream}"
+                if full in self._toxics[(src, dst)]:
+                    continue
+                proxy.add_toxic(type=type, stream=stream, name=full, toxicity=1.0, attributes=attributes)
+                self._toxics[(src, dst)].add(full)
+
+    def remove_toxic(self, src: str, dst: str, name: str, *, streams: tuple[str, ...] = ("upstream", "downstream")) -> None:
+        with self._lock:
+            proxy = self.proxies[(src, dst)]
+            for stream in streams:
+                full = f"{name}_{stream}"
+                if full in self._toxics[(src, dst)]:
+                    proxy.destroy_toxic(full)
+                    self._toxics[(src, dst)].discard(full)
+
+    def toxics(self, src: str, dst: str) -> set[str]:
+        with self._lock:
+            return set(self._toxics[(src, dst)])
+
+    def is_cut(self, src: str, dst: str) -> bool:
+        with self._lock:
+            return (src, dst) in self._cut
+
+    # -- process faults -------------------------------------------------------------------------
+
+    def _cluster(self) -> LocalCluster:
+        if self.cluster is None:
+            raise DbError("the cluster is not set up")
+        return self.cluster
+
+    def kill(self, node: str) -> None:
+        self._cluster().kill(node)
+
+    def start_node(self, node: str, *, wait: bool = True) -> None:
+        cluster = self._cluster()
+        if cluster.alive(node):
+            return
+        try:
+            cluster.start_node(node, wait=False)
+            if wait:
+                cluster.wait_ready(node, timeout_s=NODE_READY_TIMEOUT_S)
+        except ClusterError as exc:
+            raise DbError(f"node {node} did not restart: {exc}") from None
+
+    def pause(self, node: str) -> None:
+        self._cluster().pause(node)
+
+    def resume(self, node: str) -> None:
+        self._cluster().resume(node)
+
+    def alive(self, node: str) -> bool:
+        return self._cluster().alive(node)
+
+    def heal_all(self) -> None:
+        """Every link whole (WAN latency kept), every node running and not paused."""
+        with self._lock:
+            for src, dst in list(self._cut):
+                self.uncut(src, dst)
+            for (src, dst), names in self._toxics.items():
+                for full in sorted(names):
+                    if not full.startswith(WAN_TOXIC + "_"):
+                        self.proxies[(src, dst)].destroy_toxic(full)
+                        names.discard(full)
+        for node in self.node_ids:
+            if self.alive(node):
+                self.resume(node)
+            else:
+                self.start_node(node, wait=False)
+        deadline = time.monotonic() + NODE_READY_TIMEOUT_S
+        for node in self.node_ids:
+            try:
+                self._cluster().wait_ready(node, timeout_s=max(1.0, deadline - time.monotonic()))
+            except ClusterError as exc:
+                raise DbError(f"node {node} is not back after the heal: {exc}") from None
+
+    def statuses(self, timeout_s: float = 1.0) -> dict[str, dict[str, Any] | None]:
+        """Each node's status (None when it does not answer)."""
+        from exapyte.client import Client
+        from exapyte.errors import ExapyteError
+
+        out: dict[str, dict[str, Any] | None] = {}
+        for node, endpoint in self.endpoints().items():
+            with Client(endpoint, timeout_s=timeout_s) as client:
+                try:
+                    out[node] = client.status(timeout_s=timeout_s)
+                except ExapyteError:
+                    out[node] = None
+        return out

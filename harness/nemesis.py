@@ -1,0 +1,388 @@
+"""The nemesis: faults as data, computed from the topology graph, applied by thin effects.
+
+Theory of operation
+-------------------
+Every peer link is one Toxiproxy proxy per **directed** pair: node ``a`` dials node ``b`` through
+proxy ``a->b`` (see :mod:`harness.db`), and consensus messages from ``a`` to ``b`` travel only on
+that proxy (a node sends to a peer through its own DEALER, never back through the ROUTER). So a
+network fault is a set of directed pairs, and the pure functions below compute those sets from
+the topology graph and a :class:`~harness.generator.Rand`:
+
+=================  ===========================================================================
+fault              what it cuts
+=================  ===========================================================================
+isolate-node       every link to and from one node
+isolate-region     every link between one region and the rest
+majority-minority  the cluster split into a random majority and minority, both ways
+bridge             two halves that cannot talk, except through one node that sees both
+ring               majorities ring: each node hears only its ring neighbours (a majority each),
+                   and no two nodes see the same majority
+one-way            one node hears nobody, but everyone still hears it
+=================  ===========================================================================
+
+A cut is applied in one of two ways (``cut_mode``): ``down`` disables the proxy (connections
+closed, connects refused; ZeroMQ queues and reconnects after the heal, like TCP after a real
+partition) or ``blackhole`` adds a ``timeout`` toxic with timeout 0 (bytes silently dropped on a
+live connection; removing the toxic closes it and ZeroMQ reconnects). Both really stop traffic,
+which a latency toxic never does (see ../shared/TOXIPROXY.md §7).
+
+Process faults are data too: ``kill`` (a set of nodes killed with SIGKILL, restarted when the
+fault stops), ``pause`` (SIGSTOP, then SIGCONT). Link faults: ``latency`` (a spike with jitter
+on some links, on top of the WAN latency every inter-region link carries for the whole run),
+``bandwidth`` (a rate limit), ``reset`` (a ``reset_peer`` toxic: every connection that carries
+data is reset, so links flap). ``clock`` needs a node-side clock offset control, which the node
+runtime does not have yet: asking for it raises :class:`NemesisUnavailable`.
+
+:class:`FaultSchedule` is the pure generator that starts and stops faults at random from the
+chosen kinds; :class:`Nemesis` is the effect: it turns a fault value into proxy and process calls.
+Every run ends with :meth:`Nemesis.heal`.
+"""
+
+from __future__ import annotations
+
+import itertools
+import threading
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Any
+
+import networkx as nx
+
+from exapyte.control import topology as topo
+from harness.generator import Context, Generator, Op, Pending, Rand
+
+if TYPE_CHECKING:
+    from harness.db import ClusterDB
+
+__all__ = [
+    "FAULT_KINDS",
+    "PARTITION_KINDS",
+    "FaultSchedule",
+    "Nemesis",
+    "NemesisUnavailable",
+    "bridge",
+    "choose_fault",
+    "cuts_between",
+    "isolate_node",
+    "isolate_region",
+    "majority_minority",
+    "one_way",
+    "parse_faults",
+    "reachable",
+    "ring",
+]
+
+Cut = tuple[str, str]  # (src, dst): src's messages do not reach dst
+
+#: Fault kinds ``--nemesis`` accepts.
+FAULT_KINDS: tuple[str, ...] = ("partition", "kill", "pause", "latency", "bandwidth", "reset", "clock")
+PARTITION_KINDS: tuple[str, ...] = (
+    "isolate-node", "isolate-region", "majority-minority", "bridge", "ring", "one-way",
+)
+LATENCY_SPIKE_MS = 250
+LATENCY_JITTER_MS = 150
+BANDWIDTH_KBPS = 8
+
+
+class NemesisUnavailable(RuntimeError):
+    """A fault was asked for that this cluster cannot take (yet)."""
+
+
+def parse_faults(text: str | Sequence[str]) -> tuple[str, ...]:
+    """``"partition,kill"`` -> ``("partition", "kill")``; ``none``/empty -> (). Clear errors."""
+    items = text.split(",") if isinstance(text, str) else list(text)
+    kinds = tuple(dict.fromkeys(k.strip() for k in items if k.strip() and k.strip() != "none"))
+    for kind in kinds:
+        if kind not in FAULT_KINDS:
+            raise ValueError(f"unknown fault {kind!r}; allowed: {', '.join(FAULT_KINDS)}")
+    if "clock" in kinds:
+        raise NemesisUnavailable(
+            "fault 'clock' needs each node's injectable clock offset to be controllable at run "
+            "time (exapyte.runtime.clock.Clock.offset_s), and the node runtime exposes no control "
+            "for it yet; choose from: " + ", ".join(k for k in FAULT_KINDS if k != "clock")
+        )
+    return kinds
+
+
+# --- partitions: pure functions of the graph ---------------------------------------------------
+
+
+def cuts_between(groups: Iterable[Iterable[str]]) -> frozenset[Cut]:
+    """Both directions of every link between nodes of different groups."""
+    sets = [frozenset(g) for g in groups]
+    cuts = set()
+    for i, j in itertools.permutations(range(len(sets)), 2):
+        for a in sets[i]:
+            for b in sets[j]:
+                if a != b:
+                    cuts.add((a, b))
+    return frozenset(cuts)
+
+
+def _nodes(graph: nx.Graph) -> list[str]:
+    return sorted(graph.nodes)
+
+
+def isolate_node(graph: nx.Graph, node: str) -> frozenset[Cut]:
+    return cuts_between([[node], [n for n in _nodes(graph) if n != node]])
+
+
+def isolate_region(graph: nx.Graph, region: str) -> frozenset[Cut]:
+    inside = topo.nodes_in_region(graph, region)
+    return cuts_between([inside, [n for n in _nodes(graph) if n not in inside]])
+
+
+def majority_minority(graph: nx.Graph, rand: Rand) -> tuple[frozenset[Cut], tuple[list[str], list[str]], Rand]:
+    nodes, rand = rand.shuffle(_nodes(graph))
+    majority = len(nodes) // 2 + 1
+    big, small = sorted(nodes[:majority]), sorted(nodes[majority:])
+    return cuts_between([big, small]), (big, small), rand
+
+
+def bridge(graph: nx.Graph, rand: Rand) -> tuple[frozenset[Cut], str, Rand]:
+    """Two halves; one node (the bridge) talks to both. Needs at least 3 nodes."""
+    nodes, rand = rand.shuffle(_nodes(graph))
+    if len(nodes) < 3:
+        raise NemesisUnavailable(f"a bridge partition needs at least 3 nodes, the topology has {len(nodes)}")
+    middle = nodes[0]
+    rest = nodes[1:]
+    half = len(rest) // 2
+    left, right = rest[:half], rest[half:]
+    return cuts_between([left, right]), middle, rand
+
+
+def ring(graph: nx.Graph, rand: Rand) -> tuple[frozenset[Cut], tuple[str, ...], Rand]:
+    """Majorities ring: nodes on a random ring; each hears only those within ring distance k,
+    where 2k + 1 is a majority. With 3 nodes everyone sees everyone: nothing is cut."""
+    nodes, rand = rand.shuffle(_nodes(graph))
+    n = len(nodes)
+    majority = n // 2 + 1
+    k = max(1, -(-(majority - 1) // 2))  # ceil((majority - 1) / 2): 2k + 1 >= majority
+    cuts = set()
+    for i, j in itertools.permutations(range(n), 2):
+        distance = min((i - j) % n, (j - i) % n)
+        if distance > k:
+            cuts.add((nodes[i], nodes[j]))
+    return frozenset(cuts), nodes, rand
+
+
+def one_way(graph: nx.Graph, rand: Rand) -> tuple[frozenset[Cut], str, Rand]:
+    """One node hears nobody, while everyone still hears it (a leader that cannot get acks)."""
+    node, rand = rand.choice(_nodes(graph))
+    return frozenset((other, node) for other in _nodes(graph) if other != node), node, rand
+
+
+def reachable(graph: nx.Graph, cuts: frozenset[Cut]) -> dict[str, frozenset[str]]:
+    """For each node, the nodes its messages still reach directly."""
+    return {a: frozenset(b for b in _nodes(graph) if b != a and (a, b) not in cuts) for a in _nodes(graph)}
+
+
+def choose_partition(graph: nx.Graph, rand: Rand, kinds: Sequence[str] = PARTITION_KINDS) -> tuple[dict[str, Any], Rand]:
+    """A random partition of a random kind, as a JSON-ready fault value."""
+    usable = [k for k in kinds if not (k == "isolate-region" and len(topo.regions(graph)) < 2)]
+    if len(graph.nodes) < 3:
+        usable = [k for k in usable if k != "bridge"]
+    if len(graph.nodes) < 4:
+        usable = [k for k in usable if k != "ring"]  # with 3 nodes everyone is in every majority
+    kind, rand = rand.choice(usable)
+    if kind == "isolate-node":
+        node, rand = rand.choice(_nodes(graph))
+        cuts, text = isolate_node(graph, node), f"{node} isolated"
+    elif kind == "isolate-region":
+        region, rand = rand.choice(topo.regions(graph))
+        cuts, text = isolate_region(graph, region), f"region {region} isolated"
+    elif kind == "majority-minority":
+        cuts, (big, small), rand = majority_minority(graph, rand)
+        text = f"{','.join(big)} | {','.join(small)}"
+    elif kind == "bridge":
+        cuts, middle, rand = bridge(graph, rand)
+        text = f"bridge through {middle}"
+    elif kind == "ring":
+        cuts, order, rand = ring(graph, rand)
+        text = f"majorities ring {'-'.join(order)}"
+    else:
+        cuts, node, rand = one_way(graph, rand)
+        text = f"{node} hears nobody (one-way)"
+    return {"kind": kind, "description": text, "cuts": sorted([list(c) for c in cuts])}, rand
+
+
+def _random_links(graph: nx.Graph, rand: Rand) -> tuple[list[list[str]], str, Rand]:
+    """Links to disturb: every link to and from one random node."""
+    node, rand = rand.choice(_nodes(graph))
+    links = sorted([list(c) for c in isolate_node(graph, node)])
+    return links, node, rand
+
+
+def _random_minority(graph: nx.Graph, rand: Rand) -> tuple[list[str], Rand]:
+    nodes, rand = rand.shuffle(_nodes(graph))
+    count, rand = rand.randint(1, max(1, (len(nodes) - 1) // 2))
+    return sorted(nodes[:count]), rand
+
+
+def choose_fault(graph: nx.Graph, kind: str, rand: Rand) -> tuple[dict[str, Any], Rand]:
+    """A random fault of ``kind`` as data (what :meth:`Nemesis.start` applies)."""
+    if kind == "partition":
+        return choose_partition(graph, rand)
+    if kind in ("kill", "pause"):
+        nodes, rand = _random_minority(graph, rand)
+        return {"kind": kind, "nodes": nodes, "description": f"{kind} {','.join(nodes)}"}, rand
+    if kind == "latency":
+        links, node, rand = _random_links(graph, rand)
+        return {
+            "kind": kind, "links": links, "latency_ms": LATENCY_SPIKE_MS, "jitter_ms": LATENCY_JITTER_MS,
+            "description": f"+{LATENCY_SPIKE_MS}±{LATENCY_JITTER_MS} ms around {node}",
+        }, rand
+    if kind == "bandwidth":
+        links, node, rand = _random_links(graph, rand)
+        return {"kind": kind, "links": links, "rate_kbps": BANDWIDTH_KBPS,
+                "description": f"{BANDWIDTH_KBPS} KB/s around {node}"}, rand
+    if kind == "reset":
+        links, node, rand = _random_links(graph, rand)
+        return {"kind": kind, "links": links, "description": f"connection resets around {node}"}, rand
+    if kind == "clock":
+        parse_faults(["clock"])
+    raise ValueError(f"unknown fault {kind!r}; allowed: {', '.join(FAULT_KINDS)}")
+
+
+# --- the schedule: a pure generator ------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class FaultSchedule(Generator):
+    """Alternate quiet and faulty intervals: wait ``interval``, start a random fault of one of
+    ``kinds``, wait ``interval``, stop it; again until the generator is cut off. Intervals vary
+    uniformly in [interval/2, 3·interval/2). Ops go to the nemesis process."""
+
+    graph: nx.Graph
+    kinds: tuple[str, ...]
+    interval_ns: int
+    rand: Rand
+    next_ns: int | None = None
+    active: dict[str, Any] | None = None
+
+    def _gap(self, rand: Rand) -> tuple[int, Rand]:
+        u, rand = rand.random()
+        return int(self.interval_ns * (0.5 + u)), rand
+
+    def op(self, ctx: Context) -> tuple[Any, Generator]:
+        if not self.kinds:
+            return None, self
+        if self.next_ns is None:
+            gap, rand = self._gap(self.rand)
+            return Pending(ctx.time_ns + gap), replace(self, next_ns=ctx.time_ns + gap, rand=rand)
+        if ctx.time_ns < self.next_ns:
+            return Pending(self.next_ns), self
+        process = ctx.some_free()
+        if process is None:
+            return Pending(), self
+        gap, rand = self._gap(self.rand)
+        if self.active is None:
+            kind, rand = rand.choice(self.kinds)
+            fault, rand = choose_fault(self.graph, kind, rand)
+            op = Op(f=f"start-{kind}", value=fault, process=process)
+            return op, replace(self, rand=rand, next_ns=ctx.time_ns + gap, active=fault)
+        op = Op(f=f"stop-{self.active['kind'] if self.active['kind'] not in PARTITION_KINDS else 'partition'}",
+                value=self.active, process=process)
+        return op, replace(self, rand=rand, next_ns=ctx.time_ns + gap, active=None)
+
+
+def fault_family(fault: dict[str, Any]) -> str:
+    """The ``--nemesis`` kind a fault value belongs to (partition kinds are all ``partition``)."""
+    kind = str(fault["kind"])
+    return "partition" if kind in PARTITION_KINDS else kind
+
+
+# --- the effect --------------------------------------------------------------------------------
+
+
+class Nemesis:
+    """Applies fault values to a running :class:`~harness.db.ClusterDB`. Thread-safe."""
+
+    def __init__(self, db: ClusterDB, *, cut_mode: str = "down", log: Callable[[str], None] | None = None) -> None:
+        if cut_mode not in ("down", "blackhole"):
+            raise ValueError(f"cut_mode must be 'down' or 'blackhole', got {cut_mode!r}")
+        self.db = db
+        self.cut_mode = cut_mode
+        self.active: dict[str, dict[str, Any]] = {}
+        self._lock = threading.Lock()
+        self._log = log or (lambda text: None)
+
+    def describe_active(self) -> list[str]:
+        with self._lock:
+            return [str(f.get("description", family)) for family, f in self.active.items()]
+
+    def invoke(self, op: Op) -> tuple[str, Any]:
+        """Run one nemesis op: ``start-X``/``stop-X``. Returns (completion type, value)."""
+        if op.f.startswith("start-"):
+            self.start(op.value)
+            return "info", op.value
+        if op.f.startswith("stop-"):
+            self.stop(op.f[len("stop-"):])
+            return "info", op.value
+        raise ValueError(f"nemesis: unknown op {op.f!r}")
+
+    def start(self, fault: dict[str, Any]) -> None:
+        family = fault_family(fault)
+        with self._lock:
+            if family in self.active:
+                raise RuntimeError(f"nemesis: a {family} fault is already active")
+            self.active[family] = fault
+        kind = fault["kind"]
+        if family == "partition":
+            for src, dst in fault["cuts"]:
+                self.db.cut(src, dst, mode=self.cut_mode)
+        elif kind == "kill":
+            for node in fault["nodes"]:
+                self.db.kill(node)
+        elif kind == "pause":
+            for node in fault["nodes"]:
+                self.db.pause(node)
+        elif kind == "latency":
+            for src, dst in fault["links"]:
+                self.db.add_toxic(src, dst, "spike", "latency",
+                                  {"latency": int(fault["latency_ms"]), "jitter": int(fault["jitter_ms"])})
+        elif kind == "bandwidth":
+            for src, dst in fault["links"]:
+                self.db.add_toxic(src, dst, "bandwidth", "bandwidth", {"rate": int(fault["rate_kbps"])})
+        elif kind == "reset":
+            for src, dst in fault["links"]:
+                self.db.add_toxic(src, dst, "reset", "reset_peer", {"timeout": 0}, streams=("upstream",))
+        else:
+            raise ValueError(f"nemesis: cannot start {kind!r}")
+        self._log(f"fault started: {fault.get('description', kind)}")
+
+    def stop(self, family: str) -> None:
+        with self._lock:
+            fault = self.active.pop(family, None)
+        if fault is None:
+            return
+        kind = fault["kind"]
+        if family == "partition":
+            for src, dst in fault["cuts"]:
+                self.db.uncut(src, dst)
+        elif kind == "kill":
+            for node in fault["nodes"]:
+                self.db.start_node(node)
+        elif kind == "pause":
+            for node in fault["nodes"]:
+                self.db.resume(node)
+        elif kind == "latency":
+            for src, dst in fault["links"]:
+                self.db.remove_toxic(src, dst, "spike")
+        elif kind == "bandwidth":
+            for src, dst in fault["links"]:
+                self.db.remove_toxic(src, dst, "bandwidth")
+        elif kind == "reset":
+            for src, dst in fault["links"]:
+                self.db.remove_toxic(src, dst, "reset", streams=("upstream",))
+        self._log(f"fault stopped: {fault.get('description', kind)}")
+
+    def heal(self) -> list[str]:
+        """Stop every active fault, then make sure every node runs and every link is whole
+        (WAN latency stays). Returns the families that were still active."""
+        with self._lock:
+            families = list(self.active)
+        for family in families:
+            self.stop(family)
+        self.db.heal_all()
+        return families

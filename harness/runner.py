@@ -1,0 +1,598 @@
+"""The runner: one frozen :class:`TestSpec` in, one run folder and a verdict out.
+
+Theory of operation
+-------------------
+A run goes through fixed stages, each printed as it starts:
+
+1. **setup**: the run folder ``STORE/<test-name>/<timestamp>/`` (and ``STORE/latest``), the
+   topology plot, the cluster (:class:`~harness.db.ClusterDB`: processes, proxies, WAN latency);
+2. **main phase**: the generator (workload ops rate-limited for the clients, the fault schedule
+   for the nemesis, all cut off after ``time_s``) is run by the **interpreter**, the only code
+   that does IO: it asks the generator for an op, hands it to that process's worker thread,
+   sleeps while the generator is pending, and feeds completions back. Each worker owns one
+   :class:`~harness.client.HarnessClient`; every op is recorded as an ``invoke`` and exactly one
+   completion; an ``info`` retires the process (the worker continues as ``process +
+   concurrency`` with a fresh client), as in Jepsen;
+3. **heal**: every active fault is stopped (recorded as nemesis events), every link made whole
+   (WAN latency stays) and every node running; then a **quiet period** with no faults;
+4. **final reads**: each workload reads back what it wrote, retried until one succeeds or the
+   final deadline passes, so a cluster that never recovers fails the liveness check;
+5. **teardown and check**: nodes stopped, logs kept in ``nodes/``; the checkers read
+   ``history.jsonl`` and write ``results.json``, the plots and ``report.html``.
+
+Exit status: 0 valid, 1 invalid, 2 unknown (including a cluster that could not be set up).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import queue
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.live import Live
+from rich.table import Table
+
+from exapyte.control import topology as topo
+from harness import generator as gen
+from harness.client import HarnessClient, Outcome
+from harness.db import ClusterDB, DbError
+from harness.generator import NEMESIS, Completion, Context, Generator, Op, Pending
+from harness.history import HistoryRecorder, nemesis_intervals, pair_ops, read_events
+from harness.nemesis import FaultSchedule, Nemesis, parse_faults
+from harness.workloads import WorkloadOptions, get_workload
+
+__all__ = ["RunOutcome", "TestSpec", "check_run", "exit_status", "run_test"]
+
+PROGRESS_REFRESH_S = 0.25
+FINAL_READ_DEADLINE_S = 30.0
+WORKER_JOIN_S = 10.0
+
+
+@dataclass(frozen=True)
+class TestSpec:
+    """Everything that defines a run. Stored in ``results.json`` as ``options``."""
+
+    __test__ = False  # not a pytest test class, despite the name
+
+    topology: str
+    workload: str = "register"
+    nemesis: tuple[str, ...] = ()
+    time_s: float = 60.0
+    rate: float = 100.0
+    concurrency: int = 5
+    seed: int = 0
+    bugs: tuple[str, ...] = ()
+    store: str = "store"
+    nemesis_interval_s: float = 5.0
+    quiet_s: float = 5.0
+    op_timeout_s: float = 2.0
+    ops_per_key: int = 200
+    cut_mode: str = "down"
+    checker_timeout_s: float = 60.0
+    wan_latency: bool = True
+    name: str | None = None
+
+    def test_name(self) -> str:
+        if self.name:
+            return self.name
+        parts = [self.workload, Path(self.topology).stem]
+        if self.nemesis:
+            parts.append("+".join(self.nemesis))
+        if self.bugs:
+            parts.append("bugs=" + "+".join(self.bugs))
+        return "-".join(parts)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self) | {"nemesis": list(self.nemesis), "bugs": list(self.bugs)}
+
+
+@dataclass
+class RunOutcome:
+    run_dir: Path
+    valid: bool | str
+    results: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def exit_code(self) -> int:
+        return exit_status(self.valid)
+
+
+def exit_status(valid: bool | str) -> int:
+    if valid is True:
+        return 0
+    if valid is False:
+        return 1
+    return 2
+
+
+def resolve_topology(name_or_path: str) -> Path:
+    """``three-region`` -> ``topologies/three-region.json``; a path is taken as is."""
+    path = Path(name_or_path)
+    if path.suffix == ".json" or path.exists():
+        return path
+    repo = Path(__file__).resolve().parents[1]
+    candidate = repo / "topologies" / f"{name_or_path}.json"
+    if not candidate.exists():
+        known = sorted(p.stem for p in (repo / "topologies").glob("*.json"))
+        raise ValueError(f"unknown topology {name_or_path!r}; known: {', '.join(known)} (or a path to a .json file)")
+    return candidate
+
+
+def make_run_dir(store: Path, test_name: str) -> Path:
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S.%f")[:-3] + "Z"
+    run_dir = store / test_name / stamp
+    run_dir.mkdir(parents=True, exist_ok=False)
+    latest = store / "latest"
+    tmp = store / f".latest.{os.getpid()}"
+    if tmp.is_symlink() or tmp.exists():
+        tmp.unlink()
+    tmp.symlink_to(Path(test_name) / stamp)
+    tmp.replace(latest)
+    return run_dir
+
+
+def build_generator(spec: TestSpec, graph: Any) -> Generator:
+    """The main phase: client ops at ``rate`` and the fault schedule, for ``time_s``."""
+    workload = get_workload(spec.workload)
+    options = WorkloadOptions(seed=spec.seed, concurrency=spec.concurrency, ops_per_key=spec.ops_per_key)
+    client_gen = gen.clients(gen.rate_limit(spec.rate, workload.build(options), seed=spec.seed + 1))
+    parts = [client_gen]
+    if spec.nemesis:
+        parts.append(gen.nemesis(FaultSchedule(
+            graph, spec.nemesis, int(spec.nemesis_interval_s * 1e9), gen.Rand.seeded(spec.seed + 2),
+        )))
+    return gen.time_limit(spec.time_s, gen.any_of(*parts))
+
+
+# --- workers and the interpreter ---------------------------------------------------------------
+
+
+@dataclass
+class _Done:
+    process: int | str
+    next_process: int | str
+    op: Op
+    outcome: Outcome
+    time_ns: int
+
+
+class _ClientWorker(threading.Thread):
+    def __init__(self, index: int, concurrency: int, client: HarnessClient, recorder: HistoryRecorder,
+                 done: queue.Queue[_Done], consistency: str) -> None:
+        super().__init__(name=f"worker-{index}", daemon=True)
+        self.process = index
+        self.concurrency = concurrency
+        self.client = client
+        self.recorder = recorder
+        self.done = done
+        self.consistency = consistency
+        self.inbox: queue.Queue[Op | None] = queue.Queue()
+
+    def run(self) -> None:
+        while True:
+            op = self.inbox.get()
+            if op is None:
+                self.client.close()
+                return
+            process = self.process
+            self.recorder.record("invoke", process, op.f, op.key, None if op.f.startswith("read") else op.value,
+                                 consistency=self.consistency, session=self.client.session)
+            outcome = self.client.invoke(op)
+            event = self.recorder.record(
+                outcome.type, process, op.f, op.key,
+                outcome.value if outcome.type == "ok" else (None if op.f.startswith("read") else op.value),
+                node=outcome.node, consistency=self.consistency, session=self.client.session, error=outcome.error,
+            )
+            if outcome.type == "info":
+                self.process += self.concurrency
+                self.client.reconnect()
+            self.done.put(_Done(process, self.process, op, outcome, int(event["time"])))
+
+
+class _NemesisWorker(threading.Thread):
+    def __init__(self, nemesis: Nemesis, recorder: HistoryRecorder, done: queue.Queue[_Done]) -> None:
+        super().__init__(name="nemesis", daemon=True)
+        self.nemesis = nemesis
+        self.recorder = recorder
+        self.done = done
+        self.inbox: queue.Queue[Op | None] = queue.Queue()
+
+    def run(self) -> None:
+        while True:
+            op = self.inbox.get()
+            if op is None:
+                return
+            self.recorder.record("invoke", NEMESIS, op.f, None, op.value, consistency="")
+            try:
+                kind, value = self.nemesis.invoke(op)
+                outcome = Outcome(kind, value)
+            except Exception as exc:  # noqa: BLE001 - a failed fault is recorded, the run goes on
+                outcome = Outcome("info", op.value, error=f"{type(exc).__name__}: {exc}")
+            event = self.recorder.record(outcome.type, NEMESIS, op.f, None, outcome.value, consistency="",
+                                         error=outcome.error)
+            self.done.put(_Done(NEMESIS, NEMESIS, op, outcome, int(event["time"])))
+
+
+class Progress:
+    """Live terminal status: stage, elapsed, ops/s, ok/fail/info, active faults."""
+
+    def __init__(self, console: Console, spec: TestSpec, recorder: HistoryRecorder, nemesis: Nemesis | None) -> None:
+        self.console = console
+        self.spec = spec
+        self.recorder = recorder
+        self.nemesis = nemesis
+        self.stage = "main"
+        self._recent: deque[tuple[float, int]] = deque(maxlen=64)
+        self._live: Live | None = None
+        self._last = 0.0
+
+    def __enter__(self) -> Progress:
+        if self.console.is_terminal:
+            self._live = Live(self.render(), console=self.console, auto_refresh=False, transient=False)
+            self._live.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._live is not None:
+            self._live.update(self.render(), refresh=True)
+            self._live.__exit__(None, None, None)
+            self._live = None
+
+    def render(self) -> Table:
+        counts = self.recorder.counts
+        done = counts["ok"] + counts["fail"] + counts["info"]
+        now = time.monotonic()
+        self._recent.append((now, done))
+        old_t, old_n = self._recent[0]
+        rate = (done - old_n) / (now - old_t) if now - old_t > 0.2 else 0.0
+        elapsed = self.recorder.now_ns() / 1e9
+        table = Table(box=None, show_header=False, pad_edge=False)
+        faults = ", ".join(self.nemesis.describe_active()) if self.nemesis is not None else ""
+        table.add_row(
+            f"[bold]{self.stage}[/]", f"{elapsed:6.1f}s / {self.spec.time_s:g}s",
+            f"{rate:7.1f} ops/s", f"[green]ok {counts['ok']}[/]", f"[yellow]fail {counts['fail']}[/]",
+            f"[red]info {counts['info']}[/]", f"faults: [magenta]{faults or 'none'}[/]",
+        )
+        return table
+
+    def tick(self, force: bool = False) -> None:
+        now = time.monotonic()
+        if not force and now - self._last < PROGRESS_REFRESH_S:
+            return
+        self._last = now
+        if self._live is not None:
+            self._live.update(self.render(), refresh=True)
+        elif force or int(now) % 5 == 0 and now - getattr(self, "_printed", 0) > 4.5:
+            self._printed = now
+            counts = self.recorder.counts
+            self.console.print(
+                f"{self.stage}: {self.recorder.now_ns() / 1e9:.1f}s ok={counts['ok']} fail={counts['fail']} "
+                f"info={counts['info']} faults={', '.join(self.nemesis.describe_active()) if self.nemesis else 'none'}"
+            )
+
+
+class Interpreter:
+    """Runs a generator against worker threads. The only place where generators meet IO."""
+
+    def __init__(self, workers: list[_ClientWorker], nemesis_worker: _NemesisWorker | None,
+                 recorder: HistoryRecorder, done: queue.Queue[_Done], progress: Progress,
+                 stop: threading.Event) -> None:
+        self.workers = workers
+        self.nemesis_worker = nemesis_worker
+        self.recorder = recorder
+        self.done = done
+        self.progress = progress
+        self.stop = stop
+        self.concurrency = len(workers)
+        self.processes: set[int | str] = {w.process for w in workers}
+        if nemesis_worker is not None:
+            self.processes.add(NEMESIS)
+        self.free: set[int | str] = set(self.processes)
+
+    def _ctx(self) -> Context:
+        return Context(self.recorder.now_ns(), frozenset(self.free), frozenset(self.processes), self.concurrency)
+
+    def _complete(self, item: _Done, generator: Generator) -> Generator:
+        ctx = self._ctx()
+        generator = generator.update(ctx, Completion(item.process, item.outcome.type, item.op, item.time_ns, item.outcome.value))
+        if item.next_process != item.process:
+            self.processes.discard(item.process)
+            self.processes.add(item.next_process)
+        self.free.add(item.next_process)
+        return generator
+
+    def _wait(self, generator: Generator, timeout_s: float) -> Generator:
+        try:
+            item = self.done.get(timeout=max(0.0, min(timeout_s, PROGRESS_REFRESH_S)))
+        except queue.Empty:
+            return generator
+        return self._complete(item, generator)
+
+    def run(self, generator: Generator) -> None:
+        while True:
+            while True:
+                try:
+                    item = self.done.get_nowait()
+                except queue.Empty:
+                    break
+                generator = self._complete(item, generator)
+            self.progress.tick()
+            if self.stop.is_set():
+                break
+            ctx = self._ctx()
+            result, generator = generator.op(ctx)
+            if result is None:
+                if self.free == self.processes:
+                    return
+                generator = self._wait(generator, PROGRESS_REFRESH_S)
+                continue
+            if isinstance(result, Pending):
+                wait_s = PROGRESS_REFRESH_S if result.until_ns is None else (result.until_ns - ctx.time_ns) / 1e9
+                if wait_s > 0:
+                    generator = self._wait(generator, wait_s)
+                continue
+            self.dispatch(result)
+        self.drain()
+
+    def dispatch(self, op: Op) -> None:
+        assert op.process in self.free, f"generator chose busy process {op.process}"
+        self.free.discard(op.process)
+        if op.process == NEMESIS:
+            assert self.nemesis_worker is not None
+            self.nemesis_worker.inbox.put(op)
+        else:
+            assert isinstance(op.process, int)
+            self.workers[op.process % self.concurrency].inbox.put(op)
+
+    def drain(self, timeout_s: float | None = None) -> None:
+        """Wait for every outstanding op to complete."""
+        deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        while self.free != self.processes:
+            if deadline is not None and time.monotonic() > deadline:
+                return
+            try:
+                item = self.done.get(timeout=PROGRESS_REFRESH_S)
+            except queue.Empty:
+                self.progress.tick()
+                continue
+            self._complete(item, gen.seq())
+            self.progress.tick()
+
+
+# --- the run -----------------------------------------------------------------------------------
+
+
+def _log_to(path: Path) -> logging.Handler:
+    handler = logging.FileHandler(path)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
+    logger = logging.getLogger("harness.toxiproxy")
+    logger.addHandler(handler)
+    logger.propagate = False
+    logger.setLevel(logging.INFO)
+    return handler
+
+
+def run_test(spec: TestSpec, console: Console | None = None, stop: threading.Event | None = None) -> RunOutcome:
+    """Run the test ``spec`` describes; returns where it went and the verdict."""
+    console = console or Console()
+    stop = stop or threading.Event()
+    faults = parse_faults(list(spec.nemesis))
+    workload = get_workload(spec.workload)
+    topology_path = resolve_topology(spec.topology)
+    graph = topo.load(topology_path)
+    store = Path(spec.store)
+    run_dir = make_run_dir(store, spec.test_name())
+    console.print(f"[bold]exapyte test[/] {spec.test_name()}  seed={spec.seed}  run: {run_dir}")
+    topo.draw(graph, run_dir / "topology.png", title=f"{topology_path.stem}: {graph.number_of_nodes()} nodes")
+    handler = _log_to(run_dir / "toxiproxy.log")
+    started_wall = datetime.now(timezone.utc).isoformat()
+    db = ClusterDB(topology_path, run_dir, bugs=spec.bugs, wan_latency=spec.wan_latency, seed=spec.seed,
+                   log=lambda text: console.print(f"  db: {text}"))
+    recorder: HistoryRecorder | None = None
+    notes: list[str] = []
+    final_start_ns = None
+    try:
+        console.print("[bold]setup[/]: starting nodes behind per-link proxies ...")
+        try:
+            db.setup()
+        except (DbError, OSError) as exc:
+            notes.append(f"setup failed: {exc}")
+            console.print(f"[red]setup failed[/]: {exc}")
+            (run_dir / "history.jsonl").touch()
+            return _finish(spec, run_dir, topology_path, graph, None, notes, started_wall, console, setup_failed=True)
+        # Time 0 of the history is when the cluster is up and the first op may go out.
+        recorder = HistoryRecorder(run_dir / "history.jsonl")
+        nemesis = Nemesis(db, cut_mode=spec.cut_mode, log=lambda text: None)
+        done: queue.Queue[_Done] = queue.Queue()
+        endpoints = db.endpoints()
+        workers = [
+            _ClientWorker(i, spec.concurrency,
+                          HarnessClient(endpoints, timeout_s=spec.op_timeout_s, home=db.node_ids[i % len(db.node_ids)]),
+                          recorder, done, "strong")
+            for i in range(spec.concurrency)
+        ]
+        nemesis_worker = _NemesisWorker(nemesis, recorder, done) if faults else None
+        for w in workers:
+            w.start()
+        if nemesis_worker is not None:
+            nemesis_worker.start()
+        progress = Progress(console, spec, recorder, nemesis)
+        interpreter = Interpreter(workers, nemesis_worker, recorder, done, progress, stop)
+        with progress:
+            try:
+                interpreter.run(build_generator(spec, graph))
+            except KeyboardInterrupt:
+                stop.set()
+                notes.append("interrupted (Ctrl-C) during the main phase")
+                interpreter.drain(timeout_s=spec.op_timeout_s * 3)
+            progress.stage = "heal"
+            progress.tick(force=True)
+            _heal(nemesis, db, recorder, notes)
+            progress.stage = "quiet"
+            quiet_end = time.monotonic() + spec.quiet_s
+            while time.monotonic() < quiet_end:
+                time.sleep(min(PROGRESS_REFRESH_S, max(0.0, quiet_end - time.monotonic())))
+                progress.tick()
+            progress.stage = "final reads"
+            progress.tick(force=True)
+            final_start_ns = recorder.now_ns()
+            keys = {e.get("key") for e in read_events(recorder.path) if e.get("process") != NEMESIS}
+            _final_reads(workload.final_ops(keys), interpreter, progress)
+            for w in workers:
+                w.inbox.put(None)
+            if nemesis_worker is not None:
+                nemesis_worker.inbox.put(None)
+            for w in workers:
+                w.join(WORKER_JOIN_S)
+    finally:
+        if recorder is not None:
+            recorder.close()
+        console.print("[bold]teardown[/]: stopping nodes")
+        try:
+            db.teardown()
+        finally:
+            logging.getLogger("harness.toxiproxy").removeHandler(handler)
+            handler.close()
+    return _finish(spec, run_dir, topology_path, graph, final_start_ns, notes, started_wall, console)
+
+
+def _heal(nemesis: Nemesis, db: ClusterDB, recorder: HistoryRecorder, notes: list[str]) -> None:
+    for family in list(nemesis.active):
+        fault = nemesis.active.get(family)
+        recorder.record("invoke", NEMESIS, f"stop-{family}", None, fault, consistency="")
+        error = None
+        try:
+            nemesis.stop(family)
+        except Exception as exc:  # noqa: BLE001
+            error = f"{type(exc).__name__}: {exc}"
+        recorder.record("info", NEMESIS, f"stop-{family}", None, fault, consistency="", error=error)
+    recorder.record("invoke", NEMESIS, "heal", None, None, consistency="")
+    error = None
+    try:
+        db.heal_all()
+    except Exception as exc:  # noqa: BLE001 - recorded; the final reads will show the damage
+        error = f"{type(exc).__name__}: {exc}"
+        notes.append(f"heal: {error}")
+    recorder.record("info", NEMESIS, "heal", None, None, consistency="", error=error)
+
+
+def _final_reads(ops: list[Op], interpreter: Interpreter, progress: Progress) -> None:
+    """Each final read, retried on the first worker until it succeeds or the deadline passes."""
+    deadline = time.monotonic() + FINAL_READ_DEADLINE_S
+    worker = interpreter.workers[0]
+    for template in ops:
+        while time.monotonic() < deadline:
+            process = worker.process
+            interpreter.dispatch(dataclasses.replace(template, process=process))
+            item = interpreter.done.get()
+            interpreter._complete(item, gen.seq())
+            progress.tick()
+            if item.outcome.type == "ok":
+                break
+            time.sleep(0.2)
+
+
+# --- checking and results ----------------------------------------------------------------------
+
+
+def check_run(run_dir: Path, workload_name: str, final_start_ns: int | None, checker_timeout_s: float = 60.0) -> dict[str, Any]:
+    """Run every checker of the workload on ``run_dir/history.jsonl``; returns the results part."""
+    from harness.checker.invariants import (
+        check_bank, check_counter, check_linearizable, check_lost_writes, check_set, compose, run_checker,
+    )
+    from harness.checker.stats import check_stats
+
+    workload = get_workload(workload_name)
+    events = read_events(run_dir / "history.jsonl")
+    ops = pair_ops(events)
+    end_ns = max((int(e["time"]) for e in events), default=0)
+    intervals = nemesis_intervals(events, end_ns)
+    final_ns = final_start_ns if final_start_ns is not None else end_ns + 1
+    verdicts = []
+    for name in workload.checkers:
+        if name == "linearizable":
+            assert workload.model is not None
+            verdicts.append(run_checker(name, lambda: check_linearizable(
+                ops, workload.model or "", timeout_s=checker_timeout_s, html_path=run_dir / "linearizability.html")[0]))
+        elif name == "lost-writes":
+            verdicts.append(run_checker(name, lambda: check_lost_writes(ops, final_ns)))
+        elif name == "set":
+            verdicts.append(run_checker(name, lambda: check_set(ops, final_ns)))
+        elif name == "counter":
+            verdicts.append(run_checker(name, lambda: check_counter(ops, final_ns)))
+        elif name == "bank":
+            verdicts.append(run_checker(name, lambda: check_bank(ops, final_ns)))
+        else:
+            raise ValueError(f"unknown checker {name!r}")
+    verdicts.append(run_checker("availability", lambda: check_stats(ops, final_ns, intervals)))
+    return {
+        "valid": compose(verdicts),
+        "checkers": {v.checker: v.to_dict() for v in verdicts},
+        "faults": [
+            {k: v for k, v in i.items() if k != "value"} | {"description": (i.get("value") or {}).get("description")}
+            for i in intervals
+        ],
+        "ops": len(ops),
+        "counts": {t: sum(op.type == t for op in ops) for t in ("ok", "fail", "info")},
+        "final_start_ns": final_start_ns,
+        "end_ns": end_ns,
+    }
+
+
+def _finish(spec: TestSpec, run_dir: Path, topology_path: Path, graph: Any, final_start_ns: int | None,
+            notes: list[str], started_wall: str, console: Console, *, setup_failed: bool = False) -> RunOutcome:
+    from harness import plots, report
+
+    results: dict[str, Any] = {
+        "test": spec.test_name(),
+        "started": started_wall,
+        "finished": datetime.now(timezone.utc).isoformat(),
+        "seed": spec.seed,
+        "options": spec.to_dict() | {"topology_file": str(topology_path)},
+        "topology": topo.describe(graph),
+        "notes": notes,
+    }
+    if setup_failed:
+        results |= {"valid": "unknown", "checkers": {}, "faults": [], "ops": 0,
+                    "counts": {"ok": 0, "fail": 0, "info": 0}, "final_start_ns": None, "end_ns": 0}
+    else:
+        console.print("[bold]check[/]: running the checkers ...")
+        results |= check_run(run_dir, spec.workload, final_start_ns, spec.checker_timeout_s)
+    (run_dir / "results.json").write_text(json.dumps(results, indent=2, default=str) + "\n")
+    if not setup_failed:
+        plots.write_plots(run_dir, results)
+    report.write_report(run_dir, results)
+    _print_summary(console, results, run_dir)
+    return RunOutcome(run_dir, results["valid"], results)
+
+
+def _print_summary(console: Console, results: dict[str, Any], run_dir: Path) -> None:
+    table = Table(title=f"{results['test']} (seed {results['seed']})")
+    table.add_column("checker")
+    table.add_column("verdict")
+    table.add_column("cause / evidence", overflow="fold")
+    for name, verdict in results["checkers"].items():
+        valid = verdict["valid"]
+        shown = "[green]valid[/]" if valid is True else "[red]INVALID[/]" if valid is False else "[yellow]unknown[/]"
+        table.add_row(name, shown, verdict.get("cause") or "")
+    console.print(table)
+    counts = results["counts"]
+    console.print(f"ops: {results['ops']} (ok {counts['ok']}, fail {counts['fail']}, info {counts['info']}); "
+                  f"faults: {len(results['faults'])}")
+    for note in results.get("notes", []):
+        console.print(f"[yellow]note[/]: {note}")
+    valid = results["valid"]
+    word = "VALID" if valid is True else "INVALID" if valid is False else "UNKNOWN"
+    colour = "green" if valid is True else "red" if valid is False else "yellow"
+    console.print(f"[bold {colour}]{word}[/]  report: {run_dir / 'report.html'}")
+

@@ -1,0 +1,101 @@
+"""``python -m harness test``: run one Jepsen-style test against real node processes.
+
+Example::
+
+    python -m harness test --topology three-region --workload register \\
+        --nemesis partition,kill,pause --time 60 --seed 7
+
+Results go to ``STORE/<test-name>/<timestamp>/`` (``STORE/latest`` points at the newest run).
+Exit status: 0 valid, 1 invalid, 2 unknown (or the cluster could not be set up).
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+
+from rich.console import Console
+
+from exapyte.config import KNOWN_BUGS
+from harness.cli import Subcommand
+from harness.nemesis import FAULT_KINDS, NemesisUnavailable, parse_faults
+from harness.runner import TestSpec, run_test
+from harness.workloads import WORKLOADS
+
+__all__ = ["SUBCOMMAND"]
+
+
+def _bugs(text: str) -> tuple[str, ...]:
+    bugs = tuple(b.strip() for b in text.split(",") if b.strip() and b.strip() != "none")
+    for bug in bugs:
+        if bug not in KNOWN_BUGS:
+            raise argparse.ArgumentTypeError(f"unknown bug {bug!r}; allowed: {', '.join(KNOWN_BUGS)}")
+    return bugs
+
+
+def _faults(text: str) -> tuple[str, ...]:
+    try:
+        return parse_faults(text)
+    except (ValueError, NemesisUnavailable) as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _positive(kind: type) -> object:
+    def parse(text: str) -> object:
+        value = kind(text)
+        if value <= 0:
+            raise argparse.ArgumentTypeError(f"must be positive, got {text}")
+        return value
+    return parse
+
+
+def _add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--topology", required=True, help="a name in topologies/ (single-region, three-region, five-region) or a .json path")
+    p.add_argument("--workload", default="register", choices=sorted(WORKLOADS), help="what the clients do (default: register)")
+    p.add_argument("--nemesis", type=_faults, default=(), metavar="FAULTS",
+                   help=f"comma-separated faults: {', '.join(FAULT_KINDS)} (default: none)")
+    p.add_argument("--time", type=_positive(float), default=60.0, metavar="S", help="length of the main phase in seconds (default 60)")
+    p.add_argument("--rate", type=_positive(float), default=100.0, metavar="R", help="client ops per second in all (default 100)")
+    p.add_argument("--concurrency", type=_positive(int), default=5, metavar="N", help="client worker threads (default 5)")
+    p.add_argument("--seed", type=int, default=None, help="seed of every random choice (default: random, printed)")
+    p.add_argument("--bugs", type=_bugs, default=(), metavar="BUGS",
+                   help=f"comma-separated known bugs to enable in the nodes: {', '.join(KNOWN_BUGS)}")
+    p.add_argument("--store", default="store", metavar="DIR", help="where runs are kept (default: store)")
+    p.add_argument("--nemesis-interval", type=_positive(float), default=5.0, metavar="S",
+                   help="mean seconds between fault transitions (default 5)")
+    p.add_argument("--quiet", type=float, default=5.0, metavar="S", help="quiet period after the heal (default 5)")
+    p.add_argument("--op-timeout", type=_positive(float), default=2.0, metavar="S", help="client timeout per op (default 2)")
+    p.add_argument("--ops-per-key", type=_positive(int), default=200, metavar="N", help="register: ops per key (default 200)")
+    p.add_argument("--cut", choices=("down", "blackhole"), default="down",
+                   help="how a partition cuts a link: disable the proxy, or a timeout toxic (default down)")
+    p.add_argument("--checker-timeout", type=_positive(float), default=60.0, metavar="S",
+                   help="budget of the linearizability checker (default 60)")
+    p.add_argument("--no-wan-latency", action="store_true", help="do not add the topology's WAN latency to the links")
+    p.add_argument("--name", default=None, help="test name (default: from workload, topology, faults, bugs)")
+
+
+def _run(args: argparse.Namespace) -> int:
+    console = Console()
+    seed = args.seed if args.seed is not None else random.SystemRandom().randrange(1, 2**31)
+    spec = TestSpec(
+        topology=args.topology, workload=args.workload, nemesis=tuple(args.nemesis), time_s=args.time,
+        rate=args.rate, concurrency=args.concurrency, seed=seed, bugs=tuple(args.bugs), store=args.store,
+        nemesis_interval_s=args.nemesis_interval, quiet_s=args.quiet, op_timeout_s=args.op_timeout,
+        ops_per_key=args.ops_per_key, cut_mode=args.cut, checker_timeout_s=args.checker_timeout,
+        wan_latency=not args.no_wan_latency, name=args.name,
+    )
+    try:
+        outcome = run_test(spec, console)
+    except ValueError as exc:
+        console.print(f"[red]error[/]: {exc}")
+        return 2
+    return outcome.exit_code
+
+
+SUBCOMMAND = Subcommand(
+    name="test",
+    help="run a Jepsen-style test against real node processes",
+    description=__doc__ or "",
+    add_arguments=_add_arguments,
+    run=_run,
+)

@@ -1,0 +1,133 @@
+"""Faults are data computed from the topology graph; no proxy or process is touched here."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import networkx as nx
+import pytest
+
+from exapyte.control import topology as topo
+from harness import generator as gen
+from harness.generator import NEMESIS, Rand
+from harness.nemesis import (
+    FaultSchedule,
+    Nemesis,
+    NemesisUnavailable,
+    bridge,
+    choose_fault,
+    cuts_between,
+    isolate_node,
+    isolate_region,
+    majority_minority,
+    one_way,
+    parse_faults,
+    reachable,
+    ring,
+)
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture
+def three_region() -> nx.Graph:
+    return topo.load(REPO / "topologies" / "three-region.json")
+
+
+@pytest.fixture
+def five_region() -> nx.Graph:
+    return topo.load(REPO / "topologies" / "five-region.json")
+
+
+def test_cuts_between_is_both_directions_of_every_crossing_link() -> None:
+    assert cuts_between([["a"], ["b", "c"]]) == {("a", "b"), ("b", "a"), ("a", "c"), ("c", "a")}
+
+
+def test_isolate_node_and_region(three_region: nx.Graph) -> None:
+    cuts = isolate_node(three_region, "n1")
+    assert len(cuts) == 2 * 4 and all("n1" in pair for pair in cuts)
+    region = isolate_region(three_region, "us-east")  # n1, n2
+    assert ("n1", "n2") not in region and ("n1", "n3") in region and ("n5", "n2") in region
+    assert len(region) == 2 * 2 * 3
+
+
+def test_majority_minority_splits_into_a_majority_and_the_rest(five_region: nx.Graph) -> None:
+    cuts, (big, small), _ = majority_minority(five_region, Rand.seeded(1))
+    assert len(big) == 3 and len(small) == 2 and not set(big) & set(small)
+    reach = reachable(five_region, cuts)
+    assert all(reach[n] == set(big) - {n} for n in big)
+
+
+def test_bridge_node_sees_both_halves(five_region: nx.Graph) -> None:
+    cuts, middle, _ = bridge(five_region, Rand.seeded(4))
+    reach = reachable(five_region, cuts)
+    assert reach[middle] == set(five_region.nodes) - {middle}
+    others = [n for n in five_region.nodes if n != middle]
+    assert all(len(reach[n]) == 2 for n in others)  # itself excluded: the bridge and one more
+
+
+def test_ring_gives_each_node_a_different_majority(five_region: nx.Graph) -> None:
+    cuts, order, _ = ring(five_region, Rand.seeded(2))
+    reach = reachable(five_region, cuts)
+    views = {frozenset(reach[n] | {n}) for n in order}
+    assert all(len(v) == 3 for v in views) and len(views) == 5
+    assert all((a, b) in cuts for a, b in [(order[0], order[2])])
+
+
+def test_one_way_node_is_heard_but_hears_nobody(three_region: nx.Graph) -> None:
+    cuts, node, _ = one_way(three_region, Rand.seeded(3))
+    assert all((other, node) in cuts for other in three_region.nodes if other != node)
+    assert not any(src == node for src, _ in cuts)
+
+
+def test_choose_fault_is_deterministic_for_a_seed(three_region: nx.Graph) -> None:
+    a, _ = choose_fault(three_region, "partition", Rand.seeded(11))
+    b, _ = choose_fault(three_region, "partition", Rand.seeded(11))
+    assert a == b and a["cuts"] and a["description"]
+    kill, _ = choose_fault(three_region, "kill", Rand.seeded(5))
+    assert 1 <= len(kill["nodes"]) <= 2  # a minority of 5
+    latency, _ = choose_fault(three_region, "latency", Rand.seeded(5))
+    assert latency["latency_ms"] > 0 and latency["links"]
+
+
+def test_parse_faults_and_a_clear_error_for_clock() -> None:
+    assert parse_faults("partition,kill") == ("partition", "kill")
+    assert parse_faults("none") == ()
+    with pytest.raises(ValueError, match="allowed"):
+        parse_faults("meteor")
+    with pytest.raises(NemesisUnavailable, match="clock"):
+        parse_faults("partition,clock")
+
+
+def test_fault_schedule_alternates_start_and_stop(three_region: nx.Graph) -> None:
+    schedule = FaultSchedule(three_region, ("partition", "kill"), 2_000_000_000, Rand.seeded(1))
+    ops = gen.drain(gen.time_limit(30, gen.nemesis(schedule)), concurrency=1)
+    fs = [o.f for _, o in ops]
+    assert len(fs) >= 8
+    for start, stop in zip(fs[::2], fs[1::2]):
+        assert start.startswith("start-") and stop == "stop-" + start[len("start-"):]
+    assert all(o.process == NEMESIS for _, o in ops)
+
+
+class FakeDb:
+    def __init__(self) -> None:
+        self.calls: list[tuple] = []
+
+    def __getattr__(self, name: str):
+        return lambda *args, **kwargs: self.calls.append((name, *args))
+
+
+def test_nemesis_applies_and_heals_through_thin_effects(three_region: nx.Graph) -> None:
+    db = FakeDb()
+    nemesis = Nemesis(db)  # type: ignore[arg-type]
+    fault, _ = choose_fault(three_region, "partition", Rand.seeded(1))
+    nemesis.start(fault)
+    assert {c[0] for c in db.calls} == {"cut"} and len(db.calls) == len(fault["cuts"])
+    assert nemesis.describe_active() == [fault["description"]]
+    with pytest.raises(RuntimeError, match="already active"):
+        nemesis.start(fault)
+    nemesis.start({"kind": "pause", "nodes": ["n2"], "description": "pause n2"})
+    assert nemesis.heal() == ["partition", "pause"]
+    names = [c[0] for c in db.calls]
+    assert names.count("uncut") == len(fault["cuts"]) and "resume" in names and names[-1] == "heal_all"
+    assert nemesis.active == {}

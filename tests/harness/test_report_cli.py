@@ -1,0 +1,107 @@
+"""The report from a synthetic run (no cluster), its rendering in Chromium, serve, and the CLI."""
+
+from __future__ import annotations
+
+import json
+import threading
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from harness import plots, report
+from harness.cli import build_parser, main
+from harness.history import HistoryRecorder
+from harness.runner import check_run
+from harness.screenshot import find_chromium, screenshot
+from harness.serve import list_runs, make_server
+
+MS = 1_000_000
+
+
+def synthetic_run(run_dir: Path) -> dict:
+    """A register history with a stale read during a partition, as a run folder."""
+    run_dir.mkdir(parents=True)
+    clock = iter(t * MS for t in range(0, 10**6, 7))
+    with HistoryRecorder(run_dir / "history.jsonl", clock=lambda: next(clock)) as rec:
+        rec.record("invoke", 0, "write", "r0", 1)
+        rec.record("ok", 0, "write", "r0", 1, node="n1")
+        rec.record("invoke", "nemesis", "start-partition", None, {"kind": "isolate-node", "description": "n3 isolated", "cuts": [["n1", "n3"]]}, consistency="")
+        rec.record("info", "nemesis", "start-partition", None, {"kind": "isolate-node", "description": "n3 isolated", "cuts": [["n1", "n3"]]}, consistency="")
+        rec.record("invoke", 1, "write", "r0", 2)
+        rec.record("ok", 1, "write", "r0", 2, node="n1")
+        rec.record("invoke", 2, "read", "r0", None)
+        rec.record("ok", 2, "read", "r0", 1, node="n3")
+        rec.record("invoke", 3, "cas", "r0", [2, 3])
+        rec.record("info", 3, "cas", "r0", [2, 3], error="timeout")
+        rec.record("invoke", "nemesis", "stop-partition", None, None, consistency="")
+        rec.record("info", "nemesis", "stop-partition", None, None, consistency="")
+        final = rec.now_ns() + 1
+        rec.record("invoke", 2, "read", "r0", None)
+        rec.record("ok", 2, "read", "r0", 3, node="n1")
+    results = {"test": "register-synthetic", "seed": 7, "started": "2026-01-01T00:00:00+00:00",
+               "options": {"topology": "three-region", "time_s": 1, "nemesis": ["partition"], "bugs": ["stale-reads"]},
+               "notes": []}
+    results |= check_run(run_dir, "register", final)
+    (run_dir / "results.json").write_text(json.dumps(results, default=str))
+    plots.write_plots(run_dir, results)
+    report.write_report(run_dir, results)
+    return results
+
+
+def test_report_of_an_invalid_run_shows_verdicts_counterexample_and_plots(tmp_path: Path) -> None:
+    run_dir = tmp_path / "store" / "register-synthetic" / "20260101T000000Z"
+    results = synthetic_run(run_dir)
+    assert results["valid"] is False
+    assert results["checkers"]["linearizable"]["valid"] is False
+    assert results["faults"][0]["fault"] == "partition"
+    page = (run_dir / "report.html").read_text()
+    for needle in ("INVALID", "Counterexample", "linearizability.html", "Operations over time",
+                   "data:image/png;base64", "n3 isolated", "stale-reads"):
+        assert needle in page, needle
+    assert 'src="http' not in page and 'href="http' not in page  # self-contained: nothing to fetch
+    assert (run_dir / "latency.png").stat().st_size > 5000 and (run_dir / "rate.png").exists()
+
+
+@pytest.mark.skipif(find_chromium() is None, reason="no chromium on PATH (apt-get install -y chromium)")
+def test_report_renders_in_headless_chromium(tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    synthetic_run(run_dir)
+    png = screenshot(run_dir / "report.html", tmp_path / "shot.png", width=1200, height=1600)
+    data = png.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 50_000  # a page with content, not a blank
+
+
+def test_serve_lists_runs_and_serves_their_files(tmp_path: Path) -> None:
+    store = tmp_path / "store"
+    synthetic_run(store / "register-synthetic" / "20260101T000000Z")
+    assert [r["test"] for r in list_runs(store)] == ["register-synthetic"]
+    server = make_server(store, 0)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        base = f"http://127.0.0.1:{server.server_address[1]}"
+        index = urllib.request.urlopen(base + "/", timeout=5).read().decode()
+        assert "register-synthetic" in index and "INVALID" in index
+        page = urllib.request.urlopen(base + "/register-synthetic/20260101T000000Z/report.html", timeout=5).read()
+        assert b"Counterexample" in page
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_cli_has_test_and_serve_with_help(capsys: pytest.CaptureFixture[str]) -> None:
+    parser = build_parser()
+    args = parser.parse_args(["test", "--topology", "three-region", "--nemesis", "partition,kill", "--bugs", "stale-reads"])
+    assert args.nemesis == ("partition", "kill") and args.bugs == ("stale-reads",) and args.workload == "register"
+    with pytest.raises(SystemExit) as exc:
+        main(["test", "--help"])
+    assert exc.value.code == 0
+    out = capsys.readouterr().out
+    assert "--nemesis" in out and "--bugs" in out and "--seed" in out
+    with pytest.raises(SystemExit):
+        parser.parse_args(["test", "--topology", "x", "--nemesis", "clock"])
+    assert "clock" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        parser.parse_args(["test", "--topology", "x", "--bugs", "typo"])
+    assert main(["test", "--topology", "no-such-topology", "--time", "1", "--store", "/tmp/exapyte-unused"]) == 2
