@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import queue
 import random
 import signal
@@ -366,7 +367,26 @@ class Node:
 
 
 def serve(cfg: Config) -> int:
-    """Run a node until SIGTERM/SIGINT. Returns the process exit code."""
+    """Run a node until SIGTERM/SIGINT. Returns the process exit code.
+
+    With ``EXAPYTE_PROFILE=DIR`` in the environment the node runs under cProfile and writes
+    ``DIR/<node id>.pstats`` when it stops (for ``bench/raft.py --profile``; see
+    docs/performance.md).
+    """
+    profile_dir = os.environ.get("EXAPYTE_PROFILE")
+    if not profile_dir:
+        return _serve(cfg)
+    import cProfile
+
+    profiler = cProfile.Profile()
+    try:
+        return profiler.runcall(_serve, cfg)
+    finally:
+        os.makedirs(profile_dir, exist_ok=True)
+        profiler.dump_stats(os.path.join(profile_dir, f"{cfg.node_id or 'node'}.pstats"))
+
+
+def _serve(cfg: Config) -> int:
     node = Node(cfg)
     try:
         node.start()

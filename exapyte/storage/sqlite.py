@@ -238,11 +238,19 @@ class _Compiled:
 
 
 _UPSERT_SQL = _Compiled(_UPSERT)
+_GET_SQL = _Compiled(_GET)
+_META_GET_SQL = _Compiled(_META_GET)
+_LOG_APPEND_SQL = _Compiled(_LOG_APPEND)
+_HARD_PUT_SQL = _Compiled(_HARD_PUT)
 _DELETE_SQL = _Compiled(_DELETE)
 _META_UPSERT_SQL = _Compiled(_META_UPSERT)
 _META_DELETE_SQL = _Compiled(_META_DELETE)
 assert _UPSERT_SQL.params == ("key", "value", "version"), _UPSERT_SQL.params
 assert _META_UPSERT_SQL.params == ("name", "value"), _META_UPSERT_SQL.params
+assert _GET_SQL.params == ("k",), _GET_SQL.params
+assert _META_GET_SQL.params == ("n",), _META_GET_SQL.params
+assert _LOG_APPEND_SQL.params == ("idx", "term", "kind", "data"), _LOG_APPEND_SQL.params
+assert _HARD_PUT_SQL.params == ("id", "term", "vote", "commit_index"), _HARD_PUT_SQL.params
 
 
 # Keys per SELECT ... IN: well below SQLite's smallest compiled-in variable limit (999).
@@ -412,12 +420,24 @@ class SqliteStorage(Storage):
 
     # --- user key space ------------------------------------------------------------------------
 
-    @_db_errors
+    def _read_one(self, sql: str, params: tuple[Any, ...]) -> tuple[Any, ...] | None:
+        """One single-statement read straight on the driver connection (the hot read path).
+
+        With the driver's implicit transactions off, a lone SELECT is its own read transaction;
+        ``fetchall`` runs the statement to completion so that transaction ends at once. Going
+        through SQLAlchemy's execution and BEGIN/COMMIT here cost ~10x SQLite's own work for a
+        point lookup (see docs/performance.md). Never called inside :meth:`transaction`.
+        """
+        try:
+            rows = self._conn.connection.driver_connection.execute(sql, params).fetchall()
+        except sqlite3.Error as exc:
+            raise StorageError(f"sqlite storage: {exc}") from exc
+        return rows[0] if rows else None
+
     def get(self, key: str) -> Record | None:
         self._check_open()
         check_key(key)
-        with self.transaction(None) as conn:
-            row = conn.execute(_GET, {"k": key}).first()
+        row = self._read_one(_GET_SQL.sql, (key,))
         return None if row is None else Record(row[0], row[1])
 
     @_db_errors
@@ -467,12 +487,11 @@ class SqliteStorage(Storage):
 
     # --- state-machine metadata ----------------------------------------------------------------
 
-    @_db_errors
     def meta_get(self, name: str) -> bytes | None:
         self._check_open()
         check_meta_name(name)
-        with self.transaction(None) as conn:
-            return conn.execute(_META_GET, {"n": name}).scalar()
+        row = self._read_one(_META_GET_SQL.sql, (name,))
+        return None if row is None else row[0]
 
     @_db_errors
     def export_state(self) -> bytes:
@@ -558,22 +577,14 @@ class SqliteStorage(Storage):
             if plan.truncate_from:
                 conn.execute(_LOG_TRUNCATE_FROM, {"i": plan.truncate_from})
             if plan.append:
-                conn.execute(
-                    _LOG_APPEND,
-                    [
-                        {"idx": e.index, "term": e.term, "kind": e.kind, "data": e.data}
-                        for e in plan.append
-                    ],
+                conn.exec_driver_sql(
+                    _LOG_APPEND_SQL.sql,
+                    [(e.index, e.term, e.kind, e.data) for e in plan.append],
                 )
             if hard_state is not None:
-                conn.execute(
-                    _HARD_PUT,
-                    {
-                        "id": _SINGLETON_ID,
-                        "term": hard_state.term,
-                        "vote": hard_state.vote,
-                        "commit_index": hard_state.commit,
-                    },
+                conn.exec_driver_sql(
+                    _HARD_PUT_SQL.sql,
+                    (_SINGLETON_ID, hard_state.term, hard_state.vote, hard_state.commit),
                 )
         self._snapshot_index = plan.snapshot_index
         self._last_index = plan.last_index

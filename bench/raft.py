@@ -1,0 +1,1019 @@
+"""Raft benchmark: durable closed-loop puts against exapyte, etcd and PySyncObj on one machine.
+
+    python bench/raft.py [--seconds S] [--clients 1,16,64] [--systems exapyte,etcd,pysyncobj]
+                         [--workers auto|K] [--json bench/results/raft.json] [--profile DIR]
+
+Theory of operation
+-------------------
+Every system runs as a three-member cluster on 127.0.0.1 with its data in a temporary directory
+on the same (non-tmpfs) file system as ``--json``, started and stopped by this script:
+
+- **exapyte**: ``LocalCluster`` over a copy of ``topologies/three-node.json`` with free ports and
+  the sqlite backend (WAL, ``synchronous=FULL``): a put is acknowledged after the entry is fsynced
+  on a majority and applied.
+- **etcd** (Debian's ``etcd-server``): three members with their own data dirs, fsync on (no
+  ``--unsafe-no-fsync``), driven through the JSON gateway, ``POST /v3/kv/put``.
+- **PySyncObj**: three processes of this script (``--syncobj-node``), each a ``SyncObj`` with a
+  ``ReplDict``, a ``journalFile`` and a ``fullDumpFile``, and a tiny length-prefixed TCP front
+  that turns a request into ``ReplDict.set(key, value, callback=...)`` and answers when the
+  callback reports the command applied. PySyncObj's journal is an ``mmap`` of the journal file
+  that it never ``msync``s/``fsync``s while running: an acknowledged put survives a crash of the
+  process (the page cache has it) but not a power loss or an OS crash. It offers no setting that
+  syncs before acknowledging, so its figures are for a *weaker* durability than the other two.
+
+**One load generator for all.** ``K`` worker processes each drive ``N/K`` clients from one
+single-threaded poll loop (``zmq.Poller``, which polls ZeroMQ sockets and plain TCP sockets
+alike). A client has its own connection and exactly one outstanding request (closed loop): when
+its reply arrives, the latency is recorded and the next request leaves at once. A small adapter
+per system speaks its protocol on that connection:
+
+- exapyte: a DEALER socket per client carrying ``exapyte.wire`` frames, exactly what
+  ``exapyte.client.Client`` sends (own ``client_id``, growing ``seq``; ``not_leader`` is
+  followed; a request without a reply for ``RESEND_S`` is re-sent with the same ``seq``, which
+  the session table makes exactly-once);
+- etcd: a keep-alive HTTP/1.1 connection per client (request bytes built by hand, response
+  parsed for status, ``Content-Length`` or chunked body);
+- PySyncObj: a TCP connection per client to the front described above.
+
+Clients talk to the leader of each system (found before the run), as a leader-aware client does.
+Keys are 16 bytes drawn from ``KEY_SPACE`` keys, values 100 random bytes. Each point runs a
+warm-up, then ``--seconds`` of measurement; only requests completed inside the window count.
+Strong (linearizable, ReadIndex) exapyte ``get``s at the largest client count are measured
+after the writes, over the keys the writes created.
+
+The table, the ratios and the targets go to the terminal; measured numbers, the machine and the
+settings go to ``--json``. The exit code is 0 whether or not targets are met (a benchmark, not a
+test); a system that cannot be installed or started is reported as **missing**.
+
+``--profile DIR`` starts the exapyte nodes with ``EXAPYTE_PROFILE=DIR`` (cProfile, one pstats
+file per node, written when the node stops; see ``exapyte/runtime/node.py``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import contextlib
+import http.client
+import json
+import multiprocessing
+import os
+import platform
+import queue
+import random
+import shutil
+import signal
+import socket
+import statistics
+import struct
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+if str(REPO_ROOT) not in sys.path:
+    sys.path.insert(0, str(REPO_ROOT))
+
+KEY_BYTES = 16
+VALUE_BYTES = 100
+KEY_SPACE = 100_000  # distinct keys the writes draw from
+WARMUP_S = 1.0  # per point, before the measurement window
+RESEND_S = 2.0  # a request without a reply for this long is re-sent (same seq for exapyte)
+READY_TIMEOUT_S = 60.0
+DEFAULT_CLIENTS = (1, 16, 64)
+SYSTEMS = ("exapyte", "etcd", "pysyncobj")
+
+# Targets from the Raft issue (2-core machine).
+TARGET_ETCD_THROUGHPUT_64 = 1.5  # exapyte / etcd put throughput at 64 clients, at least
+TARGET_SYNCOBJ_THROUGHPUT_64 = 1.0  # exapyte / PySyncObj put throughput at 64 clients, at least
+TARGET_P50_1 = 1.5  # exapyte p50 / etcd p50 at 1 client, at most
+TARGET_READ_WRITE_64 = 2.0  # exapyte strong reads / exapyte puts at 64 clients, at least
+
+
+def key_of(n: int) -> bytes:
+    return b"k%015d" % n
+
+
+# --- the load generator: connections (one per client) -----------------------------------------
+
+
+class Conn:
+    """One client's connection with at most one request outstanding."""
+
+    pollable: Any  # what zmq.Poller polls: a zmq socket or a plain socket
+
+    def send(self, key: bytes, value: bytes | None) -> None:
+        raise NotImplementedError
+
+    def resend(self) -> None:
+        raise NotImplementedError
+
+    def on_readable(self) -> bool | None:
+        """Consume input; True: the request completed, False: failed (counted, re-sent by the
+        caller), None: nothing complete yet."""
+        raise NotImplementedError
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+
+class ExapyteConn(Conn):
+    def __init__(self, ctx: Any, spec: dict[str, Any], index: int) -> None:
+        import zmq
+
+        from exapyte.wire import Codec
+
+        self._zmq = zmq
+        self._ctx = ctx
+        self._codec = Codec()
+        self.endpoints: dict[str, str] = spec["endpoints"]
+        self.consistency: str = spec.get("consistency", "strong")
+        self.client_id = f"bench-{index}-{uuid.uuid4().hex[:12]}"
+        self._seq = int(time.time() * 1000) * 1000
+        self._frame = b""
+        self.redirects = 0
+        self.pollable = None
+        self._connect(spec["leader_endpoint"])
+
+    def _connect(self, endpoint: str) -> None:
+        zmq = self._zmq
+        if self.pollable is not None:
+            self.pollable.close(linger=0)
+        sock = self._ctx.socket(zmq.DEALER)
+        sock.setsockopt(zmq.LINGER, 0)
+        sock.connect(endpoint)
+        self.pollable = sock
+        self.endpoint = endpoint
+
+    def send(self, key: bytes, value: bytes | None) -> None:
+        from exapyte.wire import ClientRequest, GetOp, PutOp
+
+        self._seq += 1
+        k = key.decode()
+        op = GetOp(k) if value is None else PutOp(k, value)
+        req = ClientRequest(self.client_id, self._seq, op, consistency=self.consistency)
+        self._frame = self._codec.encode(req)
+        self.pollable.send(self._frame)
+
+    def resend(self) -> None:
+        self.pollable.send(self._frame)
+
+    def on_readable(self) -> bool | None:
+        from exapyte.wire import ClientReply, ReplyCode
+
+        zmq = self._zmq
+        done: bool | None = None
+        while True:
+            try:
+                raw = self.pollable.recv(zmq.NOBLOCK)
+            except zmq.Again:
+                return done
+            reply = self._codec.decode(raw)
+            if not isinstance(reply, ClientReply) or reply.seq != self._seq:
+                continue  # a late reply to an earlier attempt
+            if reply.code in (ReplyCode.OK, ReplyCode.NOT_FOUND):
+                return True
+            if reply.code == ReplyCode.NOT_LEADER and reply.leader_endpoint:
+                self.redirects += 1
+                self._connect(reply.leader_endpoint)
+                self.resend()
+                return None  # the poller must learn the new socket: see Worker.rebind
+            done = False
+
+    def close(self) -> None:
+        self.pollable.close(linger=0)
+
+
+class EtcdConn(Conn):
+    """HTTP/1.1 keep-alive to etcd's JSON gateway."""
+
+    def __init__(self, spec: dict[str, Any]) -> None:
+        host, port = spec["leader"]
+        self.sock = socket.create_connection((host, port))
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.pollable = self.sock
+        self._head = f"POST /v3/kv/put HTTP/1.1\r\nHost: {host}:{port}\r\n" \
+            "Content-Type: application/json\r\nContent-Length: "
+        self._range_head = self._head.replace("/v3/kv/put", "/v3/kv/range")
+        self._request = b""
+        self._buf = b""
+
+    def send(self, key: bytes, value: bytes | None) -> None:
+        k = base64.b64encode(key).decode()
+        if value is None:
+            body = f'{{"key":"{k}"}}'.encode()
+            head = self._range_head
+        else:
+            body = f'{{"key":"{k}","value":"{base64.b64encode(value).decode()}"}}'.encode()
+            head = self._head
+        self._request = f"{head}{len(body)}\r\n\r\n".encode() + body
+        self.sock.sendall(self._request)
+
+    def resend(self) -> None:
+        self.sock.sendall(self._request)
+
+    def on_readable(self) -> bool | None:
+        data = self.sock.recv(65536)
+        if not data:
+            raise ConnectionError("etcd closed the connection")
+        self._buf += data
+        end = self._buf.find(b"\r\n\r\n")
+        if end < 0:
+            return None
+        head = self._buf[:end].decode("latin-1").split("\r\n")
+        status = int(head[0].split()[1])
+        headers = {}
+        for line in head[1:]:
+            name, _, val = line.partition(":")
+            headers[name.strip().lower()] = val.strip()
+        body_start = end + 4
+        if "content-length" in headers:
+            total = body_start + int(headers["content-length"])
+            if len(self._buf) < total:
+                return None
+            self._buf = self._buf[total:]
+        elif headers.get("transfer-encoding", "").lower() == "chunked":
+            pos = body_start
+            while True:
+                eol = self._buf.find(b"\r\n", pos)
+                if eol < 0:
+                    return None
+                size = int(self._buf[pos:eol].split(b";")[0], 16)
+                pos = eol + 2 + size + 2
+                if len(self._buf) < pos:
+                    return None
+                if size == 0:
+                    break
+            self._buf = self._buf[pos:]
+        else:
+            raise ConnectionError(f"etcd reply without a length: {headers}")
+        return status == 200
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+# The PySyncObj front: frames are a 4-byte big-endian length and a payload.
+# request payload: b"P" + key length (1 byte) + key + value | b"L" (are you the leader?)
+# reply payload:   b"K" (applied) | b"E" + reason | b"1"/b"0" (leader or not)
+
+
+# PySyncObj's batching is time-based by default (appended commands leave every
+# appendEntriesPeriod = 100 ms, so every put waits ~100 ms). Without batching a queued command
+# wakes its loop through a pipe and is sent at once; this gives it its best figures here.
+SYNCOBJ_TUNING: dict[str, Any] = json.loads(
+    os.environ.get("BENCH_SYNCOBJ_TUNING", '{"appendEntriesUseBatch": false}')
+)
+
+
+def frame(payload: bytes) -> bytes:
+    return struct.pack(">I", len(payload)) + payload
+
+
+class SyncObjConn(Conn):
+    def __init__(self, spec: dict[str, Any]) -> None:
+        self.sock = socket.create_connection(tuple(spec["leader"]))
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.pollable = self.sock
+        self._request = b""
+        self._buf = b""
+
+    def send(self, key: bytes, value: bytes | None) -> None:
+        assert value is not None, "the PySyncObj front serves puts only"
+        self._request = frame(b"P" + bytes([len(key)]) + key + value)
+        self.sock.sendall(self._request)
+
+    def resend(self) -> None:
+        self.sock.sendall(self._request)
+
+    def on_readable(self) -> bool | None:
+        data = self.sock.recv(65536)
+        if not data:
+            raise ConnectionError("the PySyncObj front closed the connection")
+        self._buf += data
+        if len(self._buf) < 4:
+            return None
+        (size,) = struct.unpack(">I", self._buf[:4])
+        if len(self._buf) < 4 + size:
+            return None
+        payload, self._buf = self._buf[4 : 4 + size], self._buf[4 + size :]
+        return payload[:1] == b"K"
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def open_conns(spec: dict[str, Any], first_index: int, count: int) -> tuple[list[Conn], Any]:
+    kind = spec["kind"]
+    if kind == "exapyte":
+        import zmq
+
+        ctx = zmq.Context()
+        return [ExapyteConn(ctx, spec, first_index + i) for i in range(count)], ctx
+    if kind == "etcd":
+        return [EtcdConn(spec) for _ in range(count)], None
+    if kind == "pysyncobj":
+        return [SyncObjConn(spec) for _ in range(count)], None
+    raise ValueError(f"unknown system {kind!r}")
+
+
+# --- the load generator: one worker process ---------------------------------------------------
+
+
+def worker_main(
+    spec: dict[str, Any],
+    first_index: int,
+    count: int,
+    op: str,
+    start_at: float,
+    seconds: float,
+    seed: int,
+    out: Any,
+) -> None:
+    """Drive ``count`` closed-loop clients; put the measurement on ``out``."""
+    import zmq
+
+    rng = random.Random(seed)
+    values = [rng.randbytes(VALUE_BYTES) for _ in range(64)]
+    key_space = spec.get("key_space", KEY_SPACE)
+    conns, ctx = open_conns(spec, first_index, count)
+    poller = zmq.Poller()
+    by_pollable: dict[Any, Conn] = {}
+
+    def register(conn: Conn) -> None:
+        poller.register(conn.pollable, zmq.POLLIN)
+        by_pollable[conn.pollable] = conn
+        if isinstance(conn.pollable, socket.socket):  # the poller reports plain sockets by fd
+            by_pollable[conn.pollable.fileno()] = conn
+
+    for conn in conns:
+        register(conn)
+    sent_at: dict[Conn, float] = {}
+    latencies: list[float] = []
+    failures = 0
+    resends = 0
+
+    def issue(conn: Conn) -> None:
+        key = key_of(rng.randrange(key_space))
+        value = None if op == "get" else values[rng.randrange(64)]
+        sent_at[conn] = time.perf_counter()
+        conn.send(key, value)
+
+    while time.time() < start_at:
+        time.sleep(min(0.01, max(0.0, start_at - time.time())))
+    t0 = time.perf_counter()
+    window_start = t0 + WARMUP_S
+    window_end = window_start + seconds
+    for conn in conns:
+        issue(conn)
+    now = t0
+    last_check = t0
+    while now < window_end:
+        for pollable, _ in poller.poll(50):
+            conn = by_pollable[pollable]
+            before = conn.pollable
+            done = conn.on_readable()
+            if conn.pollable is not before:  # exapyte followed a redirect to a new socket
+                poller.unregister(before)
+                del by_pollable[before]
+                register(conn)
+            now = time.perf_counter()
+            if done is None:
+                continue
+            if done:
+                if window_start <= now < window_end:
+                    latencies.append(now - sent_at[conn])
+                issue(conn)
+            else:
+                failures += 1 if now >= window_start else 0
+                conn.resend()
+        now = time.perf_counter()
+        if now - last_check > 0.5:
+            last_check = now
+            for conn, at in sent_at.items():
+                if now - at > RESEND_S:
+                    resends += 1
+                    sent_at[conn] = now
+                    conn.resend()
+    redirects = sum(getattr(c, "redirects", 0) for c in conns)
+    for conn in conns:
+        conn.close()
+    if ctx is not None:
+        ctx.term()
+    out.put(
+        {
+            "latencies": latencies,
+            "seconds": seconds,
+            "failures": failures,
+            "resends": resends,
+            "redirects": redirects,
+        }
+    )
+
+
+@dataclass
+class Point:
+    system: str
+    op: str
+    clients: int
+    workers: int
+    ops: int = 0
+    seconds: float = 0.0
+    p50_ms: float = 0.0
+    p99_ms: float = 0.0
+    mean_ms: float = 0.0
+    failures: int = 0
+    resends: int = 0
+    redirects: int = 0
+
+    @property
+    def ops_per_s(self) -> float:
+        return self.ops / self.seconds if self.seconds else 0.0
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "system": self.system,
+            "op": self.op,
+            "clients": self.clients,
+            "workers": self.workers,
+            "ops": self.ops,
+            "seconds": self.seconds,
+            "ops_per_s": round(self.ops_per_s, 1),
+            "p50_ms": round(self.p50_ms, 3),
+            "p99_ms": round(self.p99_ms, 3),
+            "mean_ms": round(self.mean_ms, 3),
+            "failures": self.failures,
+            "resends": self.resends,
+            "redirects": self.redirects,
+        }
+
+
+def percentile(ordered: list[float], q: float) -> float:
+    if not ordered:
+        return 0.0
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def run_point(
+    system: str, spec: dict[str, Any], op: str, clients: int, workers: int, seconds: float
+) -> Point:
+    workers = max(1, min(workers, clients))
+    mp = multiprocessing.get_context("spawn")
+    out = mp.Queue()
+    start_at = time.time() + 1.5  # time for the spawned workers to import and connect
+    procs = []
+    first = 0
+    for w in range(workers):
+        count = clients // workers + (1 if w < clients % workers else 0)
+        proc = mp.Process(
+            target=worker_main,
+            args=(spec, first, count, op, start_at, seconds, 1000 * clients + w, out),
+            daemon=True,
+        )
+        proc.start()
+        procs.append(proc)
+        first += count
+    parts: list[dict[str, Any]] = []
+    deadline = time.monotonic() + seconds + WARMUP_S + 60
+    while len(parts) < len(procs):
+        try:
+            parts.append(out.get(timeout=1.0))
+        except queue.Empty:
+            dead = [p.exitcode for p in procs if p.exitcode not in (None, 0)]
+            if dead or time.monotonic() > deadline:
+                raise RuntimeError(f"load generator failed (exit codes {dead})") from None
+    for proc in procs:
+        proc.join(timeout=10)
+    latencies = sorted(x for part in parts for x in part["latencies"])
+    point = Point(system, op, clients, workers, ops=len(latencies), seconds=seconds)
+    point.p50_ms = percentile(latencies, 0.50) * 1e3
+    point.p99_ms = percentile(latencies, 0.99) * 1e3
+    point.mean_ms = statistics.fmean(latencies) * 1e3 if latencies else 0.0
+    point.failures = sum(p["failures"] for p in parts)
+    point.resends = sum(p["resends"] for p in parts)
+    point.redirects = sum(p["redirects"] for p in parts)
+    return point
+
+
+# --- the systems under test -------------------------------------------------------------------
+
+
+def free_ports(count: int) -> list[int]:
+    socks, ports = [], []
+    for _ in range(count):
+        s = socket.socket()
+        s.bind(("127.0.0.1", 0))
+        socks.append(s)
+        ports.append(s.getsockname()[1])
+    for s in socks:
+        s.close()
+    return ports
+
+
+def wait_for(what: str, check: Callable[[], Any], timeout_s: float = READY_TIMEOUT_S) -> Any:
+    deadline = time.monotonic() + timeout_s
+    last: Exception | None = None
+    while time.monotonic() < deadline:
+        try:
+            result = check()
+        except Exception as exc:  # noqa: BLE001 - anything means "not yet"
+            last = exc
+            result = None
+        if result:
+            return result
+        time.sleep(0.1)
+    raise RuntimeError(f"{what} not ready within {timeout_s:.0f} s (last error: {last})")
+
+
+class Missing(Exception):
+    """A system could not be installed or started; it is reported, not dropped."""
+
+
+@contextlib.contextmanager
+def exapyte_cluster(scratch: Path, profile_dir: str | None) -> Iterator[dict[str, Any]]:
+    from exapyte.client import Client
+    from exapyte.runtime.cluster import LocalCluster
+
+    topo = json.loads((REPO_ROOT / "topologies" / "three-node.json").read_text())
+    ports = free_ports(6)
+    for i, node in enumerate(topo["cluster"]["nodes"]):
+        node["port"], node["pub_port"] = ports[2 * i], ports[2 * i + 1]
+    topo["storage"] = {"backend": "sqlite", "path": str(scratch / "{node_id}" / "store.db")}
+    config_path = scratch / "cluster.json"
+    config_path.write_text(json.dumps(topo, indent=2))
+    env = dict(os.environ)
+    if profile_dir:
+        env["EXAPYTE_PROFILE"] = profile_dir
+    cluster = LocalCluster(config_path, scratch / "run", env=env)
+    cluster.start()
+    try:
+        endpoints = cluster.endpoints()
+
+        def leader() -> str | None:
+            for node_id, endpoint in endpoints.items():
+                with Client(endpoint, timeout_s=1.0) as client:
+                    status = client.status()
+                if status.get("role") == "leader" and status.get("leader") == node_id:
+                    return endpoint
+            return None
+
+        leader_endpoint = wait_for("exapyte leader", leader)
+        yield {
+            "kind": "exapyte",
+            "endpoints": endpoints,
+            "leader_endpoint": leader_endpoint,
+            "version": "working tree",
+            "durability": "fsync (SQLite WAL, synchronous=FULL) on a majority before the ack",
+        }
+    finally:
+        cluster.stop()
+
+
+def etcd_binary() -> str:
+    path = shutil.which("etcd")
+    if path is None:
+        raise Missing("etcd not installed (apt-get install etcd-server)")
+    return path
+
+
+@contextlib.contextmanager
+def etcd_cluster(scratch: Path) -> Iterator[dict[str, Any]]:
+    binary = etcd_binary()
+    version = subprocess.run(
+        [binary, "--version"], capture_output=True, text=True, check=False
+    ).stdout.split("\n")[0].replace("etcd Version:", "").strip()
+    ports = free_ports(6)
+    names = ["m1", "m2", "m3"]
+    client_ports = {n: ports[2 * i] for i, n in enumerate(names)}
+    peer_ports = {n: ports[2 * i + 1] for i, n in enumerate(names)}
+    initial = ",".join(f"{n}=http://127.0.0.1:{peer_ports[n]}" for n in names)
+    procs: list[subprocess.Popen[bytes]] = []
+    try:
+        for n in names:
+            log = open(scratch / f"etcd-{n}.log", "wb")  # noqa: SIM115 - lives with the process
+            procs.append(
+                subprocess.Popen(
+                    [
+                        binary, "--name", n, "--data-dir", str(scratch / f"etcd-{n}"),
+                        "--listen-client-urls", f"http://127.0.0.1:{client_ports[n]}",
+                        "--advertise-client-urls", f"http://127.0.0.1:{client_ports[n]}",
+                        "--listen-peer-urls", f"http://127.0.0.1:{peer_ports[n]}",
+                        "--initial-advertise-peer-urls", f"http://127.0.0.1:{peer_ports[n]}",
+                        "--initial-cluster", initial, "--initial-cluster-state", "new",
+                        "--initial-cluster-token", "exapyte-bench", "--log-level", "warn",
+                    ],
+                    stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+                )
+            )
+
+        def status(port: int) -> dict[str, Any]:
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
+            try:
+                conn.request("POST", "/v3/maintenance/status", body="{}")
+                resp = conn.getresponse()
+                return json.loads(resp.read())
+            finally:
+                conn.close()
+
+        def leader() -> int | None:
+            for n in names:
+                st = status(client_ports[n])
+                if st.get("leader") and st.get("leader") == st["header"].get("member_id"):
+                    return client_ports[n]
+            return None
+
+        for proc in procs:
+            if proc.poll() is not None:
+                raise Missing(f"etcd exited with code {proc.returncode}; see {scratch}")
+        leader_port = wait_for("etcd leader", leader)
+        yield {
+            "kind": "etcd",
+            "leader": ["127.0.0.1", leader_port],
+            "version": version,
+            "durability": "fsync of the WAL on a majority before the ack (default settings)",
+        }
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.terminate()
+        for proc in procs:
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+def syncobj_node_main(argv: list[str]) -> int:
+    """``--syncobj-node SELF PARTNERS FRONT_PORT DIR``: one PySyncObj member and its front."""
+    import selectors
+
+    from pysyncobj import SyncObj, SyncObjConf  # type: ignore[import-untyped]
+    from pysyncobj.batteries import ReplDict  # type: ignore[import-untyped]
+
+    self_addr, partners, front_port, directory = argv
+    os.makedirs(directory, exist_ok=True)
+    store = ReplDict()
+    conf = SyncObjConf(
+        journalFile=os.path.join(directory, "journal.bin"),
+        fullDumpFile=os.path.join(directory, "dump.bin"),
+        dynamicMembershipChange=False,
+        **SYNCOBJ_TUNING,
+    )
+    obj = SyncObj(self_addr, partners.split(","), consumers=[store], conf=conf)
+    stop = []
+    signal.signal(signal.SIGTERM, lambda *_: stop.append(1))
+    listener = socket.create_server(("127.0.0.1", int(front_port)))
+    listener.setblocking(False)
+    sel = selectors.DefaultSelector()
+    sel.register(listener, selectors.EVENT_READ)
+    buffers: dict[socket.socket, bytes] = {}
+
+    def reply(conn: socket.socket, payload: bytes) -> None:
+        with contextlib.suppress(OSError):
+            conn.sendall(frame(payload))
+
+    while not stop:
+        for key, _ in sel.select(0.2):
+            sock = key.fileobj
+            if sock is listener:
+                conn, _ = listener.accept()
+                conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                buffers[conn] = b""
+                sel.register(conn, selectors.EVENT_READ)
+                continue
+            assert isinstance(sock, socket.socket)
+            try:
+                data = sock.recv(65536)
+            except OSError:
+                data = b""
+            if not data:
+                sel.unregister(sock)
+                buffers.pop(sock, None)
+                sock.close()
+                continue
+            buf = buffers[sock] + data
+            while len(buf) >= 4:
+                (size,) = struct.unpack(">I", buf[:4])
+                if len(buf) < 4 + size:
+                    break
+                payload, buf = buf[4 : 4 + size], buf[4 + size :]
+                if payload[:1] == b"L":
+                    reply(sock, b"1" if obj._isLeader() else b"0")
+                elif payload[:1] == b"P":
+                    klen = payload[1]
+                    k, v = payload[2 : 2 + klen], payload[2 + klen :]
+
+                    def done(result: Any, error: Any, conn: socket.socket = sock) -> None:
+                        # Runs on SyncObj's thread once the command is applied (or failed).
+                        reply(conn, b"K" if error == 0 else b"E%d" % error)
+
+                    store.set(k, v, callback=done)
+            buffers[sock] = buf
+    obj.destroy()
+    return 0
+
+
+@contextlib.contextmanager
+def syncobj_cluster(scratch: Path) -> Iterator[dict[str, Any]]:
+    try:
+        import pysyncobj  # type: ignore[import-untyped]
+    except ImportError as exc:
+        raise Missing(f"pysyncobj not installed ({exc})") from None
+    ports = free_ports(6)
+    raft_addrs = [f"127.0.0.1:{ports[i]}" for i in range(3)]
+    front_ports = ports[3:]
+    procs: list[subprocess.Popen[bytes]] = []
+    try:
+        for i in range(3):
+            partners = ",".join(a for j, a in enumerate(raft_addrs) if j != i)
+            log = open(scratch / f"syncobj-{i}.log", "wb")  # noqa: SIM115
+            procs.append(
+                subprocess.Popen(
+                    [
+                        sys.executable, str(Path(__file__).resolve()), "--syncobj-node",
+                        raft_addrs[i], partners, str(front_ports[i]),
+                        str(scratch / f"syncobj-{i}"),
+                    ],
+                    stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+                )
+            )
+
+        def is_leader(port: int) -> bool:
+            with socket.create_connection(("127.0.0.1", port), timeout=2) as s:
+                s.sendall(frame(b"L"))
+                data = b""
+                while len(data) < 5:
+                    chunk = s.recv(16)
+                    if not chunk:
+                        break
+                    data += chunk
+                return data[4:5] == b"1"
+
+        def leader() -> int | None:
+            for proc in procs:
+                if proc.poll() is not None:
+                    raise Missing(f"a PySyncObj member exited; see {scratch}")
+            for port in front_ports:
+                if is_leader(port):
+                    return port
+            return None
+
+        leader_port = wait_for("PySyncObj leader", leader)
+        yield {
+            "kind": "pysyncobj",
+            "leader": ["127.0.0.1", leader_port],
+            "version": getattr(pysyncobj, "__version__", None) or _dist_version("pysyncobj"),
+            "durability": "journal written through mmap, never fsynced while running: survives "
+            "a process crash, not a power loss",
+        }
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.terminate()
+        for proc in procs:
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+def _dist_version(name: str) -> str:
+    from importlib import metadata
+
+    try:
+        return metadata.version(name)
+    except metadata.PackageNotFoundError:
+        return "unknown"
+
+
+# --- the run ----------------------------------------------------------------------------------
+
+
+@dataclass
+class Outcome:
+    points: list[Point] = field(default_factory=list)
+    missing: dict[str, str] = field(default_factory=dict)
+    versions: dict[str, str] = field(default_factory=dict)
+    durability: dict[str, str] = field(default_factory=dict)
+
+
+def workers_for(clients: int, setting: str) -> int:
+    if setting != "auto":
+        return int(setting)
+    return 1 if clients < 8 else 2
+
+
+def start_system(
+    system: str, directory: Path, profile_dir: str | None
+) -> contextlib.AbstractContextManager[dict[str, Any]]:
+    if system == "exapyte":
+        return exapyte_cluster(directory, profile_dir)
+    if system == "etcd":
+        return etcd_cluster(directory)
+    return syncobj_cluster(directory)
+
+
+def run_all(args: argparse.Namespace, scratch: Path, console: Any) -> Outcome:
+    outcome = Outcome()
+    for system in args.systems:
+        sys_dir = scratch / system
+        sys_dir.mkdir()
+        try:
+            with start_system(system, sys_dir, args.profile) as spec:
+                outcome.versions[system] = spec["version"]
+                outcome.durability[system] = spec["durability"]
+                for clients in args.clients:
+                    workers = workers_for(clients, args.workers)
+                    console.print(f"  {system}: put, {clients} clients, {workers} workers ...")
+                    outcome.points.append(
+                        run_point(system, spec, "put", clients, workers, args.seconds)
+                    )
+                if system == "exapyte" and args.reads:
+                    clients = max(args.clients)
+                    workers = workers_for(clients, args.workers)
+                    console.print(f"  {system}: strong get, {clients} clients ...")
+                    read_spec = dict(spec, consistency="strong")
+                    outcome.points.append(
+                        run_point(system, read_spec, "get", clients, workers, args.seconds)
+                    )
+        except Missing as exc:
+            outcome.missing[system] = str(exc)
+            console.print(f"  [red]{system} missing: {exc}[/]")
+        except Exception as exc:  # noqa: BLE001 - report any failure as a missing system
+            outcome.missing[system] = f"{type(exc).__name__}: {exc}"
+            console.print(f"  [red]{system} failed: {type(exc).__name__}: {exc}[/]")
+    return outcome
+
+
+def ratio(a: float, b: float) -> float | None:
+    return round(a / b, 3) if a and b else None
+
+
+def report(outcome: Outcome, args: argparse.Namespace, console: Any) -> dict[str, Any]:
+    from rich.table import Table
+
+    table = Table(title="durable closed-loop puts, 3 members on loopback (16-byte keys, 100-byte values)")
+    for col, justify in (("system", "left"), ("op", "left"), ("clients", "right"),
+                         ("ops/s", "right"), ("p50 ms", "right"), ("p99 ms", "right"),
+                         ("failed", "right")):
+        table.add_column(col, justify=justify)  # type: ignore[arg-type]
+    for system in args.systems:
+        if system in outcome.missing:
+            table.add_row(system, "put", "-", "[red]missing[/]", "-", "-", "-")
+            continue
+        for p in outcome.points:
+            if p.system == system:
+                table.add_row(
+                    system, p.op, str(p.clients), f"{p.ops_per_s:,.0f}",
+                    f"{p.p50_ms:.2f}", f"{p.p99_ms:.2f}", str(p.failures),
+                )
+    console.print(table)
+
+    def put(system: str, clients: int) -> Point | None:
+        for p in outcome.points:
+            if p.system == system and p.op == "put" and p.clients == clients:
+                return p
+        return None
+
+    ratios: dict[str, dict[str, float | None]] = {}
+    rt = Table(title="ratios (exapyte / other)")
+    for col in ("clients", "throughput vs etcd", "throughput vs PySyncObj", "p50 vs etcd"):
+        rt.add_column(col, justify="right")
+    for clients in args.clients:
+        ex, et, so = put("exapyte", clients), put("etcd", clients), put("pysyncobj", clients)
+        row = {
+            "throughput_vs_etcd": ratio(ex.ops_per_s, et.ops_per_s) if ex and et else None,
+            "throughput_vs_pysyncobj": ratio(ex.ops_per_s, so.ops_per_s) if ex and so else None,
+            "p50_vs_etcd": ratio(ex.p50_ms, et.p50_ms) if ex and et else None,
+        }
+        ratios[str(clients)] = row
+        rt.add_row(str(clients), *(f"{v:.2f}x" if v is not None else "missing" for v in row.values()))
+    console.print(rt)
+
+    reads = [p for p in outcome.points if p.system == "exapyte" and p.op == "get"]
+    top = max(args.clients)
+    ex_top = put("exapyte", top)
+    read_write = ratio(reads[0].ops_per_s, ex_top.ops_per_s) if reads and ex_top else None
+    if read_write is not None:
+        console.print(f"exapyte strong reads / puts at {top} clients: [bold]{read_write:.2f}x[/]")
+
+    def target(name: str, value: float | None, goal: float, at_least: bool) -> dict[str, Any]:
+        met = None if value is None else (value >= goal if at_least else value <= goal)
+        return {"target": name, "value": value, "goal": goal,
+                "at_least": at_least, "met": met}
+
+    r64 = ratios.get("64", {})
+    r1 = ratios.get("1", {})
+    targets = [
+        target("exapyte/etcd put throughput at 64 clients", r64.get("throughput_vs_etcd"),
+               TARGET_ETCD_THROUGHPUT_64, True),
+        target("exapyte/PySyncObj put throughput at 64 clients",
+               r64.get("throughput_vs_pysyncobj"), TARGET_SYNCOBJ_THROUGHPUT_64, True),
+        target("exapyte/etcd p50 at 1 client", r1.get("p50_vs_etcd"), TARGET_P50_1, False),
+        target("exapyte strong reads/puts at 64 clients", read_write if top == 64 else None,
+               TARGET_READ_WRITE_64, True),
+    ]
+    for t in targets:
+        sign = ">=" if t["at_least"] else "<="
+        shown = "n/a" if t["value"] is None else f"{t['value']:.2f}x"
+        verdict = {True: "[green]met[/]", False: "[red]missed[/]", None: "[yellow]not measured[/]"}
+        console.print(f"target {t['target']} {sign} {t['goal']}x: {shown} {verdict[t['met']]}")
+    return {"ratios": ratios, "read_write_ratio_at_max_clients": read_write, "targets": targets}
+
+
+def machine_info(scratch: Path, versions: dict[str, str]) -> dict[str, Any]:
+    info: dict[str, Any] = {
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "cpu_count": os.cpu_count(),
+        "processor": platform.processor() or platform.machine(),
+        "scratch_dir": str(scratch),
+        "versions": versions,
+    }
+    with contextlib.suppress(OSError), open("/proc/mounts", encoding="utf-8") as mounts:
+        best = ""
+        for line in mounts:
+            _device, mount_point, fs_type, *_ = line.split()
+            if str(scratch).startswith(mount_point) and len(mount_point) >= len(best):
+                best, info["filesystem"] = mount_point, fs_type
+    return info
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["--syncobj-node"]:
+        return syncobj_node_main(argv[1:])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--seconds", type=float, default=5.0, help="measurement per point")
+    parser.add_argument("--clients", default=",".join(map(str, DEFAULT_CLIENTS)))
+    parser.add_argument("--systems", default=",".join(SYSTEMS))
+    parser.add_argument("--workers", default="auto", help="load-generator processes per point")
+    parser.add_argument("--json", default=str(REPO_ROOT / "bench" / "results" / "raft.json"))
+    parser.add_argument("--dir", default=None, help="data directories (default: beside --json)")
+    parser.add_argument("--profile", default=None, help="cProfile the exapyte nodes into DIR")
+    parser.add_argument(
+        "--no-reads", dest="reads", action="store_false", help="skip the exapyte strong reads"
+    )
+    args = parser.parse_args(argv)
+    args.clients = sorted({int(c) for c in args.clients.split(",") if c})
+    args.systems = [s for s in args.systems.split(",") if s]
+    unknown = set(args.systems) - set(SYSTEMS)
+    if unknown or not args.clients or min(args.clients) < 1 or args.seconds <= 0:
+        parser.error(f"bad --systems/--clients/--seconds (systems: {', '.join(SYSTEMS)})")
+    if args.profile:
+        args.profile = os.path.abspath(args.profile)
+        os.makedirs(args.profile, exist_ok=True)
+
+    from rich.console import Console
+
+    console = Console()
+    results_dir = Path(args.json).resolve().parent
+    results_dir.mkdir(parents=True, exist_ok=True)
+    scratch = Path(tempfile.mkdtemp(prefix="raft-bench-", dir=args.dir or results_dir))
+    console.print(
+        f"raft benchmark: {', '.join(args.systems)}; clients {args.clients}; "
+        f"{args.seconds:g} s per point; data in {scratch}"
+    )
+    try:
+        outcome = run_all(args, scratch, console)
+        info = machine_info(scratch, outcome.versions)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    summary = report(outcome, args, console)
+    document = {
+        "benchmark": "raft",
+        "workload": {
+            "op": "put (closed loop, one outstanding request per client)",
+            "key_bytes": KEY_BYTES,
+            "value_bytes": VALUE_BYTES,
+            "key_space": KEY_SPACE,
+            "clients": args.clients,
+            "seconds_per_point": args.seconds,
+            "warmup_s": WARMUP_S,
+            "workers": args.workers,
+            "members": 3,
+            "reads": f"exapyte get, consistency strong, {max(args.clients)} clients",
+        },
+        "machine": info,
+        "durability": outcome.durability,
+        "missing": outcome.missing,
+        "results": [p.as_json() for p in outcome.points],
+        **summary,
+    }
+    with open(args.json, "w", encoding="utf-8") as handle:
+        json.dump(document, handle, indent=2)
+        handle.write("\n")
+    console.print(f"wrote {args.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
