@@ -119,7 +119,7 @@ class ConsensusSection(_Section):
     check_quorum: bool = True
     max_inflight_msgs: Annotated[int, msgspec.Meta(ge=1, le=100_000)] = 256
     max_entries_per_msg: Annotated[int, msgspec.Meta(ge=1, le=100_000)] = 512
-    snapshot_entries: Annotated[int, msgspec.Meta(ge=10, le=10_000_000)] = 10_000
+    snapshot_entries: Annotated[int, msgspec.Meta(ge=10, le=10_000_000)] = 100_000
     # The voters a brand-new group starts with (default: every node of the cluster). Other nodes
     # start empty and join when a membership change adds them.
     initial_voters: tuple[Ident, ...] = ()

@@ -6,6 +6,9 @@ The ZeroMQ runtime and the deterministic simulator both run a consensus core the
 it input (``step``/``tick``/``propose``/``read``), then call :func:`drive` until it returns False.
 Each call takes at most one :class:`~exapyte.protocol.types.Ready` and applies it in this order:
 
+0. **send early** — ``host.send(early_messages)``: a leader's appends, heartbeats and snapshots,
+   which may travel while the leader's own fsync runs (Raft thesis §10.2.1);
+
 1. **persist** — ``host.persist(hard_state, entries, snapshot, sync)``, called when any of the
    three is present. The host writes, in this order: the snapshot (which replaces the *whole*
    stored log: every stored entry, before or after the snapshot index, is dropped), the entries
@@ -67,6 +70,8 @@ def drive(core: ConsensusCore, host: Host) -> bool:
     if not core.has_ready():
         return False
     rd = core.ready()
+    if rd.early_messages:
+        host.send(rd.early_messages)
     if rd.hard_state is not None or rd.entries or rd.snapshot is not None:
         host.persist(rd.hard_state, rd.entries, rd.snapshot, rd.must_sync)
     if rd.messages:

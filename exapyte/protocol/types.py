@@ -130,6 +130,11 @@ class Ready(msgspec.Struct, frozen=True):
       ``snapshot.meta.index`` are discarded by the storage.
     - ``entries``: append to the stable log; an entry whose index already exists replaces it and
       every later entry (conflict truncation).
+    - ``early_messages``: peer messages that may be sent *before* the persist step: a leader's
+      appends, heartbeats and snapshots (Raft thesis §10.2.1). They promise nothing about the
+      sender's own durable state, and the leader counts its own entries towards a quorum only
+      once they are persisted, so sending them while the local fsync runs is safe and takes the
+      leader's fsync off the critical path.
     - ``messages``: peer messages to send after the above is durable.
     - ``committed_entries``: apply to the state machine, in order.
     - ``read_states``: linearizable reads that may be answered once the state machine has applied
@@ -141,6 +146,7 @@ class Ready(msgspec.Struct, frozen=True):
     snapshot: Snapshot | None = None
     entries: tuple[Entry, ...] = ()
     messages: tuple[msgspec.Struct, ...] = ()
+    early_messages: tuple[msgspec.Struct, ...] = ()
     committed_entries: tuple[Entry, ...] = ()
     read_states: tuple[ReadState, ...] = ()
     must_sync: bool = False

@@ -1061,13 +1061,21 @@ class Raft(ConsensusCore):
             or bool(entries)
             or (hard_state is not None and (hs.term != prev.term or hs.vote != prev.vote))
         )
-        msgs = tuple(self._msgs)
+        early: tuple[Any, ...] = ()
+        if self._role is Role.LEADER:
+            # A leader's appends, heartbeats and snapshots may leave before its own fsync
+            # (thesis §10.2.1): its own match index only moves in advance(), after persisting.
+            early = tuple(m for m in self._msgs if type(m) in _LEADER_MESSAGES)
+            msgs = tuple(m for m in self._msgs if type(m) not in _LEADER_MESSAGES)
+        else:
+            msgs = tuple(self._msgs)
         self._msgs = []
         rd = Ready(
             hard_state=hard_state,
             snapshot=snapshot,
             entries=entries,
             messages=msgs,
+            early_messages=early,
             committed_entries=committed,
             read_states=read_states,
             must_sync=must_sync,
