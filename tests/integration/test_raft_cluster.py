@@ -168,3 +168,25 @@ def test_clock_faults_move_timers_and_are_refused_when_unsafe_is_off(write_confi
                 c.clock_fault(single.endpoint("n1"), shift_ms=1000)
     finally:
         single.stop()
+
+
+def test_whole_cluster_kill_9_and_restart_keeps_acknowledged_writes(cluster: LocalCluster) -> None:
+    wait_for(lambda: leader_of(cluster), "a leader")
+    with cluster.client(timeout_s=10) as c:
+        versions = {f"k{i}": c.put(f"k{i}", f"v{i}") for i in range(100)}
+        assert c.cas("k0", "v0", "swapped")
+    for node_id in cluster.node_ids:
+        cluster.kill(node_id)
+    for node_id in cluster.node_ids:
+        cluster.start_node(node_id, wait=False)
+    for node_id in cluster.node_ids:
+        cluster.wait_ready(node_id)
+    wait_for(lambda: leader_of(cluster), "a leader after the restart")
+    with cluster.client(timeout_s=10) as c:
+        assert c.get("k0").value == b"swapped"
+        for i in range(1, 100):
+            got = c.get(f"k{i}")
+            assert got is not None and got.value == f"v{i}".encode()
+            assert got.version == versions[f"k{i}"]
+        # Versions continue from the recovered state.
+        assert c.put("k1", "again") == versions["k1"] + 1
