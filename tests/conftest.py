@@ -9,6 +9,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, settings
+
+# The machine is shared and noisy: no per-example deadlines (a slow example is not a bug), and a
+# failing example is printed so it can be replayed with @reproduce_failure.
+settings.register_profile(
+    "exapyte", deadline=None, print_blob=True, suppress_health_check=[HealthCheck.too_slow]
+)
+settings.load_profile("exapyte")
 
 
 def free_ports(count: int) -> list[int]:
