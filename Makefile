@@ -49,8 +49,9 @@ check: $(STAMP)
 	$(BIN)/python -m harness check $(FILES)
 
 # The Jepsen-style harness: real node processes, per-link Toxiproxy faults, checkers, report.
-# make jepsen TOPOLOGY=three-region [WORKLOAD=register] [NEMESIS=partition,kill,pause] [TIME=60]
+# make jepsen TOPOLOGY=three-region [WORKLOAD=register] [NEMESIS=partition,kill,pause,clock] [TIME=60]
 #             [RATE=100] [SEED=n] [BUGS=stale-reads] [CONCURRENCY=5]; results in store/latest/.
+# BUGS without NEMESIS runs each bug's own fault mix (see python -m harness test --help).
 # SEED is passed only when given (the simulator's default SEED must not pin the harness's seed).
 TOPOLOGY ?= three-region
 WORKLOAD ?= register

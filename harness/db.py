@@ -13,13 +13,15 @@ Theory of operation
    Proxies between regions get a ``latency`` toxic on both streams equal to the topology's
    one-way latency for the whole run (named ``wan``; :meth:`heal_all` never removes it);
 3. one config file per node in ``RUN/config/`` (the topology file plus ``peer_endpoints`` and,
-   for ``--bugs``, ``unsafe.enabled``/``unsafe.bugs``);
+   for ``--bugs`` or clock faults, ``unsafe.enabled``/``unsafe.bugs``);
 4. :class:`~exapyte.runtime.cluster.LocalCluster` starts the processes; their logs and data go
    to ``RUN/nodes/``.
 
 Faults are thin effects on that setup: :meth:`cut` disables a proxy (``down``) or blackholes it
 (``timeout`` toxic, 0 ms), :meth:`add_toxic`/:meth:`remove_toxic` manage named toxics,
-:meth:`kill` is SIGKILL, :meth:`pause`/:meth:`resume` are SIGSTOP/SIGCONT. Clients talk to the
+:meth:`kill` is SIGKILL, :meth:`pause`/:meth:`resume` are SIGSTOP/SIGCONT, :meth:`clock_fault`
+and :meth:`reset_clock` move a node's clock (an ``admin.clock`` request, refused by a node
+without ``unsafe.enabled``). Clients talk to the
 nodes directly (their ports are not proxied): faults sit between nodes, as in Jepsen.
 """
 
@@ -46,6 +48,7 @@ __all__ = ["ClusterDB", "DbError", "proxy_name"]
 WAN_TOXIC = "wan"
 CUT_TOXIC = "partition"
 NODE_READY_TIMEOUT_S = 30.0
+CLOCK_REQUEST_TIMEOUT_S = 2.0
 
 
 class DbError(RuntimeError):
@@ -87,6 +90,7 @@ class ClusterDB:
         run_dir: str | Path,
         *,
         bugs: tuple[str, ...] = (),
+        unsafe: bool = False,
         wan_latency: bool = True,
         toxiproxy: ToxiproxyHandle | None = None,
         seed: int | None = None,
@@ -101,6 +105,9 @@ class ClusterDB:
         self.nodes_dir = self.run_dir / "nodes"
         self.config_dir = self.run_dir / "config"
         self.bugs = tuple(bugs)
+        # unsafe.enabled: for the bugs, and for clock faults (admin.clock is refused without it)
+        self.unsafe = unsafe or bool(self.bugs)
+        self._skewed: set[str] = set()  # nodes whose clock a fault moved and no reset restored
         self.wan_latency = wan_latency
         self.seed = seed
         self._log = log or (lambda text: None)
@@ -161,7 +168,7 @@ class ClusterDB:
 
     def _write_configs(self) -> dict[str, Path]:
         raw = json.loads(self.topology_path.read_text())
-        if self.bugs:
+        if self.unsafe:
             raw["unsafe"] = {"enabled": True, "bugs": list(self.bugs)}
         self.config_dir.mkdir(parents=True, exist_ok=True)
         base = dict(raw)
@@ -280,6 +287,8 @@ class ClusterDB:
         cluster = self._cluster()
         if cluster.alive(node):
             return
+        with self._lock:
+            self._skewed.discard(node)  # a new process starts with a true clock
         try:
             cluster.start_node(node, wait=False)
             if wait:
@@ -296,8 +305,37 @@ class ClusterDB:
     def alive(self, node: str) -> bool:
         return self._cluster().alive(node)
 
+    # -- clock faults ---------------------------------------------------------------------------
+
+    def _clock_request(self, node: str, *, shift_ms: float, rate: float, reset: bool) -> str:
+        from exapyte.client import Client
+
+        if not self.unsafe:
+            raise DbError("clock faults need unsafe.enabled in the node configs (ClusterDB(unsafe=True))")
+        with Client(self.endpoints()[node], timeout_s=CLOCK_REQUEST_TIMEOUT_S) as client:
+            return client.clock_fault(self.endpoints()[node], shift_ms=shift_ms, rate=rate, reset=reset,
+                                      timeout_s=CLOCK_REQUEST_TIMEOUT_S)
+
+    def clock_fault(self, node: str, *, shift_ms: float = 0.0, rate: float = 1.0) -> str:
+        """Jump ``node``'s clock forward by ``shift_ms`` and/or run it at ``rate``; returns the
+        node's answer (its offset and rate). Raises the client's error when the node refuses or
+        does not answer (killed or paused)."""
+        with self._lock:
+            self._skewed.add(node)
+        return self._clock_request(node, shift_ms=shift_ms, rate=rate, reset=False)
+
+    def reset_clock(self, node: str) -> None:
+        """Offset 0 and rate 1 again. A node that is down has a fresh clock when it restarts."""
+        if not self.alive(node):
+            with self._lock:
+                self._skewed.discard(node)
+            return
+        self._clock_request(node, shift_ms=0.0, rate=1.0, reset=True)
+        with self._lock:
+            self._skewed.discard(node)
+
     def heal_all(self) -> None:
-        """Every link whole (WAN latency kept), every node running and not paused."""
+        """Every link whole (WAN latency kept), every node running, not paused, true clock."""
         with self._lock:
             for src, dst in list(self._cut):
                 self.uncut(src, dst)
@@ -317,6 +355,10 @@ class ClusterDB:
                 self._cluster().wait_ready(node, timeout_s=max(1.0, deadline - time.monotonic()))
             except ClusterError as exc:
                 raise DbError(f"node {node} is not back after the heal: {exc}") from None
+        with self._lock:
+            skewed = sorted(self._skewed)
+        for node in skewed:
+            self.reset_clock(node)
 
     def statuses(self, timeout_s: float = 1.0) -> dict[str, dict[str, Any] | None]:
         """Each node's status (None when it does not answer)."""

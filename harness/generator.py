@@ -104,12 +104,16 @@ class Context:
 
     ``concurrency`` is the number of client worker threads: client process ``p`` runs on thread
     ``p % concurrency`` (a worker whose op ended ``info`` continues as ``p + concurrency``).
+    ``cursor`` is the thread the next op should go to if it is free: the interpreter moves it on
+    past each thread it hands an op to, so work goes round-robin over the threads instead of
+    piling onto the lowest-numbered free one.
     """
 
     time_ns: int
     free: frozenset[Process]
     processes: frozenset[Process]
     concurrency: int = 1
+    cursor: int = 0
 
     def restrict(self, allowed: Callable[[Process], bool]) -> Context:
         return replace(
@@ -119,10 +123,24 @@ class Context:
         )
 
     def some_free(self) -> Process | None:
-        """The free process with the smallest thread number (deterministic)."""
+        """The free client process whose thread comes first from ``cursor`` on, round-robin
+        (deterministic); the nemesis only when no client process is free."""
         if not self.free:
             return None
-        return min(self.free, key=_process_order)
+        n = max(1, self.concurrency)
+
+        def order(p: Process) -> tuple[int, int, Any]:
+            if isinstance(p, int):
+                return (0, (p % n - self.cursor) % n, p)
+            return (1, 0, str(p))
+
+        return min(self.free, key=order)
+
+    def advance(self, process: Process) -> Context:
+        """The context after an op went to ``process``: the cursor moves past its thread."""
+        if not isinstance(process, int):
+            return self
+        return replace(self, cursor=(process + 1) % max(1, self.concurrency))
 
     def all_free(self) -> bool:
         return self.free == self.processes
@@ -679,6 +697,7 @@ def drain(
     with ``outcome(op)``; returns ``(time_ns, op)`` for every op emitted. No IO, no real time:
     this is how the tests (and ``--dry-run``) see what a generator would do."""
     now = 0
+    cursor = 0
     processes: dict[Process, _SimProcess] = {p: _SimProcess() for p in range(concurrency)}
     if nemesis_process:
         processes[NEMESIS] = _SimProcess()
@@ -690,12 +709,12 @@ def drain(
                 op = sim.op
                 sim.op = None
                 kind = outcome(op)
-                ctx = _ctx(now, processes, concurrency)
+                ctx = _ctx(now, processes, concurrency, cursor)
                 gen = gen.update(ctx, Completion(p, kind, op, now))
                 if kind == "info" and is_client(p):
                     processes.pop(p)
                     processes[p + concurrency] = _SimProcess()
-        ctx = _ctx(now, processes, concurrency)
+        ctx = _ctx(now, processes, concurrency, cursor)
         result, gen = gen.op(ctx)
         if result is None:
             if all(s.op is None for s in processes.values()):
@@ -705,6 +724,7 @@ def drain(
         if isinstance(result, Op):
             assert result.process in ctx.free, f"{result} went to a busy or unknown process"
             processes[result.process] = _SimProcess(now + op_duration_ns, result)
+            cursor = ctx.advance(result.process).cursor
             emitted.append((now, result))
             continue
         wake = [s.busy_until for s in processes.values() if s.op is not None]
@@ -716,10 +736,11 @@ def drain(
     return emitted
 
 
-def _ctx(now: int, processes: dict[Process, _SimProcess], concurrency: int) -> Context:
+def _ctx(now: int, processes: dict[Process, _SimProcess], concurrency: int, cursor: int = 0) -> Context:
     return Context(
         now,
         frozenset(p for p, s in processes.items() if s.op is None),
         frozenset(processes),
         concurrency,
+        cursor,
     )

@@ -30,8 +30,13 @@ Process faults are data too: ``kill`` (a set of nodes killed with SIGKILL, resta
 fault stops), ``pause`` (SIGSTOP, then SIGCONT). Link faults: ``latency`` (a spike with jitter
 on some links, on top of the WAN latency every inter-region link carries for the whole run),
 ``bandwidth`` (a rate limit), ``reset`` (a ``reset_peer`` toxic: every connection that carries
-data is reset, so links flap). ``clock`` needs a node-side clock offset control, which the node
-runtime does not have yet: asking for it raises :class:`NemesisUnavailable`.
+data is reset, so links flap). Clock faults: ``clock`` moves the clock of a random minority of
+nodes through an ``admin.clock`` request (:meth:`exapyte.client.Client.clock_fault`; the nodes
+must run with ``unsafe.enabled``, which the harness sets when ``clock`` is asked for), in one of
+three modes: ``bump`` (a forward jump of CLOCK_BUMP_MS, so timers fire early), ``fast`` or
+``slow`` (the clock runs at CLOCK_FAST_RATE or CLOCK_SLOW_RATE times real time, so a follower
+times out before hearing its leader, or a leader's heartbeats come too late). The fault stops
+with ``reset`` (offset 0, rate 1).
 
 :class:`FaultSchedule` is the pure generator that starts and stops faults at random from the
 chosen kinds; :class:`Nemesis` is the effect: it turns a fault value into proxy and process calls.
@@ -55,14 +60,18 @@ if TYPE_CHECKING:
     from harness.db import ClusterDB
 
 __all__ = [
+    "BUG_FAULTS",
+    "CLOCK_MODES",
     "FAULT_KINDS",
     "PARTITION_KINDS",
     "FaultSchedule",
     "Nemesis",
     "NemesisUnavailable",
     "bridge",
+    "choose_clock_fault",
     "choose_fault",
     "cuts_between",
+    "default_faults",
     "isolate_node",
     "isolate_region",
     "majority_minority",
@@ -79,6 +88,11 @@ FAULT_KINDS: tuple[str, ...] = ("partition", "kill", "pause", "latency", "bandwi
 PARTITION_KINDS: tuple[str, ...] = (
     "isolate-node", "isolate-region", "majority-minority", "bridge", "ring", "one-way",
 )
+#: Clock faults: a forward jump in [lo, hi] ms, or a rate in [lo, hi] (times real time).
+CLOCK_MODES: tuple[str, ...] = ("bump", "fast", "slow")
+CLOCK_BUMP_MS = (200, 2000)
+CLOCK_FAST_RATE = (4.0, 20.0)
+CLOCK_SLOW_RATE = (0.05, 0.25)
 LATENCY_SPIKE_MS = 250
 LATENCY_JITTER_MS = 150
 BANDWIDTH_KBPS = 8
@@ -95,13 +109,29 @@ def parse_faults(text: str | Sequence[str]) -> tuple[str, ...]:
     for kind in kinds:
         if kind not in FAULT_KINDS:
             raise ValueError(f"unknown fault {kind!r}; allowed: {', '.join(FAULT_KINDS)}")
-    if "clock" in kinds:
-        raise NemesisUnavailable(
-            "fault 'clock' needs each node's injectable clock offset to be controllable at run "
-            "time (exapyte.runtime.clock.Clock.offset_s), and the node runtime exposes no control "
-            "for it yet; choose from: " + ", ".join(k for k in FAULT_KINDS if k != "clock")
-        )
     return kinds
+
+
+#: The faults ``--bugs`` runs with when no ``--nemesis`` is given: the mix that exposes each bug.
+#: ``stale-reads``: a partitioned follower keeps answering strong reads from its old state.
+#: ``ack-before-fsync``: writes acknowledged at append are lost when the leader is cut off or
+#: killed before they commit. ``no-term-check``: elections while a leader is alive (isolated
+#: followers bump their terms, fast or slow clocks make nodes time out, restarts) give two
+#: leaders in one term, since every vote of the current term is granted.
+BUG_FAULTS: dict[str, tuple[str, ...]] = {
+    "stale-reads": ("partition",),
+    "ack-before-fsync": ("partition", "kill"),
+    "no-term-check": ("partition", "clock", "kill"),
+}
+
+
+def default_faults(bugs: Sequence[str]) -> tuple[str, ...]:
+    """The fault mix for ``bugs`` when no nemesis was named: the union of :data:`BUG_FAULTS`."""
+    out: dict[str, None] = {}
+    for bug in bugs:
+        for kind in BUG_FAULTS.get(bug, ("partition", "kill")):
+            out[kind] = None
+    return tuple(out)
 
 
 # --- partitions: pure functions of the graph ---------------------------------------------------
@@ -240,8 +270,28 @@ def choose_fault(graph: nx.Graph, kind: str, rand: Rand) -> tuple[dict[str, Any]
         links, node, rand = _random_links(graph, rand)
         return {"kind": kind, "links": links, "description": f"connection resets around {node}"}, rand
     if kind == "clock":
-        parse_faults(["clock"])
+        return choose_clock_fault(graph, rand)
     raise ValueError(f"unknown fault {kind!r}; allowed: {', '.join(FAULT_KINDS)}")
+
+
+def choose_clock_fault(graph: nx.Graph, rand: Rand, modes: Sequence[str] = CLOCK_MODES) -> tuple[dict[str, Any], Rand]:
+    """A clock fault on a random minority: a forward ``bump`` of ``shift_ms``, or a ``fast`` or
+    ``slow`` ``rate``. Bounds: :data:`CLOCK_BUMP_MS`, :data:`CLOCK_FAST_RATE`, :data:`CLOCK_SLOW_RATE`."""
+    nodes, rand = _random_minority(graph, rand)
+    mode, rand = rand.choice(list(modes))
+    u, rand = rand.random()
+    where = ",".join(nodes)
+    if mode == "bump":
+        lo, hi = CLOCK_BUMP_MS
+        shift_ms = int(lo + u * (hi - lo))
+        return {"kind": "clock", "mode": mode, "nodes": nodes, "shift_ms": shift_ms, "rate": 1.0,
+                "description": f"clock of {where} jumps +{shift_ms} ms"}, rand
+    if mode not in ("fast", "slow"):
+        raise ValueError(f"unknown clock mode {mode!r}; allowed: {', '.join(CLOCK_MODES)}")
+    lo_r, hi_r = CLOCK_FAST_RATE if mode == "fast" else CLOCK_SLOW_RATE
+    rate = round(lo_r + u * (hi_r - lo_r), 3)
+    return {"kind": "clock", "mode": mode, "nodes": nodes, "shift_ms": 0, "rate": rate,
+            "description": f"clock of {where} runs {mode} (x{rate:g})"}, rand
 
 
 # --- the schedule: a pure generator ------------------------------------------------------------
@@ -347,6 +397,9 @@ class Nemesis:
         elif kind == "reset":
             for src, dst in fault["links"]:
                 self.db.add_toxic(src, dst, "reset", "reset_peer", {"timeout": 0}, streams=("upstream",))
+        elif kind == "clock":
+            for node in fault["nodes"]:
+                self.db.clock_fault(node, shift_ms=float(fault["shift_ms"]), rate=float(fault["rate"]))
         else:
             raise ValueError(f"nemesis: cannot start {kind!r}")
         self._log(f"fault started: {fault.get('description', kind)}")
@@ -375,6 +428,9 @@ class Nemesis:
         elif kind == "reset":
             for src, dst in fault["links"]:
                 self.db.remove_toxic(src, dst, "reset", streams=("upstream",))
+        elif kind == "clock":
+            for node in fault["nodes"]:
+                self.db.reset_clock(node)
         self._log(f"fault stopped: {fault.get('description', kind)}")
 
     def heal(self) -> list[str]:

@@ -21,7 +21,7 @@ from harness.plots import FAULT_COLOURS, TYPE_COLOURS
 
 __all__ = ["render_report", "write_report"]
 
-TIMELINE_OPS_MAX = 3000
+TIMELINE_OPS_MAX = 8000  # a 60 s run at 100 ops/s fits whole
 TIMELINE_WIDTH = 1240
 ROW_PX = 14
 

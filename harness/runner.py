@@ -18,7 +18,9 @@ A run goes through fixed stages, each printed as it starts:
 4. **final reads**: each workload reads back what it wrote, retried until one succeeds or the
    final deadline passes, so a cluster that never recovers fails the liveness check;
 5. **teardown and check**: nodes stopped, logs kept in ``nodes/``; the checkers read
-   ``history.jsonl`` and write ``results.json``, the plots and ``report.html``.
+   ``history.jsonl`` (and ``status.jsonl``, each node's role and term sampled all through the
+   run by :class:`~harness.monitor.StatusMonitor`, and the node logs) and write
+   ``results.json``, the plots and ``report.html``.
 
 Exit status: 0 valid, 1 invalid, 2 unknown (including a cluster that could not be set up).
 """
@@ -48,6 +50,7 @@ from harness.client import HarnessClient, Outcome
 from harness.db import ClusterDB, DbError
 from harness.generator import NEMESIS, Completion, Context, Generator, Op, Pending
 from harness.history import HistoryRecorder, nemesis_intervals, pair_ops, read_events
+from harness.monitor import StatusMonitor, read_samples
 from harness.nemesis import FaultSchedule, Nemesis, parse_faults
 from harness.workloads import WorkloadOptions, get_workload
 
@@ -81,6 +84,7 @@ class TestSpec:
     checker_timeout_s: float = 60.0
     wan_latency: bool = True
     name: str | None = None
+    final_read_s: float = 30.0  # how long the final reads are retried before liveness fails
 
     def test_name(self) -> str:
         if self.name:
@@ -298,9 +302,11 @@ class Interpreter:
         if nemesis_worker is not None:
             self.processes.add(NEMESIS)
         self.free: set[int | str] = set(self.processes)
+        self.cursor = 0  # round-robin over the client threads (Context.some_free)
 
     def _ctx(self) -> Context:
-        return Context(self.recorder.now_ns(), frozenset(self.free), frozenset(self.processes), self.concurrency)
+        return Context(self.recorder.now_ns(), frozenset(self.free), frozenset(self.processes), self.concurrency,
+                       self.cursor)
 
     def _complete(self, item: _Done, generator: Generator) -> Generator:
         ctx = self._ctx()
@@ -347,6 +353,8 @@ class Interpreter:
     def dispatch(self, op: Op) -> None:
         assert op.process in self.free, f"generator chose busy process {op.process}"
         self.free.discard(op.process)
+        if isinstance(op.process, int):
+            self.cursor = (op.process + 1) % self.concurrency
         if op.process == NEMESIS:
             assert self.nemesis_worker is not None
             self.nemesis_worker.inbox.put(op)
@@ -396,9 +404,11 @@ def run_test(spec: TestSpec, console: Console | None = None, stop: threading.Eve
     topo.draw(graph, run_dir / "topology.png", title=f"{topology_path.stem}: {graph.number_of_nodes()} nodes")
     handler = _log_to(run_dir / "toxiproxy.log")
     started_wall = datetime.now(timezone.utc).isoformat()
-    db = ClusterDB(topology_path, run_dir, bugs=spec.bugs, wan_latency=spec.wan_latency, seed=spec.seed,
-                   log=lambda text: console.print(f"  db: {text}"))
+    db = ClusterDB(topology_path, run_dir, bugs=spec.bugs, unsafe=bool(spec.bugs) or "clock" in faults,
+                   wan_latency=spec.wan_latency, seed=spec.seed, log=lambda text: console.print(f"  db: {text}"))
     recorder: HistoryRecorder | None = None
+    origin_unix: float | None = None
+    monitor: StatusMonitor | None = None
     notes: list[str] = []
     final_start_ns = None
     try:
@@ -412,6 +422,7 @@ def run_test(spec: TestSpec, console: Console | None = None, stop: threading.Eve
             return _finish(spec, run_dir, topology_path, graph, None, notes, started_wall, console, setup_failed=True)
         # Time 0 of the history is when the cluster is up and the first op may go out.
         recorder = HistoryRecorder(run_dir / "history.jsonl")
+        origin_unix = time.time() - recorder.now_ns() / 1e9
         nemesis = Nemesis(db, cut_mode=spec.cut_mode, log=lambda text: None)
         done: queue.Queue[_Done] = queue.Queue()
         endpoints = db.endpoints()
@@ -426,6 +437,7 @@ def run_test(spec: TestSpec, console: Console | None = None, stop: threading.Eve
             w.start()
         if nemesis_worker is not None:
             nemesis_worker.start()
+        monitor = StatusMonitor(endpoints, run_dir / "status.jsonl", recorder.now_ns).start()
         progress = Progress(console, spec, recorder, nemesis)
         interpreter = Interpreter(workers, nemesis_worker, recorder, done, progress, stop)
         with progress:
@@ -447,14 +459,17 @@ def run_test(spec: TestSpec, console: Console | None = None, stop: threading.Eve
             progress.tick(force=True)
             final_start_ns = recorder.now_ns()
             keys = {e.get("key") for e in read_events(recorder.path) if e.get("process") != NEMESIS}
-            _final_reads(workload.final_ops(keys), interpreter, progress)
+            _final_reads(workload.final_ops(keys), interpreter, progress, spec.final_read_s)
             for w in workers:
                 w.inbox.put(None)
             if nemesis_worker is not None:
                 nemesis_worker.inbox.put(None)
             for w in workers:
                 w.join(WORKER_JOIN_S)
+            monitor.stop()
     finally:
+        if monitor is not None:
+            monitor.stop()
         if recorder is not None:
             recorder.close()
         console.print("[bold]teardown[/]: stopping nodes")
@@ -463,7 +478,8 @@ def run_test(spec: TestSpec, console: Console | None = None, stop: threading.Eve
         finally:
             logging.getLogger("harness.toxiproxy").removeHandler(handler)
             handler.close()
-    return _finish(spec, run_dir, topology_path, graph, final_start_ns, notes, started_wall, console)
+    return _finish(spec, run_dir, topology_path, graph, final_start_ns, notes, started_wall, console,
+                   origin_unix=origin_unix)
 
 
 def _heal(nemesis: Nemesis, db: ClusterDB, recorder: HistoryRecorder, notes: list[str]) -> None:
@@ -486,9 +502,10 @@ def _heal(nemesis: Nemesis, db: ClusterDB, recorder: HistoryRecorder, notes: lis
     recorder.record("info", NEMESIS, "heal", None, None, consistency="", error=error)
 
 
-def _final_reads(ops: list[Op], interpreter: Interpreter, progress: Progress) -> None:
+def _final_reads(ops: list[Op], interpreter: Interpreter, progress: Progress,
+                 deadline_s: float = FINAL_READ_DEADLINE_S) -> None:
     """Each final read, retried on the first worker until it succeeds or the deadline passes."""
-    deadline = time.monotonic() + FINAL_READ_DEADLINE_S
+    deadline = time.monotonic() + deadline_s
     worker = interpreter.workers[0]
     for template in ops:
         while time.monotonic() < deadline:
@@ -505,10 +522,21 @@ def _final_reads(ops: list[Op], interpreter: Interpreter, progress: Progress) ->
 # --- checking and results ----------------------------------------------------------------------
 
 
-def check_run(run_dir: Path, workload_name: str, final_start_ns: int | None, checker_timeout_s: float = 60.0) -> dict[str, Any]:
-    """Run every checker of the workload on ``run_dir/history.jsonl``; returns the results part."""
+def check_run(run_dir: Path, workload_name: str, final_start_ns: int | None, checker_timeout_s: float = 60.0,
+              origin_unix: float | None = None) -> dict[str, Any]:
+    """Run every checker of the workload on ``run_dir/history.jsonl``, and the crash checker on
+    the node logs in ``run_dir/nodes/``; returns the results part. ``origin_unix`` is the wall
+    time of the history's time 0 (places crashes on the time line)."""
     from harness.checker.invariants import (
-        check_bank, check_counter, check_linearizable, check_lost_writes, check_set, compose, run_checker,
+        check_bank,
+        check_counter,
+        check_crashes,
+        check_election_safety,
+        check_linearizable,
+        check_lost_writes,
+        check_set,
+        compose,
+        run_checker,
     )
     from harness.checker.stats import check_stats
 
@@ -535,6 +563,13 @@ def check_run(run_dir: Path, workload_name: str, final_start_ns: int | None, che
         else:
             raise ValueError(f"unknown checker {name!r}")
     verdicts.append(run_checker("availability", lambda: check_stats(ops, final_ns, intervals)))
+    if (run_dir / "status.jsonl").exists():
+        samples = read_samples(run_dir / "status.jsonl")
+        verdicts.append(run_checker("election-safety", lambda: check_election_safety(samples)))
+    if (run_dir / "nodes").is_dir():  # a history checked on its own has no node logs
+        logs = {p.stem: p.read_text(encoding="utf-8", errors="replace")
+                for p in sorted((run_dir / "nodes").glob("*.log"))}
+        verdicts.append(run_checker("crashes", lambda: check_crashes(logs, origin_unix)))
     return {
         "valid": compose(verdicts),
         "checkers": {v.checker: v.to_dict() for v in verdicts},
@@ -546,11 +581,13 @@ def check_run(run_dir: Path, workload_name: str, final_start_ns: int | None, che
         "counts": {t: sum(op.type == t for op in ops) for t in ("ok", "fail", "info")},
         "final_start_ns": final_start_ns,
         "end_ns": end_ns,
+        "origin_unix": origin_unix,
     }
 
 
 def _finish(spec: TestSpec, run_dir: Path, topology_path: Path, graph: Any, final_start_ns: int | None,
-            notes: list[str], started_wall: str, console: Console, *, setup_failed: bool = False) -> RunOutcome:
+            notes: list[str], started_wall: str, console: Console, *, setup_failed: bool = False,
+            origin_unix: float | None = None) -> RunOutcome:
     from harness import plots, report
 
     results: dict[str, Any] = {
@@ -565,15 +602,31 @@ def _finish(spec: TestSpec, run_dir: Path, topology_path: Path, graph: Any, fina
     if setup_failed:
         results |= {"valid": "unknown", "checkers": {}, "faults": [], "ops": 0,
                     "counts": {"ok": 0, "fail": 0, "info": 0}, "final_start_ns": None, "end_ns": 0}
+        crashes = _setup_crashes(run_dir)
+        if crashes is not None and crashes.valid is False:
+            # A node that died on a broken invariant while the cluster formed is a finding,
+            # not an environment problem.
+            results |= {"valid": False, "checkers": {crashes.checker: crashes.to_dict()}}
     else:
         console.print("[bold]check[/]: running the checkers ...")
-        results |= check_run(run_dir, spec.workload, final_start_ns, spec.checker_timeout_s)
+        results |= check_run(run_dir, spec.workload, final_start_ns, spec.checker_timeout_s, origin_unix)
     (run_dir / "results.json").write_text(json.dumps(results, indent=2, default=str) + "\n")
     if not setup_failed:
         plots.write_plots(run_dir, results)
     report.write_report(run_dir, results)
     _print_summary(console, results, run_dir)
     return RunOutcome(run_dir, results["valid"], results)
+
+
+def _setup_crashes(run_dir: Path) -> Any:
+    """The crash checker over the node logs of a run whose setup failed (None without logs)."""
+    from harness.checker.invariants import check_crashes, run_checker
+
+    if not (run_dir / "nodes").is_dir():
+        return None
+    logs = {p.stem: p.read_text(encoding="utf-8", errors="replace")
+            for p in sorted((run_dir / "nodes").glob("*.log"))}
+    return run_checker("crashes", lambda: check_crashes(logs, None))
 
 
 def _print_summary(console: Console, results: dict[str, Any], run_dir: Path) -> None:

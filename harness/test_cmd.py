@@ -7,6 +7,11 @@ Example::
 
 Results go to ``STORE/<test-name>/<timestamp>/`` (``STORE/latest`` points at the newest run).
 Exit status: 0 valid, 1 invalid, 2 unknown (or the cluster could not be set up).
+
+With ``--bugs`` and no ``--nemesis``, each bug brings the fault mix that exposes it
+(:data:`harness.nemesis.BUG_FAULTS`): stale-reads -> partition; ack-before-fsync ->
+partition,kill; no-term-check -> partition,clock,kill. ``--nemesis none`` runs a bug without
+faults.
 """
 
 from __future__ import annotations
@@ -18,7 +23,13 @@ from rich.console import Console
 
 from exapyte.config import KNOWN_BUGS
 from harness.cli import Subcommand
-from harness.nemesis import FAULT_KINDS, NemesisUnavailable, parse_faults
+from harness.nemesis import (
+    BUG_FAULTS,
+    FAULT_KINDS,
+    NemesisUnavailable,
+    default_faults,
+    parse_faults,
+)
 from harness.runner import TestSpec, run_test
 from harness.workloads import WORKLOADS
 
@@ -52,14 +63,18 @@ def _positive(kind: type) -> object:
 def _add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--topology", required=True, help="a name in topologies/ (single-region, three-region, five-region) or a .json path")
     p.add_argument("--workload", default="register", choices=sorted(WORKLOADS), help="what the clients do (default: register)")
-    p.add_argument("--nemesis", type=_faults, default=(), metavar="FAULTS",
-                   help=f"comma-separated faults: {', '.join(FAULT_KINDS)} (default: none)")
+    p.add_argument("--nemesis", type=_faults, default=None, metavar="FAULTS",
+                   help=f"comma-separated faults: {', '.join(FAULT_KINDS)}, or none (default: none; with "
+                        "--bugs, the mix that exposes them: "
+                        + "; ".join(f"{b} -> {','.join(k)}" for b, k in BUG_FAULTS.items()) + "). "
+                        "clock sets unsafe.enabled in the node configs")
     p.add_argument("--time", type=_positive(float), default=60.0, metavar="S", help="length of the main phase in seconds (default 60)")
     p.add_argument("--rate", type=_positive(float), default=100.0, metavar="R", help="client ops per second in all (default 100)")
     p.add_argument("--concurrency", type=_positive(int), default=5, metavar="N", help="client worker threads (default 5)")
     p.add_argument("--seed", type=int, default=None, help="seed of every random choice (default: random, printed)")
     p.add_argument("--bugs", type=_bugs, default=(), metavar="BUGS",
-                   help=f"comma-separated known bugs to enable in the nodes: {', '.join(KNOWN_BUGS)}")
+                   help=f"comma-separated known bugs to enable in the nodes (unsafe.bugs): {', '.join(KNOWN_BUGS)}; "
+                        "without --nemesis, the run uses the faults that expose them (see --nemesis)")
     p.add_argument("--store", default="store", metavar="DIR", help="where runs are kept (default: store)")
     p.add_argument("--nemesis-interval", type=_positive(float), default=5.0, metavar="S",
                    help="mean seconds between fault transitions (default 5)")
@@ -77,8 +92,11 @@ def _add_arguments(p: argparse.ArgumentParser) -> None:
 def _run(args: argparse.Namespace) -> int:
     console = Console()
     seed = args.seed if args.seed is not None else random.SystemRandom().randrange(1, 2**31)
+    nemesis = tuple(args.nemesis) if args.nemesis is not None else default_faults(args.bugs)
+    if args.nemesis is None and nemesis:
+        console.print(f"--bugs {','.join(args.bugs)} without --nemesis: faults {','.join(nemesis)}")
     spec = TestSpec(
-        topology=args.topology, workload=args.workload, nemesis=tuple(args.nemesis), time_s=args.time,
+        topology=args.topology, workload=args.workload, nemesis=nemesis, time_s=args.time,
         rate=args.rate, concurrency=args.concurrency, seed=seed, bugs=tuple(args.bugs), store=args.store,
         nemesis_interval_s=args.nemesis_interval, quiet_s=args.quiet, op_timeout_s=args.op_timeout,
         ops_per_key=args.ops_per_key, cut_mode=args.cut, checker_timeout_s=args.checker_timeout,

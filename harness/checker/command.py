@@ -16,7 +16,12 @@ from typing import Any
 from rich.console import Console
 from rich.markup import escape
 
-from harness.checker.formats import DEFAULT_MODEL_BY_FORMAT, FORMATS, HistoryFormatError, read_history
+from harness.checker.formats import (
+    DEFAULT_MODEL_BY_FORMAT,
+    FORMATS,
+    HistoryFormatError,
+    read_history,
+)
 from harness.checker.limits import CHECK_TIMEOUT_S_DEFAULT
 from harness.checker.linearizability import check
 from harness.checker.models import model_names
@@ -61,6 +66,23 @@ def exit_status(verdicts: list[Any]) -> int:
     return EXIT_UNKNOWN
 
 
+def _run_model(file: Path, fmt: str) -> Any:
+    """The model the harness checked this run with, for a ``history.jsonl`` with the run's
+    ``results.json`` beside it (register: cas-register; kv: kv with a failed cas as a compare
+    that did not match); None otherwise, so the format's default applies."""
+    if fmt != "jsonl":
+        return None
+    try:
+        workload = json.loads((file.parent / "results.json").read_text(encoding="utf-8"))["options"]["workload"]
+        from harness.checker.invariants import model_for
+        from harness.workloads import get_workload
+
+        name = get_workload(workload).model
+        return model_for(name) if name else None
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
 def _html_path(directory: Path, file: Path, used: set[Path]) -> Path:
     candidate = directory / f"{file.stem}.html"
     n = 1
@@ -84,13 +106,13 @@ def _run(args: argparse.Namespace) -> int:
         except (OSError, UnicodeDecodeError, HistoryFormatError) as exc:
             record.update(valid="unknown", cause=f"cannot read history: {exc}", elapsed_s=0.0, ops=0)
         else:
-            model = args.model or DEFAULT_MODEL_BY_FORMAT[history.format]
+            model = args.model or _run_model(file, history.format) or DEFAULT_MODEL_BY_FORMAT[history.format]
             try:
                 result = check(model, history, timeout_s)
             except (ValueError, TypeError) as exc:
                 # The history does not fit the model (an operation it does not know): undecided.
                 record.update(
-                    format=history.format, model=model, valid="unknown", ops=len(history),
+                    format=history.format, model=getattr(model, "name", model), valid="unknown", ops=len(history),
                     cause=f"checker error: {exc}", elapsed_s=round(perf_counter() - started, 6),
                 )
             else:

@@ -8,9 +8,14 @@ Each reader turns text into a stream of :class:`~harness.checker.history.Event` 
 
 ``jsonl``
     exapyte's own history: one JSON object per line, ``{"type", "process", "f", "key", "value",
-    "time", "node", "consistency", "session"}``. ``time`` is monotonic nanoseconds and is used as
-    the call/return time (falling back to the line position when absent). Records whose process
-    is not an integer (nemesis fault events) are skipped.
+    "time", "node", "consistency", "session"}``, completions with an optional ``error``.
+    ``time`` is monotonic nanoseconds and is used as the call/return time (falling back to the
+    line position when absent). Records whose process is not an integer (nemesis fault events)
+    are skipped. The ``error`` of a ``fail`` follows the harness's contract
+    (:mod:`harness.history`): ``cas-mismatch`` is a compare that was linearized and did not match
+    (kept as a ``fail``, which models with ``fail_cas_is_mismatch`` check), while any other error
+    is a refusal: the operation did not happen, so it is left out, invocation and all (a model
+    that took every failed cas for a mismatch would otherwise judge a refused cas as one).
 ``etcd``
     Jepsen log lines as shipped with Porcupine's etcd test data:
     ``INFO jepsen.util - <process> :invoke|:ok|:fail|:info :read|:write|:cas <value>``, fields
@@ -84,7 +89,35 @@ def _name(value: Any) -> str:
 # --- jsonl ------------------------------------------------------------------------------------
 
 
+#: The ``error`` of a ``fail`` that means "the compare did not match" (it happened, as a read);
+#: a ``fail`` with any other error was refused and did not happen.
+JSONL_MISMATCH_ERROR = "cas-mismatch"
+
+
 def _jsonl_events(text: str, source: str) -> Iterator[Event]:
+    """Events of an exapyte history, in file order; a refused operation (``fail`` with an error
+    other than ``cas-mismatch``) is left out entirely, its invocation with it."""
+    records = list(_jsonl_records(text, source))
+    refused: set[int] = set()  # positions of the invocations and completions to leave out
+    open_at: dict[Any, int] = {}  # process -> position of its open invocation
+    for i, (event, error) in enumerate(records):
+        process = event.process
+        if type(process) is not int:
+            continue
+        if event.type == "invoke":
+            open_at[process] = i
+            continue
+        at = open_at.pop(process, None)
+        if event.type == "fail" and error is not None and error != JSONL_MISMATCH_ERROR:
+            refused.add(i)
+            if at is not None:
+                refused.add(at)
+    for i, (event, _) in enumerate(records):
+        if i not in refused:
+            yield event
+
+
+def _jsonl_records(text: str, source: str) -> Iterator[tuple[Event, str | None]]:
     for lineno, line in enumerate(text.splitlines(), start=1):
         line = line.strip()
         if not line:
@@ -106,6 +139,7 @@ def _jsonl_events(text: str, source: str) -> Iterator[Event]:
             time = lineno
         elif not isinstance(time, (int, float)) or isinstance(time, bool):
             raise HistoryFormatError(f"{source}:{lineno}: time must be a number, got {time!r}")
+        error = record.get("error")
         yield Event(
             type=kind,
             process=process,
@@ -113,7 +147,7 @@ def _jsonl_events(text: str, source: str) -> Iterator[Event]:
             key=_freeze(record.get("key")),
             value=_freeze(record.get("value")),
             time=time,
-        )
+        ), (None if error is None else str(error))
 
 
 # --- etcd log ---------------------------------------------------------------------------------

@@ -26,6 +26,15 @@ never-completed) op has no completion: it may take effect at any time after its 
 ``bank``
     Every successful read of the accounts totals the initial total, with no negative balance;
     after the accounts were created, they never read as absent.
+``crashes``
+    No node process may die by itself: a node log holding a Python traceback (an uncaught
+    exception, e.g. the consensus core's ``InvariantViolation`` when a leader hears another
+    leader of its own term) or a failed restart is invalid, with the exception and the log lines
+    before it as evidence. Processes the nemesis kills die by SIGKILL and log nothing.
+``election-safety``
+    From the node statuses sampled through the run (:mod:`harness.monitor`): no two nodes may
+    ever be seen leading the same term (Raft's election safety). Evidence: the term, the nodes
+    and when each was seen leading it.
 ``linearizable``
     The linearizability checker (:mod:`harness.checker.linearizability`) per key on the
     client operations, with a model per workload. A ``fail`` cas with ``error: cas-mismatch`` is a
@@ -35,9 +44,11 @@ never-completed) op has no completion: it may take effect at any time after its 
 from __future__ import annotations
 
 import math
+import re
 import traceback
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -51,6 +62,8 @@ __all__ = [
     "Verdict",
     "check_bank",
     "check_counter",
+    "check_crashes",
+    "check_election_safety",
     "check_linearizable",
     "check_lost_writes",
     "check_set",
@@ -257,6 +270,95 @@ def check_bank(ops: Sequence[Op], final_start_ns: int = 0) -> Verdict:
         return Verdict(name, False, f"{len(errors)} bad read(s): e.g. {errors[0]['why']} (read at {errors[0]['read']['invoke_ms']} ms)", evidence)
     if not finals:
         return Verdict(name, "unknown", "no final read of the accounts succeeded", evidence)
+    return Verdict(name, True, None, evidence)
+
+
+# --- crashes -----------------------------------------------------------------------------------
+
+_TRACEBACK = "Traceback (most recent call last):"
+_LOG_TIME = re.compile(r"^(\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2},\d{3}) ")
+_FAILED_START = re.compile(r" ERROR exapyte\.runtime\.node: node \S+ failed to start: ")
+CRASH_CONTEXT_LINES = 3
+
+
+def _log_time(line: str) -> float | None:
+    m = _LOG_TIME.match(line)
+    if m is None:
+        return None
+    return datetime.strptime(m.group(1), "%Y-%m-%d %H:%M:%S,%f").timestamp()
+
+
+def check_crashes(logs: dict[str, str], origin_unix: float | None = None) -> Verdict:
+    """``logs``: each node's log text. ``origin_unix``: the wall time of the history's time 0,
+    to place each crash on the run's time line (``at_ms``)."""
+    name = "crashes"
+    crashes: list[dict[str, Any]] = []
+    for node, text in sorted(logs.items()):
+        lines = text.splitlines()
+        last_time: float | None = None
+        i = 0
+        while i < len(lines):
+            line = lines[i]
+            stamp = _log_time(line)
+            if stamp is not None:
+                last_time = stamp
+            if line.startswith(_TRACEBACK) or _FAILED_START.search(line):
+                j = i + 1
+                if line.startswith(_TRACEBACK):
+                    while j < len(lines) and (lines[j].startswith(" ") or not lines[j].strip()):
+                        j += 1
+                    exception = lines[j] if j < len(lines) else "(traceback cut off)"
+                    frames = [x.strip() for x in lines[i + 1:j] if x.strip().startswith("File ")]
+                else:
+                    exception = line.split(": ", 2)[-1] if ": " in line else line
+                    frames = []
+                crash: dict[str, Any] = {
+                    "node": node, "exception": exception[:500], "line": i + 1,
+                    "where": frames[-1][:300] if frames else None,
+                    "log_before": [x[:300] for x in lines[max(0, i - CRASH_CONTEXT_LINES):i]],
+                }
+                if last_time is not None and origin_unix is not None:
+                    crash["at_ms"] = round((last_time - origin_unix) * 1000, 1)
+                crashes.append(crash)
+                i = j + 1
+                continue
+            i += 1
+    evidence: dict[str, Any] = {"nodes": sorted(logs), "crashes": crashes[:EVIDENCE_MAX], "crash_count": len(crashes)}
+    if not logs:
+        return Verdict(name, "unknown", "no node log was found", evidence)
+    if crashes:
+        first = crashes[0]
+        nodes = sorted({c["node"] for c in crashes})
+        return Verdict(name, False, (f"{len(crashes)} crash(es) on {', '.join(nodes)}: e.g. {first['node']}: "
+                                     f"{first['exception']}"), evidence)
+    return Verdict(name, True, None, evidence)
+
+
+# --- election safety ---------------------------------------------------------------------------
+
+
+def check_election_safety(samples: Sequence[dict[str, Any]]) -> Verdict:
+    """``samples``: ``{"time", "node", "role", "term", ...}`` from the status monitor."""
+    name = "election-safety"
+    leaders: dict[int, dict[str, list[int]]] = {}  # term -> node -> times seen leading it
+    for s in samples:
+        if s.get("role") == "leader" and isinstance(s.get("term"), int):
+            leaders.setdefault(s["term"], {}).setdefault(str(s["node"]), []).append(int(s["time"]))
+    bad = []
+    for term, nodes in sorted(leaders.items()):
+        if len(nodes) > 1:
+            bad.append({"term": term, "leaders": {
+                n: {"first_ms": round(min(t) / 1e6, 1), "last_ms": round(max(t) / 1e6, 1), "samples": len(t)}
+                for n, t in sorted(nodes.items())}})
+    evidence: dict[str, Any] = {"samples": len(samples), "terms_with_a_leader": len(leaders),
+                                "violations": bad[:EVIDENCE_MAX], "violation_count": len(bad)}
+    if not samples:
+        return Verdict(name, "unknown", "no node status was sampled", evidence)
+    if bad:
+        first = bad[0]
+        seen = ", ".join(f"{n} (from {v['first_ms']} ms)" for n, v in first["leaders"].items())
+        return Verdict(name, False, (f"{len(bad)} term(s) with two leaders: e.g. term {first['term']} was led by "
+                                     f"{seen}"), evidence)
     return Verdict(name, True, None, evidence)
 
 

@@ -127,3 +127,18 @@ def test_update_reaches_the_group_of_the_completed_process() -> None:
     assert op is not None and op.key == "k0"
     g3 = g2.update(c, Completion(0, "ok", op, 5))
     assert isinstance(g3, gen.Generator)
+
+
+def test_ops_go_round_robin_over_free_processes() -> None:
+    c = Context(0, frozenset({0, 1, 2, NEMESIS}), frozenset({0, 1, 2, NEMESIS}), 3)
+    assert c.some_free() == 0
+    assert c.advance(0).some_free() == 1 and c.advance(2).some_free() == 0
+    assert c.advance(1).advance(2).cursor == 0
+    retired = Context(0, frozenset({3, 1}), frozenset({3, 1, 2}), 3, cursor=2)
+    assert retired.some_free() == 3  # thread 0 comes after thread 2, before thread 1
+    assert Context(0, frozenset({NEMESIS}), frozenset({0, NEMESIS}), 1).some_free() == NEMESIS
+    # Ops faster than the rate: the lowest process would get them all; round-robin spreads them.
+    ops = gen.drain(gen.limit(300, gen.rate_limit(100, gen.repeat(Op("read")), seed=1)), concurrency=5,
+                    nemesis_process=False, op_duration_ns=1_000_000)
+    per_process = Counter(o.process for _, o in ops)
+    assert set(per_process) == {0, 1, 2, 3, 4} and max(per_process.values()) - min(per_process.values()) <= 1

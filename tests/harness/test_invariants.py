@@ -12,6 +12,8 @@ from harness.checker.invariants import (
     Verdict,
     check_bank,
     check_counter,
+    check_crashes,
+    check_election_safety,
     check_linearizable,
     check_lost_writes,
     check_set,
@@ -19,7 +21,13 @@ from harness.checker.invariants import (
     run_checker,
 )
 from harness.checker.stats import check_stats, percentile
-from harness.history import HistoryRecorder, Op, nemesis_intervals, pair_ops, read_events
+from harness.history import (
+    HistoryRecorder,
+    Op,
+    nemesis_intervals,
+    pair_ops,
+    read_events,
+)
 
 MS = 1_000_000
 
@@ -229,3 +237,49 @@ def test_recorder_streams_jsonl_the_checker_reader_understands(tmp_path: Path) -
     assert [op.f for op in pair_ops(events)] == ["write", "read"]
     intervals = nemesis_intervals(events)
     assert [i["fault"] for i in intervals] == ["partition"] and intervals[0]["end_ns"] > intervals[0]["start_ns"]
+
+
+# --- crashes and election safety ---------------------------------------------------------------
+
+CRASHED_LOG = """2026-11-23 22:37:35,062 INFO exapyte.runtime.node: node n1 serving on tcp://127.0.0.1:7701
+2026-11-23 22:37:36,045 INFO exapyte.runtime.node: node n1 stopped
+Traceback (most recent call last):
+  File "/work/main/exapyte/runtime/node.py", line 211, in run
+    self._drain_router()
+  File "/work/main/exapyte/protocol/raft/core.py", line 666, in _step_leader
+    raise InvariantViolation(
+exapyte.errors.InvariantViolation: n1 is leader of term 2 and received Append from n2 for the same term
+2026-11-23 22:37:56,519 INFO exapyte.runtime.node: node n1 serving on tcp://127.0.0.1:7701
+"""
+CLEAN_LOG = """2026-11-23 22:37:35,062 INFO exapyte.runtime.node: node n2 serving on tcp://127.0.0.1:7702
+2026-11-23 22:37:40,100 WARNING apscheduler.executors.default: Run time of job "x" was missed by 0:00:01
+2026-11-23 22:37:56,519 INFO exapyte.runtime.node: node n2: signal 15, stopping
+"""
+
+
+def test_crashes_finds_a_node_that_died_by_itself() -> None:
+    from datetime import datetime
+
+    origin = datetime(2026, 11, 23, 22, 37, 35).timestamp()
+    bad = check_crashes({"n1": CRASHED_LOG, "n2": CLEAN_LOG}, origin)
+    assert bad.valid is False and "n1" in (bad.cause or "") and "InvariantViolation" in (bad.cause or "")
+    crash = bad.evidence["crashes"][0]
+    assert crash["node"] == "n1" and crash["at_ms"] == 1045.0 and "_step_leader" in crash["where"]
+    failed = check_crashes({"n3": "2026-11-23 22:37:35,062 ERROR exapyte.runtime.node: node n3 failed to start: "
+                                  "storage at x is corrupt\n"})
+    assert failed.valid is False and "corrupt" in (failed.cause or "")
+    assert check_crashes({"n2": CLEAN_LOG, "n3": ""}).valid is True
+    assert check_crashes({}).valid == "unknown"
+
+
+def test_election_safety_rejects_two_leaders_in_one_term() -> None:
+    def s(t_ms: int, node: str, role: str, term: int) -> dict[str, Any]:
+        return {"time": t_ms * MS, "node": node, "role": role, "term": term, "leader": None, "commit": 0}
+
+    good = [s(0, "n1", "leader", 2), s(0, "n2", "follower", 2), s(100, "n2", "leader", 3), s(100, "n1", "follower", 3),
+            s(200, "n3", "candidate", 4)]
+    assert check_election_safety(good).valid is True
+    bad = check_election_safety(good + [s(300, "n3", "leader", 3)])
+    assert bad.valid is False and "term 3" in (bad.cause or "")
+    assert set(bad.evidence["violations"][0]["leaders"]) == {"n2", "n3"}
+    assert check_election_safety([]).valid == "unknown"

@@ -2,21 +2,30 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import networkx as nx
 import pytest
 
+from exapyte.config import KNOWN_BUGS
 from exapyte.control import topology as topo
 from harness import generator as gen
 from harness.generator import NEMESIS, Rand
 from harness.nemesis import (
+    BUG_FAULTS,
+    CLOCK_BUMP_MS,
+    CLOCK_FAST_RATE,
+    CLOCK_MODES,
+    CLOCK_SLOW_RATE,
     FaultSchedule,
     Nemesis,
-    NemesisUnavailable,
     bridge,
+    choose_clock_fault,
     choose_fault,
     cuts_between,
+    default_faults,
+    fault_family,
     isolate_node,
     isolate_region,
     majority_minority,
@@ -90,13 +99,65 @@ def test_choose_fault_is_deterministic_for_a_seed(three_region: nx.Graph) -> Non
     assert latency["latency_ms"] > 0 and latency["links"]
 
 
-def test_parse_faults_and_a_clear_error_for_clock() -> None:
+def test_parse_faults_with_clear_errors() -> None:
     assert parse_faults("partition,kill") == ("partition", "kill")
+    assert parse_faults("partition,clock") == ("partition", "clock")
     assert parse_faults("none") == ()
     with pytest.raises(ValueError, match="allowed"):
         parse_faults("meteor")
-    with pytest.raises(NemesisUnavailable, match="clock"):
-        parse_faults("partition,clock")
+
+
+def test_clock_faults_stay_within_bounds_and_replay_from_the_seed(five_region: nx.Graph) -> None:
+    seen_modes = set()
+    rand = Rand.seeded(3)
+    for _ in range(200):
+        fault, rand = choose_fault(five_region, "clock", rand)
+        assert fault["kind"] == "clock" and fault_family(fault) == "clock"
+        assert 1 <= len(fault["nodes"]) <= 2 and set(fault["nodes"]) <= set(five_region.nodes)  # a minority of 5
+        mode = fault["mode"]
+        seen_modes.add(mode)
+        if mode == "bump":
+            assert CLOCK_BUMP_MS[0] <= fault["shift_ms"] <= CLOCK_BUMP_MS[1] and fault["rate"] == 1.0
+            assert f"+{fault['shift_ms']} ms" in fault["description"]
+        elif mode == "fast":
+            assert CLOCK_FAST_RATE[0] <= fault["rate"] <= CLOCK_FAST_RATE[1] and fault["shift_ms"] == 0
+        else:
+            assert mode == "slow" and CLOCK_SLOW_RATE[0] <= fault["rate"] <= CLOCK_SLOW_RATE[1] <= 1
+        # what the node accepts (exapyte.runtime.node._on_clock)
+        assert 0 < fault["rate"] <= 100 and abs(fault["shift_ms"]) <= 3_600_000
+        json.dumps(fault)
+    assert seen_modes == set(CLOCK_MODES)
+    assert choose_fault(five_region, "clock", Rand.seeded(9)) == choose_fault(five_region, "clock", Rand.seeded(9))
+    only_fast, _ = choose_clock_fault(five_region, Rand.seeded(1), modes=("fast",))
+    assert only_fast["mode"] == "fast"
+
+
+def test_clock_faults_are_applied_and_reset_through_the_db(three_region: nx.Graph) -> None:
+    db = FakeDb()
+    nemesis = Nemesis(db)  # type: ignore[arg-type]
+    fault = {"kind": "clock", "mode": "fast", "nodes": ["n1", "n4"], "shift_ms": 0, "rate": 8.0,
+             "description": "clock of n1,n4 runs fast (x8)"}
+    nemesis.start(fault)
+    assert db.calls == [("clock_fault", "n1", {"shift_ms": 0.0, "rate": 8.0}),
+                        ("clock_fault", "n4", {"shift_ms": 0.0, "rate": 8.0})]
+    assert nemesis.describe_active() == ["clock of n1,n4 runs fast (x8)"]
+    nemesis.stop("clock")
+    assert db.calls[2:] == [("reset_clock", "n1", {}), ("reset_clock", "n4", {})]
+    schedule = FaultSchedule(three_region, ("clock",), 1_000_000_000, Rand.seeded(2))
+    ops = gen.drain(gen.time_limit(10, gen.nemesis(schedule)), concurrency=1)
+    assert [o.f for _, o in ops[:2]] == ["start-clock", "stop-clock"]
+
+
+def test_each_bug_brings_the_faults_that_expose_it() -> None:
+    assert set(BUG_FAULTS) == set(KNOWN_BUGS)
+    assert default_faults(()) == ()
+    assert default_faults(("stale-reads",)) == ("partition",)
+    assert "kill" in default_faults(("ack-before-fsync",))
+    assert {"partition", "clock"} <= set(default_faults(("no-term-check",)))
+    both = default_faults(("stale-reads", "no-term-check"))
+    assert len(both) == len(set(both)) and both[0] == "partition"
+    for bug in KNOWN_BUGS:
+        assert parse_faults(list(default_faults((bug,)))) == default_faults((bug,))
 
 
 def test_fault_schedule_alternates_start_and_stop(three_region: nx.Graph) -> None:
@@ -114,7 +175,9 @@ class FakeDb:
         self.calls: list[tuple] = []
 
     def __getattr__(self, name: str):
-        return lambda *args, **kwargs: self.calls.append((name, *args))
+        def call(*args, **kwargs):
+            self.calls.append((name, *args, kwargs) if kwargs or name in ("clock_fault", "reset_clock") else (name, *args))
+        return call
 
 
 def test_nemesis_applies_and_heals_through_thin_effects(three_region: nx.Graph) -> None:

@@ -99,9 +99,56 @@ def test_cli_has_test_and_serve_with_help(capsys: pytest.CaptureFixture[str]) ->
     assert exc.value.code == 0
     out = capsys.readouterr().out
     assert "--nemesis" in out and "--bugs" in out and "--seed" in out
+    assert parser.parse_args(["test", "--topology", "x", "--nemesis", "clock"]).nemesis == ("clock",)
+    assert parser.parse_args(["test", "--topology", "x", "--nemesis", "none"]).nemesis == ()
+    assert parser.parse_args(["test", "--topology", "x"]).nemesis is None  # with --bugs: the bug's faults
     with pytest.raises(SystemExit):
-        parser.parse_args(["test", "--topology", "x", "--nemesis", "clock"])
-    assert "clock" in capsys.readouterr().err
+        parser.parse_args(["test", "--topology", "x", "--nemesis", "meteor"])
+    assert "clock" in capsys.readouterr().err  # the allowed kinds are listed
     with pytest.raises(SystemExit):
         parser.parse_args(["test", "--topology", "x", "--bugs", "typo"])
     assert main(["test", "--topology", "no-such-topology", "--time", "1", "--store", "/tmp/exapyte-unused"]) == 2
+
+
+def _cas_run(run_dir: Path, cas_error: str) -> dict:
+    """write 1; cas(1 -> 2) fails with ``cas_error``; a concurrent cas(3 -> 4) mismatches; read 1."""
+    run_dir.mkdir(parents=True)
+    clock = iter(t * MS for t in range(0, 10**6, 5))
+    with HistoryRecorder(run_dir / "history.jsonl", clock=lambda: next(clock)) as rec:
+        rec.record("invoke", 0, "write", "r0", 1)
+        rec.record("ok", 0, "write", "r0", 1, node="n1")
+        rec.record("invoke", 1, "cas", "r0", [1, 2])
+        rec.record("invoke", 2, "cas", "r0", [3, 4])
+        rec.record("fail", 2, "cas", "r0", [3, 4], node="n1", error="cas-mismatch")
+        rec.record("fail", 1, "cas", "r0", [1, 2], node="n2", error=cas_error)
+        final = rec.now_ns() + 1
+        rec.record("invoke", 0, "read", "r0", None)
+        rec.record("ok", 0, "read", "r0", 1, node="n1")
+    results = {"test": "register-cas", "seed": 1, "options": {"workload": "register"}, "notes": []}
+    results |= check_run(run_dir, "register", final)
+    (run_dir / "results.json").write_text(json.dumps(results, default=str))
+    return results
+
+
+@pytest.mark.parametrize("cas_error, valid", [("not_leader", True), ("cas-mismatch", False)])
+def test_check_command_agrees_with_the_run_on_refused_and_mismatched_cas(
+    tmp_path: Path, cas_error: str, valid: bool, capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A refused cas did not happen; a mismatched one saw another value. The JSONL reader keeps
+    that distinction, so ``python -m harness check`` gives the run's own verdict."""
+    from harness.checker.formats import read_history
+
+    run_dir = tmp_path / "run"
+    results = _cas_run(run_dir, cas_error)
+    assert results["checkers"]["linearizable"]["valid"] is valid
+    history = read_history(run_dir / "history.jsonl")
+    assert [(op.input.f, op.output.status) for op in history.operations] == (
+        [("write", "ok"), ("cas", "fail"), ("read", "ok")] if valid else
+        [("write", "ok"), ("cas", "fail"), ("cas", "fail"), ("read", "ok")])
+    expected_exit = 0 if valid else 1
+    path = str(run_dir / "history.jsonl")
+    assert main(["check", path, "--json"]) == expected_exit  # the run's model, from results.json
+    assert json.loads(capsys.readouterr().out)["model"] == "cas-register-etcd"
+    assert main(["check", path, "--model", "cas-register"]) == expected_exit
+    (run_dir / "results.json").unlink()
+    assert main(["check", path, "--model", "cas-register"]) == expected_exit

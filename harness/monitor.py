@@ -1,0 +1,89 @@
+"""The status monitor: each node's role and term, sampled all through a run.
+
+Theory of operation
+-------------------
+One thread per node asks it for its status (``Client.status``, no redirect) every
+``interval_s`` and appends ``{"time", "node", "role", "term", "leader", "commit"}`` to
+``status.jsonl`` in the run folder, on the history's time line. A node that is killed or paused
+does not answer; that sample is simply missing. The samples feed the ``election-safety``
+checker (:func:`harness.checker.invariants.check_election_safety`): Raft allows at most one
+leader per term, ever, so two nodes seen leading the same term is a violation, whatever the
+clients saw. Reading a node's status takes no part in consensus and changes nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import IO, Any
+
+__all__ = ["StatusMonitor", "read_samples"]
+
+STATUS_INTERVAL_S = 0.2
+STATUS_TIMEOUT_S = 0.5
+
+
+class StatusMonitor:
+    """Samples ``endpoints`` (node id -> endpoint) into ``path`` until :meth:`stop`."""
+
+    def __init__(self, endpoints: dict[str, str], path: str | Path, now_ns: Callable[[], int], *,
+                 interval_s: float = STATUS_INTERVAL_S) -> None:
+        self.endpoints = dict(endpoints)
+        self.path = Path(path)
+        self.now_ns = now_ns
+        self.interval_s = interval_s
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._file: IO[str] | None = None
+        self._threads: list[threading.Thread] = []
+
+    def start(self) -> StatusMonitor:
+        self._file = self.path.open("w", encoding="utf-8")
+        for node, endpoint in sorted(self.endpoints.items()):
+            t = threading.Thread(target=self._poll, args=(node, endpoint), name=f"status-{node}", daemon=True)
+            t.start()
+            self._threads.append(t)
+        return self
+
+    def _poll(self, node: str, endpoint: str) -> None:
+        from exapyte.client import Client
+
+        client = Client(endpoint, timeout_s=STATUS_TIMEOUT_S)
+        try:
+            while not self._stop.wait(self.interval_s):
+                try:
+                    status = client.status(timeout_s=STATUS_TIMEOUT_S)
+                except Exception:  # noqa: BLE001 - down or paused: no sample; a fresh socket next time
+                    client.close()
+                    client = Client(endpoint, timeout_s=STATUS_TIMEOUT_S)
+                    continue
+                sample = {"time": self.now_ns(), "node": node, "role": status.get("role"),
+                          "term": status.get("term"), "leader": status.get("leader"), "commit": status.get("commit")}
+                with self._lock:
+                    if self._file is not None:
+                        self._file.write(json.dumps(sample, separators=(",", ":")) + "\n")
+                        self._file.flush()
+        finally:
+            client.close()
+
+    def stop(self) -> None:
+        self._stop.set()
+        for t in self._threads:
+            t.join(STATUS_TIMEOUT_S * 4)
+        with self._lock:
+            if self._file is not None:
+                self._file.close()
+                self._file = None
+
+
+def read_samples(path: str | Path) -> list[dict[str, Any]]:
+    """The samples of a ``status.jsonl`` (a torn last line is ignored)."""
+    out = []
+    for line in Path(path).read_text(encoding="utf-8").splitlines():
+        try:
+            out.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return out
