@@ -220,8 +220,8 @@ KNOWN_BUGS: dict[str, str] = {
         "committed by a quorum"
     ),
     "no-term-check": (
-        "pre-vote is off and every vote request of the current term is granted (no "
-        "one-vote-per-term rule, no log up-to-date check)"
+        "pre-vote and check-quorum are off and every vote request of the current term is "
+        "granted (no one-vote-per-term rule, no log up-to-date check)"
     ),
 }
 

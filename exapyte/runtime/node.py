@@ -202,6 +202,9 @@ class Node:
         poller.register(self.router, zmq.POLLIN)
         poller.register(self.sub, zmq.POLLIN)
         tick_s = self.cfg.network.tick_ms / 1000.0
+        # After a pause or a forward clock jump, the node catches up on at most this many ticks
+        # at once: enough for its election timer to expire, as a real timer's would.
+        catch_up_ticks_max = 2 * self.cfg.consensus.election_timeout_ticks + 1
         next_tick = self.clock.now() + tick_s
         service = self.service
         while not self._stop.is_set():
@@ -213,11 +216,13 @@ class Node:
                 self._drain_sub()
             now = self.clock.now()
             ticks = 0
-            while now >= next_tick and ticks < 10:
+            while now >= next_tick and ticks < catch_up_ticks_max:
                 service.tick()
                 next_tick += tick_s
                 ticks += 1
-            if now >= next_tick:  # far behind (paused process): skip, do not tick-storm
+            if now >= next_tick:  # far behind (a long pause or clock jump): drop the rest
+                next_tick = now + tick_s
+            elif next_tick - now > tick_s:  # the clock moved back (a clock fault was reset)
                 next_tick = now + tick_s
             service.flush()
             while not self._jobs.empty():

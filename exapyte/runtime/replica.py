@@ -28,7 +28,8 @@ Theory of operation
 ``unsafe.bugs`` (refused unless ``unsafe.enabled``) switch on known bugs so the harness can show
 it catches them: ``stale-reads`` (strong reads answered locally on any node), ``ack-before-fsync``
 (a write is acknowledged as soon as the leader appends it, before it is fsynced or committed),
-``no-term-check`` (no pre-vote; every vote request of the current term is granted).
+``no-term-check`` (no pre-vote, no check-quorum stickiness; every vote request of the current
+term is granted, without the log up-to-date check).
 """
 
 from __future__ import annotations
@@ -82,7 +83,9 @@ def raft_config(cfg: Config) -> RaftConfig:
         max_inflight_msgs=c.max_inflight_msgs,
         max_entries_per_msg=c.max_entries_per_msg,
         pre_vote=c.pre_vote and "no-term-check" not in bugs,
-        check_quorum=c.check_quorum,
+        # The bug also drops leader stickiness (a check-quorum follower refusing a higher term
+        # while its leader is alive), so a node that was cut off wins on its return.
+        check_quorum=c.check_quorum and "no-term-check" not in bugs,
         unsafe_grant_any_vote="no-term-check" in bugs,
     )
 
