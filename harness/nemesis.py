@@ -125,8 +125,15 @@ BUG_FAULTS: dict[str, tuple[str, ...]] = {
 }
 
 
+#: Faults of a run that names neither a nemesis nor a bug: a run without faults proves little.
+DEFAULT_FAULTS: tuple[str, ...] = ("partition",)
+
+
 def default_faults(bugs: Sequence[str]) -> tuple[str, ...]:
-    """The fault mix for ``bugs`` when no nemesis was named: the union of :data:`BUG_FAULTS`."""
+    """The fault mix when no nemesis was named: the union of :data:`BUG_FAULTS` for ``bugs``,
+    or :data:`DEFAULT_FAULTS` without bugs."""
+    if not bugs:
+        return DEFAULT_FAULTS
     out: dict[str, None] = {}
     for bug in bugs:
         for kind in BUG_FAULTS.get(bug, ("partition", "kill")):

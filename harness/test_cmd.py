@@ -64,7 +64,7 @@ def _add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--topology", required=True, help="a name in topologies/ (single-region, three-region, five-region) or a .json path")
     p.add_argument("--workload", default="register", choices=sorted(WORKLOADS), help="what the clients do (default: register)")
     p.add_argument("--nemesis", type=_faults, default=None, metavar="FAULTS",
-                   help=f"comma-separated faults: {', '.join(FAULT_KINDS)}, or none (default: none; with "
+                   help=f"comma-separated faults: {', '.join(FAULT_KINDS)}, or none (default: partition; with "
                         "--bugs, the mix that exposes them: "
                         + "; ".join(f"{b} -> {','.join(k)}" for b, k in BUG_FAULTS.items()) + "). "
                         "clock sets unsafe.enabled in the node configs")
@@ -94,7 +94,7 @@ def _run(args: argparse.Namespace) -> int:
     seed = args.seed if args.seed is not None else random.SystemRandom().randrange(1, 2**31)
     nemesis = tuple(args.nemesis) if args.nemesis is not None else default_faults(args.bugs)
     if args.nemesis is None and nemesis:
-        console.print(f"--bugs {','.join(args.bugs)} without --nemesis: faults {','.join(nemesis)}")
+        console.print(f"no --nemesis given: faults {','.join(nemesis)}")
     spec = TestSpec(
         topology=args.topology, workload=args.workload, nemesis=nemesis, time_s=args.time,
         rate=args.rate, concurrency=args.concurrency, seed=seed, bugs=tuple(args.bugs), store=args.store,
