@@ -197,14 +197,20 @@ def draw(graph: nx.Graph, path: str | Path, *, title: str | None = None, cut: It
             ax.plot([x1, x2], [y1, y2], color="#4c72b0", alpha=0.35, linewidth=6, zorder=0)
             ax.text((x1 + x2) / 2, (y1 + y2) / 2, f"{d['latency_ms']:g} ms", ha="center", va="center",
                     fontsize=9, bbox={"boxstyle": "round", "fc": "white", "ec": "#4c72b0", "alpha": 0.9})
+        points = [tuple(p) for p in pos.values()]
         for r, (x, y) in centres.items():
             norm = (x * x + y * y) ** 0.5
             dx, dy = (x / norm * 0.42, y / norm * 0.42) if norm > 1e-9 else (0.0, 0.35)
             ax.text(x + dx, y + dy, graph.graph["regions"].get(r, r),
                     ha="center", va="center", fontsize=11, color=colour[r], fontweight="bold")
+            points.append((x + dx, y + dy))
         ax.set_title(title or f"{graph.number_of_nodes()} nodes in {len(region_list)} region(s)")
         ax.set_axis_off()
-        ax.margins(0.2)
+        # Texts do not take part in autoscaling: frame every node and region label explicitly,
+        # with room for the labels' width, so nothing runs into the title or the edge.
+        xs, ys = [p[0] for p in points], [p[1] for p in points]
+        ax.set_xlim(min(xs) - 0.45, max(xs) + 0.45)
+        ax.set_ylim(min(ys) - 0.2, max(ys) + 0.2)
         fig.tight_layout()
         out.parent.mkdir(parents=True, exist_ok=True)
         fig.savefig(out)
