@@ -348,3 +348,14 @@ def test_noop_and_conf_entries_are_passed_to_apply() -> None:
     c.elect("n1")
     kinds = {e.kind for e in c.hosts["n1"].applied_log}
     assert EntryKind.CONF_CHANGE in kinds and EntryKind.NOOP in kinds
+
+
+# Raft §5.4 (leader completeness): a follower acknowledging an index the leader does not hold
+# proves a committed entry is missing from the leader's log; the leader stops loudly.
+def test_leader_crashes_on_an_acknowledgement_beyond_its_log() -> None:
+    c = Cluster(seed=1)
+    c.elect("n1")
+    leader = c.core("n1")
+    beyond = leader.log.last_index + 5
+    with pytest.raises(InvariantViolation, match="leader completeness"):
+        leader.step(AppendResp("n2", "n1", leader.term, index=beyond))

@@ -900,8 +900,13 @@ class Raft(ConsensusCore):
                 self._count("stale_reject")
             return
         if m.index > log.last_index:
-            self._count("malformed")
-            return
+            # A follower of this term holds (or has committed) entries this leader lacks: only a
+            # leader elected without a complete log can be told that (§5.4, leader completeness).
+            raise InvariantViolation(
+                f"{self._id} is leader of term {self._term} with last index {log.last_index}, "
+                f"but {m.frm} acknowledges index {m.index}: a committed entry is missing from "
+                "the leader's log (leader completeness)"
+            )
         updated = pr.maybe_update(m.index)
         # A probe answered at the known match also proves where the logs agree.
         if updated or (pr.state is ProgressState.PROBE and pr.match == m.index):
