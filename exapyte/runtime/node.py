@@ -30,6 +30,7 @@ storage (which syncs it) and closes its sockets.
 from __future__ import annotations
 
 import json
+import math
 import logging
 import os
 import queue
@@ -208,7 +209,7 @@ class Node:
         next_tick = self.clock.now() + tick_s
         service = self.service
         while not self._stop.is_set():
-            timeout_ms = max(0, int((next_tick - self.clock.now()) * 1000.0))
+            timeout_ms = max(0, math.ceil((next_tick - self.clock.now()) * 1000.0))
             events = dict(poller.poll(timeout_ms))
             if self.router in events:
                 self._drain_router()
