@@ -25,7 +25,7 @@ storage contract, so every replica computes the same versions from the same log.
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Union
 
 import msgspec
@@ -106,10 +106,19 @@ class KVStateMachine:
 
     # -- writes -------------------------------------------------------------------------------
 
-    def apply(self, entries: Sequence[Entry]) -> list[tuple[Entry, Outcome | None]]:
+    def apply(
+        self,
+        entries: Sequence[Entry],
+        before_write: Callable[[list[tuple[Entry, Outcome | None]]], None] | None = None,
+    ) -> list[tuple[Entry, Outcome | None]]:
         """Apply entries in order; return each NORMAL entry's outcome (None for the others).
 
         Entries at or below the applied index are skipped (a replay after a restart).
+        ``before_write`` receives the outcomes once they are computed and before the batch is
+        written: a host whose entries are already committed (durable on a quorum) may answer
+        clients then, because a crash before the write replays the same entries to the same
+        outcomes. Nothing else runs between the callback and the write, so no read can observe
+        the state in between.
         """
         batch: list[Put | Delete] = []
         overlay: dict[str, Record | None] = {}
@@ -130,6 +139,8 @@ class KVStateMachine:
             cmd = decode_command(entry.data)
             outcome = self._apply_command(cmd, entry.index, overlay, batch, touched)
             results.append((entry, outcome))
+        if before_write is not None:
+            before_write(results)
         if last == self.applied_index:
             return results
         meta: dict[str, bytes | None] = {APPLIED_META: str(last).encode()}

@@ -38,6 +38,8 @@ import logging
 from collections.abc import Callable, Sequence
 from typing import Any
 
+import msgspec
+
 from exapyte import limits
 from exapyte.config import Config
 from exapyte.errors import NotLeader, ProposalDropped, ProtocolMisuse
@@ -116,11 +118,19 @@ class Replica(ServiceBase):
             if self.node_id in voters:
                 persisted = PersistedState(conf=ConfState(voters=voters))
             # else: a node outside the initial voters starts empty and waits to be added.
+        hs = persisted.hard_state
+        if hs.commit < self.sm.applied_index:
+            # Applied entries are committed; the persisted commit index may lag (it is written
+            # lazily, see persist()).
+            persisted = msgspec.structs.replace(
+                persisted, hard_state=msgspec.structs.replace(hs, commit=self.sm.applied_index)
+            )
         self.core = Raft(raft_config(cfg), persisted, rng, applied=self.sm.applied_index)
         # index -> (term, requester, request): writes and membership changes awaiting apply
         self.pending_writes: dict[int, tuple[int, Any, ClientRequest]] = {}
         self.pending_reads: dict[bytes, tuple[Any, ClientRequest]] = {}
         self._read_seq = 0
+        self._deferred_hard_state: HardState | None = None
         self._ticks_since_leader = 0
         self._tick_ms = cfg.network.tick_ms
 
@@ -281,6 +291,14 @@ class Replica(ServiceBase):
         snapshot: Snapshot | None,
         sync: bool,
     ) -> None:
+        if not sync and not entries and snapshot is None:
+            # Only the commit index moved. It is recomputed after a restart if lost, so it
+            # rides along with the next write instead of costing a transaction of its own.
+            self._deferred_hard_state = hard_state
+            return
+        if hard_state is None:
+            hard_state = self._deferred_hard_state
+        self._deferred_hard_state = None
         self.storage.persist(hard_state, entries, snapshot, sync=sync)
 
     def send(self, messages: Sequence[Any]) -> None:
@@ -300,7 +318,12 @@ class Replica(ServiceBase):
                 self.error(identity, req, ReplyCode.UNAVAILABLE, "superseded by a snapshot; retry")
 
     def apply(self, entries: Sequence[Entry]) -> None:
-        for entry, outcome in self.sm.apply(entries):
+        # Committed entries are durable on a quorum: clients are answered as soon as the
+        # outcomes are known, before the state machine's own (unsynced) write.
+        self.sm.apply(entries, before_write=self._answer_writes)
+
+    def _answer_writes(self, results: Sequence[tuple[Entry, Outcome | None]]) -> None:
+        for entry, outcome in results:
             waiting = self.pending_writes.pop(entry.index, None)
             if waiting is None:
                 continue
@@ -340,6 +363,12 @@ class Replica(ServiceBase):
         self.storage.compact(full)
         self.count("snapshots_taken")
         log.info("%s: snapshot at index %d, log compacted", self.node_id, applied)
+
+    def close(self) -> None:
+        if self._deferred_hard_state is not None:
+            self.storage.persist(self._deferred_hard_state, (), None, sync=True)
+            self._deferred_hard_state = None
+        super().close()
 
     def status(self) -> dict[str, Any]:
         status = super().status()
