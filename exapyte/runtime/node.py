@@ -65,6 +65,9 @@ from exapyte.wire import (
 log = logging.getLogger(__name__)
 
 DRAIN_FRAMES_MAX = 4096  # frames taken from one socket per loop iteration
+# Plain ints: pyzmq's flag enums cost an enum operation per call on the hot path.
+_NOBLOCK = int(zmq.NOBLOCK)
+_NOBLOCK_SNDMORE = int(zmq.NOBLOCK) | int(zmq.SNDMORE)
 TOPOLOGY_TOPIC = b"topology"
 
 
@@ -234,7 +237,7 @@ class Node:
         router = self.router
         for _ in range(DRAIN_FRAMES_MAX):
             try:
-                frames = router.recv_multipart(zmq.NOBLOCK, copy=True)
+                frames = router.recv_multipart(_NOBLOCK)
             except zmq.Again:
                 return
             if len(frames) != 2:
@@ -319,7 +322,9 @@ class Node:
     def _send_reply(self, identity: bytes, reply: ClientReply) -> None:
         assert self.router is not None
         try:
-            self.router.send_multipart([identity, self.codec.encode(reply)], zmq.NOBLOCK)
+            payload = self.codec.encode(reply)
+            self.router.send(identity, _NOBLOCK_SNDMORE)
+            self.router.send(payload, _NOBLOCK)
         except zmq.ZMQError as exc:  # EHOSTUNREACH (client gone) or EAGAIN (queue full)
             self.count("replies_undeliverable")
             log.debug("reply to %r not delivered: %s", identity, exc)
@@ -330,7 +335,7 @@ class Node:
             self.count("peer_unknown")
             return
         try:
-            dealer.send(self.codec.encode(PeerMessage("default", msg)), zmq.NOBLOCK)
+            dealer.send(self.codec.encode(PeerMessage("default", msg)), _NOBLOCK)
         except zmq.Again:
             self.count("peer_send_dropped")
 
