@@ -30,6 +30,8 @@ processes each work on one key at a time, moving to a fresh key when its generat
 
 from __future__ import annotations
 
+import abc
+
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
@@ -209,11 +211,12 @@ class Rand:
 Result = Op | Pending | None
 
 
-class Generator:
+class Generator(abc.ABC):
     """Base class: see the module docstring. Subclasses are frozen dataclasses."""
 
+    @abc.abstractmethod
     def op(self, ctx: Context) -> tuple[Result, Generator]:
-        raise NotImplementedError
+        """The next operation (or what to wait for), and the generator that follows it."""
 
     def update(self, ctx: Context, event: Completion) -> Generator:
         return self
