@@ -51,6 +51,7 @@ file per node, written when the node stops; see ``exapyte/runtime/node.py``).
 
 from __future__ import annotations
 
+import abc
 import argparse
 import base64
 import contextlib
@@ -103,24 +104,49 @@ def key_of(n: int) -> bytes:
 # --- the load generator: connections (one per client) -----------------------------------------
 
 
-class Conn:
+class Conn(abc.ABC):
     """One client's connection with at most one request outstanding."""
 
     pollable: Any  # what zmq.Poller polls: a zmq socket or a plain socket
 
-    def send(self, key: bytes, value: bytes | None) -> None:
-        raise NotImplementedError
+    @abc.abstractmethod
+    def send(self, key: bytes, value: bytes | None) -> None: ...
 
-    def resend(self) -> None:
-        raise NotImplementedError
+    @abc.abstractmethod
+    def resend(self) -> None: ...
 
+    @abc.abstractmethod
     def on_readable(self) -> bool | None:
         """Consume input; True: the request completed, False: failed (counted, re-sent by the
         caller), None: nothing complete yet."""
-        raise NotImplementedError
+
+    @abc.abstractmethod
+    def close(self) -> None: ...
+
+
+class TcpConn(Conn):
+    """A plain TCP connection (etcd's gateway, the PySyncObj front): buffered request/reply."""
+
+    peer_name = "the server"
+
+    def __init__(self, address: tuple[str, int]) -> None:
+        self.sock = socket.create_connection(address)
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.pollable = self.sock
+        self._request = b""
+        self._buf = b""
+
+    def resend(self) -> None:
+        self.sock.sendall(self._request)
+
+    def _receive(self) -> None:
+        data = self.sock.recv(65536)
+        if not data:
+            raise ConnectionError(f"{self.peer_name} closed the connection")
+        self._buf += data
 
     def close(self) -> None:
-        raise NotImplementedError
+        self.sock.close()
 
 
 class ExapyteConn(Conn):
@@ -190,19 +216,17 @@ class ExapyteConn(Conn):
         self.pollable.close(linger=0)
 
 
-class EtcdConn(Conn):
+class EtcdConn(TcpConn):
     """HTTP/1.1 keep-alive to etcd's JSON gateway."""
+
+    peer_name = "etcd"
 
     def __init__(self, spec: dict[str, Any]) -> None:
         host, port = spec["leader"]
-        self.sock = socket.create_connection((host, port))
-        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        self.pollable = self.sock
+        super().__init__((host, port))
         self._head = f"POST /v3/kv/put HTTP/1.1\r\nHost: {host}:{port}\r\n" \
             "Content-Type: application/json\r\nContent-Length: "
         self._range_head = self._head.replace("/v3/kv/put", "/v3/kv/range")
-        self._request = b""
-        self._buf = b""
 
     def send(self, key: bytes, value: bytes | None) -> None:
         k = base64.b64encode(key).decode()
@@ -215,14 +239,8 @@ class EtcdConn(Conn):
         self._request = f"{head}{len(body)}\r\n\r\n".encode() + body
         self.sock.sendall(self._request)
 
-    def resend(self) -> None:
-        self.sock.sendall(self._request)
-
     def on_readable(self) -> bool | None:
-        data = self.sock.recv(65536)
-        if not data:
-            raise ConnectionError("etcd closed the connection")
-        self._buf += data
+        self._receive()
         end = self._buf.find(b"\r\n\r\n")
         if end < 0:
             return None
@@ -255,9 +273,6 @@ class EtcdConn(Conn):
             raise ConnectionError(f"etcd reply without a length: {headers}")
         return status == 200
 
-    def close(self) -> None:
-        self.sock.close()
-
 
 # The PySyncObj front: frames are a 4-byte big-endian length and a payload.
 # request payload: b"P" + key length (1 byte) + key + value | b"L" (are you the leader?)
@@ -276,27 +291,20 @@ def frame(payload: bytes) -> bytes:
     return struct.pack(">I", len(payload)) + payload
 
 
-class SyncObjConn(Conn):
+class SyncObjConn(TcpConn):
+    peer_name = "the PySyncObj front"
+
     def __init__(self, spec: dict[str, Any]) -> None:
-        self.sock = socket.create_connection(tuple(spec["leader"]))
-        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        self.pollable = self.sock
-        self._request = b""
-        self._buf = b""
+        host, port = spec["leader"]
+        super().__init__((host, port))
 
     def send(self, key: bytes, value: bytes | None) -> None:
         assert value is not None, "the PySyncObj front serves puts only"
         self._request = frame(b"P" + bytes([len(key)]) + key + value)
         self.sock.sendall(self._request)
 
-    def resend(self) -> None:
-        self.sock.sendall(self._request)
-
     def on_readable(self) -> bool | None:
-        data = self.sock.recv(65536)
-        if not data:
-            raise ConnectionError("the PySyncObj front closed the connection")
-        self._buf += data
+        self._receive()
         if len(self._buf) < 4:
             return None
         (size,) = struct.unpack(">I", self._buf[:4])
@@ -304,9 +312,6 @@ class SyncObjConn(Conn):
             return None
         payload, self._buf = self._buf[4 : 4 + size], self._buf[4 + size :]
         return payload[:1] == b"K"
-
-    def close(self) -> None:
-        self.sock.close()
 
 
 def open_conns(spec: dict[str, Any], first_index: int, count: int) -> tuple[list[Conn], Any]:

@@ -26,7 +26,6 @@ address, e.g. ``127.0.0.1:42175`` or ``[::]:42175``.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import errno
 import ipaddress
 import logging

@@ -287,16 +287,7 @@ class ToxiproxyServer:
 
     async def _proxy_create(self, request: Request, names: list[str]) -> Response:
         fields: dict[str, Any] = {"name": "", "listen": "", "upstream": "", "enabled": True}
-        try:
-            assign_fields(
-                decode_body(request.body),
-                PROXY_FIELDS,
-                fields,
-                struct_name="Proxy",
-                value_type="toxiproxy.Proxy",
-            )
-        except BodyError as exc:
-            raise _bad_body(exc) from None
+        _read_proxy_fields(request, fields)
         if not fields["name"]:
             raise ApiError("missing required field: name", 400)
         if not fields["upstream"]:
@@ -344,9 +335,7 @@ class ToxiproxyServer:
             wanted: list[dict[str, Any]] = []
             for entry in entries:
                 fields: dict[str, Any] = {"name": "", "listen": "", "upstream": "", "enabled": True}
-                assign_fields(
-                    entry, PROXY_FIELDS, fields, struct_name="Proxy", value_type="toxiproxy.Proxy"
-                )
+                _assign_proxy_fields(entry, fields)
                 wanted.append(fields)
         except BodyError as exc:
             raise _bad_body(exc) from None
@@ -380,16 +369,7 @@ class ToxiproxyServer:
                 "upstream": proxy.upstream,
                 "enabled": proxy.enabled,
             }
-            try:
-                assign_fields(
-                    decode_body(request.body),
-                    PROXY_FIELDS,
-                    fields,
-                    struct_name="Proxy",
-                    value_type="toxiproxy.Proxy",
-                )
-            except BodyError as exc:
-                raise _bad_body(exc) from None
+            _read_proxy_fields(request, fields)
             try:
                 await proxy.update(
                     listen=fields["listen"], upstream=fields["upstream"], enabled=fields["enabled"]
@@ -532,3 +512,15 @@ class ToxiproxyServer:
             await proxy.toxics.remove(toxic)
             return Response(204)
 
+
+def _assign_proxy_fields(body: Any, fields: dict[str, Any]) -> None:
+    """Merge a proxy's JSON object into ``fields`` the way the real server decodes it."""
+    assign_fields(body, PROXY_FIELDS, fields, struct_name="Proxy", value_type="toxiproxy.Proxy")
+
+
+def _read_proxy_fields(request: Request, fields: dict[str, Any]) -> None:
+    """Merge a request's proxy body into ``fields``; a bad body is a 400 with Go's wording."""
+    try:
+        _assign_proxy_fields(decode_body(request.body), fields)
+    except BodyError as exc:
+        raise _bad_body(exc) from None

@@ -80,6 +80,7 @@ from exapyte.protocol.log import ReplicatedLog
 from exapyte.protocol.progress import ProgressState, ProgressTracker
 from exapyte.protocol.quorum import VoteResult
 from exapyte.protocol.raft.messages import (
+    RAFT_MESSAGE_TYPES,
     Append,
     AppendResp,
     Heartbeat,
@@ -149,21 +150,7 @@ class RaftConfig(msgspec.Struct, frozen=True):
 
 _LEADER_MESSAGES = (Append, Heartbeat, InstallSnapshot)
 
-_HANDLED = frozenset(
-    (
-        PreVote,
-        PreVoteResp,
-        Vote,
-        VoteResp,
-        Append,
-        AppendResp,
-        Heartbeat,
-        HeartbeatResp,
-        InstallSnapshot,
-        InstallSnapshotResp,
-        TimeoutNow,
-    )
-)
+_HANDLED = frozenset(RAFT_MESSAGE_TYPES)
 
 
 def apply_change(conf: ConfState, change: ConfChange) -> ConfState:
