@@ -37,7 +37,6 @@ from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 
 import msgspec
-from sqlalchemy.exc import SQLAlchemyError
 
 from exapyte import limits
 from exapyte.errors import StorageError
@@ -259,29 +258,27 @@ class TieredStorage(Storage):
         before: dict[str, Record | None] = {}
         from_cold: set[str] = set()
         hits = 0
-        try:
-            with cold.transaction(sync) as conn:
-                missing = []
-                for op in ops:
-                    key = op.key
-                    if key not in before:
-                        record = hot.get(key)
-                        before[key] = record
-                        if record is None:
-                            missing.append(key)
-                        else:
-                            hits += 1
-                if missing:
-                    stored = cold.fetch_records(conn, missing)
-                    for key in missing:
-                        record = before[key] = stored.get(key)
-                        if record is not None:
-                            from_cold.add(key)
-                results, final = execute_ops(ops, before.__getitem__)
-                delta = cold.write_records(conn, final, before, meta)
-        except SQLAlchemyError as exc:  # the transaction was rolled back
-            raise StorageError(f"sqlite storage: {exc}") from exc
-        # Committed: now the memory tier may follow.
+        with cold.write_transaction(sync) as conn:
+            missing = []
+            for op in ops:
+                key = op.key
+                if key not in before:
+                    record = hot.get(key)
+                    before[key] = record
+                    if record is None:
+                        missing.append(key)
+                    else:
+                        hits += 1
+            if missing:
+                stored = cold.fetch_records(conn, missing)
+                for key in missing:
+                    record = before[key] = stored.get(key)
+                    if record is not None:
+                        from_cold.add(key)
+            results, final = execute_ops(ops, before.__getitem__)
+            delta = cold.write_records(conn, final, before, meta)
+        # Committed (a failed transaction was rolled back and raised StorageError): now the
+        # memory tier may follow.
         cold.note_count(delta)
         self._hits += hits
         self._misses += len(missing)
