@@ -20,6 +20,21 @@ the outcomes (inside the session table) be written in the same transaction as th
 
 Versions: a key's version is 1 when created and grows by one with each overwrite, matching the
 storage contract, so every replica computes the same versions from the same log.
+
+Reads for a batch: the keys of every command in the batch are read with one
+:meth:`~exapyte.storage.Storage.get_many` before any command is executed.
+
+**Write-behind** (``write_behind=True``, what a consensus replica uses). A replica's applied
+entries are already durable in its log, so the state machine's own writes need not be on the
+request path: :meth:`KVStateMachine.apply` then computes outcomes over an in-memory overlay of
+the writes not yet stored (:attr:`KVStateMachine.pending_ops`), and :meth:`KVStateMachine.flush`
+stores them, with the applied index and the sessions, as one storage batch. The host flushes
+when it would otherwise wait for input; ``apply`` flushes by itself once
+:data:`~exapyte.limits.WRITE_BEHIND_OPS_MAX` ops are pending. Reads (``get``, sessions) see the
+overlay first, so they observe every applied entry; ``scan`` and ``snapshot`` flush first. A
+crash loses the overlay and the stored applied index is older: the replica re-applies the
+missing entries from its log, to the same outcomes (the log is never compacted past a flushed
+snapshot). Without a log to replay (``DirectService``) every ``apply`` writes at once.
 """
 
 from __future__ import annotations
@@ -85,24 +100,47 @@ class KVStateMachine:
         *,
         sessions_cached_max: int = limits.SESSION_REPLIES_MAX,
         sync: bool = True,
+        write_behind: bool = False,
     ) -> None:
         self.storage = storage
         self.sync = sync
+        self.write_behind = write_behind
         self._sessions: OrderedDict[str, _Session] = OrderedDict()
         self._sessions_cached_max = sessions_cached_max
         self.applied_index = self._load_applied()
+        # write-behind: applied but not yet stored (see the module docstring)
+        self._pending_ops: list[Put | Delete] = []
+        self._pending_records: dict[str, Record | None] = {}
+        self._pending_sessions: dict[str, _Session] = {}
 
     def _load_applied(self) -> int:
         raw = self.storage.meta_get(APPLIED_META)
-        return int(raw.decode()) if raw else 0
+        self._stored_applied = int(raw.decode()) if raw else 0
+        return self._stored_applied
 
     # -- reads --------------------------------------------------------------------------------
 
     def get(self, key: str) -> Record | None:
+        pending = self._pending_records
+        if key in pending:
+            return pending[key]
         return self.storage.get(key)
 
     def scan(self, start: str, end: str | None, limit: int) -> list[tuple[str, Record]]:
+        self.flush()
         return self.storage.scan(start, end, limit)
+
+    @property
+    def pending_ops(self) -> int:
+        """Applied writes not stored yet (always 0 without write-behind)."""
+        return len(self._pending_ops)
+
+    @property
+    def has_pending(self) -> bool:
+        """Whether :meth:`flush` has anything to store."""
+        return bool(self._pending_sessions) or bool(self._pending_ops) or (
+            self._stored_applied != self.applied_index
+        )
 
     # -- writes -------------------------------------------------------------------------------
 
@@ -120,10 +158,7 @@ class KVStateMachine:
         outcomes. Nothing else runs between the callback and the write, so no read can observe
         the state in between.
         """
-        batch: list[Put | Delete] = []
-        overlay: dict[str, Record | None] = {}
-        touched: dict[str, _Session] = {}
-        results: list[tuple[Entry, Outcome | None]] = []
+        commands: list[tuple[Entry, Command | None]] = []
         last = self.applied_index
         for entry in entries:
             if entry.index <= last:
@@ -134,23 +169,86 @@ class KVStateMachine:
                 )
             last = entry.index
             if entry.kind != EntryKind.NORMAL or not entry.data:
+                commands.append((entry, None))
+            else:
+                commands.append((entry, decode_command(entry.data)))
+        if last == self.applied_index:
+            return []
+        results: list[tuple[Entry, Outcome | None]] = []
+        # Each chunk is at most one storage batch's worth of writes, stored with its own
+        # applied index (or added to the write-behind overlay, which stays below the limit).
+        step = limits.WRITE_BEHIND_OPS_MAX
+        for start in range(0, len(commands), step):
+            results += self._apply_chunk(commands[start : start + step], before_write)
+        return results
+
+    def _apply_chunk(
+        self,
+        commands: list[tuple[Entry, Command | None]],
+        before_write: Callable[[list[tuple[Entry, Outcome | None]]], None] | None,
+    ) -> list[tuple[Entry, Outcome | None]]:
+        last = commands[-1][0].index
+        pending = self._pending_records
+        overlay: dict[str, Record | None] = {}  # each key's record as of the command reading it
+        wanted: list[str] = []
+        for _, cmd in commands:
+            if cmd is not None and cmd.op.key not in overlay:
+                key = cmd.op.key
+                if key in pending:
+                    overlay[key] = pending[key]
+                else:
+                    overlay[key] = None
+                    wanted.append(key)
+        if wanted:
+            stored = self.storage.get_many(wanted)
+            for key in wanted:
+                overlay[key] = stored.get(key)
+        batch: list[Put | Delete] = []
+        touched: dict[str, _Session] = {}
+        results: list[tuple[Entry, Outcome | None]] = []
+        for entry, cmd in commands:
+            if cmd is None:
                 results.append((entry, None))
-                continue
-            cmd = decode_command(entry.data)
-            outcome = self._apply_command(cmd, entry.index, overlay, batch, touched)
-            results.append((entry, outcome))
+            else:
+                outcome = self._apply_command(cmd, entry.index, overlay, batch, touched)
+                results.append((entry, outcome))
         if before_write is not None:
             before_write(results)
-        if last == self.applied_index:
+        if self.write_behind:
+            self._pending_ops.extend(batch)
+            for op in batch:
+                pending[op.key] = overlay[op.key]
+            self._pending_sessions.update(touched)
+            self.applied_index = last
+            for client_id, session in touched.items():
+                self._remember(client_id, session)
+            if len(self._pending_ops) >= limits.WRITE_BEHIND_OPS_MAX:
+                self.flush()
             return results
         meta: dict[str, bytes | None] = {APPLIED_META: str(last).encode()}
         for client_id, session in touched.items():
             meta[SESSION_META_PREFIX + client_id] = _command_encoder.encode(session)
         self.storage.apply(batch, meta, sync=self.sync)
-        self.applied_index = last
+        self.applied_index = self._stored_applied = last
         for client_id, session in touched.items():
             self._remember(client_id, session)
         return results
+
+    def flush(self) -> None:
+        """Store the write-behind overlay (applied writes, applied index, sessions) as one
+        batch, without an fsync of its own. A no-op when nothing is pending."""
+        if not self.has_pending:
+            return
+        meta: dict[str, bytes | None] = {APPLIED_META: str(self.applied_index).encode()}
+        for client_id, session in self._pending_sessions.items():
+            meta[SESSION_META_PREFIX + client_id] = _command_encoder.encode(session)
+        # At most 2 x WRITE_BEHIND_OPS_MAX ops (apply flushes at the limit, a chunk adds at
+        # most that many): one atomic batch, within STORAGE_BATCH_OPS_MAX.
+        self.storage.apply(self._pending_ops, meta, sync=self.sync)
+        self._stored_applied = self.applied_index
+        self._pending_ops = []
+        self._pending_records = {}
+        self._pending_sessions = {}
 
     def _apply_command(
         self,
@@ -173,7 +271,7 @@ class KVStateMachine:
                 )
         op = cmd.op
         key = op.key
-        current = overlay[key] if key in overlay else self.storage.get(key)
+        current = overlay[key]
         if isinstance(op, PutOp):
             new = Record(op.value, current.version + 1 if current else 1)
             overlay[key] = new
@@ -209,6 +307,9 @@ class KVStateMachine:
         if session is not None:
             self._sessions.move_to_end(client_id)
             return session
+        session = self._pending_sessions.get(client_id)  # evicted from the cache, not stored yet
+        if session is not None:
+            return session
         raw = self.storage.meta_get(SESSION_META_PREFIX + client_id)
         if raw is None:
             return None
@@ -233,11 +334,15 @@ class KVStateMachine:
 
     def snapshot(self) -> bytes:
         """An image of the whole state machine at :attr:`applied_index`."""
+        self.flush()
         return self.storage.export_state()
 
     def restore(self, data: bytes) -> None:
         """Replace the whole state with a snapshot image."""
         self.storage.import_state(data)
         self._sessions.clear()
+        self._pending_ops = []
+        self._pending_records = {}
+        self._pending_sessions = {}
         self.applied_index = self._load_applied()
 

@@ -20,7 +20,9 @@ Every socket has high-water marks, a zero send timeout (a full queue drops the m
 protocols tolerate loss) and zero linger. ZeroMQ reconnects dropped TCP links by itself.
 
 Each iteration: poll (up to the next tick), drain ready sockets (bounded), fire due ticks, let the
-service flush (persist, send, apply, reply), run maintenance requested by the scheduler.
+service flush (persist, send, apply, reply), run maintenance requested by the scheduler. Before
+blocking in poll, the loop gives the service its idle work when no input is waiting (a replica
+stores its state machine's applied writes then; see ``exapyte/kv.py``).
 
 Maintenance jobs run on an APScheduler background thread, which only *requests* work through a
 queue; the loop does it. SIGTERM/SIGINT stop the loop; the node then flushes the service, closes
@@ -213,7 +215,15 @@ class Node:
         service = self.service
         while not self._stop.is_set():
             timeout_ms = max(0, math.ceil((next_tick - self.clock.now()) * 1000.0))
-            events = dict(poller.poll(timeout_ms))
+            if service.has_idle_work():
+                # Deferred work runs only when no input waits (it is off the request path).
+                events = dict(poller.poll(0))
+                if not events:
+                    service.idle()
+                    timeout_ms = max(0, math.ceil((next_tick - self.clock.now()) * 1000.0))
+                    events = dict(poller.poll(timeout_ms))
+            else:
+                events = dict(poller.poll(timeout_ms))
             if self.router in events:
                 self._drain_router()
             if self.sub in events:

@@ -105,11 +105,13 @@ class Replica(ServiceBase):
         send: PeerSink,
     ) -> None:
         super().__init__(cfg, storage, reply)
-        # Applied state needs no fsync of its own: every applied entry is already persisted in
-        # the log (and committed on a quorum), so a batch lost to a power failure is re-applied
-        # from the log on restart (the applied index travels in the same transaction). Before
-        # the log is compacted, compact() commits with fsync, which covers the WAL up to there.
+        # Applied state needs no fsync of its own and is stored behind the requests (the state
+        # machine's write-behind, flushed from idle()): every applied entry is already persisted
+        # in the log and committed on a quorum, so writes lost to a crash are re-applied from
+        # the log on restart (the applied index travels in the same transaction as the data).
+        # Before the log is compacted, sm.snapshot() flushes and compact() commits with fsync.
         self.sm.sync = False
+        self.sm.write_behind = True
         self.send_to = send
         self.bugs = frozenset(cfg.unsafe.bugs if cfg.unsafe.enabled else ())
         persisted = storage.load_persisted()
@@ -364,7 +366,14 @@ class Replica(ServiceBase):
         self.count("snapshots_taken")
         log.info("%s: snapshot at index %d, log compacted", self.node_id, applied)
 
+    def has_idle_work(self) -> bool:
+        return self.sm.has_pending
+
+    def idle(self) -> None:
+        self.sm.flush()
+
     def close(self) -> None:
+        self.sm.flush()
         if self._deferred_hard_state is not None:
             self.storage.persist(self._deferred_hard_state, (), None, sync=True)
             self._deferred_hard_state = None
@@ -384,6 +393,7 @@ class Replica(ServiceBase):
             learners=list(st.conf.learners),
             pending_writes=len(self.pending_writes),
             pending_reads=len(self.pending_reads),
+            applied_not_stored=self.sm.pending_ops,
             dropped=dict(self.core.dropped),
         )
         return status

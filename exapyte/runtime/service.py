@@ -202,6 +202,14 @@ class ServiceBase:
     def flush(self) -> None:
         """End of a loop iteration: persist, send and reply whatever is due."""
 
+    def has_idle_work(self) -> bool:
+        """Whether :meth:`idle` has something to do."""
+        return False
+
+    def idle(self) -> None:
+        """Deferred work that is off every request's path; the host calls it when no input is
+        waiting (the node before blocking in poll)."""
+
     def maintenance(self) -> None:
         """Periodic work (snapshots, compaction)."""
 

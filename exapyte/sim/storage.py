@@ -102,6 +102,10 @@ class SimStorage(Storage):
         self._check_open()
         return self._live.get(key)
 
+    def get_many(self, keys: Sequence[str]) -> dict[str, Record]:
+        self._check_open()
+        return self._live.get_many(keys)
+
     def scan(
         self, start: str = "", end: str | None = None, limit: int = 1000
     ) -> list[tuple[str, Record]]:

@@ -259,6 +259,7 @@ class World:
         assert replica is not None
         replica.tick()
         self._after(node)
+        replica.idle()  # the node's loop is idle between ticks (the state machine stores)
         if node.ticks % MAINTENANCE_TICKS == 0:
             replica.maintenance()
         if node.ticks % WRITEBACK_TICKS == 0:
@@ -465,7 +466,7 @@ class World:
         if any(a != commit for a in applied.values()):
             self.divergence = f"applied indexes {applied} vs leader commit {commit}"
             return False
-        images = {r.node_id: r.storage.export_state() for r in replicas if r is not None}
+        images = {r.node_id: r.sm.snapshot() for r in replicas if r is not None}
         first = images[self.node_ids[0]]
         differing = [n for n, image in images.items() if image != first]
         if differing:

@@ -385,6 +385,19 @@ class Storage(abc.ABC):
     def get(self, key: str) -> Record | None:
         """The record stored under ``key``, or None."""
 
+    def get_many(self, keys: Sequence[str]) -> dict[str, Record]:
+        """The stored records of ``keys``; absent keys are left out of the result.
+
+        Backends answer it in one lookup where they can (the state machine reads every key of
+        a batch this way); this default asks :meth:`get` once per key.
+        """
+        found: dict[str, Record] = {}
+        for key in keys:
+            record = self.get(key)
+            if record is not None:
+                found[key] = record
+        return found
+
     @abc.abstractmethod
     def scan(
         self, start: str = "", end: str | None = None, limit: int = 1000

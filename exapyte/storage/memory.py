@@ -108,6 +108,11 @@ class MemoryStorage(Storage):
         self._check_open()
         return self._records.get(check_key(key))
 
+    def get_many(self, keys: Sequence[str]) -> dict[str, Record]:
+        self._check_open()
+        records = self._records
+        return {key: records[key] for key in keys if check_key(key) in records}
+
     def scan(
         self, start: str = "", end: str | None = None, limit: int = 1000
     ) -> list[tuple[str, Record]]:

@@ -497,6 +497,18 @@ class SqliteStorage(Storage):
         row = self._read_one(_GET_SQL.sql, (key,))
         return None if row is None else Record(row[0], row[1])
 
+    def get_many(self, keys: Sequence[str]) -> dict[str, Record]:
+        self._check_open()
+        for key in keys:
+            check_key(key)
+        if not keys:
+            return {}
+        # One lone SELECT per chunk: each is its own read transaction (see _read_one).
+        try:
+            return self.fetch_records(self._conn.connection.driver_connection, keys)  # type: ignore[arg-type]
+        except sqlite3.Error as exc:
+            raise StorageError(f"sqlite storage: {exc}") from exc
+
     @_db_errors
     def scan(
         self, start: str = "", end: str | None = None, limit: int = 1000

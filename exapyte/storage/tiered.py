@@ -235,6 +235,28 @@ class TieredStorage(Storage):
             self._demote_overflow()
         return record
 
+    def get_many(self, keys: Sequence[str]) -> dict[str, Record]:
+        self._check_open()
+        found: dict[str, Record] = {}
+        missing: list[str] = []
+        for key in keys:
+            check_key(key)
+            record = self._hot.get(key)
+            if record is None:
+                missing.append(key)
+            else:
+                found[key] = record
+        self._hits += len(found)
+        self._misses += len(missing)
+        if missing:
+            stored = self._cold.get_many(missing)
+            for key, record in stored.items():
+                found[key] = record
+                self._hot.put(key, record)
+            self._promotions += len(stored)
+            self._demote_overflow()
+        return found
+
     def scan(
         self, start: str = "", end: str | None = None, limit: int = 1000
     ) -> list[tuple[str, Record]]:

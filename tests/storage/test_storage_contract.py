@@ -217,6 +217,25 @@ def test_bad_keys_are_refused_by_every_call(store: Storage, bad_key: object) -> 
         store.delete(bad_key)  # type: ignore[arg-type]
     with pytest.raises(StorageError, match="key"):
         store.cas(bad_key, None, b"v")  # type: ignore[arg-type]
+    with pytest.raises(StorageError, match="key"):
+        store.get_many(["fine", bad_key])  # type: ignore[list-item]
+
+
+def test_get_many_returns_the_present_keys_only(store: Storage) -> None:
+    store.put("a", b"1")
+    store.put("b", b"2")
+    store.put("b", b"3")
+    store.delete("a")
+    store.put("c", b"")
+    assert store.get_many([]) == {}
+    assert store.get_many(["a", "b", "c", "zz", "b"]) == {"b": Record(b"3", 2), "c": Record(b"", 1)}
+
+
+def test_get_many_beyond_one_query_chunk(store: Storage) -> None:
+    keys = [f"k{i:05d}" for i in range(1_200)]
+    store.apply([Put(k, k.encode()) for k in keys[::2]])
+    found = store.get_many(keys)
+    assert found == {k: Record(k.encode(), 1) for k in keys[::2]}
 
 
 def test_sync_false_writes_are_applied_and_readable(store: Storage) -> None:

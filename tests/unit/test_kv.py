@@ -6,9 +6,10 @@ from pathlib import Path
 
 import pytest
 
+from exapyte import limits
 from exapyte.kv import Command, KVStateMachine, encode_command
 from exapyte.protocol.types import Entry, EntryKind
-from exapyte.storage import open_storage
+from exapyte.storage import Record, open_storage
 from exapyte.wire import CasOp, DeleteOp, PutOp
 
 
@@ -16,11 +17,19 @@ def entry(index: int, cmd: Command | None = None, kind: int = EntryKind.NORMAL) 
     return Entry(1, index, kind, encode_command(cmd) if cmd else b"")
 
 
-@pytest.fixture(params=["memory", "sqlite", "tiered"])
+@pytest.fixture(
+    params=[
+        (backend, behind)
+        for backend in ("memory", "sqlite", "tiered")
+        for behind in (False, True)
+    ],
+    ids=lambda p: f"{p[0]}-{'write_behind' if p[1] else 'write_through'}",
+)
 def sm(request: pytest.FixtureRequest, tmp_path: Path) -> KVStateMachine:
-    opts = {"hot_keys": 2} if request.param == "tiered" else {}
-    store = open_storage(request.param, str(tmp_path / "s.db"), **opts)
-    yield KVStateMachine(store)
+    backend, behind = request.param
+    opts = {"hot_keys": 2} if backend == "tiered" else {}
+    store = open_storage(backend, str(tmp_path / "s.db"), **opts)
+    yield KVStateMachine(store, write_behind=behind)
     store.close()
 
 
@@ -82,3 +91,110 @@ def test_snapshot_restores_data_sessions_and_applied_index(sm: KVStateMachine, t
     assert other.applied_index == 5
     assert other.scan("", None, 100) == sm.scan("", None, 100)
     assert other.cached_outcome("c", 5) is not None
+
+
+# --- write-behind -------------------------------------------------------------------------------
+
+
+class CountingStore:
+    """A storage proxy that counts the calls the state machine makes."""
+
+    def __init__(self, store: object) -> None:
+        self.store = store
+        self.calls: dict[str, int] = {}
+
+    def __getattr__(self, name: str) -> object:
+        attr = getattr(self.store, name)
+        if callable(attr):
+            def counted(*args: object, **kwargs: object) -> object:
+                self.calls[name] = self.calls.get(name, 0) + 1
+                return attr(*args, **kwargs)
+            return counted
+        return attr
+
+
+def puts(first_index: int, count: int, client: str = "c", keys: int = 7) -> list[Entry]:
+    return [
+        entry(first_index + i, Command(client, first_index + i, PutOp(f"k{i % keys}", b"v%d" % i)))
+        for i in range(count)
+    ]
+
+
+def test_a_batch_reads_all_its_keys_with_one_get_many() -> None:
+    store = CountingStore(open_storage("memory", None))
+    sm = KVStateMachine(store)  # type: ignore[arg-type]
+    sm.apply(puts(1, 20))
+    assert store.calls.get("get_many") == 1
+    assert "get" not in store.calls
+
+
+def test_write_behind_stores_nothing_until_flushed_but_reads_see_everything(tmp_path: Path) -> None:
+    store = open_storage("sqlite", str(tmp_path / "s.db"))
+    sm = KVStateMachine(store, write_behind=True)
+    outcomes = [o for _, o in sm.apply(puts(1, 10))]
+    assert sm.applied_index == 10 and sm.pending_ops == 10 and sm.has_pending
+    assert store.get("k0") is None  # nothing stored yet
+    assert sm.get("k0") == Record(b"v7", 2)  # k0 was written by entries 1 and 8
+    assert sm.cached_outcome("c", 10) == outcomes[-1]
+    sm.flush()
+    assert not sm.has_pending and sm.pending_ops == 0
+    assert store.get("k0") == Record(b"v7", 2)
+    assert KVStateMachine(store).applied_index == 10
+    store.close()
+
+
+def test_a_crash_before_the_flush_replays_to_the_same_outcomes_and_state(tmp_path: Path) -> None:
+    log = puts(1, 30) + [entry(31, Command("c", 30, PutOp("k1", b"retry")))]  # a retry of seq 30
+    reference = KVStateMachine(open_storage("memory", None))
+    expected = reference.apply(log)
+
+    store = open_storage("sqlite", str(tmp_path / "s.db"))
+    sm = KVStateMachine(store, write_behind=True)
+    sm.apply(log[:12])
+    sm.flush()
+    sm.apply(log[12:25])  # applied, answered, then lost: never flushed
+    store.close()  # the process dies with the overlay
+
+    store = open_storage("sqlite", str(tmp_path / "s.db"))
+    sm = KVStateMachine(store, write_behind=True)
+    assert sm.applied_index == 12  # the stored applied index is the flushed one
+    replayed = sm.apply(log)  # the host replays its log from there
+    assert replayed == expected[12:]
+    assert sm.snapshot() == reference.snapshot()
+    store.close()
+
+
+def test_write_behind_flushes_by_itself_at_the_limit(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(limits, "WRITE_BEHIND_OPS_MAX", 8)
+    store = open_storage("memory", None)
+    sm = KVStateMachine(store, write_behind=True)
+    sm.apply(puts(1, 5))
+    assert sm.pending_ops == 5
+    sm.apply(puts(6, 5))  # 10 pending >= 8: stored
+    assert sm.pending_ops == 0 and KVStateMachine(store).applied_index == 10
+
+
+@pytest.mark.parametrize("behind", [False, True])
+def test_a_run_longer_than_one_storage_batch_is_applied_in_chunks(behind: bool) -> None:
+    count = limits.STORAGE_BATCH_OPS_MAX + 500
+    store = open_storage("memory", None)
+    sm = KVStateMachine(store, write_behind=behind)
+    results = sm.apply(puts(1, count, keys=count))
+    assert len(results) == count and all(o.code == "ok" for _, o in results)
+    sm.flush()
+    assert store.count() == count and sm.applied_index == count
+
+
+def test_scan_and_snapshot_flush_first(tmp_path: Path) -> None:
+    store = open_storage("sqlite", str(tmp_path / "s.db"))
+    sm = KVStateMachine(store, write_behind=True)
+    sm.apply(puts(1, 3))
+    assert [k for k, _ in sm.scan("", None, 10)] == ["k0", "k1", "k2"]
+    assert not sm.has_pending
+    sm.apply(puts(4, 1))
+    image = sm.snapshot()
+    assert not sm.has_pending
+    other = KVStateMachine(open_storage("memory", None), write_behind=True)
+    other.restore(image)
+    assert other.applied_index == 4 and other.get("k0") == Record(b"v0", 2)
+    store.close()
