@@ -34,6 +34,11 @@ per-call execution machinery (transaction objects, events, result wrappers), whi
 about 90 us per one-op batch against SQLite's own 20 to 40 us (docs/performance.md). Both kinds
 of transaction run on the same connection and never overlap (single owner, see below).
 
+**Locking.** Connections use ``locking_mode=EXCLUSIVE``: a store belongs to one process (one
+node), which then keeps the WAL index in its own memory and takes no file locks per transaction
+(fewer system calls on every commit). Another process that opens the same file while the owner
+runs fails with SQLite's "database is locked" (a StorageError) instead of sharing it.
+
 **File layout.** A new file gets ``page_size`` = :data:`~exapyte.limits.SQLITE_PAGE_BYTES`
 (2 KiB): a random-key update rewrites one B-tree page into the WAL, and half-size pages halve
 those bytes. ``wal_autocheckpoint`` is :data:`~exapyte.limits.SQLITE_WAL_CHECKPOINT_PAGES`
@@ -349,6 +354,9 @@ class SqliteStorage(Storage):
         try:
             # Takes effect only while the file is new (before WAL mode writes its header).
             cursor.execute(f"PRAGMA page_size={limits.SQLITE_PAGE_BYTES}")
+            # One process owns a store: no shared-memory WAL index and no file locking per
+            # transaction, and a second process opening the same file gets "database is locked".
+            cursor.execute("PRAGMA locking_mode=EXCLUSIVE")
             mode = cursor.execute("PRAGMA journal_mode=WAL").fetchone()[0]
             if str(mode).lower() != "wal":
                 raise StorageError(f"sqlite refused WAL journal mode (got {mode!r})")
