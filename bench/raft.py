@@ -27,10 +27,11 @@ alike). A client has its own connection and exactly one outstanding request (clo
 its reply arrives, the latency is recorded and the next request leaves at once. A small adapter
 per system speaks its protocol on that connection:
 
-- exapyte: a DEALER socket per client carrying ``exapyte.wire`` frames, exactly what
-  ``exapyte.client.Client`` sends (own ``client_id``, growing ``seq``; ``not_leader`` is
-  followed; a request without a reply for ``RESEND_S`` is re-sent with the same ``seq``, which
-  the session table makes exactly-once);
+- exapyte: a TCP connection per client speaking ZMTP 3.0 as a DEALER (the greeting and the
+  frames built by hand, like the etcd adapter's HTTP) and carrying ``exapyte.wire`` frames,
+  exactly what ``exapyte.client.Client`` sends (own ``client_id``, growing ``seq``;
+  ``not_leader`` is followed; a request without a reply for ``RESEND_S`` is re-sent with the
+  same ``seq``, which the session table makes exactly-once);
 - etcd: a keep-alive HTTP/1.1 connection per client (request bytes built by hand, response
   parsed for status, ``Content-Length`` or chunked body);
 - PySyncObj: a TCP connection per client to the front described above.
@@ -149,33 +150,54 @@ class TcpConn(Conn):
         self.sock.close()
 
 
-class ExapyteConn(Conn):
-    def __init__(self, ctx: Any, spec: dict[str, Any], index: int) -> None:
-        import zmq
+# ZMTP 3.0 (ZeroMQ's wire protocol, RFC 23), NULL security, as a DEALER: what the exapyte
+# adapter speaks on its plain TCP connection. The greeting is the signature (0xFF, 8 octets of
+# padding, 0x7F), version 3.0, the mechanism name padded to 20 octets, as-server = 0 and 31
+# octets of filler; then each side sends a READY command whose metadata names its socket type.
+ZMTP_GREETING = b"\xff" + b"\x00" * 8 + b"\x7f" + b"\x03\x00" + b"NULL".ljust(20, b"\x00") \
+    + b"\x00" * 32
+ZMTP_READY = b"\x05READY" + b"\x0bSocket-Type" + struct.pack(">I", 6) + b"DEALER"
+ZMTP_MORE, ZMTP_LONG, ZMTP_COMMAND = 0x01, 0x02, 0x04
 
+
+def zmtp_frame(body: bytes, flags: int = 0) -> bytes:
+    if len(body) <= 255:
+        return bytes((flags, len(body))) + body
+    return bytes((flags | ZMTP_LONG,)) + struct.pack(">Q", len(body)) + body
+
+
+class ExapyteConn(TcpConn):
+    """One exapyte client: ZMTP over a plain TCP connection to the node's ROUTER, carrying
+    exactly the frames ``exapyte.client.Client`` sends (own ``client_id``, growing ``seq``;
+    ``not_leader`` is followed). Speaking the wire protocol directly, like the etcd adapter's
+    hand-built HTTP, keeps libzmq's I/O thread and its two thread hand-offs per request out of
+    the load generator, whose CPU the systems under test share."""
+
+    peer_name = "the exapyte node"
+
+    def __init__(self, spec: dict[str, Any], index: int) -> None:
         from exapyte.wire import Codec
 
-        self._zmq = zmq
-        self._ctx = ctx
         self._codec = Codec()
         self.endpoints: dict[str, str] = spec["endpoints"]
         self.consistency: str = spec.get("consistency", "strong")
         self.client_id = f"bench-{index}-{uuid.uuid4().hex[:12]}"
         self._seq = int(time.time() * 1000) * 1000
-        self._frame = b""
         self.redirects = 0
-        self.pollable = None
         self._connect(spec["leader_endpoint"])
 
     def _connect(self, endpoint: str) -> None:
-        zmq = self._zmq
-        if self.pollable is not None:
-            self.pollable.close(linger=0)
-        sock = self._ctx.socket(zmq.DEALER)
-        sock.setsockopt(zmq.LINGER, 0)
-        sock.connect(endpoint)
-        self.pollable = sock
+        if getattr(self, "sock", None) is not None:
+            self.sock.close()
+        host, _, port = endpoint.removeprefix("tcp://").rpartition(":")
+        super().__init__((host, int(port)))
         self.endpoint = endpoint
+        self.sock.sendall(ZMTP_GREETING + zmtp_frame(ZMTP_READY, ZMTP_COMMAND))
+        while len(self._buf) < len(ZMTP_GREETING):
+            self._receive()
+        if self._buf[:1] != b"\xff" or self._buf[10:11] != b"\x03":
+            raise ConnectionError(f"{endpoint} does not speak ZMTP 3: {self._buf[:11]!r}")
+        self._buf = self._buf[len(ZMTP_GREETING) :]  # the peer's READY is skipped as a command
 
     def send(self, key: bytes, value: bytes | None) -> None:
         from exapyte.wire import ClientRequest, GetOp, PutOp
@@ -184,22 +206,45 @@ class ExapyteConn(Conn):
         k = key.decode()
         op = GetOp(k) if value is None else PutOp(k, value)
         req = ClientRequest(self.client_id, self._seq, op, consistency=self.consistency)
-        self._frame = self._codec.encode(req)
-        self.pollable.send(self._frame)
+        self._request = zmtp_frame(self._codec.encode(req))
+        self.sock.sendall(self._request)
 
-    def resend(self) -> None:
-        self.pollable.send(self._frame)
+    def _messages(self) -> list[bytes]:
+        """Complete single-frame messages in the buffer (commands and extra frames skipped)."""
+        out: list[bytes] = []
+        buf = self._buf
+        pos = 0
+        parts: list[bytes] = []
+        while len(buf) - pos >= 2:
+            flags = buf[pos]
+            if flags & ZMTP_LONG:
+                if len(buf) - pos < 9:
+                    break
+                (size,) = struct.unpack_from(">Q", buf, pos + 1)
+                start = pos + 9
+            else:
+                size = buf[pos + 1]
+                start = pos + 2
+            if len(buf) < start + size:
+                break
+            body = buf[start : start + size]
+            pos = start + size
+            if flags & ZMTP_COMMAND:
+                continue  # READY, PING...
+            parts.append(body)
+            if not flags & ZMTP_MORE:
+                if len(parts) == 1:
+                    out.append(parts[0])
+                parts = []
+        self._buf = buf[pos:]
+        return out
 
     def on_readable(self) -> bool | None:
         from exapyte.wire import ClientReply, ReplyCode
 
-        zmq = self._zmq
+        self._receive()
         done: bool | None = None
-        while True:
-            try:
-                raw = self.pollable.recv(zmq.NOBLOCK)
-            except zmq.Again:
-                return done
+        for raw in self._messages():
             reply = self._codec.decode(raw)
             if not isinstance(reply, ClientReply) or reply.seq != self._seq:
                 continue  # a late reply to an earlier attempt
@@ -209,11 +254,9 @@ class ExapyteConn(Conn):
                 self.redirects += 1
                 self._connect(reply.leader_endpoint)
                 self.resend()
-                return None  # the poller must learn the new socket: see Worker.rebind
+                return None  # the poller must learn the new socket (see worker_main)
             done = False
-
-    def close(self) -> None:
-        self.pollable.close(linger=0)
+        return done
 
 
 class EtcdConn(TcpConn):
@@ -317,10 +360,7 @@ class SyncObjConn(TcpConn):
 def open_conns(spec: dict[str, Any], first_index: int, count: int) -> tuple[list[Conn], Any]:
     kind = spec["kind"]
     if kind == "exapyte":
-        import zmq
-
-        ctx = zmq.Context()
-        return [ExapyteConn(ctx, spec, first_index + i) for i in range(count)], ctx
+        return [ExapyteConn(spec, first_index + i) for i in range(count)], None
     if kind == "etcd":
         return [EtcdConn(spec) for _ in range(count)], None
     if kind == "pysyncobj":
