@@ -286,7 +286,16 @@ assert _LOG_DROP_THROUGH_SQL.params == ("i",) and _LOG_TRUNCATE_FROM_SQL.params 
 _FETCH_CHUNK_KEYS = 500
 
 
-@functools.lru_cache(maxsize=_FETCH_CHUNK_KEYS)
+def _fetch_size(count: int) -> int:
+    """The statement size a lookup of ``count`` keys uses: the next power of two, at most
+    ``_FETCH_CHUNK_KEYS``."""
+    size = 1
+    while size < count:
+        size *= 2
+    return min(size, _FETCH_CHUNK_KEYS)
+
+
+@functools.lru_cache(maxsize=16)
 def _fetch_sql(count: int) -> str:
     """``SELECT key, value, version FROM kv WHERE key IN (?, ...)`` for ``count`` keys."""
     keys = [sa.bindparam(f"k{i}") for i in range(count)]
@@ -442,7 +451,12 @@ class SqliteStorage(Storage):
         found: dict[str, Record] = {}
         for start in range(0, len(keys), _FETCH_CHUNK_KEYS):
             chunk = tuple(keys[start : start + _FETCH_CHUNK_KEYS])
-            for key, value, version in db.execute(_fetch_sql(len(chunk)), chunk):
+            # Padded (with its last key) to one of a few sizes, so that a handful of prepared
+            # statements serve every batch (and stay in the driver's statement cache).
+            size = _fetch_size(len(chunk))
+            if size > len(chunk):
+                chunk += (chunk[-1],) * (size - len(chunk))
+            for key, value, version in db.execute(_fetch_sql(size), chunk):
                 found[key] = Record(value, version)
         return found
 
