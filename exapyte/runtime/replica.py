@@ -120,6 +120,16 @@ class Replica(ServiceBase):
             if self.node_id in voters:
                 persisted = PersistedState(conf=ConfState(voters=voters))
             # else: a node outside the initial voters starts empty and waits to be added.
+        snap = persisted.snapshot
+        if snap is not None and self.sm.applied_index < snap.meta.index:
+            # The node stopped between storing a received snapshot (which dropped the log up to
+            # it) and installing it into the state machine: install it now, or the entries in
+            # between could never be applied.
+            self.sm.restore(snap.data)
+            log.info(
+                "%s: state machine at %d restored from the stored snapshot at %d",
+                self.node_id, self.sm.applied_index, snap.meta.index,
+            )
         hs = persisted.hard_state
         if hs.commit < self.sm.applied_index:
             # Applied entries are committed; the persisted commit index may lag (it is written
