@@ -29,8 +29,10 @@ entries are already durable in its log, so the state machine's own writes need n
 request path: :meth:`KVStateMachine.apply` then computes outcomes over an in-memory overlay of
 the writes not yet stored (:attr:`KVStateMachine.pending_ops`), and :meth:`KVStateMachine.flush`
 stores them, with the applied index and the sessions, as one storage batch. The host flushes
-when it would otherwise wait for input; ``apply`` flushes by itself once
-:data:`~exapyte.limits.WRITE_BEHIND_OPS_MAX` ops are pending. Reads (``get``, sessions) see the
+when it would otherwise wait for input (a replica: once
+:data:`~exapyte.limits.WRITE_BEHIND_IDLE_OPS` are pending or a tick has passed since its last
+store); ``apply`` flushes by itself once :data:`~exapyte.limits.WRITE_BEHIND_OPS_MAX` ops are
+pending. Reads (``get``, sessions) see the
 overlay first, so they observe every applied entry; ``scan`` and ``snapshot`` flush first. A
 crash loses the overlay and the stored applied index is older: the replica re-applies the
 missing entries from its log, to the same outcomes (the log is never compacted past a flushed

@@ -106,10 +106,11 @@ class Replica(ServiceBase):
     ) -> None:
         super().__init__(cfg, storage, reply)
         # Applied state needs no fsync of its own and is stored behind the requests (the state
-        # machine's write-behind, flushed from idle()): every applied entry is already persisted
-        # in the log and committed on a quorum, so writes lost to a crash are re-applied from
-        # the log on restart (the applied index travels in the same transaction as the data).
-        # Before the log is compacted, sm.snapshot() flushes and compact() commits with fsync.
+        # machine's write-behind, stored from idle(), see has_idle_work()): every applied entry
+        # is already persisted in the log and committed on a quorum, so writes lost to a crash
+        # are re-applied from the log on restart (the applied index travels in the same
+        # transaction as the data). Before the log is compacted, sm.snapshot() flushes and
+        # compact() commits with fsync.
         self.sm.sync = False
         self.sm.write_behind = True
         self.send_to = send
@@ -143,6 +144,7 @@ class Replica(ServiceBase):
         self.pending_reads: dict[bytes, tuple[Any, ClientRequest]] = {}
         self._read_seq = 0
         self._deferred_hard_state: HardState | None = None
+        self._store_due = False
         self._ticks_since_leader = 0
         self._tick_ms = cfg.network.tick_ms
 
@@ -282,6 +284,7 @@ class Replica(ServiceBase):
         self.core.step(msg)
 
     def tick(self) -> None:
+        self._store_due = True
         self._ticks_since_leader += 1
         self.core.tick()
 
@@ -377,10 +380,15 @@ class Replica(ServiceBase):
         log.info("%s: snapshot at index %d, log compacted", self.node_id, applied)
 
     def has_idle_work(self) -> bool:
-        return self.sm.has_pending
+        # Small stores cost their transaction more than their rows: store once enough is
+        # pending, or once a tick has passed since the last store.
+        return self.sm.pending_ops >= limits.WRITE_BEHIND_IDLE_OPS or (
+            self._store_due and self.sm.has_pending
+        )
 
     def idle(self) -> None:
         self.sm.flush()
+        self._store_due = False
 
     def close(self) -> None:
         self.sm.flush()
