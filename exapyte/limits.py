@@ -30,6 +30,7 @@ SQLITE_BUSY_TIMEOUT_MS = 5_000  # how long SQLite waits for a lock held by anoth
 WRITE_BEHIND_OPS_MAX = 2_048  # applied writes a replica's state machine holds before storing them
 WRITE_BEHIND_IDLE_OPS = 256  # pending writes an idle replica stores at once (else once a tick)
 assert 2 * WRITE_BEHIND_OPS_MAX <= STORAGE_BATCH_OPS_MAX  # a flush is one storage batch
+SQLITE_CACHE_KIB = 65_536  # SQLite's page cache per connection (a random-key working set stays in it)
 SQLITE_PAGE_BYTES = 2_048  # page size of a new SQLite file (see exapyte/storage/sqlite.py)
 SQLITE_WAL_CHECKPOINT_PAGES = 4_000  # WAL pages before an automatic checkpoint (8 MiB at 2 KiB pages)
 

@@ -366,6 +366,7 @@ class SqliteStorage(Storage):
             # One process owns a store: no shared-memory WAL index and no file locking per
             # transaction, and a second process opening the same file gets "database is locked".
             cursor.execute("PRAGMA locking_mode=EXCLUSIVE")
+            cursor.execute(f"PRAGMA cache_size=-{limits.SQLITE_CACHE_KIB}")
             mode = cursor.execute("PRAGMA journal_mode=WAL").fetchone()[0]
             if str(mode).lower() != "wal":
                 raise StorageError(f"sqlite refused WAL journal mode (got {mode!r})")
