@@ -120,6 +120,11 @@ class ConsensusSection(_Section):
     max_inflight_msgs: Annotated[int, msgspec.Meta(ge=1, le=100_000)] = 256
     max_entries_per_msg: Annotated[int, msgspec.Meta(ge=1, le=100_000)] = 512
     snapshot_entries: Annotated[int, msgspec.Meta(ge=10, le=10_000_000)] = 100_000
+    # Snapshot bytes per InstallSnapshot message: a snapshot of any size crosses the wire in
+    # frames of bounded size (used: at most half of network.frame_bytes_max).
+    snapshot_chunk_bytes: Annotated[int, msgspec.Meta(ge=64, le=limits.FRAME_BYTES_MAX // 2)] = (
+        limits.RAFT_SNAPSHOT_CHUNK_BYTES_DEFAULT
+    )
     # The voters a brand-new group starts with (default: every node of the cluster). Other nodes
     # start empty and join when a membership change adds them.
     initial_voters: tuple[Ident, ...] = ()

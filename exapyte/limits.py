@@ -47,4 +47,6 @@ RAFT_HEARTBEAT_TICKS_DEFAULT = 1
 RAFT_MAX_INFLIGHT_MSGS_DEFAULT = 256  # unacknowledged append messages per follower (pipelining)
 RAFT_MAX_ENTRIES_PER_MSG_DEFAULT = 512  # entries batched into one append message
 RAFT_MAX_BYTES_PER_MSG_DEFAULT = 1024 * 1024  # payload bytes batched into one append message
+RAFT_SNAPSHOT_CHUNK_BYTES_DEFAULT = 1024 * 1024  # snapshot bytes per InstallSnapshot message
+RAFT_SNAPSHOT_BYTES_MAX = 4 * 1024 * 1024 * 1024  # a follower refuses a larger snapshot
 RAFT_REPLICATE_STALL_HEARTBEATS = 3  # heartbeat answers without ack progress before re-probing

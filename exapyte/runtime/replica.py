@@ -84,6 +84,7 @@ def raft_config(cfg: Config) -> RaftConfig:
         heartbeat_ticks=c.heartbeat_ticks,
         max_inflight_msgs=c.max_inflight_msgs,
         max_entries_per_msg=c.max_entries_per_msg,
+        snapshot_chunk_bytes=min(c.snapshot_chunk_bytes, cfg.network.frame_bytes_max // 2),
         pre_vote=c.pre_vote and "no-term-check" not in bugs,
         # The bug also drops leader stickiness (a check-quorum follower refusing a higher term
         # while its leader is alive), so a node that was cut off wins on its return.

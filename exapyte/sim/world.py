@@ -51,6 +51,7 @@ TICK_MS = 10
 ELECTION_TIMEOUT_TICKS = 10
 HEARTBEAT_TICKS = 2
 SNAPSHOT_ENTRIES = 40
+SNAPSHOT_CHUNK_BYTES = 64
 MAINTENANCE_TICKS = 10
 WRITEBACK_TICKS = 20
 INBOX_MAX = 1_000  # messages a paused node keeps queued (more are dropped)
@@ -113,6 +114,8 @@ def sim_config(nodes: int, snapshot_entries: int = SNAPSHOT_ENTRIES) -> Config:
             "election_timeout_ticks": ELECTION_TIMEOUT_TICKS,
             "heartbeat_ticks": HEARTBEAT_TICKS,
             "snapshot_entries": snapshot_entries,
+            # small, so that snapshots cross the simulated network in several chunks
+            "snapshot_chunk_bytes": SNAPSHOT_CHUNK_BYTES,
         },
     }
     return loads(json.dumps(raw), source="<simulator>")

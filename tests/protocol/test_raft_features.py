@@ -32,6 +32,71 @@ def test_lagging_follower_catches_up_through_snapshot() -> None:
     assert c.hosts["n3"].kv.data["after"] == "snap"
 
 
+# Raft §7 (Figure 13: offset, data, done): a snapshot larger than one chunk arrives in chunks
+@pytest.mark.parametrize("faults", ["none", "drop", "duplicate", "reorder"])
+def test_snapshot_is_sent_in_chunks_and_survives_lost_duplicated_reordered_chunks(
+    faults: str,
+) -> None:
+    c = Cluster(seed=11, snapshot_chunk_bytes=16)
+    c.elect("n1")
+    c.isolate("n3")
+    for i in range(20):
+        c.put(f"key-{i}", "value-%d" % i)
+    snap = c.snapshot("n1")
+    chunks = -(-len(snap.data) // 16)
+    assert chunks >= 5
+    c.heal()
+    if faults == "drop":
+        c.drop_rate = 0.2
+    elif faults == "duplicate":
+        c.dup_rate = 0.3
+    elif faults == "reorder":
+        c.reorder = True
+    sent: list[InstallSnapshot] = []
+    original = c.cores["n1"]._send_snapshot_chunk
+
+    def record(to: str, offset: int) -> None:
+        original(to, offset)
+        sent.append(c.cores["n1"]._msgs[-1])
+
+    c.cores["n1"]._send_snapshot_chunk = record  # type: ignore[method-assign]
+    c.hosts["n3"].events.clear()
+    for _ in range(60):
+        c.run(1)
+        if c.core("n3").log.offset == snap.meta.index:
+            break
+    c.drop_rate = c.dup_rate = 0.0
+    c.reorder = False
+    c.run(3)
+    assert "install" in c.hosts["n3"].events
+    assert c.hosts["n3"].kv.data == {f"key-{i}": "value-%d" % i for i in range(20)}
+    to_n3 = [m for m in sent if m.to == "n3"]
+    assert all(len(m.data) <= 16 for m in to_n3) and len(to_n3) >= chunks
+    assert {m.offset for m in to_n3} >= set(range(0, len(snap.data), 16))
+
+
+# Raft §7: a chunk that does not continue the follower's buffer is answered with what it holds
+def test_out_of_order_snapshot_chunk_is_answered_with_the_bytes_held() -> None:
+    c = Cluster(seed=12)
+    c.elect("n1")
+    c.isolate("n3")
+    for i in range(8):
+        c.put(f"k{i}", "v")
+    snap = c.snapshot("n1")
+    meta, data, term = snap.meta, snap.data, c.core("n1").term
+    follower = c.core("n3")
+    follower.step(InstallSnapshot("n1", "n3", term, meta, 0, data[:10], len(data), False))
+    follower.step(InstallSnapshot("n1", "n3", term, meta, 20, data[20:30], len(data), False))
+    rd = follower.ready()
+    follower.advance(rd)
+    acks = [m for m in rd.messages if type(m).__name__ == "InstallSnapshotResp"]
+    assert [(m.done, m.received) for m in acks] == [(False, 10), (False, 10)]
+    assert follower.dropped.get("snapshot_chunk_out_of_order") == 1
+    follower.step(InstallSnapshot("n1", "n3", term, meta, 10, data[10:], len(data), True))
+    rd = follower.ready()
+    assert rd.snapshot is not None and rd.snapshot.data == data
+
+
 # Raft §7: a follower that holds the snapshot's last entry keeps its log
 def test_follower_with_matching_entry_keeps_log_on_snapshot() -> None:
     c = Cluster(seed=2)
@@ -41,7 +106,9 @@ def test_follower_with_matching_entry_keeps_log_on_snapshot() -> None:
     follower = c.core("n2")
     last = follower.log.last_index
     snap = c.snapshot("n1")
-    follower.step(InstallSnapshot("n1", "n2", c.core("n1").term, snap))
+    follower.step(InstallSnapshot(
+        "n1", "n2", c.core("n1").term, snap.meta, 0, snap.data, len(snap.data), True
+    ))
     c.drive_all()
     assert follower.log.last_index == last and follower.log.offset == 0
     assert follower.dropped.get("snapshot_stale") == 1

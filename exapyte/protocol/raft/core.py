@@ -36,9 +36,13 @@ and that term's first index (or its last index + 1), so the leader skips a term 
 current term (§5.4.2, the Figure 8 rule).
 
 Snapshots (§7). The host compacts with :meth:`Raft.compact` after snapshotting its state machine;
-a follower whose next entry was compacted gets an InstallSnapshot. A follower installs it (it
-appears in ``Ready.snapshot``) unless its log already holds the snapshot's last entry, in which
-case it keeps its log and only moves its commit index.
+a follower whose next entry was compacted gets the snapshot in InstallSnapshot chunks of at most
+``snapshot_chunk_bytes`` (Figure 13's offset/done), one chunk in flight: the follower appends a
+chunk that starts where its buffer ends and acknowledges how many bytes it holds, and the leader
+sends the chunk that starts there (a lost, duplicated or reordered chunk costs a round trip, not
+the transfer). A chunk of offset 0 starts a transfer afresh. A follower installs the assembled
+snapshot (it appears in ``Ready.snapshot``) unless its log already holds the snapshot's last
+entry, in which case it keeps its log and only moves its commit index.
 
 Reads (§8, thesis §6.4): ReadIndex, see :mod:`exapyte.protocol.readindex`. Reads are served by
 the leader only; a follower raises NotLeader(leader_hint) and the host forwards the request.
@@ -122,6 +126,7 @@ class RaftConfig(msgspec.Struct, frozen=True):
     max_inflight_msgs: int = limits.RAFT_MAX_INFLIGHT_MSGS_DEFAULT
     max_entries_per_msg: int = limits.RAFT_MAX_ENTRIES_PER_MSG_DEFAULT
     max_bytes_per_msg: int = limits.RAFT_MAX_BYTES_PER_MSG_DEFAULT
+    snapshot_chunk_bytes: int = limits.RAFT_SNAPSHOT_CHUNK_BYTES_DEFAULT
     pre_vote: bool = True
     check_quorum: bool = True
     # A known bug, for proving that the harness catches it (config ``unsafe.bugs: no-term-check``):
@@ -146,6 +151,7 @@ class RaftConfig(msgspec.Struct, frozen=True):
         need(self.max_inflight_msgs >= 1, "max_inflight_msgs", "must be >= 1")
         need(self.max_entries_per_msg >= 1, "max_entries_per_msg", "must be >= 1")
         need(self.max_bytes_per_msg >= 1, "max_bytes_per_msg", "must be >= 1")
+        need(self.snapshot_chunk_bytes >= 1, "snapshot_chunk_bytes", "must be >= 1")
 
 
 _LEADER_MESSAGES = (Append, Heartbeat, InstallSnapshot)
@@ -248,6 +254,8 @@ class Raft(ConsensusCore):
         self._transfer_elapsed = 0
         self._need_bcast = False
         self._need_commit_bcast = False
+        # a follower's snapshot being received in chunks: its meta and the bytes so far
+        self._snapshot_rx: tuple[SnapshotMeta, bytearray] | None = None
         self._step: Callable[[Any], None] = self._step_follower
         self._tick: Callable[[], None] = self._tick_election
         self._become_follower(self._term, None)
@@ -574,10 +582,17 @@ class Raft(ConsensusCore):
         if kind is HeartbeatResp:
             return m.ctx >= 0
         if kind is InstallSnapshot:
-            meta = m.snapshot.meta
-            return meta.index > 0 and 0 < meta.term <= m.term and bool(meta.conf.voters)
+            meta = m.meta
+            return (
+                meta.index > 0
+                and 0 < meta.term <= m.term
+                and bool(meta.conf.voters)
+                and 0 <= m.offset
+                and m.offset + len(m.data) <= m.size <= limits.RAFT_SNAPSHOT_BYTES_MAX
+                and m.done == (m.offset + len(m.data) == m.size)
+            )
         if kind is InstallSnapshotResp:
-            return m.index >= 0
+            return m.index >= 0 and m.received >= 0
         return True
 
     def _on_vote_request(self, m: Vote | PreVote) -> None:
@@ -756,18 +771,40 @@ class Raft(ConsensusCore):
         self._send(HeartbeatResp(self._id, m.frm, self._term, ctx=m.ctx))
 
     def _on_snapshot(self, m: InstallSnapshot) -> None:
-        snap = m.snapshot
-        meta = snap.meta
+        meta = m.meta
         log = self.log
         if meta.index <= log.committed:
             self._count("snapshot_stale")
+            self._snapshot_rx = None
             self._send(InstallSnapshotResp(self._id, m.frm, self._term, index=log.committed))
             return
         if log.match_term(meta.index, meta.term):
             # We hold the snapshot's last entry: keep the log, only learn the commit (§7).
+            self._snapshot_rx = None
             log.commit_to(meta.index)
             self._send(InstallSnapshotResp(self._id, m.frm, self._term, index=log.committed))
             return
+        rx = self._snapshot_rx
+        if m.offset == 0:
+            rx = self._snapshot_rx = (meta, bytearray())
+        if rx is None or rx[0] != meta or m.offset != len(rx[1]):
+            # Not the chunk that continues our buffer (lost, duplicated or reordered, or
+            # another snapshot): say what we hold of this one, so the leader resends from there.
+            held = len(rx[1]) if rx is not None and rx[0] == meta else 0
+            self._count("snapshot_chunk_out_of_order")
+            self._send(InstallSnapshotResp(
+                self._id, m.frm, self._term, index=meta.index, done=False, received=held
+            ))
+            return
+        buffer = rx[1]
+        buffer += m.data
+        if not m.done:
+            self._send(InstallSnapshotResp(
+                self._id, m.frm, self._term, index=meta.index, done=False, received=len(buffer)
+            ))
+            return
+        self._snapshot_rx = None
+        snap = Snapshot(meta, bytes(buffer))
         log.restore(snap)
         self._confs = [(meta.index, meta.conf)]
         self.trk.apply_conf(meta.conf, log.last_index + 1)
@@ -823,9 +860,19 @@ class Raft(ConsensusCore):
             raise InvariantViolation(
                 f"entries before {self.log.first_index} are compacted but no snapshot is held"
             )
-        self._send(InstallSnapshot(self._id, to, self._term, snap))
         pr.become_snapshot(snap.meta.index)
+        self._send_snapshot_chunk(to, 0)
         return True
+
+    def _send_snapshot_chunk(self, to: str, offset: int) -> None:
+        snap = self.log.snapshot
+        assert snap is not None
+        data = snap.data
+        end = min(offset + self.cfg.snapshot_chunk_bytes, len(data))
+        self._send(InstallSnapshot(
+            self._id, to, self._term, snap.meta, offset, data[offset:end], len(data),
+            end == len(data),
+        ))
 
     def _bcast_append(self) -> None:
         commit_news = self._need_commit_bcast
@@ -935,6 +982,19 @@ class Raft(ConsensusCore):
             self._send(TimeoutNow(self._id, m.frm, self._term))
 
     def _on_snapshot_resp(self, m: InstallSnapshotResp, pr: Any) -> None:
+        if not m.done:
+            # A chunk acknowledgement: send the chunk that starts where the follower's buffer
+            # ends, if that follower is still being sent the snapshot it talks about.
+            snap = self.log.snapshot
+            if (
+                pr.state is ProgressState.SNAPSHOT
+                and snap is not None
+                and m.index == snap.meta.index == pr.pending_snapshot
+                and m.received < len(snap.data)
+            ):
+                pr.snapshot_elapsed = 0  # the transfer is alive
+                self._send_snapshot_chunk(m.frm, m.received)
+            return
         if m.index > self.log.last_index:
             self._count("malformed")
             return

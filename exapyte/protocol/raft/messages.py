@@ -15,7 +15,7 @@ Vote / VoteResp        RequestVote; ``transfer`` marks an election started by Ti
 Append / AppendResp    AppendEntries with batched ``entries``; the response carries the     §5.3
                        fast-backtracking hint (conflict term and its first index)
 Heartbeat / ...Resp    leadership assertion + commit; ``ctx`` is the read-index round      §6.4
-InstallSnapshot / ...  a whole snapshot for a follower whose next entry was compacted      §7
+InstallSnapshot / ...  a snapshot, in chunks, for a follower whose next entry was compacted §7
 TimeoutNow             "start an election now" (leadership transfer)                       §3.10
 =====================  ==================================================================  ======
 
@@ -28,7 +28,7 @@ from typing import Union
 
 import msgspec
 
-from exapyte.protocol.types import Entry, Snapshot
+from exapyte.protocol.types import Entry, SnapshotMeta
 
 
 class PreVote(msgspec.Struct, frozen=True, tag="raft.prevote"):
@@ -118,20 +118,32 @@ class HeartbeatResp(msgspec.Struct, frozen=True, tag="raft.heartbeat_resp"):
 
 
 class InstallSnapshot(msgspec.Struct, frozen=True, tag="raft.snapshot"):
+    """One chunk of a snapshot (Raft §7, Figure 13): ``data`` holds bytes ``offset`` to
+    ``offset + len(data)`` of the image of ``meta``, whose whole size is ``size``; ``done``
+    marks the last chunk. A snapshot of any size crosses the wire in frames of bounded size."""
+
     frm: str
     to: str
     term: int
-    snapshot: Snapshot
+    meta: SnapshotMeta
+    offset: int
+    data: bytes
+    size: int
+    done: bool
 
 
 class InstallSnapshotResp(msgspec.Struct, frozen=True, tag="raft.snapshot_resp"):
-    """``index`` is the follower's last index after handling the snapshot."""
+    """With ``done`` True: the snapshot was handled and ``index`` is the follower's last index.
+    With ``done`` False: a chunk acknowledgement; the follower holds the first ``received`` bytes
+    of the snapshot at ``index`` and wants the chunk that starts there."""
 
     frm: str
     to: str
     term: int
     index: int
     reject: bool = False
+    done: bool = True
+    received: int = 0
 
 
 class TimeoutNow(msgspec.Struct, frozen=True, tag="raft.timeout_now"):
