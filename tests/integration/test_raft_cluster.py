@@ -52,7 +52,9 @@ def leader_of(cluster: LocalCluster) -> str | None:
 def cluster(write_config, tmp_path: Path):
     path = write_config(
         ["n1", "n2", "n3"],
-        consensus={"snapshot_entries": 50, "election_timeout_ticks": 20, "heartbeat_ticks": 2},
+        # small snapshot chunks: a restarted node catches up through many InstallSnapshot chunks
+        consensus={"snapshot_entries": 50, "snapshot_chunk_bytes": 256,
+                   "election_timeout_ticks": 20, "heartbeat_ticks": 2},
         maintenance={"interval_s": 0.2},
     )
     c = LocalCluster(path, tmp_path / "run")
