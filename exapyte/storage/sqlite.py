@@ -345,6 +345,8 @@ class SqliteStorage(Storage):
         try:
             conn = self._engine.connect()
             self._conn = conn
+            # The DBAPI connection behind it, for the hot paths (held for the store's life).
+            self._driver: sqlite3.Connection = conn.connection.driver_connection  # type: ignore[assignment]
             self._open_schema()
         except (sa.exc.SQLAlchemyError, sqlite3.Error, StorageError) as exc:
             if conn is not None:
@@ -409,8 +411,8 @@ class SqliteStorage(Storage):
     def transaction(self, sync: bool | None) -> Iterator[Connection]:
         """One SQLite transaction; commits (one fsync when ``sync``) or rolls back.
 
-        ``sync=None`` (reads) keeps the connection's current synchronous level. Used by this
-        class and by the tiered backend, which writes through this store.
+        ``sync=None`` (reads) keeps the connection's current synchronous level. The hot write
+        paths use :meth:`write_transaction` instead.
         """
         if sync is not None:
             self._sync_next = "FULL" if sync else "NORMAL"
@@ -427,10 +429,10 @@ class SqliteStorage(Storage):
         tiered backend, which writes through this store.
         """
         self._sync_next = "FULL" if sync else "NORMAL"
+        driver = self._driver
         try:
-            driver: sqlite3.Connection = self._conn.connection.driver_connection  # type: ignore[assignment]
             self._begin_on(driver)
-        except (sa.exc.SQLAlchemyError, sqlite3.Error) as exc:
+        except sqlite3.Error as exc:
             raise StorageError(f"sqlite storage: {exc}") from exc
         try:
             yield driver
@@ -509,7 +511,7 @@ class SqliteStorage(Storage):
         point lookup (see docs/performance.md). Never called inside :meth:`transaction`.
         """
         try:
-            rows = self._conn.connection.driver_connection.execute(sql, params).fetchall()
+            rows = self._driver.execute(sql, params).fetchall()
         except sqlite3.Error as exc:
             raise StorageError(f"sqlite storage: {exc}") from exc
         return rows[0] if rows else None
@@ -528,7 +530,7 @@ class SqliteStorage(Storage):
             return {}
         # One lone SELECT per chunk: each is its own read transaction (see _read_one).
         try:
-            return self.fetch_records(self._conn.connection.driver_connection, keys)  # type: ignore[arg-type]
+            return self.fetch_records(self._driver, keys)
         except sqlite3.Error as exc:
             raise StorageError(f"sqlite storage: {exc}") from exc
 
