@@ -17,6 +17,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import zmq
+
 from exapyte import config as config_mod
 from exapyte.client import Client
 from exapyte.config import Config
@@ -66,9 +68,22 @@ class LocalCluster:
         return {n.id: n.endpoint for n in self.cfg.cluster.nodes}
 
     def client(self, **kwargs: Any) -> Client:
+        """A client of the whole cluster (follows redirects to the leader)."""
         return Client(
             list(self.endpoints().values()), node_endpoints=self.endpoints(), **kwargs
         )
+
+    def admin_client(self, **kwargs: Any) -> Client:
+        """A client allowed to make admin requests (membership, leadership transfer, clock)."""
+        return self.client(**kwargs)
+
+    def dealer(self, node_id: str, ctx: zmq.Context[Any]) -> zmq.Socket[Any]:
+        """A raw DEALER connected to ``node_id``'s ROUTER, as an ordinary client connects (for
+        tests that send hand-built frames). The caller closes it."""
+        sock = ctx.socket(zmq.DEALER)
+        sock.setsockopt(zmq.LINGER, 0)
+        sock.connect(self.endpoint(node_id))
+        return sock
 
     # -- processes ----------------------------------------------------------------------------
 
