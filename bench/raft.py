@@ -590,6 +590,8 @@ def exapyte_cluster(scratch: Path, profile_dir: str | None) -> Iterator[dict[str
     for i, node in enumerate(topo["cluster"]["nodes"]):
         node["port"], node["pub_port"] = ports[2 * i], ports[2 * i + 1]
     topo["storage"] = {"backend": "sqlite", "path": str(scratch / "{node_id}" / "store.db")}
+    # The load generator's hand-built ZMTP adapter speaks plain ZMTP (NULL mechanism) only.
+    topo["security"] = {"mode": "off"}
     config_path = scratch / "cluster.json"
     config_path.write_text(json.dumps(topo, indent=2))
     env = dict(os.environ)

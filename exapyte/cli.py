@@ -8,13 +8,14 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import re
 import signal
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
-from exapyte import __version__
+from exapyte import __version__, limits
 from exapyte import config as config_mod
 from exapyte.errors import ConfigError, ExapyteError, RequestFailed, RequestTimeout
 
@@ -30,8 +31,12 @@ modes:
                 put KEY VALUE | get KEY | delete KEY | cas KEY EXPECTED NEW | scan [START [END]] | status
                 transfer NODE | member add-voter|add-learner|remove NODE
               In cas, the word ':absent' means "no value" (expect absent, or delete).
+              Admin operations (transfer, member) use the admin key (KEYS_DIR/admins/admin).
   --cluster   start every node of a cluster file as its own process on this machine, write
-              RUN_DIR/cluster.json (ids, pids, endpoints) and stop them all on Ctrl-C or SIGTERM.
+              RUN_DIR/cluster.json (ids, pids, endpoints), restart a node that exits (with
+              backoff; --no-restart keeps it down) and stop them all on Ctrl-C or SIGTERM.
+  --keygen    create the CURVE key pairs missing in DIR: one per node of --config, an admin
+              and a client (see docs/security.md). --cluster and make run do this by themselves.
   --demo      run a named demonstration (consensus, replication, distribution).
 """
 
@@ -41,6 +46,7 @@ examples:
   python main.py --client --config config.json put greeting hello
   python main.py --client --config config.json get greeting
   python main.py --cluster topologies/three-node.json --run-dir run/three-node
+  python main.py --keygen keys --config topologies/three-node.json
 """
 
 DEMOS: dict[str, str] = {
@@ -61,16 +67,28 @@ def build_parser() -> argparse.ArgumentParser:
     mode.add_argument("--node", action="store_true", help="run one node")
     mode.add_argument("--client", action="store_true", help="send one request and print JSON")
     mode.add_argument("--cluster", metavar="FILE", help="start every node of a cluster file")
+    mode.add_argument("--keygen", metavar="DIR", help="create the missing key pairs in DIR")
     mode.add_argument("--demo", metavar="NAME", help=f"run a demo: {', '.join(DEMOS)}")
     mode.add_argument("--version", action="version", version=f"exapyte {__version__}")
     p.add_argument("--config", metavar="FILE", default="config.json", help="config file (default: config.json)")
     p.add_argument("--node-id", metavar="ID", help="which node of the config this is (overrides node_id)")
     p.add_argument("--data-dir", metavar="DIR", help="--node: keep storage in DIR/store.db")
+    p.add_argument("--keys-dir", metavar="DIR", help="key directory (overrides security.keys_dir)")
+    p.add_argument("--clients", metavar="NAMES", default="client",
+                   help="--keygen: comma-separated client key names (default: client)")
+    p.add_argument("--admins", metavar="NAMES", default="admin",
+                   help="--keygen: comma-separated admin key names (default: admin)")
+    p.add_argument("--instance-id", metavar="ID", help=argparse.SUPPRESS)  # set by launchers
     p.add_argument("--run-dir", metavar="DIR", help="--cluster: where cluster.json, logs and data go")
+    p.add_argument("--no-restart", action="store_true", help="--cluster: leave a node that exits down")
     p.add_argument("--smoke", action="store_true", help="--cluster: show a put, get, cas and delete once started")
     p.add_argument("--once", action="store_true", help="--cluster: stop right after starting (and --smoke)")
     p.add_argument("--consistency", default=None, help="--client: consistency level of the request")
-    p.add_argument("--timeout", type=float, default=None, metavar="S", help="--client: deadline in seconds")
+    p.add_argument("--timeout", type=float, default=None, metavar="S",
+                   help="--client: deadline in seconds (default: network.request_timeout_ms)")
+    p.add_argument("--session", metavar="FILE",
+                   help="--client: keep the session token in FILE across calls (read-your-writes)")
+    p.add_argument("--limit", type=int, default=1000, metavar="N", help="--client scan: at most N records")
     p.add_argument("--verbose", "-v", action="store_true", help="log debug detail")
     p.add_argument("args", nargs="*", help="--client: the operation and its arguments")
     return p
@@ -92,6 +110,8 @@ def main(argv: list[str] | None = None) -> int:
             return run_client(ns, parser)
         if ns.cluster:
             return run_cluster(ns)
+        if ns.keygen:
+            return run_keygen(ns)
         return run_demo(ns)
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -101,10 +121,40 @@ def main(argv: list[str] | None = None) -> int:
 def run_node(ns: argparse.Namespace) -> int:
     from exapyte.runtime.node import serve
 
-    cfg = config_mod.load(ns.config, node_id=ns.node_id)
+    cfg = _load(ns)
     if ns.data_dir:
         cfg = cfg.with_storage_path(str(Path(ns.data_dir) / "store.db"))
-    return serve(cfg)
+    return serve(cfg, instance_id=ns.instance_id)
+
+
+def _load(ns: argparse.Namespace) -> config_mod.Config:
+    cfg = config_mod.load(ns.config, node_id=ns.node_id)
+    if ns.keys_dir:
+        cfg = cfg.with_keys_dir(ns.keys_dir)
+    return cfg
+
+
+def run_keygen(ns: argparse.Namespace) -> int:
+    from exapyte.security import generate
+
+    cfg = config_mod.load(ns.config)
+    names = {}
+    for option in ("clients", "admins"):
+        names[option] = tuple(n for n in getattr(ns, option).split(",") if n)
+        bad = [n for n in names[option] if not re.fullmatch(r"[A-Za-z0-9_.-]{1,64}", n)]
+        if bad:
+            raise ConfigError(f"--{option}: {bad} are not names (letters, digits, _ . -; 1..64)")
+    created = generate(ns.keygen, cfg.node_ids(), admins=names["admins"], clients=names["clients"])
+    for path in created:
+        print(f"created {path} (secret: {path}_secret)")
+    if not created:
+        print(f"{ns.keygen}: every key already exists (nothing created)")
+    print(
+        f"nodes: {', '.join(cfg.node_ids())}; admins: {', '.join(names['admins'])}; clients: "
+        f"{', '.join(names['clients'])}. Give each host its own nodes/<id>.key_secret and every "
+        "public *.key (docs/deploy.md)."
+    )
+    return 0
 
 
 def _text(value: bytes | None) -> str | None:
@@ -136,21 +186,27 @@ def run_client(ns: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         parser.error(f"unknown operation {op!r}; allowed: {', '.join([*CLIENT_ARITY, 'scan'])}")
     elif len(args) != CLIENT_ARITY[op]:
         parser.error(f"{op} takes {CLIENT_ARITY[op]} argument(s), got {len(args)}")
-    cfg = config_mod.load(ns.config, node_id=ns.node_id)
+    if ns.timeout is not None and not 0 < ns.timeout <= 600:
+        parser.error(f"--timeout must be within (0, 600] seconds, got {ns.timeout}")
+    if ns.consistency is not None and ns.consistency not in config_mod.CONSISTENCY_LEVELS:
+        parser.error(
+            f"unknown consistency level {ns.consistency!r}; allowed: "
+            f"{', '.join(config_mod.CONSISTENCY_LEVELS)}"
+        )
+    if not 1 <= ns.limit <= limits.SCAN_LIMIT_MAX:
+        parser.error(f"--limit must be within 1..{limits.SCAN_LIMIT_MAX}, got {ns.limit}")
+    cfg = _load(ns)
     out: dict[str, Any] = {"op": op}
     kwargs: dict[str, Any] = {}
     if ns.timeout is not None:
         kwargs["timeout_s"] = ns.timeout
+    if ns.consistency is not None:
+        kwargs["consistency"] = ns.consistency
+    session = Path(ns.session) if ns.session else None
+    if session is not None:
+        kwargs["session_index"] = _read_session(session)
     try:
-        with Client.from_config(cfg, **kwargs) as client:
-            if ns.consistency is not None:
-                if ns.consistency not in config_mod.CONSISTENCY_LEVELS:
-                    raise RequestFailed(
-                        "bad_request",
-                        f"unknown consistency level {ns.consistency!r}; allowed: "
-                        f"{', '.join(config_mod.CONSISTENCY_LEVELS)}",
-                    )
-                client.consistency = ns.consistency
+        with Client.from_config(cfg, admin=op in ADMIN_CLI_OPS, **kwargs) as client:
             if op == "put":
                 out.update(key=args[0], version=client.put(args[0], args[1]))
             elif op == "get":
@@ -163,10 +219,19 @@ def run_client(ns: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
             elif op == "cas":
                 out.update(key=args[0], swapped=client.cas(args[0], _arg(args[1]), _arg(args[2])))
             elif op == "scan":
-                rows = client.scan(*args)
+                page = client.scan_page(*args, limit=ns.limit)
                 out["records"] = [
-                    {"key": k, "value": _text(v.value), "version": v.version} for k, v in rows
+                    {"key": k, "value": _text(v.value), "version": v.version}
+                    for k, v in page.records
                 ]
+                out["truncated"] = page.truncated
+                if page.truncated:
+                    out["next_start"] = page.records[-1][0] + "\0"
+                    print(
+                        f"scan stopped at its limit of {ns.limit} records; more may follow "
+                        "(raise --limit, or scan again from next_start)",
+                        file=sys.stderr,
+                    )
             elif op == "transfer":
                 out.update(to=args[0], message=client.transfer_leader(args[0]))
             elif op == "member":
@@ -175,22 +240,52 @@ def run_client(ns: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
                 out["status"] = client.status()
             out["ok"] = True
             out["node"] = client.last_node
+            if session is not None:
+                _write_session(session, client.session_index)
+                out["session_index"] = client.session_index
     except RequestTimeout as exc:
         out.update(ok=False, error="timeout", message=str(exc))
     except RequestFailed as exc:
         out.update(ok=False, error=exc.code, message=str(exc).removeprefix(f"{exc.code}: "))
     except ExapyteError as exc:
         out.update(ok=False, error="error", message=str(exc))
+    except (TypeError, ValueError) as exc:
+        out.update(ok=False, error="bad_request", message=str(exc))
     print(json.dumps(out, sort_keys=True))
     return 0 if out["ok"] else 1
 
 
+ADMIN_CLI_OPS = ("transfer", "member")
+
+
+def _read_session(path: Path) -> int:
+    """The session token kept in ``path`` (0 when the file does not exist yet)."""
+    try:
+        raw = json.loads(path.read_text())
+    except FileNotFoundError:
+        return 0
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"--session {path}: not a session file ({exc})") from None
+    index = raw.get("session_index") if isinstance(raw, dict) else None
+    if isinstance(index, bool) or not isinstance(index, int) or index < 0:
+        raise ConfigError(f"--session {path}: session_index must be an int >= 0, got {index!r}")
+    return index
+
+
+def _write_session(path: Path, index: int) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps({"session_index": index}) + "\n")
+    tmp.replace(path)
+
+
 def run_cluster(ns: argparse.Namespace) -> int:
-    from exapyte.runtime.cluster import ClusterError, LocalCluster
+    from exapyte.runtime.cluster import ClusterError, LocalCluster, Supervisor
 
     explicit_run_dir = ns.run_dir is not None
     run_dir = Path(ns.run_dir or Path("run") / Path(ns.cluster).stem)
-    cluster = LocalCluster(ns.cluster, run_dir, data_in_run_dir=explicit_run_dir)
+    cluster = LocalCluster(
+        ns.cluster, run_dir, data_in_run_dir=explicit_run_dir, keys_dir=ns.keys_dir
+    )
     stopping = False
 
     def on_signal(signum: int, _frame: Any) -> None:
@@ -209,12 +304,16 @@ def run_cluster(ns: argparse.Namespace) -> int:
             smoke(cluster)
         if ns.once:
             return 0
+        if cluster.keys_dir is not None:
+            print(f"keys: {cluster.keys_dir} (clients use clients/client, admin operations "
+                  "admins/admin)", flush=True)
         print("cluster running; Ctrl-C stops it", flush=True)
+        supervisor = Supervisor(
+            cluster, restart=not ns.no_restart,
+            say=lambda line: print(line, file=sys.stderr, flush=True),
+        )
         while not stopping:
-            for node_id in cluster.node_ids:
-                if not cluster.alive(node_id):
-                    print(f"node {node_id} exited:\n{cluster.log_tail(node_id)}", file=sys.stderr)
-                    return 1
+            supervisor.poll()
             time.sleep(0.2)
         return 0
     except (ClusterError, ExapyteError) as exc:

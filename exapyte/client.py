@@ -10,8 +10,8 @@ once and re-sends the original outcome, so retries never double-apply.
 A call ends in one of three ways:
 
 - a definite answer (``ok``, ``not_found``, ``cas_failed``) is returned;
-- a definite refusal (``bad_request``) raises :class:`~exapyte.errors.RequestFailed`: the
-  request did not apply;
+- a definite refusal (``bad_request``, or ``forbidden`` when this client's key does not allow
+  the request) raises :class:`~exapyte.errors.RequestFailed`: the request did not apply;
 - no answer before the deadline raises :class:`~exapyte.errors.RequestTimeout`: the write may or
   may not have applied (a Jepsen-style harness records this as ``info``).
 
@@ -21,6 +21,16 @@ and ``overloaded`` back off briefly and try again, rotating through the known no
 The **session token** is the highest applied index seen in any reply; ``session`` reads send it so
 that a replica serves them only once it has applied at least that far (read-your-writes,
 monotonic reads).
+
+**Security.** Against nodes with ``security.mode: curve`` a client needs
+:class:`~exapyte.security.Credentials`: its own key pair and each node's public key, so every
+connection is encrypted and goes only to a node holding that key. :meth:`Client.from_config`
+loads them from the config's key directory (``clients/client`` by default, ``admins/admin`` with
+``admin=True``).
+
+Arguments are checked before anything is sent: a key or value of the wrong type raises
+``TypeError``, one above the limits of :mod:`exapyte.limits` (or an impossible timeout) raises
+``ValueError`` naming the limit.
 
 A client is not thread-safe: use one per thread.
 """
@@ -39,6 +49,7 @@ import zmq
 from exapyte import limits
 from exapyte.config import CONSISTENCY_LEVELS, Config
 from exapyte.errors import RequestFailed, RequestTimeout
+from exapyte.security import Credentials, load_credentials
 from exapyte.wire import (
     CasOp,
     ClientOp,
@@ -48,6 +59,7 @@ from exapyte.wire import (
     Codec,
     DeleteOp,
     FrameError,
+    MEMBERSHIP_CHANGES,
     GetOp,
     MembershipOp,
     PutOp,
@@ -67,10 +79,73 @@ class Versioned(msgspec.Struct, frozen=True):
     version: int
 
 
-def _b(value: Value | None) -> bytes | None:
-    if value is None or isinstance(value, bytes):
-        return value
-    return value.encode()
+def _b(value: Value | None, what: str = "value", *, optional: bool = False) -> bytes | None:
+    """``value`` as bytes (str is UTF-8 encoded), checked against VALUE_BYTES_MAX."""
+    if value is None:
+        if optional:
+            return None
+        raise TypeError(f"{what} must be str or bytes, not None")
+    if isinstance(value, str):
+        data = value.encode("utf-8")
+    elif isinstance(value, (bytes, bytearray, memoryview)):
+        data = bytes(value)
+    else:
+        raise TypeError(
+            f"{what} must be str or bytes{' or None' if optional else ''}, "
+            f"not {type(value).__name__}"
+        )
+    if len(data) > limits.VALUE_BYTES_MAX:
+        raise ValueError(
+            f"{what} is {len(data)} bytes; the limit is {limits.VALUE_BYTES_MAX} bytes "
+            "(limits.VALUE_BYTES_MAX)"
+        )
+    return data
+
+
+def _key(key: object, what: str = "key", *, empty_ok: bool = False) -> str:
+    if not isinstance(key, str):
+        raise TypeError(f"{what} must be str, not {type(key).__name__}")
+    if not key and not empty_ok:
+        raise ValueError(f"{what} must not be empty")
+    try:
+        size = len(key.encode("utf-8"))
+    except UnicodeEncodeError:
+        raise ValueError(f"{what} is not valid UTF-8 text (it holds a lone surrogate)") from None
+    if size > limits.KEY_BYTES_MAX:
+        raise ValueError(
+            f"{what} is {size} bytes; the limit is {limits.KEY_BYTES_MAX} bytes (limits.KEY_BYTES_MAX)"
+        )
+    return key
+
+
+def _timeout(timeout_s: object) -> float | None:
+    if timeout_s is None:
+        return None
+    if isinstance(timeout_s, bool) or not isinstance(timeout_s, (int, float)):
+        raise TypeError(f"timeout_s must be a number of seconds, not {type(timeout_s).__name__}")
+    if not 0 < timeout_s <= limits.CLIENT_TIMEOUT_S_MAX:
+        raise ValueError(
+            f"timeout_s must be within (0, {limits.CLIENT_TIMEOUT_S_MAX}] seconds, got {timeout_s}"
+        )
+    return float(timeout_s)
+
+
+def _consistency(level: object) -> str | None:
+    if level is None:
+        return None
+    if level not in CONSISTENCY_LEVELS:
+        raise ValueError(
+            f"unknown consistency level {level!r}; allowed: {', '.join(CONSISTENCY_LEVELS)}"
+        )
+    return level  # type: ignore[return-value]
+
+
+class ScanPage(msgspec.Struct, frozen=True):
+    """One scan's records, and whether the scan stopped at its limit (more keys may follow:
+    continue from ``records[-1][0] + "\\0"``)."""
+
+    records: list[tuple[str, Versioned]]
+    truncated: bool
 
 
 class Client:
@@ -86,20 +161,26 @@ class Client:
         attempt_timeout_s: float | None = None,
         consistency: str = "strong",
         context: zmq.Context[Any] | None = None,
+        credentials: Credentials | None = None,
+        session_index: int = 0,
     ) -> None:
         self.endpoints = [endpoints] if isinstance(endpoints, str) else list(endpoints)
         if not self.endpoints:
             raise ValueError("a client needs at least one endpoint")
-        if consistency not in CONSISTENCY_LEVELS:
-            raise ValueError(
-                f"unknown consistency level {consistency!r}; allowed: {', '.join(CONSISTENCY_LEVELS)}"
-            )
+        self.consistency = _consistency(consistency) or "strong"
+        checked = _timeout(timeout_s)
+        assert checked is not None
+        if client_id is not None:
+            if not isinstance(client_id, str):
+                raise TypeError(f"client_id must be str, not {type(client_id).__name__}")
+        if isinstance(session_index, bool) or not isinstance(session_index, int) or session_index < 0:
+            raise ValueError(f"session_index must be an int >= 0, got {session_index!r}")
         self.node_endpoints = dict(node_endpoints or {})
         self.client_id = client_id or uuid.uuid4().hex
-        self.timeout_s = timeout_s
-        self.attempt_timeout_s = attempt_timeout_s or max(0.05, timeout_s / 3)
-        self.consistency = consistency
-        self.session_index = 0
+        self.timeout_s = checked
+        self.attempt_timeout_s = _timeout(attempt_timeout_s) or max(0.05, checked / 3)
+        self.credentials = credentials
+        self.session_index = session_index
         self.last_node: str | None = None
         self._seq = itertools.count(int(time.time() * 1000) * 1000)
         self._codec = Codec()
@@ -109,16 +190,28 @@ class Client:
         self._current = 0
 
     @classmethod
-    def from_config(cls, cfg: Config, **kwargs: Any) -> Client:
+    def from_config(cls, cfg: Config, *, admin: bool = False, key_name: str | None = None,
+                    **kwargs: Any) -> Client:
+        """A client of the cluster in ``cfg``: its timeout is ``network.request_timeout_ms``, its
+        default level ``data_plane.default_consistency`` (both unless given), and with
+        ``security.mode: curve`` its credentials come from ``security.keys_dir`` (``admins/``
+        with ``admin``, else ``clients/``; ``key_name`` picks the key, default ``admin`` or
+        ``client``)."""
         nodes = {n.id: n.endpoint for n in cfg.cluster.nodes}
         first = cfg.node.endpoint
         ordered = [first] + [e for e in nodes.values() if e != first]
+        kwargs.setdefault("timeout_s", cfg.network.request_timeout_ms / 1000)
+        kwargs.setdefault("consistency", cfg.data_plane.default_consistency)
+        if cfg.security.mode == "curve" and "credentials" not in kwargs:
+            kwargs["credentials"] = load_credentials(
+                cfg.security.keys_dir, nodes, role="admins" if admin else "clients", name=key_name,
+            )
         return cls(ordered, node_endpoints=nodes, **kwargs)
 
     # -- the API ------------------------------------------------------------------------------
 
     def get(self, key: str, *, consistency: str | None = None, timeout_s: float | None = None) -> Versioned | None:
-        reply = self.request(GetOp(key), consistency=consistency, timeout_s=timeout_s)
+        reply = self.request(GetOp(_key(key)), consistency=consistency, timeout_s=timeout_s)
         if reply.code == ReplyCode.NOT_FOUND:
             return None
         assert reply.value is not None
@@ -128,18 +221,20 @@ class Client:
         """Write ``value``; returns the key's new version."""
         v = _b(value)
         assert v is not None
-        return self.request(PutOp(key, v), timeout_s=timeout_s).version
+        return self.request(PutOp(_key(key), v), timeout_s=timeout_s).version
 
     def delete(self, key: str, *, timeout_s: float | None = None) -> bool:
         """Delete ``key``; returns whether it existed."""
-        return self.request(DeleteOp(key), timeout_s=timeout_s).code == ReplyCode.OK
+        return self.request(DeleteOp(_key(key)), timeout_s=timeout_s).code == ReplyCode.OK
 
     def cas(
         self, key: str, expected: Value | None, new: Value | None, *, timeout_s: float | None = None
     ) -> bool:
         """Set ``key`` to ``new`` if it currently holds ``expected`` (None: absent / delete)."""
-        reply = self.request(CasOp(key, _b(expected), _b(new)), timeout_s=timeout_s)
-        return reply.code == ReplyCode.OK
+        op = CasOp(
+            _key(key), _b(expected, "expected", optional=True), _b(new, "new", optional=True)
+        )
+        return self.request(op, timeout_s=timeout_s).code == ReplyCode.OK
 
     def scan(
         self,
@@ -150,16 +245,44 @@ class Client:
         consistency: str | None = None,
         timeout_s: float | None = None,
     ) -> list[tuple[str, Versioned]]:
+        """Records with ``start <= key < end`` in key order, at most ``limit`` of them (see
+        :meth:`scan_page` to learn whether the limit cut the scan short)."""
+        return self.scan_page(
+            start, end, limit, consistency=consistency, timeout_s=timeout_s
+        ).records
+
+    def scan_page(
+        self,
+        start: str = "",
+        end: str | None = None,
+        limit: int = 1000,
+        *,
+        consistency: str | None = None,
+        timeout_s: float | None = None,
+    ) -> ScanPage:
+        _key(start, "start", empty_ok=True)
+        if end is not None:
+            _key(end, "end", empty_ok=True)
+        if isinstance(limit, bool) or not isinstance(limit, int):
+            raise TypeError(f"limit must be int, not {type(limit).__name__}")
+        if not 1 <= limit <= limits.SCAN_LIMIT_MAX:
+            raise ValueError(f"limit must be within 1..{limits.SCAN_LIMIT_MAX}, got {limit}")
         reply = self.request(ScanOp(start, end, limit), consistency=consistency, timeout_s=timeout_s)
-        return [(k, Versioned(v, ver)) for k, v, ver in reply.records]
+        records = [(k, Versioned(v, ver)) for k, v, ver in reply.records]
+        return ScanPage(records, reply.truncated)
 
     def transfer_leader(self, to: str, *, timeout_s: float | None = None) -> str:
         """Ask the leader to hand leadership to ``to``; returns the leader's message."""
-        return self.request(TransferLeaderOp(to), timeout_s=timeout_s).message
+        return self.request(TransferLeaderOp(_key(to, "to")), timeout_s=timeout_s).message
 
     def change_membership(self, change: str, node: str, *, timeout_s: float | None = None) -> int:
         """``add-voter``, ``add-learner`` or ``remove`` ``node``; returns once applied (its index)."""
-        return self.request(MembershipOp(change, node), timeout_s=timeout_s).index
+        if change not in MEMBERSHIP_CHANGES:
+            raise ValueError(
+                f"unknown membership change {change!r}; allowed: {', '.join(MEMBERSHIP_CHANGES)}"
+            )
+        op = MembershipOp(change, _key(node, "node"))
+        return self.request(op, timeout_s=timeout_s).index
 
     def clock_fault(
         self, endpoint: str, *, shift_ms: float = 0.0, rate: float = 1.0, reset: bool = False,
@@ -186,15 +309,21 @@ class Client:
         follow: bool = True,
     ) -> ClientReply:
         """Send one request until a definite reply or the deadline. See the module docstring."""
+        wait_s = _timeout(timeout_s)
         req = ClientRequest(
             self.client_id,
             next(self._seq),
             op,
-            consistency=consistency or self.consistency,
+            consistency=_consistency(consistency) or self.consistency,
             session_index=self.session_index,
         )
         frame = self._codec.encode(req)
-        deadline = time.monotonic() + (timeout_s if timeout_s is not None else self.timeout_s)
+        if len(frame) > limits.FRAME_BYTES_MAX:
+            raise ValueError(
+                f"the request is {len(frame)} bytes encoded; the frame limit is "
+                f"{limits.FRAME_BYTES_MAX} bytes (limits.FRAME_BYTES_MAX)"
+            )
+        deadline = time.monotonic() + (wait_s if wait_s is not None else self.timeout_s)
         target = endpoint or self.endpoints[self._current % len(self.endpoints)]
         last_problem = "no reply"
         while True:
@@ -216,7 +345,7 @@ class Client:
             code = reply.code
             if code in (ReplyCode.OK, ReplyCode.NOT_FOUND, ReplyCode.CAS_FAILED):
                 return reply
-            if code == ReplyCode.BAD_REQUEST:
+            if code == ReplyCode.BAD_REQUEST or code == ReplyCode.FORBIDDEN:
                 raise RequestFailed(code, reply.message)
             last_problem = f"{code} from {reply.node or target}: {reply.message}".rstrip(": ")
             if not follow:
@@ -246,6 +375,12 @@ class Client:
             sock.setsockopt(zmq.RECONNECT_IVL, limits.ZMQ_RECONNECT_IVL_MS)
             sock.setsockopt(zmq.RECONNECT_IVL_MAX, limits.ZMQ_RECONNECT_IVL_MAX_MS)
             sock.setsockopt(zmq.IMMEDIATE, 1)  # queue only on completed connections
+            if self.credentials is not None:
+                try:
+                    self.credentials.apply(sock, endpoint)
+                except BaseException:
+                    sock.close(linger=0)
+                    raise
             sock.connect(endpoint)
             self._sockets[endpoint] = sock
         return sock

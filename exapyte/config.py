@@ -14,6 +14,7 @@ the value found and what is allowed.
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import re
 import typing
@@ -36,6 +37,7 @@ ReplicationStrategy = Literal["sync", "async", "optimized"]
 DistributionStrategy = Literal["centralized", "sharded", "hierarchical"]
 ConsistencyLevel = Literal["strong", "bounded_staleness", "session", "consistent_prefix", "eventual"]
 EvictionPolicy = Literal["lru", "lfu"]
+SecurityMode = Literal["curve", "off"]
 
 CONSISTENCY_LEVELS: tuple[str, ...] = typing.get_args(ConsistencyLevel)
 
@@ -47,10 +49,10 @@ class _Section(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=
 class NodeSpec(_Section):
     """One node of the cluster: where its sockets listen."""
 
-    id: Ident
+    id: Ident  # the node's name: its peer identity and its key's name (nodes/<id>.key)
     port: Port  # ROUTER socket: clients and peers
-    region: Ident = "local"
-    host: str = "127.0.0.1"
+    region: Ident = "local"  # the region it sits in (cluster.regions)
+    host: str = "127.0.0.1"  # the address others dial (IPv4 or host name); also bound by default
     pub_port: Port | None = None  # PUB socket: topology updates (port + 1000 when absent)
 
     @property
@@ -67,44 +69,49 @@ class NodeSpec(_Section):
 
 
 class RegionSpec(_Section):
-    id: Ident
-    name: str = ""
+    id: Ident  # what cluster.nodes[].region and cluster.links[] refer to
+    name: str = ""  # a label for plots and reports
 
 
 class LinkSpec(_Section):
     """A network link between two regions with its one-way latency."""
 
-    a: Ident
-    b: Ident
-    latency_ms: Annotated[float, msgspec.Meta(ge=0, le=60_000)] = 0.0
+    a: Ident  # one region
+    b: Ident  # the other region
+    latency_ms: Annotated[float, msgspec.Meta(ge=0, le=60_000)] = 0.0  # one-way; the harness injects it
 
 
 class ClusterSection(_Section):
-    nodes: Annotated[tuple[NodeSpec, ...], msgspec.Meta(min_length=1, max_length=64)]
-    regions: tuple[RegionSpec, ...] = ()
-    links: tuple[LinkSpec, ...] = ()
+    nodes: Annotated[tuple[NodeSpec, ...], msgspec.Meta(min_length=1, max_length=64)]  # every node
+    regions: tuple[RegionSpec, ...] = ()  # when given, every node's region must be one of these
+    links: tuple[LinkSpec, ...] = ()  # inter-region latencies (topology graphs, harness)
 
 
 class StorageSection(_Section):
-    backend: StorageBackend = "sqlite"
+    backend: StorageBackend = "sqlite"  # memory (lost at exit), sqlite (fsynced) or tiered
     # File path of the SQLite database; "{node_id}" is replaced by the node's id. Relative paths
     # are relative to the working directory. Ignored by the memory backend.
     path: str = "./data/{node_id}/store.db"
-    hot_keys: PositiveInt = limits.TIERED_HOT_KEYS_DEFAULT
-    policy: EvictionPolicy = "lru"
+    hot_keys: PositiveInt = limits.TIERED_HOT_KEYS_DEFAULT  # tiered: records kept in memory
+    policy: EvictionPolicy = "lru"  # tiered: which record leaves memory first
 
 
 class NetworkSection(_Section):
-    bind_host: str = "127.0.0.1"
-    tick_ms: Annotated[int, msgspec.Meta(ge=1, le=1000)] = limits.TICK_MS_DEFAULT
+    # The address this node's ROUTER and PUB sockets bind: "" binds the node's own host from
+    # cluster.nodes; "0.0.0.0" binds every interface. Anything but loopback needs security.mode
+    # "curve".
+    bind_host: str = ""
+    tick_ms: Annotated[int, msgspec.Meta(ge=1, le=1000)] = limits.TICK_MS_DEFAULT  # one protocol tick
+    # Larger frames are dropped before decoding (ZeroMQ MAXMSGSIZE and the codec).
     frame_bytes_max: Annotated[int, msgspec.Meta(ge=1024, le=limits.FRAME_BYTES_MAX)] = (
         limits.FRAME_BYTES_MAX
     )
+    # How long `--client` (and Client.from_config) waits for a definite answer, retries included.
     request_timeout_ms: Annotated[int, msgspec.Meta(ge=10, le=600_000)] = (
         limits.CLIENT_TIMEOUT_MS_DEFAULT
     )
-    sndhwm: PositiveInt = limits.ZMQ_SNDHWM_MESSAGES
-    rcvhwm: PositiveInt = limits.ZMQ_RCVHWM_MESSAGES
+    sndhwm: PositiveInt = limits.ZMQ_SNDHWM_MESSAGES  # messages queued per socket before sends drop
+    rcvhwm: PositiveInt = limits.ZMQ_RCVHWM_MESSAGES  # messages queued per socket on receive
     # Where this node dials each peer, when not the peer's own endpoint (node id -> tcp://host:port).
     # The harness points these at one Toxiproxy proxy per directed link.
     peer_endpoints: dict[str, str] = {}
@@ -113,12 +120,15 @@ class NetworkSection(_Section):
 class ConsensusSection(_Section):
     # "none" serves a single node's durable KV directly; "raft" replicates through Raft.
     protocol: ConsensusProtocol = "raft"
+    # Ticks without a leader before a follower campaigns (randomized in [T, 2T)).
     election_timeout_ticks: Annotated[int, msgspec.Meta(ge=2, le=10_000)] = 20
-    heartbeat_ticks: Annotated[int, msgspec.Meta(ge=1, le=1_000)] = 2
-    pre_vote: bool = True
-    check_quorum: bool = True
+    heartbeat_ticks: Annotated[int, msgspec.Meta(ge=1, le=1_000)] = 2  # ticks between heartbeats
+    pre_vote: bool = True  # ask whether an election could be won before raising the term
+    check_quorum: bool = True  # a leader cut off from a quorum steps down; leader stickiness
+    # Unacknowledged append messages per follower (pipelining).
     max_inflight_msgs: Annotated[int, msgspec.Meta(ge=1, le=100_000)] = 256
-    max_entries_per_msg: Annotated[int, msgspec.Meta(ge=1, le=100_000)] = 512
+    max_entries_per_msg: Annotated[int, msgspec.Meta(ge=1, le=100_000)] = 512  # entries per append
+    # Applied entries kept in the log before a snapshot compacts it (checked each maintenance pass).
     snapshot_entries: Annotated[int, msgspec.Meta(ge=10, le=10_000_000)] = 100_000
     # Snapshot bytes per InstallSnapshot message: a snapshot of any size crosses the wire in
     # frames of bounded size (used: at most half of network.frame_bytes_max).
@@ -131,13 +141,15 @@ class ConsensusSection(_Section):
 
 
 class ReplicationSection(_Section):
+    # Only "sync" runs in this release (a majority of all voters persists before the ack);
+    # the others are refused at load.
     strategy: ReplicationStrategy = "sync"
 
 
 class DistributionSection(_Section):
+    # Only "centralized" (one group holds every key) runs in this release; the others are refused.
     strategy: DistributionStrategy = "centralized"
-    shards: Annotated[int, msgspec.Meta(ge=1, le=1024)] = 1
-    virtual_nodes: Annotated[int, msgspec.Meta(ge=1, le=4096)] = 64
+    shards: Annotated[int, msgspec.Meta(ge=1, le=1024)] = 1  # must be 1 until sharding is available
 
 
 class ControlPlaneSection(_Section):
@@ -146,9 +158,12 @@ class ControlPlaneSection(_Section):
 
 
 class DataPlaneSection(_Section):
+    # The consistency level of a request that names none (`--client` and Client.from_config).
     default_consistency: ConsistencyLevel = "strong"
-    staleness_versions_max: PositiveInt = 100
-    staleness_ms_max: PositiveInt = 5_000
+    # bounded_staleness reads: a follower serves them only within K entries of the commit index
+    # its leader last reported and T ms of hearing from it; else the leader serves them.
+    staleness_versions_max: PositiveInt = 100  # K
+    staleness_ms_max: PositiveInt = 5_000  # T
 
 
 class MaintenanceSection(_Section):
@@ -156,17 +171,31 @@ class MaintenanceSection(_Section):
     interval_s: Annotated[float, msgspec.Meta(gt=0, le=3600)] = 5.0
 
 
+class SecuritySection(_Section):
+    """How nodes and clients authenticate (docs/security.md)."""
+
+    # "curve": every ZeroMQ link is CurveZMQ (encrypted; each end proves its key); peers must hold
+    # a member key, admin requests an admin key. "off": plain TCP and no authentication at all:
+    # allowed only when every address is loopback.
+    mode: SecurityMode = "curve"
+    # Key directory (nodes/, admins/, clients/; `python main.py --keygen DIR`). Relative paths are
+    # relative to the working directory; `--keys-dir` overrides it.
+    keys_dir: str = "keys"
+    # Whether a client with a key the node does not know may read and write (never admin).
+    anonymous_clients: bool = False
+
+
 class UnsafeSection(_Section):
     """Known bugs, for proving that the harness catches them. Refused unless ``enabled``."""
 
-    enabled: bool = False
-    bugs: tuple[str, ...] = ()
+    enabled: bool = False  # also allows admin.clock (clock-fault injection by an admin key)
+    bugs: tuple[str, ...] = ()  # see "Known bugs" below
 
 
 class Config(_Section):
     cluster: ClusterSection
-    node_id: Ident | None = None
-    region_id: Ident | None = None
+    node_id: Ident | None = None  # which node this process is (default: the first; --node-id)
+    region_id: Ident | None = None  # must equal the node's region when given
     storage: StorageSection = StorageSection()
     network: NetworkSection = NetworkSection()
     consensus: ConsensusSection = ConsensusSection()
@@ -175,6 +204,7 @@ class Config(_Section):
     control_plane: ControlPlaneSection = ControlPlaneSection()
     data_plane: DataPlaneSection = DataPlaneSection()
     maintenance: MaintenanceSection = MaintenanceSection()
+    security: SecuritySection = SecuritySection()
     unsafe: UnsafeSection = UnsafeSection()
 
     # -- derived views ------------------------------------------------------------------------
@@ -211,6 +241,16 @@ class Config(_Section):
         """The same cluster seen from ``node_id`` (validated)."""
         cfg = msgspec.structs.replace(self, node_id=node_id, region_id=None)
         return _validate(cfg)
+
+    @property
+    def bind_host(self) -> str:
+        """The address this node's sockets bind."""
+        return self.network.bind_host or self.node.host
+
+    def with_keys_dir(self, path: str) -> Config:
+        return msgspec.structs.replace(
+            self, security=msgspec.structs.replace(self.security, keys_dir=path)
+        )
 
     def with_storage_path(self, path: str) -> Config:
         return msgspec.structs.replace(
@@ -362,6 +402,92 @@ def _allowed(parts: list[str]) -> list[str]:
     return []
 
 
+_HOST_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+_HOSTNAME_RE = re.compile(rf"{_HOST_LABEL}(?:\.{_HOST_LABEL})*")
+
+
+def host_problem(host: str) -> str | None:
+    """Why ``host`` cannot name a node (an IPv4 address or a DNS host name), or None."""
+    try:
+        ip = ipaddress.ip_address(host)
+    except ValueError:
+        ip = None
+    if ip is not None:
+        if ip.version == 6:
+            return "IPv6 addresses are not supported; use an IPv4 address or a host name"
+        return None
+    if len(host) > 253 or not _HOSTNAME_RE.fullmatch(host):
+        return "not an IPv4 address or a host name"
+    if host.replace(".", "").isdigit():
+        return "not a valid IPv4 address"
+    return None
+
+
+def canonical_host(host: str) -> str:
+    """One spelling per address: ``localhost`` is 127.0.0.1, names are lower case."""
+    lowered = host.lower()
+    return "127.0.0.1" if lowered == "localhost" else lowered
+
+
+def is_loopback(host: str) -> bool:
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False  # a host name: it may resolve anywhere
+
+
+def is_wildcard(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_unspecified
+    except ValueError:
+        return False
+
+
+def _validate_addresses(cfg: Config) -> None:
+    for spec in cfg.cluster.nodes:
+        problem = host_problem(spec.host)
+        if problem:
+            raise ConfigError(f"field 'cluster.nodes[{spec.id}].host': {spec.host!r}: {problem}")
+    bind = cfg.network.bind_host
+    if bind:
+        problem = host_problem(bind)
+        if problem is None and not (bind.lower() == "localhost" or _is_ip(bind)):
+            problem = "must be an IPv4 address (or localhost), or empty for the node's own host"
+        if problem:
+            raise ConfigError(f"field 'network.bind_host': {bind!r}: {problem}")
+    peer_hosts: list[tuple[str, str]] = []
+    for peer, endpoint in cfg.network.peer_endpoints.items():
+        m = re.fullmatch(r"tcp://([^:/]+):(\d{1,5})", endpoint)
+        if m is None or not 1 <= int(m.group(2)) <= 65535 or host_problem(m.group(1)):
+            raise ConfigError(
+                f"field 'network.peer_endpoints.{peer}': {endpoint!r} is not tcp://HOST:PORT "
+                "(HOST an IPv4 address or host name, PORT 1..65535)"
+            )
+        peer_hosts.append((f"network.peer_endpoints.{peer}", m.group(1)))
+    if cfg.security.mode == "off":
+        exposed = [(f"cluster.nodes[{n.id}].host", n.host) for n in cfg.cluster.nodes]
+        exposed += peer_hosts
+        if bind:
+            exposed.append(("network.bind_host", bind))
+        for field, host in exposed:
+            if not is_loopback(host):
+                raise ConfigError(
+                    f"field {field!r}: {host!r} is not a loopback address, and security.mode is "
+                    "'off' (no authentication, no encryption); allowed with 'off': 127.0.0.1 or "
+                    "localhost. Set security.mode to 'curve' to serve other addresses"
+                )
+
+
+def _is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
+
+
 def _validate(cfg: Config) -> Config:
     """Cross-field rules msgspec cannot express."""
     ids = cfg.node_ids()
@@ -390,7 +516,7 @@ def _validate(cfg: Config) -> Config:
                     f"field 'cluster.nodes[{spec.id}].pub_port': derived port {port} is out of "
                     f"range; set pub_port explicitly (1..65535)"
                 )
-            key = (spec.host, port)
+            key = (canonical_host(spec.host), port)
             if key in seen:
                 raise ConfigError(
                     f"field 'cluster.nodes[{spec.id}].{what}': port {port} on {spec.host} is "
@@ -412,16 +538,15 @@ def _validate(cfg: Config) -> Config:
                         f"field 'cluster.links': region {end!r} is not declared; allowed: "
                         f"{', '.join(sorted(region_ids))}"
                     )
-    for peer, endpoint in cfg.network.peer_endpoints.items():
+    for peer in cfg.network.peer_endpoints:
         if peer not in ids:
             raise ConfigError(
                 f"field 'network.peer_endpoints.{peer}': not a node of the cluster; allowed: "
                 f"{', '.join(ids)}"
             )
-        if not re.fullmatch(r"tcp://[^:/]+:\d{1,5}", endpoint):
-            raise ConfigError(
-                f"field 'network.peer_endpoints.{peer}': {endpoint!r} is not tcp://HOST:PORT"
-            )
+    _validate_addresses(cfg)
+    if not cfg.security.keys_dir and cfg.security.mode == "curve":
+        raise ConfigError("field 'security.keys_dir': must name a directory when mode is 'curve'")
     stray = [v for v in cfg.consensus.initial_voters if v not in ids]
     if stray:
         raise ConfigError(

@@ -5,6 +5,8 @@ A test compares the file with this output, so the reference cannot drift from th
 
 from __future__ import annotations
 
+import inspect
+import re
 import types
 import typing
 
@@ -26,6 +28,7 @@ SECTIONS: list[tuple[str, type[msgspec.Struct]]] = [
     ("control_plane", C.ControlPlaneSection),
     ("data_plane", C.DataPlaneSection),
     ("maintenance", C.MaintenanceSection),
+    ("security", C.SecuritySection),
     ("unsafe", C.UnsafeSection),
 ]
 
@@ -42,7 +45,9 @@ once at load. An unknown key, a wrong type, a value out of range, a `node_id` th
 `cluster.nodes`, two nodes on one port, or an unknown `unsafe` bug is refused with a message
 naming the field (as a JSON path), the value found and what is allowed; the process exits non-zero.
 
-Cross-field rules: node ids are unique; every `host:port` (ROUTER and PUB) is used once;
+Cross-field rules: node ids are unique; every `host:port` (ROUTER and PUB) is used once
+(`localhost` and `127.0.0.1` are one address); `host` is an IPv4 address or a host name and
+`bind_host` an IPv4 address; with `security.mode: off` every address must be loopback;
 `region_id` must equal the node's region; declared regions must cover every node and link;
 `consensus.protocol: none` allows one node only; `heartbeat_ticks < election_timeout_ticks`;
 `unsafe.bugs` needs `unsafe.enabled: true`; replication strategies other than `sync` and
@@ -85,16 +90,51 @@ def default_text(value: typing.Any) -> str:
     return f'`"{value}"`' if isinstance(value, str) else f"`{value!r}`"
 
 
+_FIELD_RE = re.compile(r"^\s+(?P<name>[a-z_][a-z0-9_]*)\s*:")
+_INLINE_RE = re.compile(r"#\s*(?P<text>.*)$")
+
+
+def field_notes(cls: type) -> dict[str, str]:
+    """Each field's meaning, from the comments in its struct's source: the ``#`` lines just
+    above the field and a trailing ``# ...`` on its line."""
+    notes: dict[str, str] = {}
+    pending: list[str] = []
+    for line in inspect.getsource(cls).splitlines():
+        stripped = line.strip()
+        if stripped.startswith("#"):
+            pending.append(stripped.lstrip("#").strip())
+            continue
+        m = _FIELD_RE.match(line)
+        if m and m.group("name") in cls.__struct_fields__:  # type: ignore[attr-defined]
+            text = list(pending)
+            inline = _INLINE_RE.search(line.split("=", 1)[-1]) if "#" in line else None
+            if inline:
+                text.append(inline.group("text"))
+            if text:
+                notes[m.group("name")] = " ".join(text).replace("|", "\\|")
+        if not stripped.startswith(("#", ")")) or m:
+            pending = []
+    return notes
+
+
 def render() -> str:
     out = [INTRO]
     for name, cls in SECTIONS:
-        out += [f"## `{name}`", "", "| field | type | default |", "|---|---|---|"]
+        out += [f"## `{name}`", ""]
+        doc = (cls.__doc__ or "").strip()
+        if doc and not doc.startswith("Base of"):
+            out += [doc.splitlines()[0], ""]
+        out += ["| field | type | default | meaning |", "|---|---|---|---|"]
         hints = typing.get_type_hints(cls, include_extras=True)
         fields = cls.__struct_fields__
         defaults = [msgspec.NODEFAULT] * (len(fields) - len(cls.__struct_defaults__))
         defaults += list(cls.__struct_defaults__)
+        notes = field_notes(cls)
         for field, default in zip(fields, defaults, strict=True):
-            out.append(f"| `{field}` | {type_name(hints[field])} | {default_text(default)} |")
+            out.append(
+                f"| `{field}` | {type_name(hints[field])} | {default_text(default)} | "
+                f"{notes.get(field, '')} |"
+            )
         out.append("")
     out += [
         "## Known bugs (`unsafe.bugs`)",

@@ -37,6 +37,7 @@ SQLITE_WAL_CHECKPOINT_PAGES = 4_000  # WAL pages before an automatic checkpoint 
 # --- runtime ----------------------------------------------------------------------------------
 TICK_MS_DEFAULT = 10  # one protocol tick
 CLIENT_TIMEOUT_MS_DEFAULT = 2_000
+CLIENT_TIMEOUT_S_MAX = 600.0  # the longest deadline a client call accepts
 CLIENT_RETRIES_DEFAULT = 3
 PENDING_REQUESTS_MAX = 100_000  # client requests a node holds while they are replicated
 SESSION_REPLIES_MAX = 100_000  # client sessions remembered for exactly-once retries

@@ -118,6 +118,7 @@ class ReplyCode:
     UNAVAILABLE = "unavailable"  # no leader known or no quorum: retry later
     BAD_REQUEST = "bad_request"  # the request can never succeed as sent
     OVERLOADED = "overloaded"  # too many pending requests: retry later
+    FORBIDDEN = "forbidden"  # this caller's key does not allow the request (admin ops need admin)
 
 
 class ClientReply(msgspec.Struct, frozen=True, tag="client.reply"):
@@ -133,6 +134,7 @@ class ClientReply(msgspec.Struct, frozen=True, tag="client.reply"):
     leader_endpoint: str | None = None
     message: str = ""
     status: dict[str, Any] | None = None
+    truncated: bool = False  # a scan stopped at its limit: more records may follow
 
 
 # -- peer and control messages ------------------------------------------------------------------

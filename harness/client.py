@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from exapyte.client import Client
+from exapyte.security import Credentials
 from exapyte.errors import RequestFailed, RequestTimeout
 from exapyte.wire import GetOp, ReplyCode
 from harness.generator import Op
@@ -66,6 +67,7 @@ class HarnessClient:
         timeout_s: float = 2.0,
         home: str | None = None,
         client_factory: Callable[..., Client] = Client,
+        credentials: Credentials | None = None,
     ) -> None:
         if home is not None and home not in endpoints:
             raise ValueError(f"home node {home!r} is not one of {sorted(endpoints)}")
@@ -74,6 +76,7 @@ class HarnessClient:
         self.consistency = consistency
         self.timeout_s = timeout_s
         self._factory = client_factory
+        self.credentials = credentials
         self.client = self._new_client()
 
     def _new_client(self) -> Client:
@@ -81,8 +84,10 @@ class HarnessClient:
         if self.home is not None:
             first = self.endpoints[self.home]
             order = [first] + [e for e in order if e != first]
+        extra = {"credentials": self.credentials} if self.credentials is not None else {}
         return self._factory(
             order, node_endpoints=self.endpoints, timeout_s=self.timeout_s, consistency=self.consistency,
+            **extra,
         )
 
     @property

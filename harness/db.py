@@ -168,6 +168,9 @@ class ClusterDB:
 
     def _write_configs(self) -> dict[str, Path]:
         raw = json.loads(self.topology_path.read_text())
+        # Every run has keys of its own (LocalCluster creates them in RUN/keys).
+        security = raw.setdefault("security", {})
+        security["keys_dir"] = str((self.run_dir / "keys").resolve())
         if self.unsafe:
             raw["unsafe"] = {"enabled": True, "bugs": list(self.bugs)}
         self.config_dir.mkdir(parents=True, exist_ok=True)
@@ -211,6 +214,10 @@ class ClusterDB:
         self.teardown()
 
     # -- what clients need ----------------------------------------------------------------------
+
+    def credentials(self, *, admin: bool = False) -> Any:
+        """The run's client (or admin) credentials; None when the topology turns security off."""
+        return self._cluster().credentials(admin=admin)
 
     def endpoints(self) -> dict[str, str]:
         """Client endpoints (direct, not proxied) by node id."""
@@ -308,11 +315,9 @@ class ClusterDB:
     # -- clock faults ---------------------------------------------------------------------------
 
     def _clock_request(self, node: str, *, shift_ms: float, rate: float, reset: bool) -> str:
-        from exapyte.client import Client
-
         if not self.unsafe:
             raise DbError("clock faults need unsafe.enabled in the node configs (ClusterDB(unsafe=True))")
-        with Client(self.endpoints()[node], timeout_s=CLOCK_REQUEST_TIMEOUT_S) as client:
+        with self._cluster().node_client(node, admin=True, timeout_s=CLOCK_REQUEST_TIMEOUT_S) as client:
             return client.clock_fault(self.endpoints()[node], shift_ms=shift_ms, rate=rate, reset=reset,
                                       timeout_s=CLOCK_REQUEST_TIMEOUT_S)
 
@@ -362,12 +367,11 @@ class ClusterDB:
 
     def statuses(self, timeout_s: float = 1.0) -> dict[str, dict[str, Any] | None]:
         """Each node's status (None when it does not answer)."""
-        from exapyte.client import Client
         from exapyte.errors import ExapyteError
 
         out: dict[str, dict[str, Any] | None] = {}
-        for node, endpoint in self.endpoints().items():
-            with Client(endpoint, timeout_s=timeout_s) as client:
+        for node in self.endpoints():
+            with self._cluster().node_client(node, timeout_s=timeout_s) as client:
                 try:
                     out[node] = client.status(timeout_s=timeout_s)
                 except ExapyteError:

@@ -29,8 +29,9 @@ class StatusMonitor:
     """Samples ``endpoints`` (node id -> endpoint) into ``path`` until :meth:`stop`."""
 
     def __init__(self, endpoints: dict[str, str], path: str | Path, now_ns: Callable[[], int], *,
-                 interval_s: float = STATUS_INTERVAL_S) -> None:
+                 interval_s: float = STATUS_INTERVAL_S, credentials: Any = None) -> None:
         self.endpoints = dict(endpoints)
+        self.credentials = credentials  # exapyte.security.Credentials, or None with security off
         self.path = Path(path)
         self.now_ns = now_ns
         self.interval_s = interval_s
@@ -50,14 +51,17 @@ class StatusMonitor:
     def _poll(self, node: str, endpoint: str) -> None:
         from exapyte.client import Client
 
-        client = Client(endpoint, timeout_s=STATUS_TIMEOUT_S)
+        def fresh() -> Client:
+            return Client(endpoint, timeout_s=STATUS_TIMEOUT_S, credentials=self.credentials)
+
+        client = fresh()
         try:
             while not self._stop.wait(self.interval_s):
                 try:
                     status = client.status(timeout_s=STATUS_TIMEOUT_S)
                 except Exception:  # noqa: BLE001 - down or paused: no sample; a fresh socket next time
                     client.close()
-                    client = Client(endpoint, timeout_s=STATUS_TIMEOUT_S)
+                    client = fresh()
                     continue
                 sample = {"time": self.now_ns(), "node": node, "role": status.get("role"),
                           "term": status.get("term"), "leader": status.get("leader"), "commit": status.get("commit")}

@@ -426,9 +426,11 @@ def run_test(spec: TestSpec, console: Console | None = None, stop: threading.Eve
         nemesis = Nemesis(db, cut_mode=spec.cut_mode, log=lambda text: None)
         done: queue.Queue[_Done] = queue.Queue()
         endpoints = db.endpoints()
+        credentials = db.credentials()
         workers = [
             _ClientWorker(i, spec.concurrency,
-                          HarnessClient(endpoints, timeout_s=spec.op_timeout_s, home=db.node_ids[i % len(db.node_ids)]),
+                          HarnessClient(endpoints, timeout_s=spec.op_timeout_s, home=db.node_ids[i % len(db.node_ids)],
+                                        credentials=credentials),
                           recorder, done, "strong")
             for i in range(spec.concurrency)
         ]
@@ -437,7 +439,8 @@ def run_test(spec: TestSpec, console: Console | None = None, stop: threading.Eve
             w.start()
         if nemesis_worker is not None:
             nemesis_worker.start()
-        monitor = StatusMonitor(endpoints, run_dir / "status.jsonl", recorder.now_ns).start()
+        monitor = StatusMonitor(endpoints, run_dir / "status.jsonl", recorder.now_ns,
+                                credentials=credentials).start()
         progress = Progress(console, spec, recorder, nemesis)
         interpreter = Interpreter(workers, nemesis_worker, recorder, done, progress, stop)
         with progress:

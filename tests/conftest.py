@@ -58,6 +58,9 @@ def write_config(tmp_path: Path) -> Callable[..., Path]:
     def write(node_ids: list[str], name: str = "cluster.json", **sections: Any) -> Path:
         cfg = cluster_config(node_ids, **sections)
         cfg.setdefault("storage", {"backend": "sqlite", "path": str(tmp_path / "data" / "{node_id}" / "store.db")})
+        # Keys of this test only (LocalCluster creates them; a bare --node needs keygen first).
+        cfg.setdefault("security", {})
+        cfg["security"].setdefault("keys_dir", str(tmp_path / "keys"))
         path = tmp_path / name
         path.write_text(json.dumps(cfg, indent=2))
         return path

@@ -4,16 +4,31 @@ Used by ``python main.py --cluster FILE``, by the integration tests and by the h
 Each node is ``python -m exapyte --node --config FILE --node-id ID`` with its output in
 ``RUN_DIR/ID.log``. ``RUN_DIR/cluster.json`` lists node ids, pids and endpoints, and is rewritten
 whenever a node is restarted.
+
+With ``security.mode: curve`` the launcher creates whatever keys are missing in the config's key
+directory (``--keygen``'s layout) before it starts anything, and its clients carry them.
+
+Each start gets a fresh *instance id*, passed to the node (``--instance-id``) and reported in its
+status: :meth:`LocalCluster.wait_ready` accepts only the process it started, so a port held by
+someone else is reported as such instead of mistaken for a node. Ports are also checked free
+before a node starts.
+
+:class:`Supervisor` keeps a running cluster alive: when a node exits it says which and how, and
+restarts it after a backoff that doubles per quick failure.
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
+import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -21,16 +36,35 @@ import zmq
 
 from exapyte import config as config_mod
 from exapyte.client import Client
-from exapyte.config import Config
+from exapyte.config import Config, canonical_host
 from exapyte.errors import ExapyteError
+from exapyte.security import Credentials, generate, load_credentials
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 READY_TIMEOUT_S = 30.0
 STOP_TIMEOUT_S = 10.0
 
 
+RESTART_BACKOFF_S = 0.5  # first restart delay; doubles per quick failure
+RESTART_BACKOFF_MAX_S = 30.0
+RESTART_STABLE_S = 30.0  # a node that ran this long is healthy again: its backoff resets
+
+
 class ClusterError(ExapyteError):
     """A node did not start, or stopped unexpectedly."""
+
+
+def describe_exit(returncode: int | None) -> str:
+    """``exit code 1`` / ``signal 9 (SIGKILL)`` for a Popen return code."""
+    if returncode is None:
+        return "no exit yet"
+    if returncode < 0:
+        try:
+            name = signal.Signals(-returncode).name
+        except ValueError:
+            name = "unknown signal"
+        return f"signal {-returncode} ({name})"
+    return f"exit code {returncode}"
 
 
 class LocalCluster:
@@ -45,6 +79,7 @@ class LocalCluster:
         extra_args: tuple[str, ...] = (),
         env: dict[str, str] | None = None,
         node_config_paths: dict[str, Path] | None = None,
+        keys_dir: str | Path | None = None,
     ) -> None:
         self.config_path = Path(config_path).resolve()
         self.cfg: Config = config_mod.load(self.config_path)
@@ -55,7 +90,24 @@ class LocalCluster:
         # Per-node config files (same cluster, e.g. different network.peer_endpoints), if any.
         self.node_config_paths = {k: Path(v).resolve() for k, v in (node_config_paths or {}).items()}
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
+        self.instances: dict[str, str] = {}  # node id -> instance id of the process started
         self._logs: dict[str, Any] = {}
+        self.keys_dir: Path | None = None
+        self._credentials: dict[str, Credentials] = {}
+        if self.cfg.security.mode == "curve":
+            self.keys_dir = Path(keys_dir or self.cfg.security.keys_dir).resolve()
+            generate(self.keys_dir, self.node_ids)
+
+    def credentials(self, *, admin: bool = False) -> Credentials | None:
+        """The client (or admin) credentials of this cluster; None when security is off."""
+        if self.keys_dir is None:
+            return None
+        role = "admins" if admin else "clients"
+        creds = self._credentials.get(role)
+        if creds is None:
+            creds = load_credentials(self.keys_dir, self.endpoints(), role=role)
+            self._credentials[role] = creds
+        return creds
 
     @property
     def node_ids(self) -> list[str]:
@@ -67,22 +119,32 @@ class LocalCluster:
     def endpoints(self) -> dict[str, str]:
         return {n.id: n.endpoint for n in self.cfg.cluster.nodes}
 
-    def client(self, **kwargs: Any) -> Client:
+    def client(self, *, admin: bool = False, **kwargs: Any) -> Client:
         """A client of the whole cluster (follows redirects to the leader)."""
+        kwargs.setdefault("credentials", self.credentials(admin=admin))
         return Client(
             list(self.endpoints().values()), node_endpoints=self.endpoints(), **kwargs
         )
 
     def admin_client(self, **kwargs: Any) -> Client:
         """A client allowed to make admin requests (membership, leadership transfer, clock)."""
-        return self.client(**kwargs)
+        return self.client(admin=True, **kwargs)
 
-    def dealer(self, node_id: str, ctx: zmq.Context[Any]) -> zmq.Socket[Any]:
+    def node_client(self, node_id: str, *, admin: bool = False, **kwargs: Any) -> Client:
+        """A client of one node only (status, requests that must not be redirected)."""
+        kwargs.setdefault("credentials", self.credentials(admin=admin))
+        return Client(self.endpoint(node_id), node_endpoints=self.endpoints(), **kwargs)
+
+    def dealer(self, node_id: str, ctx: zmq.Context[Any], *, admin: bool = False) -> zmq.Socket[Any]:
         """A raw DEALER connected to ``node_id``'s ROUTER, as an ordinary client connects (for
         tests that send hand-built frames). The caller closes it."""
         sock = ctx.socket(zmq.DEALER)
         sock.setsockopt(zmq.LINGER, 0)
-        sock.connect(self.endpoint(node_id))
+        creds = self.credentials(admin=admin)
+        endpoint = self.endpoint(node_id)
+        if creds is not None:
+            creds.apply(sock, endpoint)
+        sock.connect(endpoint)
         return sock
 
     # -- processes ----------------------------------------------------------------------------
@@ -95,6 +157,8 @@ class LocalCluster:
         ]
         if self.data_in_run_dir:
             cmd += ["--data-dir", str(self.run_dir / node_id)]
+        if self.keys_dir is not None:
+            cmd += ["--keys-dir", str(self.keys_dir)]
         return cmd + list(self.extra_args)
 
     def start(self, wait: bool = True) -> None:
@@ -113,38 +177,77 @@ class LocalCluster:
         env["PYTHONPATH"] = os.pathsep.join(
             p for p in (str(REPO_ROOT), env.get("PYTHONPATH", "")) if p
         )
+        self.check_ports_free(node_id)
         log = open(self.run_dir / f"{node_id}.log", "ab")  # noqa: SIM115 - kept open while it runs
         old = self._logs.pop(node_id, None)
         if old is not None:
             old.close()
         self._logs[node_id] = log
+        instance = uuid.uuid4().hex
+        self.instances[node_id] = instance
         self.procs[node_id] = subprocess.Popen(
-            self.command(node_id), stdout=log, stderr=subprocess.STDOUT, env=env,
-            cwd=str(REPO_ROOT), start_new_session=True,
+            [*self.command(node_id), "--instance-id", instance], stdout=log,
+            stderr=subprocess.STDOUT, env=env, cwd=str(REPO_ROOT), start_new_session=True,
         )
         self.write_manifest()
         if wait:
             self.wait_ready(node_id)
 
+    def check_ports_free(self, node_id: str) -> None:
+        """Raise :class:`ClusterError` when another process already listens on one of the
+        node's ports (on its bind address)."""
+        spec = self.cfg.node_by_id(node_id)
+        host = self.cfg.with_node(node_id).bind_host
+        for what, port in (("port", spec.port), ("pub_port", spec.resolved_pub_port)):
+            probe = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            try:
+                probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                probe.bind((canonical_host(host), port))
+            except OSError as exc:
+                if exc.errno == errno.EADDRINUSE:
+                    raise ClusterError(
+                        f"node {node_id}: {what} {port} on {host} is already in use by another "
+                        "process; stop it or choose other ports in the cluster file"
+                    ) from None
+                if exc.errno != errno.EADDRNOTAVAIL:  # an address of another host: the node says
+                    raise ClusterError(f"node {node_id}: cannot bind {host}:{port}: {exc}") from None
+            finally:
+                probe.close()
+
     def wait_ready(self, node_id: str, timeout_s: float = READY_TIMEOUT_S) -> dict[str, Any]:
-        """Wait until the node answers a status request; returns its status."""
+        """Wait until the process this launcher started for ``node_id`` answers a status request
+        (its instance id must match); returns its status."""
         deadline = time.monotonic() + timeout_s
-        with Client(self.endpoint(node_id), timeout_s=1.0) as client:
+        with self.node_client(node_id, timeout_s=1.0) as client:
             while True:
                 proc = self.procs.get(node_id)
                 if proc is not None and proc.poll() is not None:
                     raise ClusterError(
-                        f"node {node_id} exited with code {proc.returncode}; see "
+                        f"node {node_id} exited with {describe_exit(proc.returncode)}; see "
                         f"{self.run_dir / (node_id + '.log')}:\n{self.log_tail(node_id)}"
                     )
                 try:
-                    return client.status(timeout_s=min(1.0, max(0.1, deadline - time.monotonic())))
+                    status = client.status(
+                        timeout_s=min(1.0, max(0.1, deadline - time.monotonic()))
+                    )
                 except ExapyteError:
-                    if time.monotonic() > deadline:
-                        raise ClusterError(
-                            f"node {node_id} did not answer within {timeout_s} s:\n"
-                            f"{self.log_tail(node_id)}"
-                        ) from None
+                    status = None
+                if status is not None:
+                    expected = self.instances.get(node_id)
+                    if expected is None or status.get("instance") == expected:
+                        return status
+                    raise ClusterError(
+                        f"{self.endpoint(node_id)} is answered by another process (instance "
+                        f"{status.get('instance')}, pid {status.get('pid')}), not by the node "
+                        f"{node_id} this launcher started (pid "
+                        f"{proc.pid if proc is not None else '?'}); is another cluster running "
+                        "on these ports?"
+                    )
+                if time.monotonic() > deadline:
+                    raise ClusterError(
+                        f"node {node_id} did not answer within {timeout_s} s:\n"
+                        f"{self.log_tail(node_id)}"
+                    )
 
     def log_tail(self, node_id: str, lines: int = 20) -> str:
         path = self.run_dir / f"{node_id}.log"
@@ -224,3 +327,71 @@ class LocalCluster:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+class Supervisor:
+    """Restarts the nodes of a :class:`LocalCluster` that exit, with backoff.
+
+    :meth:`poll` is called periodically by its owner (``--cluster``'s loop); it never blocks for
+    long: a restart starts the process and does not wait for it to answer. ``say`` receives one
+    line per event (exit seen, restart scheduled, restart done, restart failed).
+    """
+
+    def __init__(
+        self,
+        cluster: LocalCluster,
+        *,
+        restart: bool = True,
+        say: Callable[[str], None] = print,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.cluster = cluster
+        self.restart = restart
+        self.say = say
+        self.clock = clock
+        self.exits: dict[str, list[int | None]] = {}
+        self._backoff: dict[str, float] = {}
+        self._due: dict[str, float] = {}  # node id -> when its restart is due
+        self._started: dict[str, float] = {n: clock() for n in cluster.node_ids}
+        self._reported: set[str] = set()
+
+    def poll(self) -> None:
+        now = self.clock()
+        for node_id in self.cluster.node_ids:
+            if node_id not in self.cluster.procs:
+                continue
+            if self.cluster.alive(node_id):
+                if now - self._started.get(node_id, now) >= RESTART_STABLE_S:
+                    self._backoff.pop(node_id, None)
+                continue
+            if node_id not in self._reported:
+                self._reported.add(node_id)
+                code = self.cluster.procs[node_id].returncode
+                self.exits.setdefault(node_id, []).append(code)
+                alive = [n for n in self.cluster.node_ids if self.cluster.alive(n)]
+                self.say(
+                    f"node {node_id} exited with {describe_exit(code)}; still serving: "
+                    f"{', '.join(alive) or 'none'}; last log lines:\n"
+                    f"{self.cluster.log_tail(node_id, lines=5)}"
+                )
+                if not self.restart:
+                    self.say(f"node {node_id} stays down (restarting is off)")
+                    continue
+                ran_s = now - self._started.get(node_id, now)
+                delay = self._backoff.get(node_id, 0.0) if ran_s < RESTART_STABLE_S else 0.0
+                delay = min(RESTART_BACKOFF_MAX_S, max(RESTART_BACKOFF_S, 2 * delay))
+                self._backoff[node_id] = delay
+                self._due[node_id] = now + delay
+                self.say(f"restarting {node_id} in {delay:.1f} s")
+            due = self._due.get(node_id)
+            if due is not None and now >= due:
+                del self._due[node_id]
+                try:
+                    self.cluster.start_node(node_id, wait=False)
+                except ClusterError as exc:
+                    self.say(f"node {node_id} could not be restarted: {exc}")
+                    self._due[node_id] = now + self._backoff.get(node_id, RESTART_BACKOFF_S)
+                    continue
+                self._started[node_id] = now
+                self._reported.discard(node_id)
+                self.say(f"node {node_id} restarted (pid {self.cluster.procs[node_id].pid})")

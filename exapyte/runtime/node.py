@@ -40,6 +40,7 @@ import random
 import signal
 import threading
 import time
+import uuid
 from typing import Any
 
 import msgspec
@@ -47,13 +48,22 @@ import zmq
 from apscheduler.schedulers.background import BackgroundScheduler
 
 from exapyte import limits
-from exapyte.config import Config
-from exapyte.errors import ExapyteError
+from exapyte.config import Config, is_wildcard
+from exapyte.errors import ConfigError, ExapyteError
+from exapyte.runtime.auth import (
+    PUB_DOMAIN,
+    ROUTER_DOMAIN,
+    Gate,
+    HandshakeMonitor,
+    ZapHandler,
+)
 from exapyte.runtime.clock import Clock
 from exapyte.runtime.replica import Replica
 from exapyte.runtime.service import DirectService, ServiceBase
+from exapyte.security import KeyRing, load_keyring
 from exapyte.storage import open_storage
 from exapyte.wire import (
+    ADMIN_OPS,
     ClientReply,
     ClientRequest,
     ClockOp,
@@ -71,6 +81,22 @@ DRAIN_FRAMES_MAX = 4096  # frames taken from one socket per loop iteration
 _NOBLOCK = int(zmq.NOBLOCK)
 _NOBLOCK_SNDMORE = int(zmq.NOBLOCK) | int(zmq.SNDMORE)
 TOPOLOGY_TOPIC = b"topology"
+_PRIVILEGED_OPS = (*ADMIN_OPS, ClockOp)
+
+
+def make_curve_server(sock: zmq.Socket, keyring: KeyRing, domain: bytes) -> None:  # type: ignore[type-arg]
+    """``sock`` accepts only CURVE clients, each vetted by the ZAP handler of ``domain``."""
+    sock.setsockopt(zmq.CURVE_SERVER, 1)
+    sock.setsockopt(zmq.CURVE_PUBLICKEY, keyring.own_public)
+    sock.setsockopt(zmq.CURVE_SECRETKEY, keyring.own_secret)
+    sock.setsockopt(zmq.ZAP_DOMAIN, domain)
+
+
+def make_curve_client(sock: zmq.Socket, keyring: KeyRing, server_key: bytes) -> None:  # type: ignore[type-arg]
+    """The next ``connect`` of ``sock`` is a CURVE client of the server holding ``server_key``."""
+    sock.setsockopt(zmq.CURVE_SERVERKEY, server_key)
+    sock.setsockopt(zmq.CURVE_PUBLICKEY, keyring.own_public)
+    sock.setsockopt(zmq.CURVE_SECRETKEY, keyring.own_secret)
 
 
 def configure_socket(sock: zmq.Socket, cfg: Config) -> None:  # type: ignore[type-arg]
@@ -88,7 +114,9 @@ def configure_socket(sock: zmq.Socket, cfg: Config) -> None:  # type: ignore[typ
 class Node:
     """One exapyte node. ``run()`` blocks until ``stop()`` (thread-safe) or a signal."""
 
-    def __init__(self, cfg: Config, clock: Clock | None = None) -> None:
+    def __init__(
+        self, cfg: Config, clock: Clock | None = None, *, instance_id: str | None = None
+    ) -> None:
         self.cfg = cfg
         self.node_id = cfg.node_id or ""
         self.clock = clock or Clock()
@@ -106,11 +134,24 @@ class Node:
         self.service: ServiceBase | None = None
         self._scheduler: BackgroundScheduler | None = None
         self.started_at = time.monotonic()
+        # Tells this process apart from any other that answers on the same port (the launcher
+        # checks it): a fresh id per start.
+        self.instance_id = instance_id or uuid.uuid4().hex
+        self.secure = cfg.security.mode == "curve"
+        self.gate = Gate(self.node_id, set(cfg.node_ids()), secure=self.secure)
+        self.keyring: KeyRing | None = None
+        self._zap: ZapHandler | None = None
+        self._monitors: list[HandshakeMonitor] = []
 
     # -- life cycle ---------------------------------------------------------------------------
 
     def start(self) -> None:
         cfg = self.cfg
+        if self.secure:
+            # Before storage is opened: a node without its keys must not touch its data.
+            self.keyring = load_keyring(
+                cfg.security.keys_dir, self.node_id, cfg.node_ids(),
+            )
         options = (
             {"hot_keys": cfg.storage.hot_keys, "policy": cfg.storage.policy}
             if cfg.storage.backend == "tiered"
@@ -125,25 +166,48 @@ class Node:
         self.service.status_extra = self.status_fields
         self._ctx = zmq.Context()
         me = cfg.node
-        bind_host = cfg.network.bind_host if me.host == "127.0.0.1" else me.host
+        bind_host = cfg.bind_host
+        keyring = self.keyring
+        if keyring is not None:
+            # The ZAP handler must exist before any CURVE server socket binds: without one,
+            # libzmq would admit every key.
+            self._zap = ZapHandler(
+                self._ctx, keyring, self.gate, anonymous=cfg.security.anonymous_clients
+            )
+        if is_wildcard(bind_host):
+            log.warning(
+                "node %s binds %s: every interface of this host (security.mode %s)",
+                self.node_id, bind_host, cfg.security.mode,
+            )
         self.router = self._ctx.socket(zmq.ROUTER)
         configure_socket(self.router, cfg)
         self.router.setsockopt(zmq.ROUTER_HANDOVER, 1)
         self.router.setsockopt(zmq.ROUTER_MANDATORY, 1)
-        self.router.bind(f"tcp://{bind_host}:{me.port}")
         self.pub = self._ctx.socket(zmq.PUB)
         configure_socket(self.pub, cfg)
+        if keyring is not None:
+            make_curve_server(self.router, keyring, ROUTER_DOMAIN)
+            make_curve_server(self.pub, keyring, PUB_DOMAIN)
+            self._monitors = [
+                HandshakeMonitor(self.router, self.gate, "ROUTER"),
+                HandshakeMonitor(self.pub, self.gate, "PUB"),
+            ]
+        self.router.bind(f"tcp://{bind_host}:{me.port}")
         self.pub.bind(f"tcp://{bind_host}:{me.resolved_pub_port}")
         self.sub = self._ctx.socket(zmq.SUB)
         configure_socket(self.sub, cfg)
         self.sub.setsockopt(zmq.SUBSCRIBE, TOPOLOGY_TOPIC)
         for spec in cfg.cluster.nodes:
+            if keyring is not None:
+                make_curve_client(self.sub, keyring, keyring.members[spec.id])
             self.sub.connect(spec.pub_endpoint)
             if spec.id == self.node_id:
                 continue
             dealer = self._ctx.socket(zmq.DEALER)
             configure_socket(dealer, cfg)
             dealer.setsockopt(zmq.IDENTITY, self.node_id.encode())
+            if keyring is not None:
+                make_curve_client(dealer, keyring, keyring.members[spec.id])
             dealer.connect(cfg.peer_endpoint(spec.id))
             self.dealers[spec.id] = dealer
         self._scheduler = BackgroundScheduler(daemon=True)
@@ -158,9 +222,10 @@ class Node:
         self._scheduler.start()
         self._jobs.put("publish")
         log.info(
-            "node %s serving on %s (pub %s), storage %s at %s, consensus %s",
-            self.node_id, me.endpoint, me.pub_endpoint, cfg.storage.backend,
-            cfg.storage_path(), cfg.consensus.protocol,
+            "node %s serving on %s (pub %s, bound on %s), storage %s at %s, consensus %s, "
+            "security %s, instance %s",
+            self.node_id, me.endpoint, me.pub_endpoint, bind_host, cfg.storage.backend,
+            cfg.storage_path(), cfg.consensus.protocol, cfg.security.mode, self.instance_id,
         )
 
     def _make_service(self, storage: Any) -> ServiceBase:
@@ -191,10 +256,16 @@ class Node:
             finally:
                 self.service.close()
                 self.service = None
+        for monitor in self._monitors:
+            monitor.close()
+        self._monitors = []
         for sock in [self.router, self.pub, self.sub, *self.dealers.values()]:
             if sock is not None:
                 sock.close(linger=0)
         self.dealers.clear()
+        if self._zap is not None:
+            self._zap.close()
+            self._zap = None
         if self._ctx is not None:
             self._ctx.term()
             self._ctx = None
@@ -207,6 +278,14 @@ class Node:
         poller = zmq.Poller()
         poller.register(self.router, zmq.POLLIN)
         poller.register(self.sub, zmq.POLLIN)
+        side: dict[Any, Any] = {}  # security sockets: socket -> its drain
+        if self._zap is not None:
+            side[self._zap.sock] = self._zap.drain
+        for monitor in self._monitors:
+            side[monitor.sock] = monitor.drain
+        for sock in side:
+            poller.register(sock, zmq.POLLIN)
+        drain_router = self._drain_router_secure if self.secure else self._drain_router
         tick_s = self.cfg.network.tick_ms / 1000.0
         # After a pause or a forward clock jump, the node catches up on at most this many ticks
         # at once: enough for its election timer to expire, as a real timer's would.
@@ -224,8 +303,12 @@ class Node:
                     events = dict(poller.poll(timeout_ms))
             else:
                 events = dict(poller.poll(timeout_ms))
+            if side:
+                for sock, drain in side.items():
+                    if sock in events:
+                        drain()
             if self.router in events:
-                self._drain_router()
+                drain_router()
             if self.sub in events:
                 self._drain_sub()
             now = self.clock.now()
@@ -260,15 +343,55 @@ class Node:
                 self.count(f"frames_dropped_{exc.reason}")
                 log.debug("dropped a frame from %r: %s", identity, exc)
                 continue
-            if isinstance(msg, ClientRequest):
-                if isinstance(msg.op, ClockOp):
-                    self._on_clock(identity, msg)
-                else:
-                    self.service.on_request(identity, msg)
-            elif isinstance(msg, PeerMessage):
-                self.service.on_peer(msg.msg)
+            self._dispatch(identity, msg, None)
+
+    def _drain_router_secure(self) -> None:
+        """As :meth:`_drain_router`, reading each frame's ZAP user id (who holds the key)."""
+        assert self.router is not None
+        router = self.router
+        for _ in range(DRAIN_FRAMES_MAX):
+            try:
+                identity = router.recv(_NOBLOCK)
+            except zmq.Again:
+                return
+            if not router.getsockopt(zmq.RCVMORE):
+                self.count("frames_dropped_shape")
+                continue
+            frame = router.recv(_NOBLOCK, copy=False)
+            if frame.more:
+                while router.getsockopt(zmq.RCVMORE):
+                    router.recv(_NOBLOCK)
+                self.count("frames_dropped_shape")
+                continue
+            user_id = frame.get("User-Id")
+            try:
+                msg = self.codec.decode(frame.buffer)
+            except FrameError as exc:
+                self.count(f"frames_dropped_{exc.reason}")
+                log.debug("dropped a frame from %s: %s", user_id, exc)
+                continue
+            self._dispatch(identity, msg, user_id)
+
+    def _dispatch(self, identity: bytes, msg: Any, user_id: str | None) -> None:
+        assert self.service is not None
+        if isinstance(msg, ClientRequest):
+            if isinstance(msg.op, _PRIVILEGED_OPS) and not self.gate.may_admin(user_id):
+                self.gate.refuse("request_forbidden", f"{type(msg.op).__name__} from {user_id}")
+                self._send_reply(identity, ClientReply(
+                    msg.client_id, msg.seq, ReplyCode.FORBIDDEN, node=self.node_id,
+                    message=f"{type(msg.op).__name__} needs an admin key; this connection is "
+                    f"{user_id}",
+                ))
+            elif isinstance(msg.op, ClockOp):
+                self._on_clock(identity, msg)
             else:
-                self.count("frames_dropped_unexpected")
+                self.service.on_request(identity, msg)
+        elif isinstance(msg, PeerMessage):
+            inner = msg.msg
+            if self.gate.admit_peer(user_id, inner.frm, inner.to):
+                self.service.on_peer(inner)
+        else:
+            self.count("frames_dropped_unexpected")
 
     def _drain_sub(self) -> None:
         assert self.sub is not None
@@ -377,6 +500,10 @@ class Node:
 
     def status_fields(self) -> dict[str, Any]:
         return {
+            "instance": self.instance_id,
+            "pid": os.getpid(),
+            "security": self.cfg.security.mode,
+            "refused": dict(sorted(self.gate.counters.items())),
             "frames": dict(sorted(self.counters.items())),
             "uptime_s": round(time.monotonic() - self.started_at, 3),
             "topology_version": self.topology_version,
@@ -387,7 +514,7 @@ class Node:
         return self.service.status() if self.service is not None else self.status_fields()
 
 
-def serve(cfg: Config) -> int:
+def serve(cfg: Config, *, instance_id: str | None = None) -> int:
     """Run a node until SIGTERM/SIGINT. Returns the process exit code.
 
     With ``EXAPYTE_PROFILE=DIR`` in the environment the node runs under cProfile and writes
@@ -396,21 +523,25 @@ def serve(cfg: Config) -> int:
     """
     profile_dir = os.environ.get("EXAPYTE_PROFILE")
     if not profile_dir:
-        return _serve(cfg)
+        return _serve(cfg, instance_id)
     import cProfile
 
     profiler = cProfile.Profile()
     try:
-        return profiler.runcall(_serve, cfg)
+        return profiler.runcall(_serve, cfg, instance_id)
     finally:
         os.makedirs(profile_dir, exist_ok=True)
         profiler.dump_stats(os.path.join(profile_dir, f"{cfg.node_id or 'node'}.pstats"))
 
 
-def _serve(cfg: Config) -> int:
-    node = Node(cfg)
+def _serve(cfg: Config, instance_id: str | None) -> int:
+    node = Node(cfg, instance_id=instance_id)
     try:
         node.start()
+    except ConfigError as exc:  # missing keys and the like: the operator must fix something
+        log.error("node %s cannot start: %s", cfg.node_id, exc)
+        node.close()
+        return 2
     except (ExapyteError, zmq.ZMQError, OSError) as exc:
         log.error("node %s failed to start: %s", cfg.node_id, exc)
         node.close()

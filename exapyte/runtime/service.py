@@ -126,14 +126,17 @@ class ServiceBase:
                     node=self.node_id,
                 )
         elif isinstance(op, ScanOp):
-            rows = self.sm.scan(op.start, op.end, op.limit)
+            # One row past the limit tells whether the scan was cut short (at the largest limit
+            # a full page is reported as cut short: more records may follow).
+            rows = self.sm.scan(op.start, op.end, min(op.limit + 1, limits.SCAN_LIMIT_MAX))
             reply = ClientReply(
                 req.client_id,
                 req.seq,
                 ReplyCode.OK,
-                records=tuple((k, r.value, r.version) for k, r in rows),
+                records=tuple((k, r.value, r.version) for k, r in rows[: op.limit]),
                 index=index,
                 node=self.node_id,
+                truncated=len(rows) > op.limit or len(rows) == limits.SCAN_LIMIT_MAX,
             )
         else:
             raise AssertionError(f"read_local got {type(op).__name__}")

@@ -1,9 +1,10 @@
 """Short real-process runs of the harness: a few seconds each; a valid run under faults (clock
 included), each known bug caught with a counterexample, bank under kill -9.
 
-Each starts real nodes (Raft over ZeroMQ) behind per-link Toxiproxy proxies. When the cluster
-cannot form on this machine, the run reports ``setup failed`` and the test is skipped with that
-reason; it never passes without a verdict.
+Each starts real nodes (Raft over ZeroMQ) behind per-link Toxiproxy proxies, on free ports of
+their own (a copy of the topology), so runs elsewhere on the machine cannot collide with them.
+A run whose cluster does not form fails the test with the setup error: it never passes, or is
+skipped, without a verdict.
 """
 
 from __future__ import annotations
@@ -17,18 +18,32 @@ from rich.console import Console
 
 from harness.nemesis import default_faults
 from harness.runner import RunOutcome, TestSpec, run_test
+from tests.conftest import free_ports
+
+REPO = Path(__file__).resolve().parents[2]
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(150)]
 
 
+def topology_on_free_ports(tmp_path: Path, name: str) -> str:
+    raw = json.loads((REPO / "topologies" / f"{name}.json").read_text())
+    ports = free_ports(2 * len(raw["cluster"]["nodes"]))
+    for i, node in enumerate(raw["cluster"]["nodes"]):
+        node["port"], node["pub_port"] = ports[2 * i], ports[2 * i + 1]
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    path = tmp_path / f"{name}.json"
+    path.write_text(json.dumps(raw, indent=2))
+    return str(path)
+
+
 def run(tmp_path: Path, **options: object) -> RunOutcome:
-    spec = TestSpec(**{"topology": "single-region", "time_s": 5.0, "rate": 80.0, "concurrency": 5,
+    options.setdefault("topology", topology_on_free_ports(tmp_path, "single-region"))
+    spec = TestSpec(**{"time_s": 5.0, "rate": 80.0, "concurrency": 5,
                        "seed": 11, "store": str(tmp_path / "store"), "nemesis_interval_s": 1.5,
                        "quiet_s": 1.0, "checker_timeout_s": 20.0} | options)  # type: ignore[arg-type]
     outcome = run_test(spec, Console(file=io.StringIO(), width=120))
     failed = [n for n in outcome.results.get("notes", []) if n.startswith("setup failed")]
-    if failed:
-        pytest.skip(f"the cluster could not form here: {failed[0]}")
+    assert not failed, f"the cluster did not form: {failed[0]}"
     return outcome
 
 
@@ -85,7 +100,8 @@ def test_ack_before_fsync_bug_is_caught_with_a_counterexample(tmp_path: Path) ->
 def test_no_term_check_bug_is_caught_with_a_counterexample(tmp_path: Path) -> None:
     # three-region: WAN latency lets two followers time out before either hears the other's vote
     # request, so both campaign in one term and, granting every vote, both win.
-    outcome = caught(tmp_path, "no-term-check", (4, 2, 3), topology="three-region", time_s=8.0,
+    outcome = caught(tmp_path, "no-term-check", (4, 2, 3),
+                     topology=topology_on_free_ports(tmp_path, "three-region"), time_s=8.0,
                      nemesis_interval_s=1.0, checker_timeout_s=5.0, final_read_s=8.0)
     checkers = outcome.results["checkers"]
     evidence = [n for n in EVIDENCE_CHECKERS if checkers[n]["valid"] is False]

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from exapyte.client import Client
+from exapyte.wire import MembershipOp
 from exapyte.errors import RequestFailed
 from exapyte.runtime.cluster import LocalCluster
 from tests.integration.test_raft_cluster import leader_of, statuses, wait_for
@@ -23,7 +23,14 @@ def test_add_learner_promote_remove_and_transfer(write_config, tmp_path: Path) -
     try:
         cluster.start()
         leader = wait_for(lambda: leader_of(cluster), "a leader")
-        with cluster.client(timeout_s=10) as c:
+        with cluster.client(timeout_s=10) as plain:
+            # Admin operations need the admin key: a client key is refused, nothing changes.
+            with pytest.raises(RequestFailed, match="forbidden"):
+                plain.change_membership("remove", "n3")
+            with pytest.raises(RequestFailed, match="forbidden"):
+                plain.transfer_leader("n2")
+            assert len(statuses(cluster)[leader]["voters"]) == 3
+        with cluster.admin_client(timeout_s=10) as c:
             for i in range(20):
                 c.put(f"k{i}", str(i))
             # n4 started empty: it is no member until added.
@@ -45,9 +52,11 @@ def test_add_learner_promote_remove_and_transfer(write_config, tmp_path: Path) -
 
             with pytest.raises(RequestFailed, match="unknown node"):
                 c.change_membership("add-voter", "n99")
-            with pytest.raises(RequestFailed, match="unknown membership change"):
+            with pytest.raises(ValueError, match="unknown membership change"):
                 c.change_membership("promote-everyone", "n1")
-        with Client(cluster.endpoint("n4"), timeout_s=5) as c4:
+            with pytest.raises(RequestFailed, match="unknown membership change"):
+                c.request(MembershipOp("promote-everyone", "n1"))
+        with cluster.node_client("n4", timeout_s=5) as c4:
             assert c4.get("k19", consistency="eventual").value == b"19"
     finally:
         cluster.stop()

@@ -50,21 +50,25 @@ def test_put_get_cas_delete_scan(node: LocalCluster) -> None:
 
 def test_bad_requests_get_a_clear_refusal(node: LocalCluster) -> None:
     with node.client() as c:
-        with pytest.raises(RequestFailed, match="consistency"):
+        # The client refuses what it can tell is wrong before sending anything...
+        with pytest.raises(ValueError, match="consistency"):
             c.request(PutOp("k", b"v"), consistency="psychic")
-        with pytest.raises(RequestFailed, match="key"):
+        with pytest.raises(ValueError, match="empty"):
             c.put("", "v")
-        with pytest.raises(RequestFailed, match="longer"):
+        with pytest.raises(ValueError, match=str(limits.KEY_BYTES_MAX)):
             c.put("k" * (limits.KEY_BYTES_MAX + 1), "v")
+        # ...and the node refuses the same requests when they arrive anyway.
+        with pytest.raises(RequestFailed, match="key"):
+            c.request(PutOp("", b"v"))
+        with pytest.raises(RequestFailed, match="longer"):
+            c.request(PutOp("k" * (limits.KEY_BYTES_MAX + 1), b"v"))
         assert c.get("k") is None  # nothing of the refused requests was applied
 
 
 def test_node_survives_garbage_oversized_and_unknown_frames(node: LocalCluster) -> None:
     ctx = zmq.Context()
     try:
-        bad = ctx.socket(zmq.DEALER)
-        bad.setsockopt(zmq.LINGER, 0)
-        bad.connect(node.endpoint("n1"))
+        bad = node.dealer("n1", ctx)
         frames = [
             b"",
             b"\xc1 not msgpack",
@@ -79,9 +83,7 @@ def test_node_survives_garbage_oversized_and_unknown_frames(node: LocalCluster) 
             bad.send(f)
         bad.send_multipart([b"one", b"too", b"many"])
         # Oversized: ZeroMQ drops the connection that sent it; the node keeps serving others.
-        big = ctx.socket(zmq.DEALER)
-        big.setsockopt(zmq.LINGER, 0)
-        big.connect(node.endpoint("n1"))
+        big = node.dealer("n1", ctx)
         big.send(b"x" * 200_000)
         expected = {
             "frames_dropped_undecodable": 2,
@@ -108,9 +110,7 @@ def test_retried_request_is_applied_once(node: LocalCluster) -> None:
     codec = Codec()
     ctx = zmq.Context()
     try:
-        sock = ctx.socket(zmq.DEALER)
-        sock.setsockopt(zmq.LINGER, 0)
-        sock.connect(node.endpoint("n1"))
+        sock = node.dealer("n1", ctx)
         req = ClientRequest("retrying-client", 41, PutOp("once", b"v"))
         replies = []
         for _ in range(3):
@@ -203,11 +203,14 @@ def test_cluster_mode_stops_on_sigterm(write_config, tmp_path: Path) -> None:
 
 
 def test_client_cli_prints_json_and_exit_codes(node: LocalCluster) -> None:
-    def cli(*args: str) -> tuple[int, dict]:
-        p = subprocess.run(
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
             [sys.executable, str(REPO / "main.py"), "--client", "--config", str(node.config_path), *args],
             capture_output=True, text=True, timeout=60, cwd=REPO,
         )
+
+    def cli(*args: str) -> tuple[int, dict]:
+        p = run(*args)
         return p.returncode, json.loads(p.stdout)
 
     assert cli("put", "x", "1") == (0, {"ok": True, "op": "put", "key": "x", "version": 1, "node": "n1"})
@@ -215,7 +218,7 @@ def test_client_cli_prints_json_and_exit_codes(node: LocalCluster) -> None:
     assert code == 0 and out["value"] == "1"
     code, out = cli("cas", "x", "1", ":absent")
     assert code == 0 and out["swapped"] is True
-    code, out = cli("--consistency", "nope", "get", "x")
-    assert code == 1 and out["error"] == "bad_request"
+    bad_level = run("--consistency", "nope", "get", "x")
+    assert bad_level.returncode == 2 and "unknown consistency level 'nope'" in bad_level.stderr
     code, out = cli("status")
     assert code == 0 and out["status"]["node"] == "n1"

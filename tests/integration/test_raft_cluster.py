@@ -8,7 +8,6 @@ from pathlib import Path
 
 import pytest
 
-from exapyte.client import Client
 from exapyte.errors import ExapyteError, RequestFailed, RequestTimeout
 from exapyte.runtime.cluster import LocalCluster
 
@@ -35,7 +34,7 @@ def statuses(cluster: LocalCluster) -> dict[str, dict]:
     for node_id in cluster.node_ids:
         if not cluster.alive(node_id):
             continue
-        with Client(cluster.endpoint(node_id), timeout_s=0.5) as c:
+        with cluster.node_client(node_id, timeout_s=0.5) as c:
             try:
                 out[node_id] = c.status()
             except ExapyteError:
@@ -66,13 +65,13 @@ def cluster(write_config, tmp_path: Path):
 def test_any_node_serves_clients_by_redirect(cluster: LocalCluster) -> None:
     wait_for(lambda: leader_of(cluster), "a leader")
     for node_id in cluster.node_ids:
-        with Client(cluster.endpoint(node_id), node_endpoints=cluster.endpoints(), timeout_s=10) as c:
+        with cluster.node_client(node_id, timeout_s=10) as c:
             c.put(f"via-{node_id}", node_id)
             assert c.get(f"via-{node_id}").value == node_id.encode()
     with cluster.client(timeout_s=10) as c:
         assert len(c.scan()) == 3
     for node_id in cluster.node_ids:  # every replica converges on the writes
-        with Client(cluster.endpoint(node_id), timeout_s=2) as c:
+        with cluster.node_client(node_id, timeout_s=2) as c:
             wait_for(lambda: len(c.scan(consistency="eventual")) == 3, f"{node_id} to converge")
 
 
@@ -124,7 +123,7 @@ def test_leader_kill_under_load_loses_no_acknowledged_write(cluster: LocalCluste
     leader_status = statuses(cluster)[new_leader]
     assert leader_status["counters"].get("snapshots_taken", 0) >= 1
     assert st["counters"].get("snapshots_installed", 0) >= 1
-    with Client(cluster.endpoint(old_leader), timeout_s=5) as c:
+    with cluster.node_client(old_leader, timeout_s=5) as c:
         for key, value in list(acked.items())[:: max(1, len(acked) // 50)]:
             got = c.get(key, consistency="eventual")
             assert got is not None and got.value == value.encode()
@@ -147,7 +146,10 @@ def test_clock_faults_move_timers_and_are_refused_when_unsafe_is_off(write_confi
         leader = wait_for(lambda: leader_of(cluster), "a leader")
         follower = next(n for n in cluster.node_ids if n != leader)
         term = statuses(cluster)[leader]["term"]
-        with cluster.client(timeout_s=10) as c:
+        with cluster.client(timeout_s=10) as plain:
+            with pytest.raises(RequestFailed, match="forbidden"):  # clock faults are admin
+                plain.clock_fault(cluster.endpoint(follower), rate=20.0)
+        with cluster.admin_client(timeout_s=10) as c:
             # A follower whose clock runs 20x fast times out before the leader's heartbeats reach
             # it; pre-vote and leader stickiness keep it from disturbing the leader.
             c.clock_fault(cluster.endpoint(follower), rate=20.0)
@@ -165,7 +167,7 @@ def test_clock_faults_move_timers_and_are_refused_when_unsafe_is_off(write_confi
     single = LocalCluster(path, tmp_path / "run-safe")
     try:
         single.start()
-        with single.client(timeout_s=5) as c:
+        with single.admin_client(timeout_s=5) as c:
             with pytest.raises(RequestFailed, match="unsafe.enabled"):
                 c.clock_fault(single.endpoint("n1"), shift_ms=1000)
     finally:

@@ -42,7 +42,8 @@ def test_defaults_and_node_override() -> None:
     assert cfg.node_id == "n2"
     assert cfg.node.port == 7001
     assert cfg.node.resolved_pub_port == 8001
-    assert cfg.network.bind_host == "127.0.0.1"
+    assert cfg.network.bind_host == ""
+    assert cfg.bind_host == "127.0.0.1"  # the node's own host
     assert cfg.data_plane.default_consistency == "strong"
     assert cfg.with_node("n1").node.port == 7000
 
@@ -76,6 +77,22 @@ def test_defaults_and_node_override() -> None:
         ('{"cluster": ', None, ["not valid JSON", "line 1"]),
         ({"storage": {}}, None, ["cluster"]),
         (with_(cluster={"nodes": [{"id": "n1", "port": 7000, "region": "eu"}], "regions": [{"id": "us"}]}), None, ["region", "eu", "us"]),
+        # one address, two spellings
+        ({"cluster": {"nodes": [{"id": "n1", "port": 7000}, {"id": "n2", "port": 7000, "host": "localhost"}]}},
+         None, ["port 7000", "already used by n1.port"]),
+        ({"cluster": {"nodes": [{"id": "n1", "port": 7000, "host": "not a host!"}]}}, None,
+         ["cluster.nodes[n1].host", "not an IPv4 address or a host name"]),
+        ({"cluster": {"nodes": [{"id": "n1", "port": 7000, "host": "300.1.1.1"}]}}, None, ["not a valid IPv4"]),
+        ({"cluster": {"nodes": [{"id": "n1", "port": 7000, "host": "::1"}]}}, None, ["IPv6"]),
+        (with_(network={"bind_host": "example.com"}), None, ["network.bind_host", "IPv4 address"]),
+        (with_(network={"peer_endpoints": {"n2": "tcp://127.0.0.1:99999"}}), None, ["peer_endpoints.n2", "1..65535"]),
+        # no authentication: loopback only
+        (with_(security={"mode": "off"}, network={"bind_host": "0.0.0.0"}), None,
+         ["network.bind_host", "0.0.0.0", "not a loopback address", "curve"]),
+        ({"cluster": {"nodes": [{"id": "n1", "port": 7000, "host": "10.1.2.3"}]}, "security": {"mode": "off"}},
+         None, ["cluster.nodes[n1].host", "10.1.2.3", "loopback"]),
+        (with_(security={"mode": "plaintext"}), None, ["security.mode", "curve, off"]),
+        (with_(security={"keys_dir": ""}), None, ["security.keys_dir"]),
     ],
 )
 def test_broken_config_names_the_field(doc: dict | str, node_id: str | None, must_mention: list[str]) -> None:
@@ -84,6 +101,15 @@ def test_broken_config_names_the_field(doc: dict | str, node_id: str | None, mus
     message = str(info.value)
     for fragment in must_mention:
         assert fragment in message, f"{fragment!r} missing from: {message}"
+
+
+def test_every_interface_and_other_hosts_are_accepted_with_curve() -> None:
+    cfg = load(with_(network={"bind_host": "0.0.0.0"}))
+    assert cfg.bind_host == "0.0.0.0" and cfg.security.mode == "curve"
+    cfg = load({"cluster": {"nodes": [{"id": "n1", "port": 7000, "host": "db-1.example.com"},
+                                      {"id": "n2", "port": 7000, "host": "10.0.0.2"}]}})
+    assert cfg.bind_host == "db-1.example.com"
+    assert load(with_(security={"mode": "off"})).security.mode == "off"  # loopback: allowed
 
 
 def test_unsafe_bugs_accepted_only_when_enabled() -> None:
