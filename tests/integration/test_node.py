@@ -15,7 +15,6 @@ import pytest
 import zmq
 
 from exapyte import limits
-from exapyte.client import Client
 from exapyte.errors import RequestFailed, RequestTimeout
 from exapyte.runtime.cluster import LocalCluster
 from exapyte.wire import ClientReply, ClientRequest, Codec, PutOp
