@@ -19,11 +19,16 @@ help:
 # pyproject.toml asks for, from the same index as the requirements. Its build step runs with -qq:
 # setuptools' notes about editable layouts are not for the user; a failed build is still shown.
 $(STAMP): pyproject.toml requirements.txt
-	$(PY) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -r requirements.txt
-	$(BIN)/python -m pip install --quiet --quiet -e .
-	touch $(STAMP)
+	@echo "creating $(VENV) with $(PY) ..."
+	@$(PY) -m venv $(VENV)
+	@echo "upgrading pip ..."
+	@$(BIN)/python -m pip install --quiet --upgrade pip
+	@echo "installing requirements ..."
+	@$(BIN)/python -m pip install --quiet -r requirements.txt
+	@echo "installing exapyte (editable) ..."
+	@$(BIN)/python -m pip install --quiet --quiet -e .
+	@touch $(STAMP)
+	@echo "$(VENV) is ready"
 
 venv: $(STAMP)
 
