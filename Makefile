@@ -14,11 +14,21 @@ help:
 	@echo "make check FILES=...   check histories for linearizability"
 	@echo "make jepsen TOPOLOGY=three-region [WORKLOAD=register] [NEMESIS=partition,kill,pause] [TIME=60] [BUGS=stale-reads]"
 
+# The package itself is installed editable, so `import exapyte` works from any directory with
+# .venv/bin/python. pip builds it in an isolated environment with the setuptools that
+# pyproject.toml asks for, from the same index as the requirements. Its build step runs with -qq:
+# setuptools' notes about editable layouts are not for the user; a failed build is still shown.
 $(STAMP): pyproject.toml requirements.txt
-	$(PY) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -r requirements.txt
-	touch $(STAMP)
+	@echo "creating $(VENV) with $(PY) ..."
+	@$(PY) -m venv $(VENV)
+	@echo "upgrading pip ..."
+	@$(BIN)/python -m pip install --quiet --upgrade pip
+	@echo "installing requirements ..."
+	@$(BIN)/python -m pip install --quiet -r requirements.txt
+	@echo "installing exapyte (editable) ..."
+	@$(BIN)/python -m pip install --quiet --quiet -e .
+	@touch $(STAMP)
+	@echo "$(VENV) is ready"
 
 venv: $(STAMP)
 
@@ -73,4 +83,4 @@ mutants: $(STAMP)
 	$(BIN)/python -m tests.mutants --baseline-seeds 1000 --workers 2
 
 clean:
-	rm -rf $(VENV) .pytest_cache .hypothesis run store
+	rm -rf $(VENV) exapyte.egg-info .pytest_cache .hypothesis run store

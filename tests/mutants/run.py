@@ -7,6 +7,12 @@ For each mutant, seeds 0, 1, 2, ... run with the mutant's patches active until o
 check, after how many seeds and how much simulated time, and the command that replays the
 catching seed. Then the unmodified core runs ``--baseline-seeds`` seeds with every fault kind;
 any failure there is a bug. The exit status is 1 if a mutant survived or the baseline failed.
+
+While it runs, a terminal shows a live display: the mutant being hunted and its seeds, mutants
+done and caught, baseline seeds done of those planned. Anything else (a pipe, a log file, a dumb
+terminal) gets plain lines instead: one per finished mutant, and one per tenth of the baseline.
+The live display is cleared at the end, leaving the same per-mutant lines, summary table and
+baseline line as the plain output.
 """
 
 from __future__ import annotations
@@ -14,9 +20,20 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
+from types import TracebackType
 
 from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    SpinnerColumn,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+)
 from rich.table import Table
 
 from exapyte.sim.faults import FAULT_KINDS
@@ -27,6 +44,8 @@ from tests.mutants.mutants import MUTANTS, MUTANTS_BY_NAME, Mutant
 
 SEEDS_MAX_DEFAULT = 40
 BASELINE_SEEDS_DEFAULT = 1_000
+BASELINE_LINES = 10  # plain progress lines over a baseline run (not on a terminal)
+PIPE_WIDTH = 110  # columns of the summary table when stdout is not a terminal
 
 
 @dataclass
@@ -58,8 +77,14 @@ def mutant_spec(mutant: Mutant, seed: int, **overrides: object) -> SimSpec:
     return spec
 
 
-def hunt(mutant: Mutant, seeds_max: int, first_seed: int = 0, **overrides: object) -> MutantOutcome:
-    """Run seeds with the mutant active until one fails."""
+def hunt(
+    mutant: Mutant,
+    seeds_max: int,
+    first_seed: int = 0,
+    on_seed: Callable[[int], None] | None = None,
+    **overrides: object,
+) -> MutantOutcome:
+    """Run seeds with the mutant active until one fails; ``on_seed(n)`` after the n-th seed."""
     started = time.perf_counter()
     sim_ns = 0
     with mutant.patches():
@@ -67,6 +92,8 @@ def hunt(mutant: Mutant, seeds_max: int, first_seed: int = 0, **overrides: objec
             seed = first_seed + i
             result: SimResult = run_seed(mutant_spec(mutant, seed, **overrides))
             sim_ns += result.sim_ns
+            if on_seed is not None:
+                on_seed(i + 1)
             if not result.ok:
                 return MutantOutcome(mutant, True, result.check, i + 1, sim_ns / NS_PER_S,
                                      time.perf_counter() - started, result.detail, seed)
@@ -74,13 +101,154 @@ def hunt(mutant: Mutant, seeds_max: int, first_seed: int = 0, **overrides: objec
                          time.perf_counter() - started, "", None)
 
 
-def baseline(seeds: int, workers: int) -> list[SimResult]:
+def baseline_specs(seeds: int) -> list[SimSpec]:
+    """The unmodified core's run: ``seeds`` seeds on 3 nodes, a fifth as many on 5."""
     specs = [SimSpec(seed=s, faults=FAULT_KINDS) for s in range(seeds)]
     specs += [SimSpec(seed=s, nodes=5, faults=FAULT_KINDS) for s in range(seeds // 5)]
-    return [r for r in run_seeds(specs, workers=workers) if not r.ok]
+    return specs
 
 
-def main(argv: list[str] | None = None) -> int:
+def baseline(
+    seeds: int, workers: int, on_result: Callable[[SimResult], None] | None = None
+) -> list[SimResult]:
+    """The failed runs of :func:`baseline_specs`; ``on_result`` sees every run as it ends."""
+    failed = []
+    for result in run_seeds(baseline_specs(seeds), workers=workers):
+        if on_result is not None:
+            on_result(result)
+        if not result.ok:
+            failed.append(result)
+    return failed
+
+
+class RunDisplay:
+    """What the run shows while it goes: a live display on an interactive console, else lines.
+
+    The live display has a row for the mutants (done of chosen, caught so far), one for the mutant
+    being hunted (seeds run of ``--seeds-max``) and one for the unmodified core (seeds done of
+    planned, failed so far). It is refreshed on each update, never by a thread of its own (the
+    baseline forks worker processes), and cleared when the run ends. Text goes through
+    :meth:`line` and :meth:`show`, above the live display while there is one.
+    """
+
+    def __init__(
+        self, console: Console, mutants: int, seeds_max: int, baseline_seeds: int
+    ) -> None:
+        self.console = console
+        self.seeds_max = seeds_max
+        self.mutants_done = 0
+        self.caught = 0
+        self.baseline_total = baseline_seeds
+        self.baseline_done = 0
+        self.baseline_failed = 0
+        self._baseline_started = 0.0
+        self._progress: Progress | None = None
+        self._mutants_task = self._hunt_task = self._baseline_task = TaskID(0)
+        if not console.is_interactive:
+            return
+        self._progress = Progress(
+            SpinnerColumn(),
+            TextColumn("{task.description}"),
+            BarColumn(bar_width=20),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[status]}"),
+            TimeElapsedColumn(),
+            console=console,
+            auto_refresh=False,
+            transient=True,
+        )
+        self._mutants_task = self._progress.add_task(
+            "mutants", total=mutants, status=self._caught_status()
+        )
+        self._hunt_task = self._progress.add_task(
+            "", total=seeds_max, visible=False, status="seeds"
+        )
+        if baseline_seeds > 0:
+            self._baseline_task = self._progress.add_task(
+                "unmodified core", total=baseline_seeds, start=False,
+                status=self._baseline_status(),
+            )
+
+    def __enter__(self) -> RunDisplay:
+        if self._progress is not None:
+            self._progress.start()
+            self._progress.refresh()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if self._progress is not None:
+            self._progress.stop()
+
+    def line(self, text: str) -> None:
+        """Print text as it is (details quote entries and keys: no markup, no highlighting)."""
+        self.console.print(text, markup=False, highlight=False)
+
+    def show(self, renderable: Table) -> None:
+        self.console.print(renderable)
+
+    # --- mutants ---
+
+    def _caught_status(self) -> str:
+        return f"caught {self.caught}"
+
+    def mutant_started(self, mutant: Mutant) -> None:
+        if self._progress is not None:
+            self._progress.reset(self._hunt_task, total=self.seeds_max,
+                                 description=f"  {mutant.name}", visible=True)
+            self._progress.refresh()
+
+    def mutant_seed_done(self, seeds: int) -> None:
+        if self._progress is not None:
+            self._progress.update(self._hunt_task, completed=seeds)
+            self._progress.refresh()
+
+    def mutant_done(self, outcome: MutantOutcome) -> None:
+        self.mutants_done += 1
+        self.caught += outcome.caught
+        self.line(f"mutant={outcome.mutant.name} caught={outcome.caught} "
+                  f"by={outcome.check or '-'} seeds={outcome.seeds} sim_s={outcome.sim_s:.1f} "
+                  f"wall_s={outcome.wall_s:.1f}")
+        if outcome.detail:
+            self.line(f"  {outcome.detail[:300]}")
+            self.line(f"  replay: {outcome.replay()}")
+        if self._progress is not None:
+            self._progress.update(self._hunt_task, visible=False)
+            self._progress.update(self._mutants_task, completed=self.mutants_done,
+                                  status=self._caught_status())
+            self._progress.refresh()
+
+    # --- the unmodified core ---
+
+    def _baseline_status(self) -> str:
+        return f"seeds, {self.baseline_failed} failed"
+
+    def baseline_started(self) -> None:
+        self._baseline_started = time.perf_counter()
+        if self._progress is not None:
+            self._progress.start_task(self._baseline_task)
+            self._progress.refresh()
+
+    def baseline_seed_done(self, result: SimResult) -> None:
+        self.baseline_done += 1
+        self.baseline_failed += not result.ok
+        if self._progress is not None:
+            self._progress.update(self._baseline_task, completed=self.baseline_done,
+                                  status=self._baseline_status())
+            self._progress.refresh()
+            return
+        every = max(1, self.baseline_total // BASELINE_LINES)
+        if self.baseline_done % every == 0 and self.baseline_done < self.baseline_total:
+            self.line(f"unmodified core: {self.baseline_done}/{self.baseline_total} seeds, "
+                      f"{self.baseline_failed} failed, "
+                      f"{time.perf_counter() - self._baseline_started:.1f} s")
+
+
+def main(argv: list[str] | None = None, console: Console | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m tests.mutants", description=__doc__.split("\n\n")[0])
     p.add_argument("--seeds-max", type=int, default=SEEDS_MAX_DEFAULT)
     p.add_argument("--first-seed", type=int, default=0)
@@ -89,39 +257,42 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--mutant", action="append", choices=sorted(MUTANTS_BY_NAME))
     args = p.parse_args(argv)
-    console = Console(highlight=False, soft_wrap=True, width=110)
+    if console is None:
+        console = Console(highlight=False, soft_wrap=True)
+        if not console.is_interactive:
+            console.width = PIPE_WIDTH  # rich would assume 80 columns and squeeze the table
     chosen = [MUTANTS_BY_NAME[n] for n in args.mutant] if args.mutant else list(MUTANTS)
+    baseline_total = len(baseline_specs(args.baseline_seeds)) if args.baseline_seeds > 0 else 0
     table = Table(title="exapyte mutants (deterministic simulator)")
     for column in ("mutant", "caught", "by", "seeds", "sim time", "wall"):
         table.add_column(column)
     survived = []
-    for mutant in chosen:
-        outcome = hunt(mutant, args.seeds_max, args.first_seed)
-        if not outcome.caught:
-            survived.append(mutant.name)
-        print(f"mutant={mutant.name} caught={outcome.caught} by={outcome.check or '-'} "
-              f"seeds={outcome.seeds} sim_s={outcome.sim_s:.1f} wall_s={outcome.wall_s:.1f}",
-              flush=True)
-        if outcome.detail:
-            print(f"  {outcome.detail[:300]}")
-            print(f"  replay: {outcome.replay()}")
-        table.add_row(mutant.name, "yes" if outcome.caught else "[red]NO[/red]",
-                      outcome.check or "-", str(outcome.seeds), f"{outcome.sim_s:.1f} s",
-                      f"{outcome.wall_s:.1f} s")
-    console.print(table)
     failed_baseline: list[SimResult] = []
-    if args.baseline_seeds > 0:
-        started = time.perf_counter()
-        failed_baseline = baseline(args.baseline_seeds, args.workers)
-        total = args.baseline_seeds + args.baseline_seeds // 5
-        print(f"unmodified core: {total} seeds ({args.baseline_seeds} x 3 nodes, "
-              f"{args.baseline_seeds // 5} x 5 nodes), {len(failed_baseline)} failed, "
-              f"{time.perf_counter() - started:.1f} s")
-        for r in failed_baseline:
-            print(f"  {r.summary_line()} {r.check}: {r.detail[:200]}")
-            print(f"  replay: {r.spec.replay_command()}")
+    with RunDisplay(console, len(chosen), args.seeds_max, baseline_total) as display:
+        for mutant in chosen:
+            display.mutant_started(mutant)
+            outcome = hunt(mutant, args.seeds_max, args.first_seed,
+                           on_seed=display.mutant_seed_done)
+            if not outcome.caught:
+                survived.append(mutant.name)
+            display.mutant_done(outcome)
+            table.add_row(mutant.name, "yes" if outcome.caught else "[red]NO[/red]",
+                          outcome.check or "-", str(outcome.seeds), f"{outcome.sim_s:.1f} s",
+                          f"{outcome.wall_s:.1f} s")
+        display.show(table)
+        if args.baseline_seeds > 0:
+            started = time.perf_counter()
+            display.baseline_started()
+            failed_baseline = baseline(args.baseline_seeds, args.workers,
+                                       on_result=display.baseline_seed_done)
+            display.line(f"unmodified core: {baseline_total} seeds ({args.baseline_seeds} x 3 "
+                         f"nodes, {args.baseline_seeds // 5} x 5 nodes), {len(failed_baseline)} "
+                         f"failed, {time.perf_counter() - started:.1f} s")
+            for r in failed_baseline:
+                display.line(f"  {r.summary_line()} {r.check}: {r.detail[:200]}")
+                display.line(f"  replay: {r.spec.replay_command()}")
     if survived:
-        print(f"mutants that survived: {', '.join(survived)}")
+        display.line(f"mutants that survived: {', '.join(survived)}")
     return 1 if survived or failed_baseline else 0
 
 
