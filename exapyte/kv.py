@@ -56,6 +56,8 @@ WriteOp = Union[PutOp, DeleteOp, CasOp]
 
 APPLIED_META = "applied_index"
 SESSION_META_PREFIX = "session:"
+# Every client id the service accepts names a session record the storage accepts.
+assert len(SESSION_META_PREFIX) + limits.CLIENT_ID_BYTES_MAX <= limits.META_NAME_BYTES_MAX
 
 
 class Command(msgspec.Struct, frozen=True, array_like=True):
