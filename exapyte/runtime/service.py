@@ -23,6 +23,8 @@ import math
 from collections.abc import Callable
 from typing import Any
 
+import msgspec
+
 from exapyte import limits
 from exapyte.config import CONSISTENCY_LEVELS, Config
 from exapyte.kv import Command, KVStateMachine, Outcome, encode_command
@@ -300,6 +302,7 @@ class ServiceBase:
             "storage": self.cfg.storage.backend,
             "consensus": self.cfg.consensus.protocol,
             "counters": dict(sorted(self.counters.items())),
+            "entries_refused": self.sm.entries_refused,
         }
         if self.status_extra is not None:
             status.update(self.status_extra())
@@ -407,13 +410,24 @@ class DirectService(ServiceBase):
             return
         pending, self._pending = self._pending, []
         base = self.sm.applied_index
-        entries = [
-            Entry(0, base + i + 1, EntryKind.NORMAL, encode_command(cmd))
-            for i, (_, _, cmd) in enumerate(pending)
-        ]
+        batch: list[tuple[bytes, ClientRequest]] = []
+        entries: list[Entry] = []
+        for identity, req, cmd in pending:
+            try:
+                data = encode_command(cmd)
+            except (msgspec.EncodeError, ValueError, OverflowError, TypeError) as exc:
+                # validate_request lets no such write through; refused here all the same, so
+                # that nothing a request holds can make a flush raise.
+                self.error(identity, req, ReplyCode.BAD_REQUEST, f"write not encodable: {exc}")
+                continue
+            entries.append(Entry(0, base + len(entries) + 1, EntryKind.NORMAL, data))
+            batch.append((identity, req))
+        if not entries:
+            return
+        # The state machine turns a command it cannot apply into a bad_request outcome.
         results = self.sm.apply(entries)
-        self.count("writes", len(pending))
+        self.count("writes", len(entries))
         self.count("batches")
-        for (identity, req, _), (_, outcome) in zip(pending, results, strict=True):
+        for (identity, req), (_, outcome) in zip(batch, results, strict=True):
             assert outcome is not None
             self.reply(identity, outcome_reply(req, outcome, self.node_id))

@@ -248,3 +248,21 @@ def test_a_clock_op_that_reaches_a_service_is_refused_not_a_crash() -> None:
         (1, "bad_request"), (2, "bad_request"),
     ]
 
+
+def test_direct_service_flush_never_raises_on_a_write_that_escaped_validation(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Were a check at the edge missing, the state machine and the flush still refuse the write.
+    monkeypatch.setattr("exapyte.runtime.service.validate_request", lambda req: None)
+    replies: list[ClientReply] = []
+    service = DirectService(loads(DIRECT), open_storage("memory", None),
+                            lambda _who, reply: replies.append(reply))
+    for req in [*POISON, ClientRequest("c", 9, PutOp("k", b"v"))]:
+        service.on_request(b"who", req)
+    service.flush()  # one batch: the refused writes and the good one
+    assert sorted(r.code for r in replies) == ["bad_request"] * len(POISON) + ["ok"]
+    messages = [r.message for r in replies if r.code == "bad_request"]
+    assert sum("META_NAME_BYTES_MAX" in m for m in messages) == 2
+    assert sum("not encodable" in m for m in messages) == 2  # the surrogate key, seq 2**64
+    assert sum("KEY_BYTES_MAX" in m for m in messages) == 1
+    assert service.storage.count() == 1 and service.sm.get("k") is not None
