@@ -24,6 +24,15 @@ storage contract, so every replica computes the same versions from the same log.
 Reads for a batch: the keys of every command in the batch are read with one
 :meth:`~exapyte.storage.Storage.get_many` before any command is executed.
 
+**A bad committed entry is a failed operation.** The service refuses bad requests before they
+are proposed, but a log can still hold an entry that cannot be applied: one written before a
+check existed, or data that is not a command at all. Such an entry never makes ``apply`` raise
+(that would stop every replica, and again at each restart, since the entry replays from the log):
+its outcome is ``bad_request`` with a message saying why, the applied index moves past it, and
+nothing is written for it, not even a session record. :func:`command_problem` is the rule, and it
+only depends on the entry's bytes and the storage limits, so every replica reaches the same
+outcome.
+
 **Write-behind** (``write_behind=True``, what a consensus replica uses). A replica's applied
 entries are already durable in its log, so the state machine's own writes need not be on the
 request path: :meth:`KVStateMachine.apply` then computes outcomes over an in-memory overlay of
@@ -41,6 +50,7 @@ snapshot). Without a log to replay (``DirectService``) every ``apply`` writes at
 
 from __future__ import annotations
 
+import logging
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from typing import Union
@@ -48,14 +58,20 @@ from typing import Union
 import msgspec
 
 from exapyte import limits
+from exapyte.errors import StorageError
 from exapyte.protocol.types import Entry, EntryKind
 from exapyte.storage import Delete, Put, Record, Storage
+from exapyte.storage.base import check_key, check_value
 from exapyte.wire import CasOp, DeleteOp, PutOp, ReplyCode
+
+log = logging.getLogger(__name__)
 
 WriteOp = Union[PutOp, DeleteOp, CasOp]
 
 APPLIED_META = "applied_index"
 SESSION_META_PREFIX = "session:"
+# Every client id the service accepts names a session record the storage accepts.
+assert len(SESSION_META_PREFIX) + limits.CLIENT_ID_BYTES_MAX <= limits.META_NAME_BYTES_MAX
 
 
 class Command(msgspec.Struct, frozen=True, array_like=True):
@@ -93,6 +109,72 @@ def decode_command(data: bytes) -> Command:
     return _command_decoder.decode(data)
 
 
+_SEQ_STORABLE = range(-(2**63), 2**64)  # msgpack's integers: the session record holds seq
+
+
+def command_problem(cmd: Command) -> str | None:
+    """Why the state machine cannot apply ``cmd``, or None when it can.
+
+    The rule is exactly what applying needs to store, no more: a key and values the storage
+    accepts, a client id whose session record name fits ``META_NAME_BYTES_MAX``, a seq msgpack
+    can encode. The service's checks at the edge are stricter and may change between versions;
+    this rule decides what an existing log applies to, on every replica, so changing it
+    changes the meaning of logs already written.
+    """
+    client_id = cmd.client_id
+    if type(client_id) is not str:
+        return f"client_id must be a str, got {type(client_id).__name__}"
+    try:
+        name_bytes = len((SESSION_META_PREFIX + client_id).encode("utf-8"))
+    except UnicodeEncodeError:
+        return "client_id is not valid UTF-8 (a lone surrogate)"
+    if name_bytes > limits.META_NAME_BYTES_MAX:
+        return (
+            f"client_id is {name_bytes - len(SESSION_META_PREFIX)} bytes: its session record's "
+            f"name would be longer than META_NAME_BYTES_MAX={limits.META_NAME_BYTES_MAX}"
+        )
+    if type(cmd.seq) is not int or cmd.seq not in _SEQ_STORABLE:
+        return "seq must be an int within -2**63..2**64-1"
+    op = cmd.op
+    if type(op) not in (PutOp, DeleteOp, CasOp):
+        return f"a command holds a put, delete or cas, not {type(op).__name__}"
+    try:
+        check_key(op.key)
+        if isinstance(op, PutOp):
+            check_value(op.value)
+        elif isinstance(op, CasOp):
+            if op.expected is not None and type(op.expected) is not bytes:
+                return f"cas expected must be bytes or None, got {type(op.expected).__name__}"
+            if op.new is not None:
+                check_value(op.new, "cas new")
+    except StorageError as exc:
+        return str(exc)
+    return None
+
+
+class _Refused(msgspec.Struct, frozen=True):
+    """A committed entry the state machine does not apply, and why (see the module docstring)."""
+
+    reason: str
+
+
+def _admit(entry: Entry) -> Command | _Refused:
+    """The command a NORMAL entry holds, or why it is not applied."""
+    try:
+        cmd = decode_command(entry.data)
+    except (msgspec.DecodeError, UnicodeDecodeError) as exc:
+        log.warning("log entry %d does not decode as a command: %s", entry.index, exc)
+        return _Refused(
+            f"log entry {entry.index} does not hold a valid command ({len(entry.data)} bytes); "
+            f"nothing was applied"
+        )
+    problem = command_problem(cmd)
+    if problem is not None:
+        log.warning("log entry %d is not applied: %s", entry.index, problem)
+        return _Refused(f"{problem}; nothing was applied")
+    return cmd
+
+
 class KVStateMachine:
     """Applies committed entries to a :class:`~exapyte.storage.Storage`. Single-threaded."""
 
@@ -114,6 +196,7 @@ class KVStateMachine:
         self._pending_ops: list[Put | Delete] = []
         self._pending_records: dict[str, Record | None] = {}
         self._pending_sessions: dict[str, _Session] = {}
+        self.entries_refused = 0  # committed entries applied as failed operations
 
     def _load_applied(self) -> int:
         raw = self.storage.meta_get(APPLIED_META)
@@ -153,14 +236,16 @@ class KVStateMachine:
     ) -> list[tuple[Entry, Outcome | None]]:
         """Apply entries in order; return each NORMAL entry's outcome (None for the others).
 
-        Entries at or below the applied index are skipped (a replay after a restart).
+        Entries at or below the applied index are skipped (a replay after a restart). An entry
+        that cannot be applied gets a ``bad_request`` outcome and raises nothing (see the module
+        docstring); a gap in the indexes is a broken invariant and raises ``AssertionError``.
         ``before_write`` receives the outcomes once they are computed and before the batch is
         written: a host whose entries are already committed (durable on a quorum) may answer
         clients then, because a crash before the write replays the same entries to the same
         outcomes. Nothing else runs between the callback and the write, so no read can observe
         the state in between.
         """
-        commands: list[tuple[Entry, Command | None]] = []
+        commands: list[tuple[Entry, Command | _Refused | None]] = []
         last = self.applied_index
         for entry in entries:
             if entry.index <= last:
@@ -173,7 +258,7 @@ class KVStateMachine:
             if entry.kind != EntryKind.NORMAL or not entry.data:
                 commands.append((entry, None))
             else:
-                commands.append((entry, decode_command(entry.data)))
+                commands.append((entry, _admit(entry)))
         if last == self.applied_index:
             return []
         results: list[tuple[Entry, Outcome | None]] = []
@@ -186,7 +271,7 @@ class KVStateMachine:
 
     def _apply_chunk(
         self,
-        commands: list[tuple[Entry, Command | None]],
+        commands: list[tuple[Entry, Command | _Refused | None]],
         before_write: Callable[[list[tuple[Entry, Outcome | None]]], None] | None,
     ) -> list[tuple[Entry, Outcome | None]]:
         last = commands[-1][0].index
@@ -194,7 +279,7 @@ class KVStateMachine:
         overlay: dict[str, Record | None] = {}  # each key's record as of the command reading it
         wanted: list[str] = []
         for _, cmd in commands:
-            if cmd is not None and cmd.op.key not in overlay:
+            if isinstance(cmd, Command) and cmd.op.key not in overlay:
                 key = cmd.op.key
                 if key in pending:
                     overlay[key] = pending[key]
@@ -211,6 +296,10 @@ class KVStateMachine:
         for entry, cmd in commands:
             if cmd is None:
                 results.append((entry, None))
+            elif isinstance(cmd, _Refused):
+                self.entries_refused += 1
+                reason = cmd.reason.encode("utf-8", "replace")
+                results.append((entry, Outcome(ReplyCode.BAD_REQUEST, reason, 0, entry.index)))
             else:
                 outcome = self._apply_command(cmd, entry.index, overlay, batch, touched)
                 results.append((entry, outcome))

@@ -9,9 +9,19 @@ from __future__ import annotations
 # --- wire -------------------------------------------------------------------------------------
 PROTOCOL_VERSION = 1
 FRAME_BYTES_MAX = 16 * 1024 * 1024  # a frame larger than this is dropped before decoding
-KEY_BYTES_MAX = 1024  # a user key, UTF-8 encoded
-VALUE_BYTES_MAX = 1024 * 1024  # a user value
+KEY_BYTES_MAX = 1024  # a user key (and a scan bound), UTF-8 encoded
+VALUE_BYTES_MAX = 1024 * 1024  # a user value (and a cas expected value)
 SCAN_LIMIT_MAX = 10_000  # records one scan may return
+
+# --- client requests (checked by exapyte.runtime.service.validate_request) ---------------------
+CLIENT_ID_BYTES_MAX = 128  # a request's client_id, UTF-8 encoded; it names a session record
+SEQ_MAX = 2**63 - 1  # a request's seq (a signed 64-bit integer)
+SESSION_INDEX_MAX = 2**63 - 1  # a request's session token (a log index)
+GROUP_NAME_BYTES_MAX = 64  # a request's replica group name, UTF-8 encoded
+NODE_ID_BYTES_MAX = 64  # a node id named by an admin request (as long as a config id may be)
+CLOCK_SHIFT_MS_MAX = 3_600_000  # |shift_ms| of one clock fault
+CLOCK_RATE_MAX = 100.0  # a clock fault's rate lies in (0, CLOCK_RATE_MAX]
+ECHO_CHARS_MAX = 40  # characters of a refused value quoted back in an error message
 
 # --- ZeroMQ -----------------------------------------------------------------------------------
 ZMQ_SNDHWM_MESSAGES = 10_000  # queued outgoing messages per peer before sends fail

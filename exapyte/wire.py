@@ -5,7 +5,8 @@ the tagged, frozen structs of :data:`Message`. Decoding is defensive:
 
 1. the frame's length is checked against the configured maximum *before* any decoding;
 2. the envelope is decoded against the exact union of known messages (msgspec validates every
-   field's type while decoding);
+   field's type while decoding; every string must be valid UTF-8, so no decoded message holds a
+   lone surrogate);
 3. an envelope from another protocol version is refused.
 
 Each refusal raises :class:`FrameError` carrying a short ``reason`` (``oversized``,
@@ -191,7 +192,9 @@ class Codec:
             env = self._decoder.decode(frame)
         except msgspec.ValidationError as exc:
             raise FrameError("invalid", str(exc)) from None
-        except msgspec.DecodeError as exc:
+        except (msgspec.DecodeError, UnicodeDecodeError) as exc:
+            # msgspec reports a string that is not valid UTF-8 (a lone surrogate, a stray
+            # continuation byte) with the standard library's UnicodeDecodeError.
             raise FrameError("undecodable", str(exc)) from None
         if env.version != limits.PROTOCOL_VERSION:
             raise FrameError(

@@ -9,14 +9,21 @@ requests and peer messages, ticks it, and sends whatever replies and peer messag
   acknowledged only after that batch returned.
 - :class:`exapyte.runtime.replica.RaftService` replicates writes through a consensus core.
 
-Both share request validation and the read path in :class:`ServiceBase`.
+Both share request validation and the read path in :class:`ServiceBase`. Every field of a
+request is bounded by a named limit (:mod:`exapyte.limits`) and checked by
+:func:`validate_request` before anything is proposed: a refused request is answered
+``bad_request`` with a message naming the field and the limit, counted (``requests_invalid``),
+and never reaches the log.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Callable
 from typing import Any
+
+import msgspec
 
 from exapyte import limits
 from exapyte.config import CONSISTENCY_LEVELS, Config
@@ -25,13 +32,20 @@ from exapyte.protocol.types import Entry, EntryKind
 from exapyte.storage import Storage
 from exapyte.wire import (
     ADMIN_OPS,
+    MEMBERSHIP_CHANGES,
     WRITE_OPS,
+    CasOp,
     ClientReply,
     ClientRequest,
+    ClockOp,
+    DeleteOp,
     GetOp,
+    MembershipOp,
+    PutOp,
     ReplyCode,
     ScanOp,
     StatusOp,
+    TransferLeaderOp,
 )
 
 log = logging.getLogger(__name__)
@@ -40,29 +54,168 @@ log = logging.getLogger(__name__)
 ReplySink = Callable[[Any, ClientReply], None]
 
 
-def validate_request(req: ClientRequest) -> str | None:
-    """Why a request can never succeed as sent, or None when it is well-formed."""
-    if req.consistency not in CONSISTENCY_LEVELS:
-        return (
-            f"unknown consistency level {req.consistency!r}; allowed: "
-            f"{', '.join(CONSISTENCY_LEVELS)}"
-        )
-    if req.seq < 0 or req.session_index < 0:
-        return "seq and session_index must be >= 0"
-    op = req.op
-    key = getattr(op, "key", None)
-    if key is not None:
-        if not key:
-            return "key must not be empty"
-        if len(key.encode("utf-8", "surrogatepass")) > limits.KEY_BYTES_MAX:
-            return f"key longer than {limits.KEY_BYTES_MAX} bytes"
-    for name in ("value", "new", "expected"):
-        value = getattr(op, name, None)
-        if value is not None and len(value) > limits.VALUE_BYTES_MAX:
-            return f"{name} longer than {limits.VALUE_BYTES_MAX} bytes"
-    if isinstance(op, ScanOp) and not 1 <= op.limit <= limits.SCAN_LIMIT_MAX:
-        return f"scan limit must be within 1..{limits.SCAN_LIMIT_MAX}"
+# -- request validation -------------------------------------------------------------------------
+#
+# Every field of a request is checked here, at the edge, before anything is proposed or applied:
+# a request that passes can be applied by the state machine on every replica (its key and values
+# fit the storage limits, its session record's name fits META_NAME_BYTES_MAX). The checks never
+# raise, whatever a field holds (even a value of the wrong type, which msgspec never decodes but
+# an in-process caller can build): each one returns why the field is refused, naming the field
+# and the limit, or None.
+
+
+def _show(value: object) -> str:
+    """``value``'s repr, cut to ECHO_CHARS_MAX characters: refused values can be huge."""
+    try:
+        text = repr(value)
+    except ValueError:  # an int past the interpreter's digit limit for str()
+        return f"<an int of {value.bit_length()} bits>" if isinstance(value, int) else "<?>"
+    if len(text) <= limits.ECHO_CHARS_MAX:
+        return text
+    return text[: limits.ECHO_CHARS_MAX] + "..."
+
+
+def _text_problem(
+    field: str, value: object, limit_name: str, *, empty_ok: bool = False
+) -> str | None:
+    """A str of at most ``limits.<limit_name>`` UTF-8 bytes (non-empty unless ``empty_ok``)."""
+    if type(value) is not str:
+        return f"{field} must be a str, got {type(value).__name__}"
+    if not value:
+        return None if empty_ok else f"{field} must not be empty"
+    limit: int = getattr(limits, limit_name)
+    if value.isascii() and len(value) <= limit:  # one byte per character, no surrogate
+        return None
+    try:
+        size = len(value.encode("utf-8"))
+    except UnicodeEncodeError as exc:
+        return f"{field} is not valid UTF-8 (a lone surrogate at character {exc.start})"
+    if size > limit:
+        return f"{field} is longer than {limit_name}={limit} bytes ({size} bytes in UTF-8)"
     return None
+
+
+def _bytes_problem(field: str, value: object, *, none_ok: bool = False) -> str | None:
+    """bytes of at most VALUE_BYTES_MAX (or None when ``none_ok``)."""
+    if value is None and none_ok:
+        return None
+    if type(value) is not bytes:
+        return f"{field} must be bytes, got {type(value).__name__}"
+    if len(value) > limits.VALUE_BYTES_MAX:
+        return (
+            f"{field} is longer than VALUE_BYTES_MAX={limits.VALUE_BYTES_MAX} bytes "
+            f"({len(value)} bytes)"
+        )
+    return None
+
+
+def _int_problem(field: str, value: object, low: int, limit_name: str) -> str | None:
+    """An int in ``low..limits.<limit_name>``."""
+    limit: int = getattr(limits, limit_name)
+    if type(value) is not int or not low <= value <= limit:
+        return f"{field} must be an int within {low}..{limit_name}={limit}, got {_show(value)}"
+    return None
+
+
+def _choice_problem(
+    field: str, what: str, value: object, allowed: tuple[str, ...]
+) -> str | None:
+    if type(value) is not str or value not in allowed:
+        return f"unknown {what} {_show(value)} ({field}); allowed: {', '.join(allowed)}"
+    return None
+
+
+def _float_problem(field: str, value: object) -> str | None:
+    """An int or float that is finite (no NaN, no infinity)."""
+    if type(value) is int or (isinstance(value, float) and math.isfinite(value)):
+        return None
+    return f"{field} must be a finite number, got {_show(value)}"
+
+
+def _key_op_problem(op: GetOp | DeleteOp) -> str | None:
+    return _text_problem("key", op.key, "KEY_BYTES_MAX")
+
+
+def _put_problem(op: PutOp) -> str | None:
+    return _text_problem("key", op.key, "KEY_BYTES_MAX") or _bytes_problem("value", op.value)
+
+
+def _cas_problem(op: CasOp) -> str | None:
+    return (
+        _text_problem("key", op.key, "KEY_BYTES_MAX")
+        or _bytes_problem("expected", op.expected, none_ok=True)
+        or _bytes_problem("new", op.new, none_ok=True)
+    )
+
+
+def _scan_problem(op: ScanOp) -> str | None:
+    end = op.end
+    return (
+        _text_problem("start", op.start, "KEY_BYTES_MAX", empty_ok=True)
+        or (None if end is None else _text_problem("end", end, "KEY_BYTES_MAX", empty_ok=True))
+        or _int_problem("limit", op.limit, 1, "SCAN_LIMIT_MAX")
+    )
+
+
+def _status_problem(op: StatusOp) -> str | None:
+    return None
+
+
+def _transfer_problem(op: TransferLeaderOp) -> str | None:
+    return _text_problem("to", op.to, "NODE_ID_BYTES_MAX")
+
+
+def _membership_problem(op: MembershipOp) -> str | None:
+    return _choice_problem(
+        "change", "membership change", op.change, MEMBERSHIP_CHANGES
+    ) or _text_problem("node", op.node, "NODE_ID_BYTES_MAX")
+
+
+def _clock_problem(op: ClockOp) -> str | None:
+    problem = _float_problem("shift_ms", op.shift_ms) or _float_problem("rate", op.rate)
+    if problem is not None:
+        return problem
+    if abs(op.shift_ms) > limits.CLOCK_SHIFT_MS_MAX:
+        return f"|shift_ms| must be at most CLOCK_SHIFT_MS_MAX={limits.CLOCK_SHIFT_MS_MAX}"
+    if not 0 < op.rate <= limits.CLOCK_RATE_MAX:
+        return f"rate must lie in (0, CLOCK_RATE_MAX={limits.CLOCK_RATE_MAX}]"
+    if type(op.reset) is not bool:
+        return f"reset must be a bool, got {type(op.reset).__name__}"
+    return None
+
+
+# One check per operation type (dispatched on the exact type: the wire decodes no subclass).
+_OP_PROBLEMS: dict[type, Callable[[Any], str | None]] = {
+    GetOp: _key_op_problem,
+    DeleteOp: _key_op_problem,
+    PutOp: _put_problem,
+    CasOp: _cas_problem,
+    ScanOp: _scan_problem,
+    StatusOp: _status_problem,
+    TransferLeaderOp: _transfer_problem,
+    MembershipOp: _membership_problem,
+    ClockOp: _clock_problem,
+}
+
+
+def op_problem(op: object) -> str | None:
+    """Why the operation of a request is refused, or None."""
+    check = _OP_PROBLEMS.get(type(op))
+    if check is None:
+        return f"unknown operation {type(op).__name__}"
+    return check(op)
+
+
+def validate_request(req: ClientRequest) -> str | None:
+    """Why a request can never succeed as sent, or None when it is well-formed. Never raises."""
+    return (
+        _text_problem("client_id", req.client_id, "CLIENT_ID_BYTES_MAX")
+        or _int_problem("seq", req.seq, 0, "SEQ_MAX")
+        or _int_problem("session_index", req.session_index, 0, "SESSION_INDEX_MAX")
+        or _text_problem("group", req.group, "GROUP_NAME_BYTES_MAX")
+        or _choice_problem("consistency", "consistency level", req.consistency, CONSISTENCY_LEVELS)
+        or op_problem(req.op)
+    )
 
 
 def outcome_reply(req: ClientRequest, outcome: Outcome, node: str) -> ClientReply:
@@ -152,6 +305,7 @@ class ServiceBase:
             "storage": self.cfg.storage.backend,
             "consensus": self.cfg.consensus.protocol,
             "counters": dict(sorted(self.counters.items())),
+            "entries_refused": self.sm.entries_refused,
         }
         if self.status_extra is not None:
             status.update(self.status_extra())
@@ -162,7 +316,15 @@ class ServiceBase:
     def on_request(self, identity: Any, req: ClientRequest) -> None:
         problem = validate_request(req)
         if problem is not None:
+            self.count("requests_invalid")
             self.error(identity, req, ReplyCode.BAD_REQUEST, problem)
+            return
+        if isinstance(req.op, ClockOp):
+            # The node shell answers clock faults itself (it owns the clock); a service has none.
+            self.error(
+                identity, req, ReplyCode.BAD_REQUEST,
+                "clock faults are served by the node process, not by a replica group",
+            )
             return
         if isinstance(req.op, StatusOp):
             self.reply(
@@ -251,13 +413,24 @@ class DirectService(ServiceBase):
             return
         pending, self._pending = self._pending, []
         base = self.sm.applied_index
-        entries = [
-            Entry(0, base + i + 1, EntryKind.NORMAL, encode_command(cmd))
-            for i, (_, _, cmd) in enumerate(pending)
-        ]
+        batch: list[tuple[bytes, ClientRequest]] = []
+        entries: list[Entry] = []
+        for identity, req, cmd in pending:
+            try:
+                data = encode_command(cmd)
+            except (msgspec.EncodeError, ValueError, OverflowError, TypeError) as exc:
+                # validate_request lets no such write through; refused here all the same, so
+                # that nothing a request holds can make a flush raise.
+                self.error(identity, req, ReplyCode.BAD_REQUEST, f"write not encodable: {exc}")
+                continue
+            entries.append(Entry(0, base + len(entries) + 1, EntryKind.NORMAL, data))
+            batch.append((identity, req))
+        if not entries:
+            return
+        # The state machine turns a command it cannot apply into a bad_request outcome.
         results = self.sm.apply(entries)
-        self.count("writes", len(pending))
+        self.count("writes", len(entries))
         self.count("batches")
-        for (identity, req, _), (_, outcome) in zip(pending, results, strict=True):
+        for (identity, req), (_, outcome) in zip(batch, results, strict=True):
             assert outcome is not None
             self.reply(identity, outcome_reply(req, outcome, self.node_id))

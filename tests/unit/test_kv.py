@@ -4,10 +4,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import msgspec
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from exapyte import limits
-from exapyte.kv import Command, KVStateMachine, encode_command
+from exapyte.kv import Command, KVStateMachine, Outcome, encode_command
 from exapyte.protocol.types import Entry, EntryKind
 from exapyte.storage import Record, open_storage
 from exapyte.wire import CasOp, DeleteOp, PutOp
@@ -198,3 +201,114 @@ def test_scan_and_snapshot_flush_first(tmp_path: Path) -> None:
     other.restore(image)
     assert other.applied_index == 4 and other.get("k0") == Record(b"v0", 2)
     store.close()
+
+
+# --- committed entries that cannot be applied -----------------------------------------------------
+
+LONG_KEY = "k" * (limits.KEY_BYTES_MAX + 1)
+LONG_VALUE = b"v" * (limits.VALUE_BYTES_MAX + 1)
+
+
+# A command whose client id is not UTF-8 (a lone surrogate's bytes)
+NOT_UTF8 = encode_command(Command("cc", 1, PutOp("k", b""))).replace(b"\xa2cc", b"\xa2c\xed")
+assert NOT_UTF8 != encode_command(Command("cc", 1, PutOp("k", b"")))
+
+
+def poison_log() -> list[Entry]:
+    """A log as an older node could have written it: bad entries between good ones."""
+    return [
+        entry(1, Command("good", 1, PutOp("a", b"1"))),
+        entry(2, Command("x" * 249, 1, PutOp("b", b"2"))),  # session name of 257 bytes
+        entry(3, Command("x" * 10_000, 1, CasOp("b", None, b"2"))),
+        Entry(1, 4, EntryKind.NORMAL, b"\xc1 not msgpack"),
+        Entry(1, 5, EntryKind.NORMAL, msgspec.msgpack.encode(["c", 1, {"type": "scan"}])),
+        Entry(1, 6, EntryKind.NORMAL, msgspec.msgpack.encode(["c", "one", {"type": "put"}])),
+        Entry(1, 7, EntryKind.NORMAL, NOT_UTF8),
+        entry(8, Command("c2", 1, PutOp(LONG_KEY, b"v"))),
+        entry(9, Command("c3", 1, PutOp("k", LONG_VALUE))),
+        entry(10, Command("c4", 1, DeleteOp(""))),
+        entry(11, Command("c5", 1, CasOp("k", None, LONG_VALUE))),
+        entry(12, Command("good", 2, PutOp("a", b"2"))),
+    ]
+
+
+REFUSED_REASONS = {
+    2: "META_NAME_BYTES_MAX",
+    3: "META_NAME_BYTES_MAX",
+    4: "does not hold a valid command",
+    5: "does not hold a valid command",
+    6: "does not hold a valid command",
+    7: "does not hold a valid command",
+    8: "KEY_BYTES_MAX",
+    9: "VALUE_BYTES_MAX",
+    10: "empty",
+    11: "VALUE_BYTES_MAX",
+}
+
+
+def check_poison_outcomes(results: list[tuple[Entry, Outcome | None]]) -> None:
+    assert [e.index for e, _ in results] == list(range(1, 13))
+    outcomes = {e.index: o for e, o in results}
+    assert outcomes[1].code == "ok" and outcomes[12] == Outcome("ok", None, 2, 12)
+    for index, reason in REFUSED_REASONS.items():
+        outcome = outcomes[index]
+        assert outcome.code == "bad_request" and outcome.index == index
+        assert reason in outcome.value.decode() and "nothing was applied" in outcome.value.decode()
+
+
+def test_an_entry_that_cannot_be_applied_is_a_failed_operation(sm: KVStateMachine) -> None:
+    results = sm.apply(poison_log())
+    check_poison_outcomes(results)
+    assert sm.applied_index == 12 and sm.entries_refused == len(REFUSED_REASONS)
+    assert sm.get("a") == Record(b"2", 2) and sm.get("b") is None and sm.get("k") is None
+    sm.flush()
+    store = sm.storage
+    assert store.count() == 1
+    for client in ("c2", "c3", "c4", "c5"):  # nothing at all was written for a refused entry
+        assert store.meta_get("session:" + client) is None
+    assert KVStateMachine(store).applied_index == 12
+
+
+def test_refused_entries_are_refused_one_by_one_too(sm: KVStateMachine) -> None:
+    results = []
+    for e in poison_log():
+        results += sm.apply([e])
+    check_poison_outcomes(results)
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "tiered"])
+@pytest.mark.parametrize("behind", [False, True], ids=["write_through", "write_behind"])
+def test_a_restart_over_a_log_with_bad_entries_replays_to_the_same_outcomes(
+    tmp_path: Path, backend: str, behind: bool
+) -> None:
+    log = poison_log()
+    reference = KVStateMachine(open_storage("memory", None))
+    expected = reference.apply(log)
+
+    opts = {"hot_keys": 2} if backend == "tiered" else {}
+    store = open_storage(backend, str(tmp_path / "s.db"), **opts)
+    sm = KVStateMachine(store, write_behind=behind)
+    assert sm.apply(log[:3]) == expected[:3]
+    sm.flush()
+    assert sm.apply(log[3:9]) == expected[3:9]  # lost with write-behind: never flushed
+    store.close()
+
+    # Restart twice: the replay reaches the same outcomes and never raises, and once stored the
+    # bad entries are behind the applied index like any other.
+    for stored in (3 if behind else 9, 12):
+        store = open_storage(backend, str(tmp_path / "s.db"), **opts)
+        sm = KVStateMachine(store, write_behind=behind)
+        assert sm.applied_index == stored
+        assert sm.apply(log) == expected[stored:]  # the host replays its whole log
+        assert sm.applied_index == 12
+        assert sm.snapshot() == reference.snapshot()  # stores the overlay too
+        store.close()
+
+
+@given(st.binary(max_size=200))
+def test_any_bytes_in_a_normal_entry_apply_without_raising(data: bytes) -> None:
+    sm = KVStateMachine(open_storage("memory", None))
+    results = sm.apply([Entry(1, 1, EntryKind.NORMAL, data)])
+    assert sm.applied_index == 1
+    outcome = results[0][1]
+    assert data == b"" or (outcome is not None and outcome.index == 1)

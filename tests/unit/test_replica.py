@@ -94,3 +94,57 @@ def test_idle_stores_the_write_behind_once_enough_is_pending_or_a_tick_passed(
     assert replica.has_idle_work()  # a tick passed
     replica.idle()
     assert not replica.has_idle_work() and store.get("k4") is not None
+
+
+SINGLE_SQLITE = SINGLE.replace('"backend": "memory"', '"backend": "sqlite", "path": "unused"')
+
+
+def single_leader(store: object, replies: list[ClientReply]) -> Replica:
+    replica = Replica(loads(SINGLE_SQLITE), store, random.Random(1),  # type: ignore[arg-type]
+                      reply=lambda _who, reply: replies.append(reply), send=lambda *a: None)
+    for _ in range(100):
+        if replica.core.role is Role.LEADER:
+            return replica
+        replica.tick()
+        replica.flush()
+    raise AssertionError("no leader")
+
+
+def test_committed_entries_that_cannot_be_applied_never_stop_the_replica_nor_its_restart(
+    tmp_path: Path,
+) -> None:
+    path = str(tmp_path / "n1.db")
+    replies: list[ClientReply] = []
+    store = open_storage("sqlite", path)
+    replica = single_leader(store, replies)
+    # Entries an older node accepted before its requests were checked, proposed as it did.
+    poison = [
+        encode_command(Command("x" * 249, 1, PutOp("k", b"v"))),
+        encode_command(Command("x" * 10_000, 1, PutOp("k", b"v"))),
+        b"\xc1 not a command",
+        encode_command(Command("c", 1, PutOp("k" * (limits.KEY_BYTES_MAX + 1), b"v"))),
+    ]
+    indexes = [replica.core.propose(data)[0] for data in poison]
+    replica.flush()
+    assert replica.sm.applied_index == indexes[-1]
+    assert replica.sm.entries_refused == len(poison)
+    replica.on_request(b"c", ClientRequest("c", 2, PutOp("k", b"good")))
+    replica.flush()
+    assert replies[-1].code == "ok"
+    last = replica.sm.applied_index
+    expected = Record(b"good", 1)
+    store.close()  # a crash: the write-behind overlay is lost, the log is not
+
+    for seq in (3, 4):  # each restart replays the bad entries from the log
+        store = open_storage("sqlite", path)
+        replies.clear()
+        replica = single_leader(store, replies)
+        assert replica.sm.applied_index > last  # replayed, then the new term's first entry
+        assert replica.sm.get("k") == expected
+        assert replica.sm.cached_outcome("c", seq - 1) is not None
+        replica.on_request(b"c", ClientRequest("c", seq, PutOp("k", b"%d" % seq)))
+        replica.flush()
+        assert replies[-1].code == "ok"
+        expected = Record(b"%d" % seq, expected.version + 1)
+        last = replica.sm.applied_index
+        store.close()  # a crash again

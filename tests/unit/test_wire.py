@@ -64,6 +64,23 @@ def test_bad_frames_are_refused_with_a_reason(frame: bytes, reason: str) -> None
     assert info.value.reason == reason
 
 
+@pytest.mark.parametrize(
+    "bad_utf8",
+    [b"\xed\xa0\x80", b"\xff", b"\x80", b"a\xc3"],  # a lone surrogate, stray and cut-off bytes
+    ids=["surrogate", "invalid-start", "continuation", "truncated"],
+)
+@pytest.mark.parametrize("field", ["client_id", "key"])
+def test_a_string_that_is_not_utf8_is_refused_as_undecodable(bad_utf8: bytes, field: str) -> None:
+    codec = Codec()
+    frame = codec.encode(ClientRequest("cccc", 1, GetOp("kkkk")))
+    placeholder = b"\xa4cccc" if field == "client_id" else b"\xa4kkkk"
+    assert frame.count(placeholder) == 1
+    bad = frame.replace(placeholder, bytes([0xA0 | len(bad_utf8)]) + bad_utf8)
+    with pytest.raises(FrameError) as info:
+        codec.decode(bad)
+    assert info.value.reason == "undecodable"
+
+
 def test_oversized_frame_is_refused_before_decoding() -> None:
     codec = Codec(frame_bytes_max=1024)
     big = codec.encode(ClientRequest("c", 1, PutOp("k", b"x" * 2000)))
