@@ -89,6 +89,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--session", metavar="FILE",
                    help="--client: keep the session token in FILE across calls (read-your-writes)")
     p.add_argument("--limit", type=int, default=1000, metavar="N", help="--client scan: at most N records")
+    p.add_argument("--after", metavar="KEY", help="--client scan: start after KEY (see next_after)")
     p.add_argument("--verbose", "-v", action="store_true", help="log debug detail")
     p.add_argument("args", nargs="*", help="--client: the operation and its arguments")
     return p
@@ -219,17 +220,20 @@ def run_client(ns: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
             elif op == "cas":
                 out.update(key=args[0], swapped=client.cas(args[0], _arg(args[1]), _arg(args[2])))
             elif op == "scan":
-                page = client.scan_page(*args, limit=ns.limit)
+                start, *rest = args or [""]
+                if ns.after is not None:
+                    start = max(start, ns.after + "\0")  # the first key after --after
+                page = client.scan_page(start, *rest, limit=ns.limit)
                 out["records"] = [
                     {"key": k, "value": _text(v.value), "version": v.version}
                     for k, v in page.records
                 ]
                 out["truncated"] = page.truncated
                 if page.truncated:
-                    out["next_start"] = page.records[-1][0] + "\0"
+                    out["next_after"] = page.records[-1][0]
                     print(
                         f"scan stopped at its limit of {ns.limit} records; more may follow "
-                        "(raise --limit, or scan again from next_start)",
+                        f"(raise --limit, or scan again with --after {page.records[-1][0]})",
                         file=sys.stderr,
                     )
             elif op == "transfer":

@@ -429,10 +429,12 @@ class Node:
                 req.client_id, req.seq, ReplyCode.BAD_REQUEST, node=self.node_id,
                 message="clock faults are refused unless unsafe.enabled is true",
             )
-        elif not (0 < op.rate <= 100 and abs(op.shift_ms) <= 3_600_000):
+        elif not (0 < op.rate <= limits.CLOCK_RATE_MAX
+                  and abs(op.shift_ms) <= limits.CLOCK_SHIFT_MS_MAX):
             reply = ClientReply(
                 req.client_id, req.seq, ReplyCode.BAD_REQUEST, node=self.node_id,
-                message="rate must be within (0, 100] and |shift_ms| at most 3600000",
+                message=f"rate must be within (0, {limits.CLOCK_RATE_MAX}] and |shift_ms| at "
+                f"most {limits.CLOCK_SHIFT_MS_MAX}",
             )
         else:
             if op.reset:

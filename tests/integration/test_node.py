@@ -221,3 +221,35 @@ def test_client_cli_prints_json_and_exit_codes(node: LocalCluster) -> None:
     assert bad_level.returncode == 2 and "unknown consistency level 'nope'" in bad_level.stderr
     code, out = cli("status")
     assert code == 0 and out["status"]["node"] == "n1"
+    assert out["status"]["security"] == "curve" and len(out["status"]["instance"]) == 32
+
+
+def test_client_cli_keeps_a_session_and_says_when_a_scan_was_cut(node: LocalCluster, tmp_path: Path) -> None:
+    def cli(*args: str) -> tuple[int, dict, str]:
+        p = subprocess.run(
+            [sys.executable, str(REPO / "main.py"), "--client", "--config", str(node.config_path), *args],
+            capture_output=True, text=True, timeout=60, cwd=REPO,
+        )
+        return p.returncode, json.loads(p.stdout), p.stderr
+
+    session = tmp_path / "session.json"
+    for key in ("a", "b", "c"):
+        code, out, _ = cli("--session", str(session), "put", key, key.upper())
+        assert code == 0
+    token = json.loads(session.read_text())["session_index"]
+    assert token == out["session_index"] >= 3  # the last write's index travels to the next call
+    code, out, _ = cli("--session", str(session), "--consistency", "session", "get", "c")
+    assert code == 0 and out["value"] == "C" and out["session_index"] >= token
+    session.write_text('{"session_index": -4}')
+    p = subprocess.run(
+        [sys.executable, str(REPO / "main.py"), "--client", "--config", str(node.config_path),
+         "--session", str(session), "get", "c"], capture_output=True, text=True, timeout=60, cwd=REPO,
+    )
+    assert p.returncode == 2 and "session_index must be an int >= 0" in p.stderr
+
+    code, out, err = cli("scan", "--limit", "2")
+    assert code == 0 and [r["key"] for r in out["records"]] == ["a", "b"]
+    assert out["truncated"] is True and out["next_after"] == "b"
+    assert "stopped at its limit of 2" in err and "--after b" in err
+    code, out, err = cli("scan", "--after", out["next_after"], "--limit", "2")
+    assert [r["key"] for r in out["records"]] == ["c"] and out["truncated"] is False and not err

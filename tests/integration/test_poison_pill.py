@@ -12,7 +12,6 @@ from pathlib import Path
 import pytest
 
 from exapyte import limits
-from exapyte.client import Client
 from exapyte.errors import RequestFailed
 from exapyte.runtime.cluster import LocalCluster
 from exapyte.wire import ReplyCode
@@ -77,7 +76,7 @@ def test_a_single_node_refuses_an_oversized_client_id_and_keeps_serving(
         cluster.start()
         assert_refused_and_still_serving(cluster)
         cluster.restart("n1")
-        with Client(cluster.endpoint("n1"), timeout_s=10) as c:
+        with cluster.node_client("n1", timeout_s=10) as c:
             assert c.get("after").value == b"v"
     finally:
         cluster.stop()
