@@ -76,14 +76,15 @@ class Launcher:
         return code
 
 
-def test_a_killed_node_is_restarted_while_the_others_serve(write_config, tmp_path: Path) -> None:
+@pytest.mark.parametrize("role", ["follower", "leader"])
+def test_a_killed_node_is_restarted_while_the_others_serve(write_config, tmp_path: Path, role: str) -> None:
     path = write_config(["n1", "n2", "n3"])
     launcher = Launcher(path, tmp_path / "run")
     view = LocalCluster(path, tmp_path / "view")  # for its clients only: starts nothing
     try:
         wait_for(lambda: launcher.said("cluster running"), "the cluster to start", 60)
         leader = wait_for(lambda: leader_of(view), "a leader")
-        victim = next(n for n in view.node_ids if n != leader)
+        victim = leader if role == "leader" else next(n for n in view.node_ids if n != leader)
         before = launcher.pids()
         os.kill(before[victim], signal.SIGKILL)
         wait_for(lambda: launcher.said(f"node {victim} exited with signal 9 (SIGKILL)"), "the exit report")
@@ -94,7 +95,8 @@ def test_a_killed_node_is_restarted_while_the_others_serve(write_config, tmp_pat
         after = launcher.pids()
         assert after[victim] != before[victim]
         assert {n: after[n] for n in after if n != victim} == {n: before[n] for n in before if n != victim}
-        target = statuses(view)[leader]["commit"]
+        now_leader = wait_for(lambda: leader_of(view), "a leader")
+        target = statuses(view)[now_leader]["commit"]
         wait_for(lambda: statuses(view).get(victim, {}).get("applied", 0) >= target, f"{victim} to catch up")
         with view.node_client(victim, timeout_s=5) as c:
             assert c.get("during-29", consistency="eventual").value == b"29"
