@@ -80,6 +80,7 @@ class LocalCluster:
         env: dict[str, str] | None = None,
         node_config_paths: dict[str, Path] | None = None,
         keys_dir: str | Path | None = None,
+        wrap: Callable[[str, list[str]], list[str]] | None = None,
     ) -> None:
         self.config_path = Path(config_path).resolve()
         self.cfg: Config = config_mod.load(self.config_path)
@@ -89,6 +90,9 @@ class LocalCluster:
         self.env = env
         # Per-node config files (same cluster, e.g. different network.peer_endpoints), if any.
         self.node_config_paths = {k: Path(v).resolve() for k, v in (node_config_paths or {}).items()}
+        # (node id, command) -> the command actually run, e.g. inside the node's network namespace.
+        # It must exec the command in place, so the pid signalled is the node's own.
+        self.wrap = wrap
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
         self.instances: dict[str, str] = {}  # node id -> instance id of the process started
         self._logs: dict[str, Any] = {}
@@ -185,8 +189,11 @@ class LocalCluster:
         self._logs[node_id] = log
         instance = uuid.uuid4().hex
         self.instances[node_id] = instance
+        command = [*self.command(node_id), "--instance-id", instance]
+        if self.wrap is not None:
+            command = self.wrap(node_id, command)
         self.procs[node_id] = subprocess.Popen(
-            [*self.command(node_id), "--instance-id", instance], stdout=log,
+            command, stdout=log,
             stderr=subprocess.STDOUT, env=env, cwd=str(REPO_ROOT), start_new_session=True,
         )
         self.write_manifest()
