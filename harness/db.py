@@ -1,8 +1,10 @@
-"""The db role: a topology's nodes as real processes, every peer link through its own proxy.
+"""The db role: a topology's nodes as real processes, on one host or on a host each.
 
 Theory of operation
 -------------------
-:class:`ClusterDB` sets a cluster up in four steps:
+There are two host modes (``hosts``). In ``local`` mode (the default) every node runs on
+127.0.0.1 and every peer link goes through its own proxy; :class:`ClusterDB` sets it up in four
+steps:
 
 1. a Toxiproxy API is found or started (:func:`harness.toxiproxy.find_or_start`: a real
    ``toxiproxy-server`` on PATH, else exapyte's compatible server) and driven with the
@@ -17,12 +19,25 @@ Theory of operation
 4. :class:`~exapyte.runtime.cluster.LocalCluster` starts the processes; their logs and data go
    to ``RUN/nodes/``.
 
+In ``netns`` mode every node is a host of its own (:mod:`harness.netns`): a network namespace
+with its own address on a bridge, no proxy anywhere. Each node's config sets its ``host`` to that
+address (and ``network.bind_host`` empty: it binds that address), so peers dial each other
+directly; ``security.mode`` is ``curve`` with the run's keys in ``RUN/keys`` (a node on an
+address beyond loopback refuses to run without), which ``LocalCluster`` creates and gives its
+clients; the processes are started inside their namespaces (``LocalCluster``'s ``wrap``); the
+run's plan (namespaces, addresses) is written to ``RUN/netns.json``. The WAN latency is a tc netem delay per directed link, where the kernel has
+netem (otherwise the run says that it went without, in its notes).
+
 Faults are thin effects on that setup: :meth:`cut` disables a proxy (``down``) or blackholes it
-(``timeout`` toxic, 0 ms), :meth:`add_toxic`/:meth:`remove_toxic` manage named toxics,
+(``timeout`` toxic, 0 ms), or in netns mode adds an iptables rule in the destination's namespace
+(``drop``, or ``reject`` with a TCP reset); :meth:`add_toxic`/:meth:`remove_toxic` manage named
+toxics (in netns mode: ``latency`` is a netem delay, ``bandwidth`` an htb rate, ``reset_peer``
+a TCP-reset rule; any other toxic is refused); :meth:`applied_cuts` reads back what the fault
+layer holds (the kernel's rule count in netns mode), which the nemesis records in the history.
 :meth:`kill` is SIGKILL, :meth:`pause`/:meth:`resume` are SIGSTOP/SIGCONT, :meth:`clock_fault`
 and :meth:`reset_clock` move a node's clock (an ``admin.clock`` request, refused by a node
-without ``unsafe.enabled``). Clients talk to the
-nodes directly (their ports are not proxied): faults sit between nodes, as in Jepsen.
+without ``unsafe.enabled``). Clients talk to the nodes directly (their ports are not proxied,
+the root namespace is never cut): faults sit between nodes, as in Jepsen.
 """
 
 from __future__ import annotations
@@ -33,6 +48,7 @@ import shutil
 import socket
 import threading
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -41,9 +57,10 @@ import networkx as nx
 from exapyte.config import KNOWN_BUGS
 from exapyte.control import topology as topo
 from exapyte.runtime.cluster import ClusterError, LocalCluster
+from harness import netns
 from harness.toxiproxy import ToxiproxyHandle, find_or_start
 
-__all__ = ["ClusterDB", "DbError", "proxy_name"]
+__all__ = ["CUT_MODES", "HOST_MODES", "ClusterDB", "DbError", "HostsUnavailable", "check_hosts", "proxy_name"]
 
 WAN_TOXIC = "wan"
 CUT_TOXIC = "partition"
@@ -51,8 +68,41 @@ NODE_READY_TIMEOUT_S = 30.0
 CLOCK_REQUEST_TIMEOUT_S = 2.0
 
 
+#: Where the nodes run: all on 127.0.0.1 behind proxies, or each in a network namespace.
+HOST_MODES: tuple[str, ...] = ("local", "netns")
+#: How a partition cuts a link, per host mode (the first is the default): disable the proxy or
+#: blackhole it; drop the packets in the kernel or answer them with a TCP reset.
+CUT_MODES: dict[str, tuple[str, ...]] = {"local": ("down", "blackhole"), "netns": ("drop", "reject")}
+#: Faults that need a tc facility in netns mode, and which (a ``Support`` field).
+NETNS_FAULT_NEEDS: dict[str, str] = {"latency": "netem", "bandwidth": "shaping"}
+
+
 class DbError(RuntimeError):
     """The cluster could not be set up or a node could not be (re)started."""
+
+
+class HostsUnavailable(DbError):
+    """The host mode cannot run on this machine, or cannot apply a fault that was asked for."""
+
+
+def check_hosts(hosts: str, faults: Sequence[str] = (), cut_mode: str | None = None) -> None:
+    """Refuse at once what a run in host mode ``hosts`` could not do here: raises ValueError for
+    an unknown mode or a cut mode of the other host mode, :class:`HostsUnavailable` (saying why)
+    when namespaces do not work here or a fault needs what this kernel lacks."""
+    if hosts not in HOST_MODES:
+        raise ValueError(f"unknown hosts {hosts!r}; allowed: {', '.join(HOST_MODES)}")
+    if cut_mode is not None and cut_mode not in CUT_MODES[hosts]:
+        raise ValueError(f"cut mode {cut_mode!r} does not exist with hosts {hosts!r}; allowed: "
+                         f"{', '.join(CUT_MODES[hosts])}")
+    if hosts != "netns":
+        return
+    support = netns.probe()
+    if support.namespaces is not None:
+        raise HostsUnavailable(f"--hosts netns cannot run here: {support.namespaces}")
+    for fault, need in NETNS_FAULT_NEEDS.items():
+        reason = getattr(support, need)
+        if fault in faults and reason is not None:
+            raise HostsUnavailable(f"the {fault} nemesis cannot run with --hosts netns here: {reason}")
 
 
 def proxy_name(src: str, dst: str) -> str:
@@ -95,10 +145,14 @@ class ClusterDB:
         toxiproxy: ToxiproxyHandle | None = None,
         seed: int | None = None,
         log: Any = None,
+        hosts: str = "local",
     ) -> None:
         unknown = [b for b in bugs if b not in KNOWN_BUGS]
         if unknown:
             raise ValueError(f"unknown bug(s) {unknown}; allowed: {', '.join(KNOWN_BUGS)}")
+        if hosts not in HOST_MODES:
+            raise ValueError(f"unknown hosts {hosts!r}; allowed: {', '.join(HOST_MODES)}")
+        self.hosts = hosts
         self.topology_path = Path(topology_path)
         self.graph: nx.Graph = topo.load(self.topology_path)
         self.run_dir = Path(run_dir)
@@ -119,14 +173,22 @@ class ClusterDB:
         self.cluster: LocalCluster | None = None
         self._cut: dict[tuple[str, str], str] = {}
         self._toxics: dict[tuple[str, str], set[str]] = {}
+        self._netns_toxics: dict[tuple[str, str], dict[str, str]] = {}  # netns: link -> name -> type
         self._lock = threading.RLock()
         self.node_ids: list[str] = sorted(self.graph.nodes)
+        self.netns: netns.NetnsHosts | None = None
+        self._addresses: dict[str, str] = {}  # netns mode: node -> its namespace's address
+        self.notes: list[str] = []  # what the run should report about its setup
 
     # -- setup and teardown ---------------------------------------------------------------------
 
     def prepare(self) -> dict[str, Path]:
-        """Toxiproxy, the proxies (with WAN latency) and the per-node config files; no process."""
+        """Toxiproxy, the proxies (with WAN latency) and the per-node config files; no process.
+        In netns mode: the namespaces (with WAN latency where netem exists) and the configs."""
         self.run_dir.mkdir(parents=True, exist_ok=True)
+        if self.hosts == "netns":
+            self._create_namespaces()
+            return self._write_configs()
         if self.toxiproxy is None:
             self.toxiproxy = find_or_start(seed=self.seed)
         self._client = _toxiproxy_client(self.toxiproxy)
@@ -139,13 +201,39 @@ class ClusterDB:
         paths = self.prepare()
         self.cluster = LocalCluster(
             self.config_dir / "base.json", self.nodes_dir, node_config_paths=paths,
+            wrap=self.netns.wrap if self.netns is not None else None,
         )
         try:
             self.cluster.start(wait=True)
         except ClusterError as exc:
             raise DbError(f"the cluster did not start: {exc}") from None
         self._log(f"{len(self.node_ids)} nodes up: " + ", ".join(
-            f"{n}@{self.graph.nodes[n]['port']}" for n in self.node_ids))
+            f"{n}@{endpoint.removeprefix('tcp://')}" for n, endpoint in self.endpoints().items()))
+
+    def _create_namespaces(self) -> None:
+        support = netns.probe()
+        if support.namespaces is not None:
+            raise HostsUnavailable(f"--hosts netns cannot run here: {support.namespaces}")
+        wan = {(a, b): int(round(topo.latency_ms(self.graph, a, b)))
+               for a in self.node_ids for b in self.node_ids if a != b} if self.wan_latency else {}
+        wan = {link: ms for link, ms in wan.items() if ms > 0}
+        if wan and support.netem is not None:
+            note = (f"WAN latency not applied: with --hosts netns it is a tc netem delay per link, and "
+                    f"{support.netem}")
+            self.notes.append(note)
+            self._log(note)
+            wan = {}
+        self.netns = netns.NetnsHosts(self.node_ids, delays_ms=wan, support=support, log=self._log)
+        try:
+            plan = self.netns.create()
+        except netns.NetnsError as exc:
+            self.netns = None
+            raise DbError(f"the network namespaces could not be created: {exc}") from None
+        self._addresses = {h.node_id: h.address for h in plan.hosts}
+        (self.run_dir / "netns.json").write_text(json.dumps(
+            plan.to_dict() | {"support": support.to_dict(),
+                              "wan_latency_ms": {f"{a}->{b}": ms for (a, b), ms in sorted(wan.items())}},
+            indent=2) + "\n")
 
     def _create_proxies(self) -> None:
         pairs = [(a, b) for a in self.node_ids for b in self.node_ids if a != b]
@@ -173,6 +261,13 @@ class ClusterDB:
         security["keys_dir"] = str((self.run_dir / "keys").resolve())
         if self.unsafe:
             raw["unsafe"] = {"enabled": True, "bugs": list(self.bugs)}
+        if self.hosts == "netns":
+            # Every node on a host of its own, which peers dial directly and it binds; addresses
+            # beyond loopback are served only with CURVE.
+            for spec in raw["cluster"]["nodes"]:
+                spec["host"] = self._addresses[spec["id"]]
+            raw.setdefault("network", {})["bind_host"] = ""
+            security["mode"] = "curve"
         self.config_dir.mkdir(parents=True, exist_ok=True)
         base = dict(raw)
         (self.config_dir / "base.json").write_text(json.dumps(base, indent=2) + "\n")
@@ -181,20 +276,28 @@ class ClusterDB:
             cfg = json.loads(json.dumps(raw))
             cfg["node_id"] = node
             cfg.pop("region_id", None)
-            network = cfg.setdefault("network", {})
-            network["peer_endpoints"] = {
-                dst: f"tcp://{self.listen[(node, dst)]}" for dst in self.node_ids if dst != node
-            }
+            if self.hosts == "local":
+                network = cfg.setdefault("network", {})
+                network["peer_endpoints"] = {
+                    dst: f"tcp://{self.listen[(node, dst)]}" for dst in self.node_ids if dst != node
+                }
             path = self.config_dir / f"{node}.json"
             path.write_text(json.dumps(cfg, indent=2) + "\n")
             paths[node] = path
         return paths
 
     def teardown(self, *, keep_data: bool = False) -> None:
-        """Stop every node (SIGCONT first), remove the proxies, stop a Toxiproxy we started."""
+        """Stop every node (SIGCONT first), remove the proxies, stop a Toxiproxy we started;
+        in netns mode delete the namespaces, links and (with them) the rules and qdiscs."""
         with self._lock:
-            if self.cluster is not None:
-                self.cluster.stop()
+            try:
+                if self.cluster is not None:
+                    self.cluster.stop()
+            finally:
+                if self.netns is not None:
+                    left = self.netns.teardown()
+                    if left:
+                        self._log(f"left after teardown: {', '.join(left)}")
             for proxy in self.proxies.values():
                 with contextlib.suppress(Exception):
                     proxy.destroy()
@@ -221,31 +324,44 @@ class ClusterDB:
 
     def endpoints(self) -> dict[str, str]:
         """Client endpoints (direct, not proxied) by node id."""
-        return {n: f"tcp://{self.graph.nodes[n]['host']}:{self.graph.nodes[n]['port']}" for n in self.node_ids}
+        return {n: f"tcp://{self._addresses.get(n, self.graph.nodes[n]['host'])}:{self.graph.nodes[n]['port']}"
+                for n in self.node_ids}
 
     def node_log(self, node: str) -> Path:
         return self.nodes_dir / f"{node}.log"
 
     # -- link faults ----------------------------------------------------------------------------
 
-    def cut(self, src: str, dst: str, *, mode: str = "down") -> None:
-        """Stop ``src``'s messages to ``dst``: disable the proxy, or blackhole it."""
+    @property
+    def cut_modes(self) -> tuple[str, ...]:
+        """The cut modes of this host mode; the first is the default."""
+        return CUT_MODES[self.hosts]
+
+    def cut(self, src: str, dst: str, *, mode: str | None = None) -> None:
+        """Stop ``src``'s messages to ``dst``: disable the proxy, or blackhole it; in netns mode
+        drop (or reject) src's packets in dst's namespace."""
+        mode = mode or self.cut_modes[0]
+        if mode not in self.cut_modes:
+            raise ValueError(f"cut mode must be one of {', '.join(self.cut_modes)} with hosts {self.hosts!r}, "
+                             f"got {mode!r}")
         with self._lock:
             key = (src, dst)
             if key in self._cut:
                 return
-            if mode == "down":
+            if self.netns is not None:
+                self.netns.cut(src, dst, mode)
+            elif mode == "down":
                 self.proxies[key].disable()
-            elif mode == "blackhole":
-                self.add_toxic(src, dst, CUT_TOXIC, "timeout", {"timeout": 0})
             else:
-                raise ValueError(f"cut mode must be 'down' or 'blackhole', got {mode!r}")
+                self.add_toxic(src, dst, CUT_TOXIC, "timeout", {"timeout": 0})
             self._cut[key] = mode
 
     def uncut(self, src: str, dst: str) -> None:
         with self._lock:
             mode = self._cut.pop((src, dst), None)
-            if mode == "down":
+            if mode is not None and self.netns is not None:
+                self.netns.uncut(src, dst)
+            elif mode == "down":
                 self.proxies[(src, dst)].enable()
             elif mode == "blackhole":
                 self.remove_toxic(src, dst, CUT_TOXIC)
@@ -255,6 +371,9 @@ class ClusterDB:
         *, streams: tuple[str, ...] = ("upstream", "downstream"),
     ) -> None:
         with self._lock:
+            if self.netns is not None:
+                self._add_netns_toxic(src, dst, name, type, attributes)
+                return
             proxy = self.proxies[(src, dst)]
             for stream in streams:
                 full = f"{name}_{stream}"
@@ -263,8 +382,43 @@ class ClusterDB:
                 proxy.add_toxic(type=type, stream=stream, name=full, toxicity=1.0, attributes=attributes)
                 self._toxics[(src, dst)].add(full)
 
+    def _add_netns_toxic(self, src: str, dst: str, name: str, type: str, attributes: dict[str, Any]) -> None:
+        """A toxic's kernel equivalent on link (src, dst): ``latency`` a netem delay on src's
+        egress, ``bandwidth`` an htb rate there (KB/s -> kbit/s), ``reset_peer`` a TCP-reset rule
+        at dst. Anything else has none, and is refused."""
+        assert self.netns is not None
+        names = self._netns_toxics.setdefault((src, dst), {})
+        if name in names:
+            return
+        try:
+            if type == "latency":
+                self.netns.add_latency(src, dst, int(attributes.get("latency", 0)), int(attributes.get("jitter", 0)))
+            elif type == "bandwidth":
+                self.netns.limit_rate(src, dst, int(attributes["rate"]) * 8)
+            elif type == "reset_peer":
+                self.netns.add_reset(src, dst)
+            else:
+                raise HostsUnavailable(f"toxic {type!r} has no equivalent with --hosts netns "
+                                       "(latency, bandwidth and reset_peer have)")
+        except netns.NetnsError as exc:
+            raise HostsUnavailable(f"{type} on {src}->{dst} with --hosts netns: {exc}") from None
+        names[name] = type
+
+    def _remove_netns_toxic(self, src: str, dst: str, name: str) -> None:
+        assert self.netns is not None
+        type = self._netns_toxics.setdefault((src, dst), {}).pop(name, None)
+        if type == "latency":
+            self.netns.remove_latency(src, dst)
+        elif type == "bandwidth":
+            self.netns.unlimit_rate(src, dst)
+        elif type == "reset_peer":
+            self.netns.remove_reset(src, dst)
+
     def remove_toxic(self, src: str, dst: str, name: str, *, streams: tuple[str, ...] = ("upstream", "downstream")) -> None:
         with self._lock:
+            if self.netns is not None:
+                self._remove_netns_toxic(src, dst, name)
+                return
             proxy = self.proxies[(src, dst)]
             for stream in streams:
                 full = f"{name}_{stream}"
@@ -274,11 +428,38 @@ class ClusterDB:
 
     def toxics(self, src: str, dst: str) -> set[str]:
         with self._lock:
+            if self.netns is not None:
+                return set(self._netns_toxics.get((src, dst), ()))
             return set(self._toxics[(src, dst)])
 
     def is_cut(self, src: str, dst: str) -> bool:
         with self._lock:
             return (src, dst) in self._cut
+
+    def applied_cuts(self) -> dict[str, Any]:
+        """What the fault layer holds now, read back from it: in netns mode the rules of the
+        harness's iptables chains as the kernel lists them, per node; else the proxies cut."""
+        with self._lock:
+            if self.netns is None:
+                modes = sorted(set(self._cut.values()))
+                text = f"{len(self._cut)} proxies cut ({', '.join(modes)})" if self._cut else "no proxy cut"
+                return {"layer": "toxiproxy", "links_cut": len(self._cut), "modes": modes, "text": text}
+            rules = self.netns.rules()
+        cut = {n: len(chains[netns.CUT_CHAIN]) for n, chains in rules.items()}
+        reset = {n: len(chains[netns.RESET_CHAIN]) for n, chains in rules.items()}
+        targets = sorted({r.rsplit("-j ", 1)[-1].split()[0] for chains in rules.values()
+                          for r in chains[netns.CUT_CHAIN]})
+        total = sum(cut.values())
+        if total:
+            text = (f"{total} iptables {'/'.join(targets)} rules in {netns.CUT_CHAIN}: "
+                    + ", ".join(f"{n} {k}" for n, k in cut.items() if k))
+        else:
+            text = f"no iptables rule in {netns.CUT_CHAIN}"
+        if any(reset.values()):
+            text += f"; {sum(reset.values())} in {netns.RESET_CHAIN}"
+        return {"layer": "iptables", "chain": netns.CUT_CHAIN, "rules": total,
+                "rules_by_node": {n: k for n, k in cut.items() if k}, "targets": targets,
+                "reset_rules": sum(reset.values()), "text": text}
 
     # -- process faults -------------------------------------------------------------------------
 
@@ -342,13 +523,18 @@ class ClusterDB:
     def heal_all(self) -> None:
         """Every link whole (WAN latency kept), every node running, not paused, true clock."""
         with self._lock:
-            for src, dst in list(self._cut):
-                self.uncut(src, dst)
-            for (src, dst), names in self._toxics.items():
-                for full in sorted(names):
-                    if not full.startswith(WAN_TOXIC + "_"):
-                        self.proxies[(src, dst)].destroy_toxic(full)
-                        names.discard(full)
+            if self.netns is not None:
+                self.netns.heal()  # flushes the harness's chains, every link back to its base shape
+                self._cut.clear()
+                self._netns_toxics.clear()
+            else:
+                for src, dst in list(self._cut):
+                    self.uncut(src, dst)
+                for (src, dst), names in self._toxics.items():
+                    for full in sorted(names):
+                        if not full.startswith(WAN_TOXIC + "_"):
+                            self.proxies[(src, dst)].destroy_toxic(full)
+                            names.discard(full)
         for node in self.node_ids:
             if self.alive(node):
                 self.resume(node)

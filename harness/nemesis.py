@@ -24,7 +24,11 @@ A cut is applied in one of two ways (``cut_mode``): ``down`` disables the proxy 
 closed, connects refused; ZeroMQ queues and reconnects after the heal, like TCP after a real
 partition) or ``blackhole`` adds a ``timeout`` toxic with timeout 0 (bytes silently dropped on a
 live connection; removing the toxic closes it and ZeroMQ reconnects). Both really stop traffic,
-which a latency toxic never does (see ../shared/TOXIPROXY.md §7).
+which a latency toxic never does (see ../shared/TOXIPROXY.md §7). With nodes in network
+namespaces (``--hosts netns``) a cut is an iptables rule in the destination's namespace instead:
+``drop`` (silent, TCP retransmits after the heal) or ``reject`` (a TCP reset: connects fail at
+once). Either way, the completion of a partition's start and stop carries ``applied``: what the
+fault layer holds right after, read back from it (in netns mode, the kernel's rule count).
 
 Process faults are data too: ``kill`` (a set of nodes killed with SIGKILL, restarted when the
 fault stops), ``pause`` (SIGSTOP, then SIGCONT). Link faults: ``latency`` (a spike with jitter
@@ -355,9 +359,12 @@ def fault_family(fault: dict[str, Any]) -> str:
 class Nemesis:
     """Applies fault values to a running :class:`~harness.db.ClusterDB`. Thread-safe."""
 
-    def __init__(self, db: ClusterDB, *, cut_mode: str = "down", log: Callable[[str], None] | None = None) -> None:
-        if cut_mode not in ("down", "blackhole"):
-            raise ValueError(f"cut_mode must be 'down' or 'blackhole', got {cut_mode!r}")
+    def __init__(self, db: ClusterDB, *, cut_mode: str | None = None, log: Callable[[str], None] | None = None) -> None:
+        from harness.db import CUT_MODES
+
+        known = sorted({mode for modes in CUT_MODES.values() for mode in modes})
+        if cut_mode is not None and cut_mode not in known:
+            raise ValueError(f"cut_mode must be one of {', '.join(known)}, got {cut_mode!r}")
         self.db = db
         self.cut_mode = cut_mode
         self.active: dict[str, dict[str, Any]] = {}
@@ -369,16 +376,22 @@ class Nemesis:
             return [str(f.get("description", family)) for family, f in self.active.items()]
 
     def invoke(self, op: Op) -> tuple[str, Any]:
-        """Run one nemesis op: ``start-X``/``stop-X``. Returns (completion type, value)."""
+        """Run one nemesis op: ``start-X``/``stop-X``. Returns (completion type, value); a
+        partition's value gains ``applied`` (:meth:`~harness.db.ClusterDB.applied_cuts`)."""
         if op.f.startswith("start-"):
-            self.start(op.value)
-            return "info", op.value
+            return "info", self._with_applied(op.value, self.start(op.value))
         if op.f.startswith("stop-"):
-            self.stop(op.f[len("stop-"):])
-            return "info", op.value
+            return "info", self._with_applied(op.value, self.stop(op.f[len("stop-"):]))
         raise ValueError(f"nemesis: unknown op {op.f!r}")
 
-    def start(self, fault: dict[str, Any]) -> None:
+    @staticmethod
+    def _with_applied(value: Any, applied: dict[str, Any] | None) -> Any:
+        if applied is None or not isinstance(value, dict):
+            return value
+        return value | {"applied": applied}
+
+    def start(self, fault: dict[str, Any]) -> dict[str, Any] | None:
+        """Apply ``fault``; for a partition, returns what the fault layer then holds."""
         family = fault_family(fault)
         with self._lock:
             if family in self.active:
@@ -410,12 +423,15 @@ class Nemesis:
         else:
             raise ValueError(f"nemesis: cannot start {kind!r}")
         self._log(f"fault started: {fault.get('description', kind)}")
+        return self.db.applied_cuts() if family == "partition" else None
 
-    def stop(self, family: str) -> None:
+    def stop(self, family: str) -> dict[str, Any] | None:
+        """Undo the active fault of ``family``; for a partition, returns what the fault layer
+        then holds (nothing of this partition)."""
         with self._lock:
             fault = self.active.pop(family, None)
         if fault is None:
-            return
+            return None
         kind = fault["kind"]
         if family == "partition":
             for src, dst in fault["cuts"]:
@@ -439,6 +455,7 @@ class Nemesis:
             for node in fault["nodes"]:
                 self.db.reset_clock(node)
         self._log(f"fault stopped: {fault.get('description', kind)}")
+        return self.db.applied_cuts() if family == "partition" else None
 
     def heal(self) -> list[str]:
         """Stop every active fault, then make sure every node runs and every link is whole

@@ -173,6 +173,13 @@ def _kv_table(items: dict[str, Any]) -> str:
         for k, v in items.items()) + "</table>"
 
 
+def _fault_what(fault: dict[str, Any]) -> str:
+    """The fault's description, and for a partition what the fault layer held (e.g. the rules)."""
+    applied = (fault.get("applied") or {}).get("text")
+    description = str(fault.get("description") or "")
+    return f"{description} ({applied})" if applied else description
+
+
 def render_report(run_dir: Path, results: dict[str, Any]) -> str:
     valid = results.get("valid")
     history = run_dir / "history.jsonl"
@@ -193,7 +200,7 @@ def render_report(run_dir: Path, results: dict[str, Any]) -> str:
                   f"{(stats.get('final_reads') or {}).get('attempted')}</p>") if stats else ""
     fault_rows = "".join(
         f"<tr><td>{_esc(f['fault'])}</td><td>{f['start_ns'] / 1e9:.2f} s</td><td>{f['end_ns'] / 1e9:.2f} s</td>"
-        f"<td>{_esc(f.get('description') or '')}</td></tr>" for f in faults)
+        f"<td>{_esc(_fault_what(f))}</td></tr>" for f in faults)
     logs = sorted((run_dir / "nodes").glob("*.log")) if (run_dir / "nodes").exists() else []
     log_links = " · ".join(f'<a href="nodes/{_esc(p.name)}">{_esc(p.stem)}</a>' for p in logs) or "none"
     notes = "".join(f"<li>{_esc(n)}</li>" for n in results.get("notes", []))

@@ -5,7 +5,9 @@ Theory of operation
 A run goes through fixed stages, each printed as it starts:
 
 1. **setup**: the run folder ``STORE/<test-name>/<timestamp>/`` (and ``STORE/latest``), the
-   topology plot, the cluster (:class:`~harness.db.ClusterDB`: processes, proxies, WAN latency);
+   topology plot, the cluster (:class:`~harness.db.ClusterDB`: processes, proxies, WAN latency;
+   or with ``hosts="netns"`` a network namespace per node, checked to work here before anything
+   else is done);
 2. **main phase**: the generator (workload ops rate-limited for the clients, the fault schedule
    for the nemesis, all cut off after ``time_s``) is run by the **interpreter**, the only code
    that does IO: it asks the generator for an op, hands it to that process's worker thread,
@@ -47,7 +49,7 @@ from rich.table import Table
 from exapyte.control import topology as topo
 from harness import generator as gen
 from harness.client import HarnessClient, Outcome
-from harness.db import ClusterDB, DbError
+from harness.db import CUT_MODES, ClusterDB, DbError, check_hosts
 from harness.generator import NEMESIS, Completion, Context, Generator, Op, Pending
 from harness.history import HistoryRecorder, nemesis_intervals, pair_ops, read_events
 from harness.monitor import StatusMonitor, read_samples
@@ -80,11 +82,12 @@ class TestSpec:
     quiet_s: float = 5.0
     op_timeout_s: float = 2.0
     ops_per_key: int = 200
-    cut_mode: str = "down"
+    cut_mode: str | None = None  # None: the host mode's default (harness.db.CUT_MODES)
     checker_timeout_s: float = 60.0
     wan_latency: bool = True
     name: str | None = None
     final_read_s: float = 30.0  # how long the final reads are retried before liveness fails
+    hosts: str = "local"  # "local": every node on 127.0.0.1 behind proxies; "netns": a namespace each
 
     def test_name(self) -> str:
         if self.name:
@@ -94,10 +97,16 @@ class TestSpec:
             parts.append("+".join(self.nemesis))
         if self.bugs:
             parts.append("bugs=" + "+".join(self.bugs))
+        if self.hosts != "local":
+            parts.append(self.hosts)
         return "-".join(parts)
 
+    def resolved_cut_mode(self) -> str:
+        return self.cut_mode or CUT_MODES[self.hosts][0]
+
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self) | {"nemesis": list(self.nemesis), "bugs": list(self.bugs)}
+        return dataclasses.asdict(self) | {"nemesis": list(self.nemesis), "bugs": list(self.bugs),
+                                           "cut_mode": self.resolved_cut_mode()}
 
 
 @dataclass
@@ -398,6 +407,7 @@ def run_test(spec: TestSpec, console: Console | None = None, stop: threading.Eve
     workload = get_workload(spec.workload)
     topology_path = resolve_topology(spec.topology)
     graph = topo.load(topology_path)
+    check_hosts(spec.hosts, faults, spec.cut_mode)
     store = Path(spec.store)
     run_dir = make_run_dir(store, spec.test_name())
     console.print(f"[bold]exapyte test[/] {spec.test_name()}  seed={spec.seed}  run: {run_dir}")
@@ -405,25 +415,29 @@ def run_test(spec: TestSpec, console: Console | None = None, stop: threading.Eve
     handler = _log_to(run_dir / "toxiproxy.log")
     started_wall = datetime.now(timezone.utc).isoformat()
     db = ClusterDB(topology_path, run_dir, bugs=spec.bugs, unsafe=bool(spec.bugs) or "clock" in faults,
-                   wan_latency=spec.wan_latency, seed=spec.seed, log=lambda text: console.print(f"  db: {text}"))
+                   wan_latency=spec.wan_latency, seed=spec.seed, log=lambda text: console.print(f"  db: {text}"),
+                   hosts=spec.hosts)
     recorder: HistoryRecorder | None = None
     origin_unix: float | None = None
     monitor: StatusMonitor | None = None
     notes: list[str] = []
     final_start_ns = None
     try:
-        console.print("[bold]setup[/]: starting nodes behind per-link proxies ...")
+        console.print("[bold]setup[/]: " + ("starting nodes behind per-link proxies ..." if spec.hosts == "local"
+                                            else "starting nodes, each in its own network namespace ..."))
         try:
             db.setup()
         except (DbError, OSError) as exc:
+            notes.extend(db.notes)
             notes.append(f"setup failed: {exc}")
             console.print(f"[red]setup failed[/]: {exc}")
             (run_dir / "history.jsonl").touch()
             return _finish(spec, run_dir, topology_path, graph, None, notes, started_wall, console, setup_failed=True)
+        notes.extend(db.notes)
         # Time 0 of the history is when the cluster is up and the first op may go out.
         recorder = HistoryRecorder(run_dir / "history.jsonl")
         origin_unix = time.time() - recorder.now_ns() / 1e9
-        nemesis = Nemesis(db, cut_mode=spec.cut_mode, log=lambda text: None)
+        nemesis = Nemesis(db, cut_mode=spec.resolved_cut_mode(), log=lambda text: None)
         done: queue.Queue[_Done] = queue.Queue()
         endpoints = db.endpoints()
         credentials = db.credentials()
@@ -497,12 +511,14 @@ def _heal(nemesis: Nemesis, db: ClusterDB, recorder: HistoryRecorder, notes: lis
         recorder.record("info", NEMESIS, f"stop-{family}", None, fault, consistency="", error=error)
     recorder.record("invoke", NEMESIS, "heal", None, None, consistency="")
     error = None
+    applied = None
     try:
         db.heal_all()
+        applied = {"applied": db.applied_cuts()}  # what is left: nothing
     except Exception as exc:  # noqa: BLE001 - recorded; the final reads will show the damage
         error = f"{type(exc).__name__}: {exc}"
         notes.append(f"heal: {error}")
-    recorder.record("info", NEMESIS, "heal", None, None, consistency="", error=error)
+    recorder.record("info", NEMESIS, "heal", None, applied, consistency="", error=error)
 
 
 def _final_reads(ops: list[Op], interpreter: Interpreter, progress: Progress,
@@ -578,6 +594,7 @@ def check_run(run_dir: Path, workload_name: str, final_start_ns: int | None, che
         "checkers": {v.checker: v.to_dict() for v in verdicts},
         "faults": [
             {k: v for k, v in i.items() if k != "value"} | {"description": (i.get("value") or {}).get("description")}
+            | ({"applied": i["value"]["applied"]} if "applied" in (i.get("value") or {}) else {})
             for i in intervals
         ],
         "ops": len(ops),

@@ -11,7 +11,7 @@ import pytest
 from exapyte.config import KNOWN_BUGS
 from exapyte.control import topology as topo
 from harness import generator as gen
-from harness.generator import NEMESIS, Rand
+from harness.generator import NEMESIS, Op, Rand
 from harness.nemesis import (
     BUG_FAULTS,
     CLOCK_BUMP_MS,
@@ -185,7 +185,9 @@ def test_nemesis_applies_and_heals_through_thin_effects(three_region: nx.Graph) 
     nemesis = Nemesis(db)  # type: ignore[arg-type]
     fault, _ = choose_fault(three_region, "partition", Rand.seeded(1))
     nemesis.start(fault)
-    assert {c[0] for c in db.calls} == {"cut"} and len(db.calls) == len(fault["cuts"])
+    # the cuts, then one read-back of what the fault layer holds (recorded in the history)
+    assert {c[0] for c in db.calls[:-1]} == {"cut"} and len(db.calls) == len(fault["cuts"]) + 1
+    assert db.calls[-1] == ("applied_cuts",)
     assert nemesis.describe_active() == [fault["description"]]
     with pytest.raises(RuntimeError, match="already active"):
         nemesis.start(fault)
@@ -194,3 +196,22 @@ def test_nemesis_applies_and_heals_through_thin_effects(three_region: nx.Graph) 
     names = [c[0] for c in db.calls]
     assert names.count("uncut") == len(fault["cuts"]) and "resume" in names and names[-1] == "heal_all"
     assert nemesis.active == {}
+
+
+def test_a_partitions_completion_records_what_the_fault_layer_held(three_region: nx.Graph) -> None:
+    class Db(FakeDb):
+        def applied_cuts(self) -> dict:
+            cut = sum(c[0] == "cut" for c in self.calls) - sum(c[0] == "uncut" for c in self.calls)
+            return {"layer": "iptables", "rules": cut}
+
+    nemesis = Nemesis(Db())  # type: ignore[arg-type]
+    fault, _ = choose_fault(three_region, "partition", Rand.seeded(4))
+    kind, value = nemesis.invoke(Op(f="start-partition", value=fault, process=NEMESIS))
+    assert kind == "info" and value["applied"] == {"layer": "iptables", "rules": len(fault["cuts"])}
+    assert "applied" not in fault  # the generator's value is left as it was
+    kind, value = nemesis.invoke(Op(f="stop-partition", value=fault, process=NEMESIS))
+    assert value["applied"]["rules"] == 0
+    kill = {"kind": "kill", "nodes": ["n1"], "description": "kill n1"}
+    assert nemesis.invoke(Op(f="start-kill", value=kill, process=NEMESIS)) == ("info", kill)
+    with pytest.raises(ValueError, match="cut_mode must be one of blackhole, down, drop, reject"):
+        Nemesis(Db(), cut_mode="sever")  # type: ignore[arg-type]

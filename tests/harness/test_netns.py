@@ -4,7 +4,9 @@ teardown leaves nothing behind."""
 
 from __future__ import annotations
 
+import io
 import ipaddress
+import json
 import socket
 import subprocess
 import sys
@@ -13,11 +15,18 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from rich.console import Console
 
-from harness import netns
-from harness.nemesis import isolate_node, one_way
-from harness.generator import Rand
+from exapyte import config as config_mod
+from exapyte.client import Client
 from exapyte.control import topology as topo
+from exapyte.errors import ExapyteError
+from harness import netns
+from harness.db import ClusterDB, HostsUnavailable, check_hosts
+from harness.generator import Rand
+from harness.history import read_events
+from harness.nemesis import isolate_node, one_way
+from harness.runner import TestSpec, run_test
 
 REPO = Path(__file__).resolve().parents[2]
 NODES = ["n1", "n2", "n3"]
@@ -327,3 +336,107 @@ def test_leftovers_of_a_process_that_died_are_cleaned_up() -> None:
     links = subprocess.run(["ip", "-o", "link", "show"], capture_output=True, text=True, check=True).stdout
     listed = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True, check=True).stdout
     assert prefix not in links and prefix not in listed
+
+
+# --- the db and the runner in netns mode -------------------------------------------------------
+
+
+NO_ROOT = netns.Support("creating network namespaces, veths, a bridge and iptables rules needs root "
+                        "(this process runs as uid 1000)", "no root", "no root")
+NO_NETEM = netns.Support(None, None, "this kernel has no tc netem qdisc (Specified qdisc kind is unknown)")
+
+
+def test_a_host_mode_that_cannot_run_here_is_refused_with_the_reason(monkeypatch: pytest.MonkeyPatch) -> None:
+    with pytest.raises(ValueError, match="unknown hosts 'vm'"):
+        check_hosts("vm")
+    with pytest.raises(ValueError, match="cut mode 'drop' does not exist with hosts 'local'; allowed: down, blackhole"):
+        check_hosts("local", (), "drop")
+    with pytest.raises(ValueError, match="allowed: drop, reject"):
+        check_hosts("netns", (), "blackhole")
+    check_hosts("local", ("partition", "latency"), "blackhole")  # never probes
+    monkeypatch.setattr(netns, "probe", lambda: NO_ROOT)
+    with pytest.raises(HostsUnavailable, match="--hosts netns cannot run here: .*needs root"):
+        check_hosts("netns", ("partition",))
+    monkeypatch.setattr(netns, "probe", lambda: NO_NETEM)
+    check_hosts("netns", ("partition", "kill", "pause", "bandwidth", "reset", "clock"), "reject")
+    with pytest.raises(HostsUnavailable, match="the latency nemesis cannot run with --hosts netns here: .*netem"):
+        check_hosts("netns", ("partition", "latency"))
+
+
+def test_a_spec_names_its_host_mode_and_resolves_its_cut_mode() -> None:
+    local, ns = TestSpec(topology="three-region"), TestSpec(topology="three-region", hosts="netns")
+    assert local.resolved_cut_mode() == "down" and ns.resolved_cut_mode() == "drop"
+    assert ns.test_name() == "register-three-region-netns" and local.test_name() == "register-three-region"
+    assert ns.to_dict()["cut_mode"] == "drop" and ns.to_dict()["hosts"] == "netns"
+
+
+@pytest.mark.integration
+@pytest.mark.timeout(120)
+def test_the_db_runs_each_node_in_its_namespace_and_cuts_in_the_kernel(tmp_path: Path) -> None:
+    _require_namespaces()
+    db = ClusterDB(REPO / "topologies" / "single-region.json", tmp_path, hosts="netns")
+    try:
+        db.setup()
+        assert db.netns is not None and db.toxiproxy is None and db.proxies == {}
+        plan = db.netns._plan()
+        for node in db.node_ids:
+            cfg = config_mod.load(tmp_path / "config" / f"{node}.json")
+            assert cfg.node.host == plan.host(node).address and cfg.network.peer_endpoints == {}
+            assert cfg.bind_host == plan.host(node).address  # not the topology's 127.0.0.1
+            assert cfg.security.mode == "curve" and Path(cfg.security.keys_dir) == (tmp_path / "keys").resolve()
+            assert cfg.peer_endpoint("n1") == f"tcp://{plan.host('n1').address}:{cfg.node_by_id('n1').port}"
+            pid = db._cluster().procs[node].pid
+            where = subprocess.run(["ip", "netns", "identify", str(pid)], capture_output=True, text=True).stdout
+            assert where.strip() == plan.host(node).namespace  # the pid held is the node's own
+        assert db.endpoints()["n2"] == f"tcp://{plan.host('n2').address}:7602"
+        assert db.statuses(timeout_s=2.0)["n2"] is not None  # the harness's clients carry the run's keys
+        with Client(db.endpoints()["n2"], timeout_s=0.5) as stranger, pytest.raises(ExapyteError):
+            stranger.status(timeout_s=0.5)  # a client without them gets no answer over CURVE
+        assert json.loads((tmp_path / "netns.json").read_text())["hosts"]["n3"]["address"] == plan.host("n3").address
+        db.cut("n1", "n2")
+        db.cut("n3", "n2")
+        applied = db.applied_cuts()
+        assert applied["layer"] == "iptables" and applied["rules"] == 2 and applied["rules_by_node"] == {"n2": 2}
+        assert applied["text"] == "2 iptables DROP rules in XP-CUT: n2 2"
+        with pytest.raises(ValueError, match="allowed|must be one of"):
+            db.cut("n1", "n3", mode="down")
+        with pytest.raises(HostsUnavailable, match="'slicer' has no equivalent"):
+            db.add_toxic("n1", "n3", "slice", "slicer", {"average_size": 10})
+        db.add_toxic("n1", "n3", "reset", "reset_peer", {"timeout": 0}, streams=("upstream",))
+        assert db.applied_cuts()["reset_rules"] == 1 and db.toxics("n1", "n3") == {"reset"}
+        db.kill("n3")
+        db.heal_all()  # rules gone, n3 restarted inside its namespace
+        assert db.applied_cuts()["rules"] == 0 and db.applied_cuts()["reset_rules"] == 0
+        assert db.alive("n3") and all(status is not None for status in db.statuses(timeout_s=2.0).values())
+    finally:
+        prefix = db.netns._plan().prefix if db.netns is not None and db.netns.plan is not None else None
+        db.teardown()
+    assert prefix is not None
+    left = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout + subprocess.run(
+        ["ip", "-o", "link", "show"], capture_output=True, text=True).stdout
+    assert prefix not in left
+
+
+@pytest.mark.integration
+@pytest.mark.timeout(150)
+def test_a_short_netns_run_under_partitions_and_kills_is_valid(tmp_path: Path) -> None:
+    _require_namespaces()
+    spec = TestSpec(topology="single-region", nemesis=("partition", "kill"), time_s=6.0, rate=60.0, seed=5,
+                    store=str(tmp_path / "store"), nemesis_interval_s=1.2, quiet_s=1.0, checker_timeout_s=20.0,
+                    hosts="netns")
+    outcome = run_test(spec, Console(file=io.StringIO(), width=120))
+    results = outcome.results
+    assert outcome.valid is True, (results["notes"], results["checkers"])
+    assert results["options"]["hosts"] == "netns" and results["options"]["cut_mode"] == "drop"
+    events = read_events(outcome.run_dir / "history.jsonl")
+    started = [e["value"] for e in events if e["f"] == "start-partition" and e["type"] == "info"]
+    assert started, "no partition in the run"
+    for fault in started:  # the kernel held one rule per directed cut, in the chain of the harness
+        assert fault["applied"]["layer"] == "iptables" and fault["applied"]["rules"] == len(fault["cuts"])
+    assert all(f["applied"]["text"].startswith(f"{f['applied']['rules']} iptables DROP rules")
+               for f in results["faults"] if f["fault"] == "partition")
+    heal = [e for e in events if e["f"] == "heal" and e["type"] == "info"]
+    assert heal[0]["value"]["applied"]["rules"] == 0
+    prefix = json.loads((outcome.run_dir / "netns.json").read_text())["prefix"]
+    left = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+    assert prefix not in left
