@@ -12,7 +12,7 @@ help:
 	@echo "make test    run the test suite"
 	@echo "make bench   run the benchmarks (results in bench/results/)"
 	@echo "make check FILES=...   check histories for linearizability"
-	@echo "make jepsen TOPOLOGY=three-region [WORKLOAD=register] [NEMESIS=partition,kill,pause] [TIME=60] [BUGS=stale-reads]"
+	@echo "make jepsen TOPOLOGY=three-region [WORKLOAD=register] [NEMESIS=partition,kill,pause] [TIME=60] [BUGS=stale-reads] [HOSTS=netns]"
 
 # The package itself is installed editable, so `import exapyte` works from any directory with
 # .venv/bin/python. pip builds it in an isolated environment with the setuptools that
@@ -62,6 +62,7 @@ check: $(STAMP)
 # make jepsen TOPOLOGY=three-region [WORKLOAD=register] [NEMESIS=partition,kill,pause,clock] [TIME=60]
 #             [RATE=100] [SEED=n] [BUGS=stale-reads] [CONCURRENCY=5]; results in store/latest/.
 # BUGS without NEMESIS runs each bug's own fault mix (see python -m harness test --help).
+# HOSTS=netns runs each node in a network namespace of its own, partitions as iptables rules (root).
 # SEED is passed only when given (the simulator's default SEED must not pin the harness's seed).
 TOPOLOGY ?= three-region
 WORKLOAD ?= register
@@ -70,7 +71,8 @@ jepsen: $(STAMP)
 	$(BIN)/python -m harness test --topology $(TOPOLOGY) --workload $(WORKLOAD) --time $(TIME) \
 		$(if $(NEMESIS),--nemesis $(NEMESIS),) $(if $(RATE),--rate $(RATE),) \
 		$(if $(filter command line environment,$(origin SEED)),--seed $(SEED),) \
-		$(if $(BUGS),--bugs $(BUGS),) $(if $(CONCURRENCY),--concurrency $(CONCURRENCY),)
+		$(if $(BUGS),--bugs $(BUGS),) $(if $(CONCURRENCY),--concurrency $(CONCURRENCY),) \
+		$(if $(HOSTS),--hosts $(HOSTS),)
 
 # The deterministic simulator: SEEDS seeds from SEED, on 2 worker processes.
 SEEDS ?= 100

@@ -12,17 +12,26 @@ With ``--bugs`` and no ``--nemesis``, each bug brings the fault mix that exposes
 (:data:`harness.nemesis.BUG_FAULTS`): stale-reads -> partition; ack-before-fsync ->
 partition,kill; no-term-check -> partition,clock,kill. ``--nemesis none`` runs a bug without
 faults.
+
+``--hosts netns`` runs every node in a network namespace of its own, with partitions as iptables
+rules in the kernel (needs root, ``ip`` and ``iptables``; it fails at once, saying what is
+missing, where they are not available).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import random
+import signal
+import threading
+from collections.abc import Iterator
 
 from rich.console import Console
 
 from exapyte.config import KNOWN_BUGS
 from harness.cli import Subcommand
+from harness.db import CUT_MODES, HOST_MODES, HostsUnavailable
 from harness.nemesis import (
     BUG_FAULTS,
     FAULT_KINDS,
@@ -81,8 +90,12 @@ def _add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quiet", type=float, default=5.0, metavar="S", help="quiet period after the heal (default 5)")
     p.add_argument("--op-timeout", type=_positive(float), default=2.0, metavar="S", help="client timeout per op (default 2)")
     p.add_argument("--ops-per-key", type=_positive(int), default=200, metavar="N", help="register: ops per key (default 200)")
-    p.add_argument("--cut", choices=("down", "blackhole"), default="down",
-                   help="how a partition cuts a link: disable the proxy, or a timeout toxic (default down)")
+    p.add_argument("--hosts", choices=HOST_MODES, default="local",
+                   help="where the nodes run: local (all on 127.0.0.1, every peer link through a proxy) or "
+                        "netns (a network namespace each, partitions as iptables rules; needs root) (default local)")
+    p.add_argument("--cut", choices=sorted({m for modes in CUT_MODES.values() for m in modes}), default=None,
+                   help="how a partition cuts a link: with --hosts local, down (disable the proxy, the default) or "
+                        "blackhole (a timeout toxic); with --hosts netns, drop (the default) or reject (TCP reset)")
     p.add_argument("--checker-timeout", type=_positive(float), default=60.0, metavar="S",
                    help="budget of the linearizability checker (default 60)")
     p.add_argument("--no-wan-latency", action="store_true", help="do not add the topology's WAN latency to the links")
@@ -100,14 +113,33 @@ def _run(args: argparse.Namespace) -> int:
         rate=args.rate, concurrency=args.concurrency, seed=seed, bugs=tuple(args.bugs), store=args.store,
         nemesis_interval_s=args.nemesis_interval, quiet_s=args.quiet, op_timeout_s=args.op_timeout,
         ops_per_key=args.ops_per_key, cut_mode=args.cut, checker_timeout_s=args.checker_timeout,
-        wan_latency=not args.no_wan_latency, name=args.name,
+        wan_latency=not args.no_wan_latency, name=args.name, hosts=args.hosts,
     )
     try:
-        outcome = run_test(spec, console)
-    except ValueError as exc:
+        with _sigterm_as_interrupt():
+            outcome = run_test(spec, console)
+    except (ValueError, HostsUnavailable) as exc:
         console.print(f"[red]error[/]: {exc}")
         return 2
     return outcome.exit_code
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    """SIGTERM stops a run as Ctrl-C does: the run heals, tears down (processes, namespaces) and
+    reports, instead of dying with everything left behind."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    old = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, old)
 
 
 SUBCOMMAND = Subcommand(

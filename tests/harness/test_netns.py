@@ -363,6 +363,23 @@ def test_a_host_mode_that_cannot_run_here_is_refused_with_the_reason(monkeypatch
         check_hosts("netns", ("partition", "latency"))
 
 
+def test_the_cli_fails_at_once_saying_why(monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+                                          capsys: pytest.CaptureFixture[str]) -> None:
+    from harness.cli import build_parser, main
+
+    parser = build_parser()
+    assert parser.parse_args(["test", "--topology", "x"]).hosts == "local"
+    assert parser.parse_args(["test", "--topology", "x", "--hosts", "netns", "--cut", "reject"]).cut == "reject"
+    monkeypatch.setattr(netns, "probe", lambda: NO_ROOT)
+    store = tmp_path / "store"
+    assert main(["test", "--topology", "single-region", "--hosts", "netns", "--time", "1", "--store", str(store)]) == 2
+    out = capsys.readouterr().out
+    assert "--hosts netns cannot run here" in " ".join(out.split()) and "root" in out
+    assert not store.exists()  # refused before any run folder or process
+    assert main(["test", "--topology", "single-region", "--cut", "drop", "--store", str(store)]) == 2
+    assert "does not exist with hosts 'local'" in capsys.readouterr().out
+
+
 def test_a_spec_names_its_host_mode_and_resolves_its_cut_mode() -> None:
     local, ns = TestSpec(topology="three-region"), TestSpec(topology="three-region", hosts="netns")
     assert local.resolved_cut_mode() == "down" and ns.resolved_cut_mode() == "drop"
