@@ -447,7 +447,7 @@ def _probe() -> Support:
         return Support(reason, reason, reason)
     for tool, package in (("ip", "iproute2"), ("iptables", "iptables")):
         if shutil.which(tool) is None:
-            reason = f"no `{tool}` command on PATH (Debian: apt-get install -y {package})"
+            reason = f"no {tool} command on PATH (Debian: apt-get install -y {package})"
             return Support(reason, reason, reason)
     prefix = make_prefix(os.getpid(), next(_sequence))
     namespace = f"{prefix}-probe"
@@ -467,7 +467,7 @@ def _probe() -> Support:
         shaping: str | None = None
         netem: str | None = None
         if shutil.which("tc") is None:
-            shaping = netem = "no `tc` command on PATH (Debian: apt-get install -y iproute2)"
+            shaping = netem = "no tc command on PATH (Debian: apt-get install -y iproute2)"
         else:
             try:
                 _run(_in(namespace, "tc", "qdisc", "add", "dev", "lo", "root", "handle", "1:", "htb", "default", "1"))

@@ -78,6 +78,18 @@ def test_stale_prefixes_are_those_whose_creator_is_gone() -> None:
     assert stale == {"xp10g0", "xp30g1"}
 
 
+def test_the_probe_says_what_is_missing(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(netns.sys, "platform", "linux")
+    monkeypatch.setattr(netns.os, "geteuid", lambda: 1000)
+    support = netns._probe()
+    assert support.namespaces is not None and "needs root (this process runs as uid 1000)" in support.namespaces
+    monkeypatch.setattr(netns.os, "geteuid", lambda: 0)
+    monkeypatch.setattr(netns.shutil, "which", lambda tool: None if tool == "iptables" else f"/usr/sbin/{tool}")
+    assert netns._probe().namespaces == "no iptables command on PATH (Debian: apt-get install -y iptables)"
+    monkeypatch.setattr(netns.shutil, "which", lambda tool: None)
+    assert netns._probe().namespaces == "no ip command on PATH (Debian: apt-get install -y iproute2)"
+
+
 # --- commands ----------------------------------------------------------------------------------
 
 
