@@ -520,6 +520,19 @@ class ClusterDB:
         with self._lock:
             self._skewed.discard(node)
 
+    def transfer_leader(self, to: str) -> dict[str, Any]:
+        """Ask the leader (found through redirects) to hand leadership to ``to``, with the
+        run's admin key. Returns what happened: the leader's answer or why it was refused (no
+        leader during a partition, a transfer already running, ``to`` is the leader...)."""
+        from exapyte.errors import ExapyteError
+
+        with self._cluster().admin_client(timeout_s=CLOCK_REQUEST_TIMEOUT_S) as client:
+            try:
+                message = client.transfer_leader(to, timeout_s=CLOCK_REQUEST_TIMEOUT_S)
+            except ExapyteError as exc:
+                return {"result": f"not transferred: {exc}", "from": None}
+            return {"result": message, "from": client.last_node}
+
     def heal_all(self) -> None:
         """Every link whole (WAN latency kept), every node running, not paused, true clock."""
         with self._lock:

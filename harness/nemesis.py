@@ -88,7 +88,9 @@ __all__ = [
 Cut = tuple[str, str]  # (src, dst): src's messages do not reach dst
 
 #: Fault kinds ``--nemesis`` accepts.
-FAULT_KINDS: tuple[str, ...] = ("partition", "kill", "pause", "latency", "bandwidth", "reset", "clock")
+FAULT_KINDS: tuple[str, ...] = (
+    "partition", "kill", "pause", "latency", "bandwidth", "reset", "clock", "transfer",
+)
 PARTITION_KINDS: tuple[str, ...] = (
     "isolate-node", "isolate-region", "majority-minority", "bridge", "ring", "one-way",
 )
@@ -282,6 +284,11 @@ def choose_fault(graph: nx.Graph, kind: str, rand: Rand) -> tuple[dict[str, Any]
         return {"kind": kind, "links": links, "description": f"connection resets around {node}"}, rand
     if kind == "clock":
         return choose_clock_fault(graph, rand)
+    if kind == "transfer":
+        # A forced leader change (thesis §3.10) through the admin key: the leader hands over to
+        # ``to``. Nothing to undo; ``stop-transfer`` only closes the interval.
+        to, rand = rand.choice(_nodes(graph))
+        return {"kind": kind, "to": to, "description": f"leadership to {to}"}, rand
     raise ValueError(f"unknown fault {kind!r}; allowed: {', '.join(FAULT_KINDS)}")
 
 
@@ -420,6 +427,10 @@ class Nemesis:
         elif kind == "clock":
             for node in fault["nodes"]:
                 self.db.clock_fault(node, shift_ms=float(fault["shift_ms"]), rate=float(fault["rate"]))
+        elif kind == "transfer":
+            applied = self.db.transfer_leader(str(fault["to"]))
+            self._log(f"fault started: {fault.get('description', kind)}: {applied['result']}")
+            return applied
         else:
             raise ValueError(f"nemesis: cannot start {kind!r}")
         self._log(f"fault started: {fault.get('description', kind)}")
@@ -454,6 +465,7 @@ class Nemesis:
         elif kind == "clock":
             for node in fault["nodes"]:
                 self.db.reset_clock(node)
+        # transfer: nothing to undo (the new leader stays)
         self._log(f"fault stopped: {fault.get('description', kind)}")
         return self.db.applied_cuts() if family == "partition" else None
 

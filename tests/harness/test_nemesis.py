@@ -215,3 +215,26 @@ def test_a_partitions_completion_records_what_the_fault_layer_held(three_region:
     assert nemesis.invoke(Op(f="start-kill", value=kill, process=NEMESIS)) == ("info", kill)
     with pytest.raises(ValueError, match="cut_mode must be one of blackhole, down, drop, reject"):
         Nemesis(Db(), cut_mode="sever")  # type: ignore[arg-type]
+
+
+def test_transfer_faults_hand_leadership_over_through_the_db(three_region: nx.Graph) -> None:
+    targets = set()
+    rand = Rand.seeded(3)
+    for _ in range(30):
+        fault, rand = choose_fault(three_region, "transfer", rand)
+        assert fault["kind"] == "transfer" and fault["to"] in three_region.nodes
+        targets.add(fault["to"])
+    assert len(targets) > 1  # not always the same node
+
+    class Db(FakeDb):
+        def transfer_leader(self, to: str) -> dict:
+            self.calls.append(("transfer_leader", to))
+            return {"result": f"leadership transfer to {to} started", "from": "n1"}
+
+    db = Db()
+    nemesis = Nemesis(db)  # type: ignore[arg-type]
+    kind, value = nemesis.invoke(Op(f="start-transfer", value=fault, process="nemesis"))
+    assert kind == "info" and value["applied"]["result"].endswith("started")
+    assert db.calls == [("transfer_leader", fault["to"])]
+    nemesis.invoke(Op(f="stop-transfer", value=fault, process="nemesis"))
+    assert db.calls == [("transfer_leader", fault["to"])]  # nothing to undo
