@@ -184,6 +184,7 @@ class ExapyteConn(TcpConn):
         self.client_id = f"bench-{index}-{uuid.uuid4().hex[:12]}"
         self._seq = int(time.time() * 1000) * 1000
         self.redirects = 0
+        self._payload = b""
         self._connect(spec["leader_endpoint"])
 
     def _connect(self, endpoint: str) -> None:
@@ -206,8 +207,13 @@ class ExapyteConn(TcpConn):
         k = key.decode()
         op = GetOp(k) if value is None else PutOp(k, value)
         req = ClientRequest(self.client_id, self._seq, op, consistency=self.consistency)
-        self._request = zmtp_frame(self._codec.encode(req))
-        self.sock.sendall(self._request)
+        self._payload = self._codec.encode(req)
+        self.resend()
+
+    def resend(self) -> None:
+        # Framed again from the payload, which (unlike TcpConn's buffered request) survives the
+        # new connection a redirect opens.
+        self.sock.sendall(zmtp_frame(self._payload))
 
     def _messages(self) -> list[bytes]:
         """Complete single-frame messages in the buffer (commands and extra frames skipped)."""

@@ -58,3 +58,36 @@ def test_the_zmtp_adapter_talks_to_a_zeromq_router_both_ways() -> None:
     finally:
         router.close(linger=0)
         ctx.term()
+
+
+def test_a_redirected_request_reaches_the_leader_unchanged() -> None:
+    bench = load_bench()
+    codec = Codec()
+    ctx = zmq.Context()
+    follower, leader = ctx.socket(zmq.ROUTER), ctx.socket(zmq.ROUTER)
+    try:
+        endpoints = []
+        for router in (follower, leader):
+            router.setsockopt(zmq.LINGER, 0)
+            endpoints.append(f"tcp://127.0.0.1:{router.bind_to_random_port('tcp://127.0.0.1')}")
+        conn = bench.ExapyteConn({"endpoints": {}, "leader_endpoint": endpoints[0]}, 3)
+        conn.send(b"k" * 16, b"v")
+        assert follower.poll(5_000)
+        identity, payload = follower.recv_multipart()
+        request = codec.decode(payload)
+        redirect = ClientReply(
+            request.client_id, request.seq, ReplyCode.NOT_LEADER, leader_endpoint=endpoints[1]
+        )
+        follower.send_multipart([identity, codec.encode(redirect)])
+        done = None
+        while done is None and conn.redirects == 0:
+            assert zmq.select([conn.sock], [], [], 5.0)[0]
+            done = conn.on_readable()
+        assert conn.endpoint == endpoints[1]
+        assert leader.poll(5_000)
+        assert leader.recv_multipart()[1] == payload
+        conn.close()
+    finally:
+        follower.close(linger=0)
+        leader.close(linger=0)
+        ctx.term()
