@@ -56,6 +56,7 @@ import abc
 import argparse
 import base64
 import contextlib
+import functools
 import http.client
 import json
 import multiprocessing
@@ -150,20 +151,236 @@ class TcpConn(Conn):
         self.sock.close()
 
 
-# ZMTP 3.0 (ZeroMQ's wire protocol, RFC 23), NULL security, as a DEALER: what the exapyte
-# adapter speaks on its plain TCP connection. The greeting is the signature (0xFF, 8 octets of
-# padding, 0x7F), version 3.0, the mechanism name padded to 20 octets, as-server = 0 and 31
-# octets of filler; then each side sends a READY command whose metadata names its socket type.
-ZMTP_GREETING = b"\xff" + b"\x00" * 8 + b"\x7f" + b"\x03\x00" + b"NULL".ljust(20, b"\x00") \
-    + b"\x00" * 32
-ZMTP_READY = b"\x05READY" + b"\x0bSocket-Type" + struct.pack(">I", 6) + b"DEALER"
+# ZMTP 3.0 (ZeroMQ's wire protocol, RFC 23) as a DEALER: what the exapyte adapter speaks on its
+# plain TCP connection. The greeting is the signature (0xFF, 8 octets of padding, 0x7F), version
+# 3.0, the mechanism name padded to 20 octets, as-server (0 from a client) and 31 octets of
+# filler. A frame is a flags octet (MORE, LONG, COMMAND), its size (one octet, or eight with
+# LONG) and its body. With the NULL mechanism each side then sends a READY command whose
+# metadata names its socket type; CURVE's handshake is described below.
+def zmtp_greeting(mechanism: bytes) -> bytes:
+    return b"\xff" + b"\x00" * 8 + b"\x7f" + b"\x03\x00" + mechanism.ljust(20, b"\x00") \
+        + b"\x00" * 32
+
+
+ZMTP_GREETING = zmtp_greeting(b"NULL")
+ZMTP_GREETING_BYTES = len(ZMTP_GREETING)  # 64
+ZMTP_METADATA = b"\x0bSocket-Type" + struct.pack(">I", 6) + b"DEALER"
+ZMTP_READY = b"\x05READY" + ZMTP_METADATA
 ZMTP_MORE, ZMTP_LONG, ZMTP_COMMAND = 0x01, 0x02, 0x04
+_U64 = struct.Struct(">Q")
 
 
 def zmtp_frame(body: bytes, flags: int = 0) -> bytes:
     if len(body) <= 255:
         return bytes((flags, len(body))) + body
-    return bytes((flags | ZMTP_LONG,)) + struct.pack(">Q", len(body)) + body
+    return bytes((flags | ZMTP_LONG,)) + _U64.pack(len(body)) + body
+
+
+def zmtp_next(buf: bytes, pos: int) -> tuple[int, bytes, int] | None:
+    """The frame at ``buf[pos:]`` as (flags, body, position after it); None if incomplete."""
+    if len(buf) - pos < 2:
+        return None
+    flags = buf[pos]
+    if flags & ZMTP_LONG:
+        if len(buf) - pos < 9:
+            return None
+        (size,) = _U64.unpack_from(buf, pos + 1)
+        start = pos + 9
+    else:
+        size = buf[pos + 1]
+        start = pos + 2
+    if len(buf) < start + size:
+        return None
+    return flags, buf[start : start + size], start + size
+
+
+def zmtp_split(buf: bytes) -> tuple[list[tuple[int, bytes]], bytes]:
+    """The complete frames at the start of ``buf`` as (flags, body), and the bytes after them."""
+    frames: list[tuple[int, bytes]] = []
+    pos = 0
+    while (got := zmtp_next(buf, pos)) is not None:
+        flags, body, pos = got
+        frames.append((flags, body))
+    return frames, buf[pos:]
+
+
+def zmtp_messages(frames: list[tuple[int, bytes]], command: int) -> list[bytes]:
+    """The single-frame messages among ``frames``; commands (flag ``command``) and the frames
+    of multi-frame messages, which an exapyte node never sends a client, are skipped."""
+    out: list[bytes] = []
+    parts = 0
+    for flags, body in frames:
+        if flags & command:
+            continue
+        parts += 1
+        if not flags & ZMTP_MORE:
+            if parts == 1:
+                out.append(body)
+            parts = 0
+    return out
+
+
+def zmtp_properties(data: bytes) -> dict[str, bytes]:
+    """ZMTP metadata (name length, name, 4-octet value length, value, repeated) as a dict."""
+    props: dict[str, bytes] = {}
+    pos = 0
+    while pos < len(data):
+        name_end = pos + 1 + data[pos]
+        if name_end + 4 > len(data):
+            raise ValueError(f"truncated metadata at octet {pos}")
+        (size,) = struct.unpack_from(">I", data, name_end)
+        value_end = name_end + 4 + size
+        if value_end > len(data):
+            raise ValueError(f"truncated metadata at octet {pos}")
+        props[data[pos + 1 : name_end].decode("ascii", "replace")] = data[name_end + 4 : value_end]
+        pos = value_end
+    return props
+
+
+# CurveZMQ (RFC 26) as ZMTP's CURVE mechanism (RFC 25), client side. C/c is the client's
+# long-term key pair and S the server's long-term public key, both known before connecting;
+# C'/c' and S'/s' are short-term pairs that each side makes for one connection. Box[x](A->B) is
+# crypto_box (Curve25519 key agreement, XSalsa20-Poly1305) of x from A's secret key to B's public
+# key: 16 octets of authenticator, then the ciphertext. Its 24-octet nonce is a 16-octet prefix
+# naming the command and the sender's 8-octet counter, or an 8-octet prefix and 16 random octets.
+#
+#   greeting, mechanism CURVE, as-server 0   ->  <-  greeting, mechanism CURVE, as-server 1
+#   HELLO     version 1.0, 72 zero octets, C', counter, Box[64 zero octets](C'->S)
+#             (the padding makes HELLO larger than WELCOME: no traffic amplification)
+#                                            <-  WELCOME  16 random octets, Box[S' + cookie](S->C')
+#   INITIATE  cookie, counter, Box[C + vouch + metadata](C'->S')
+#             vouch = 16 random octets + Box[C' + S](C->S'): C's holder made C' for this server
+#                                            <-  READY    counter, Box[metadata](S'->C')
+#                                                (or ERROR with a reason: the key was refused)
+#   MESSAGE   counter, Box[flags + frame body](C'->S')   <->   MESSAGE ... (S'->C')
+#
+# HELLO, INITIATE and READY travel as ZMTP command frames. After READY each frame of a message
+# becomes one MESSAGE, carried in a ZMTP frame without flags (as libzmq sends it): the MORE and
+# COMMAND bits travel inside the box, in the flags octet. A counter starts at 1 and only grows;
+# each side refuses a MESSAGE whose counter is not above the last one it accepted, so a request
+# that is sent again is sealed again under a new counter. The C'/S' key is computed once per
+# connection (crypto_box_beforenm, on WELCOME); each MESSAGE then costs one
+# crypto_box_easy_afternm or crypto_box_open_easy_afternm.
+CURVE_GREETING = zmtp_greeting(b"CURVE")
+CURVE_HELLO_PREFIX = b"CurveZMQHELLO---"
+CURVE_WELCOME_PREFIX = b"WELCOME-"
+CURVE_INITIATE_PREFIX = b"CurveZMQINITIATE"
+CURVE_VOUCH_PREFIX = b"VOUCH---"
+CURVE_READY_PREFIX = b"CurveZMQREADY---"
+CURVE_MESSAGE_C_PREFIX = b"CurveZMQMESSAGEC"  # client -> server
+CURVE_MESSAGE_S_PREFIX = b"CurveZMQMESSAGES"  # server -> client
+CURVE_WELCOME_BYTES = 168  # "\x07WELCOME", 16-octet nonce, 144-octet box
+CURVE_MESSAGE_HEAD = b"\x07MESSAGE"
+CURVE_MESSAGE_BYTES_MIN = 8 + 8 + 16 + 1  # name, counter, authenticator, flags
+CURVE_MORE, CURVE_COMMAND = 0x01, 0x02  # the flags octet inside a MESSAGE box
+CURVE_HANDSHAKE_S = 5.0  # a CURVE handshake not complete by then fails the connection
+
+
+class CurveError(ConnectionError):
+    """A CURVE handshake failed or a box did not open; the message names the step and why."""
+
+
+def curve_refusal(command: bytes, step: str) -> None:
+    """Raise if ``command`` is ZMTP's ERROR (a reason's length octet, then the reason)."""
+    if command[:6] == b"\x05ERROR":
+        reason = command[7 : 7 + command[6]] if len(command) > 6 else b""
+        raise CurveError(f"the server refused {step}: ERROR {reason.decode('utf-8', 'replace')!r}")
+
+
+class CurveClient:
+    """The client half of one CurveZMQ connection, without IO: it makes HELLO and INITIATE,
+    checks WELCOME and READY, and seals and opens MESSAGEs. Keys are 32 raw octets."""
+
+    def __init__(self, public: bytes, secret: bytes, server_public: bytes) -> None:
+        from nacl.bindings import crypto_box_easy_afternm, crypto_box_open_easy_afternm
+        from nacl.public import Box, PrivateKey, PublicKey
+
+        self._secret = PrivateKey(secret)
+        if bytes(self._secret.public_key) != public:
+            raise ValueError("the client's public and secret keys are not one pair")
+        self._public = public
+        self._server_public = server_public
+        self._short = PrivateKey.generate()  # c', C'
+        self._hello_box = Box(self._short, PublicKey(server_public))  # C' -> S
+        self._seal_box = crypto_box_easy_afternm
+        self._open_box = crypto_box_open_easy_afternm
+        self._key = b""  # the C'/S' key, once WELCOME is in
+        self._counter = 0
+        self._peer_counter = 0
+
+    def _next_counter(self) -> bytes:
+        self._counter += 1
+        return _U64.pack(self._counter)
+
+    def hello(self) -> bytes:
+        """The HELLO command (its body)."""
+        counter = self._next_counter()
+        signature = self._hello_box.encrypt(bytes(64), CURVE_HELLO_PREFIX + counter).ciphertext
+        return b"\x05HELLO\x01\x00" + bytes(72) + bytes(self._short.public_key) + counter \
+            + signature
+
+    def initiate(self, welcome: bytes) -> bytes:
+        """Check the WELCOME command's body; the INITIATE command that answers it."""
+        from nacl.exceptions import CryptoError
+        from nacl.public import Box, PublicKey
+        from nacl.utils import random as random_bytes
+
+        curve_refusal(welcome, "HELLO")
+        if len(welcome) != CURVE_WELCOME_BYTES or welcome[:8] != b"\x07WELCOME":
+            raise CurveError(f"expected WELCOME, got {welcome[:10]!r} ({len(welcome)} octets)")
+        try:
+            plain = self._hello_box.decrypt(welcome[24:], CURVE_WELCOME_PREFIX + welcome[8:24])
+        except CryptoError:
+            raise CurveError(
+                "the WELCOME box does not open: the server does not hold the server key's secret"
+            ) from None
+        server_short = PublicKey(plain[:32])
+        cookie = plain[32:]
+        self._key = Box(self._short, server_short).shared_key()
+        vouch_nonce = random_bytes(16)
+        vouch = Box(self._secret, server_short).encrypt(
+            bytes(self._short.public_key) + self._server_public, CURVE_VOUCH_PREFIX + vouch_nonce
+        ).ciphertext
+        counter = self._next_counter()
+        box = self._seal_box(
+            self._public + vouch_nonce + vouch + ZMTP_METADATA,
+            CURVE_INITIATE_PREFIX + counter, self._key,
+        )
+        return b"\x08INITIATE" + cookie + counter + box
+
+    def on_ready(self, command: bytes) -> dict[str, bytes]:
+        """Check the server's answer to INITIATE; its metadata (``Socket-Type`` ...)."""
+        curve_refusal(command, "INITIATE (the client key)")
+        if command[:6] != b"\x05READY" or len(command) < 6 + 8 + 16:
+            raise CurveError(f"expected READY, got {command[:10]!r} ({len(command)} octets)")
+        return zmtp_properties(self._open(command[6:14], command[14:], CURVE_READY_PREFIX, "READY"))
+
+    def seal(self, body: bytes, flags: int = 0) -> bytes:
+        """One frame as a MESSAGE, framed for the wire."""
+        counter = self._next_counter()
+        box = self._seal_box(bytes((flags,)) + body, CURVE_MESSAGE_C_PREFIX + counter, self._key)
+        return zmtp_frame(CURVE_MESSAGE_HEAD + counter + box)
+
+    def open(self, message: bytes) -> tuple[int, bytes]:
+        """A MESSAGE's body as (flags octet, frame body)."""
+        if len(message) < CURVE_MESSAGE_BYTES_MIN or message[:8] != CURVE_MESSAGE_HEAD:
+            raise CurveError(f"expected MESSAGE, got {message[:10]!r} ({len(message)} octets)")
+        plain = self._open(message[8:16], message[16:], CURVE_MESSAGE_S_PREFIX, "MESSAGE")
+        return plain[0], plain[1:]
+
+    def _open(self, counter: bytes, box: bytes, prefix: bytes, what: str) -> bytes:
+        from nacl.exceptions import CryptoError
+
+        (value,) = _U64.unpack(counter)
+        if value <= self._peer_counter:
+            raise CurveError(f"{what} counter {value} is not above {self._peer_counter}: a replay")
+        try:
+            plain = self._open_box(box, prefix + counter, self._key)
+        except CryptoError:
+            raise CurveError(f"a {what} box does not open: altered, or not from this server") \
+                from None
+        self._peer_counter = value
+        return plain
 
 
 class ExapyteConn(TcpConn):
@@ -171,7 +388,8 @@ class ExapyteConn(TcpConn):
     exactly the frames ``exapyte.client.Client`` sends (own ``client_id``, growing ``seq``;
     ``not_leader`` is followed). Speaking the wire protocol directly, like the etcd adapter's
     hand-built HTTP, keeps libzmq's I/O thread and its two thread hand-offs per request out of
-    the load generator, whose CPU the systems under test share."""
+    the load generator, whose CPU the systems under test share. This class speaks the NULL
+    mechanism; :class:`ExapyteCurveConn` speaks CURVE."""
 
     peer_name = "the exapyte node"
 
@@ -193,12 +411,19 @@ class ExapyteConn(TcpConn):
         host, _, port = endpoint.removeprefix("tcp://").rpartition(":")
         super().__init__((host, int(port)))
         self.endpoint = endpoint
+        try:
+            self._handshake(endpoint)
+        except BaseException:
+            self.sock.close()
+            raise
+
+    def _handshake(self, endpoint: str) -> None:
         self.sock.sendall(ZMTP_GREETING + zmtp_frame(ZMTP_READY, ZMTP_COMMAND))
-        while len(self._buf) < len(ZMTP_GREETING):
+        while len(self._buf) < ZMTP_GREETING_BYTES:
             self._receive()
         if self._buf[:1] != b"\xff" or self._buf[10:11] != b"\x03":
             raise ConnectionError(f"{endpoint} does not speak ZMTP 3: {self._buf[:11]!r}")
-        self._buf = self._buf[len(ZMTP_GREETING) :]  # the peer's READY is skipped as a command
+        self._buf = self._buf[ZMTP_GREETING_BYTES:]  # the peer's READY is skipped as a command
 
     def send(self, key: bytes, value: bytes | None) -> None:
         from exapyte.wire import ClientRequest, GetOp, PutOp
@@ -217,33 +442,8 @@ class ExapyteConn(TcpConn):
 
     def _messages(self) -> list[bytes]:
         """Complete single-frame messages in the buffer (commands and extra frames skipped)."""
-        out: list[bytes] = []
-        buf = self._buf
-        pos = 0
-        parts: list[bytes] = []
-        while len(buf) - pos >= 2:
-            flags = buf[pos]
-            if flags & ZMTP_LONG:
-                if len(buf) - pos < 9:
-                    break
-                (size,) = struct.unpack_from(">Q", buf, pos + 1)
-                start = pos + 9
-            else:
-                size = buf[pos + 1]
-                start = pos + 2
-            if len(buf) < start + size:
-                break
-            body = buf[start : start + size]
-            pos = start + size
-            if flags & ZMTP_COMMAND:
-                continue  # READY, PING...
-            parts.append(body)
-            if not flags & ZMTP_MORE:
-                if len(parts) == 1:
-                    out.append(parts[0])
-                parts = []
-        self._buf = buf[pos:]
-        return out
+        frames, self._buf = zmtp_split(self._buf)
+        return zmtp_messages(frames, ZMTP_COMMAND)
 
     def on_readable(self) -> bool | None:
         from exapyte.wire import ClientReply, ReplyCode
@@ -263,6 +463,105 @@ class ExapyteConn(TcpConn):
                 return None  # the poller must learn the new socket (see worker_main)
             done = False
         return done
+
+
+@functools.lru_cache(maxsize=8)
+def _client_credentials(keys_dir: str, endpoints: tuple[tuple[str, str], ...]) -> Any:
+    from exapyte.security import load_credentials
+
+    return load_credentials(keys_dir, dict(endpoints), role="clients")
+
+
+class ExapyteCurveConn(ExapyteConn):
+    """An exapyte client over CURVE, the adapter's own CurveZMQ (:class:`CurveClient`) on the
+    same plain TCP connection. Its key pair is the cluster's client key (``clients/client`` in
+    ``spec["keys_dir"]``), the server key that of the node it connects to, so a redirect
+    handshakes again with the leader's key."""
+
+    def __init__(self, spec: dict[str, Any], index: int) -> None:
+        self._credentials = _client_credentials(
+            spec["keys_dir"], tuple(sorted(spec["endpoints"].items()))
+        )
+        super().__init__(spec, index)
+
+    def _handshake(self, endpoint: str) -> None:
+        from zmq.utils import z85
+
+        creds = self._credentials
+        self._curve = CurveClient(
+            z85.decode(creds.public), z85.decode(creds.secret),
+            z85.decode(creds.server_key(endpoint)),
+        )
+        # A libzmq server that cannot open HELLO (or that does not speak CURVE) closes the
+        # connection at once, often before it has sent the rest of its greeting.
+        refused_hello = (
+            f"either the server key given for {endpoint} is not that server's, or the server "
+            "does not speak CURVE (security.mode off?)"
+        )
+        deadline = time.monotonic() + CURVE_HANDSHAKE_S
+        self.sock.sendall(CURVE_GREETING + zmtp_frame(self._curve.hello(), ZMTP_COMMAND))
+        while len(self._buf) < ZMTP_GREETING_BYTES:
+            self._receive_by(deadline, "the server's greeting", refused_hello)
+        greeting, self._buf = self._buf[:ZMTP_GREETING_BYTES], self._buf[ZMTP_GREETING_BYTES:]
+        if greeting[:1] != b"\xff" or greeting[10:11] != b"\x03":
+            raise CurveError(f"{endpoint} does not speak ZMTP 3: {greeting[:11]!r}")
+        mechanism = greeting[12:32].rstrip(b"\x00")
+        if mechanism != b"CURVE":
+            raise CurveError(
+                f"{endpoint} speaks the {mechanism.decode('ascii', 'replace')} mechanism, not "
+                "CURVE (is the cluster's security.mode off?)"
+            )
+        welcome = self._command_by(deadline, "WELCOME", refused_hello)
+        try:
+            initiate = self._curve.initiate(welcome)
+        except CurveError as exc:
+            raise CurveError(f"{endpoint}: {exc}") from None
+        self.sock.sendall(zmtp_frame(initiate, ZMTP_COMMAND))
+        ready = self._command_by(deadline, "READY", "the server did not accept the client key")
+        try:
+            self._curve.on_ready(ready)
+        except CurveError as exc:
+            raise CurveError(f"{endpoint}: {exc}") from None
+        self.sock.settimeout(None)
+
+    def _receive_by(self, deadline: float, what: str, hint: str) -> None:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise CurveError(
+                f"{self.endpoint}: no {what} within {CURVE_HANDSHAKE_S:g} s of connecting; {hint}"
+            )
+        self.sock.settimeout(remaining)
+        try:
+            data = self.sock.recv(65536)
+        except TimeoutError:
+            raise CurveError(
+                f"{self.endpoint}: no {what} within {CURVE_HANDSHAKE_S:g} s of connecting; {hint}"
+            ) from None
+        except OSError as exc:
+            raise CurveError(f"{self.endpoint}: {exc} while waiting for {what}; {hint}") from None
+        if not data:
+            raise CurveError(
+                f"{self.endpoint} closed the connection while the CURVE handshake waited for "
+                f"{what}: {hint}"
+            )
+        self._buf += data
+
+    def _command_by(self, deadline: float, what: str, hint: str) -> bytes:
+        while (got := zmtp_next(self._buf, 0)) is None:
+            self._receive_by(deadline, what, hint)
+        flags, body, end = got
+        self._buf = self._buf[end:]
+        if not flags & ZMTP_COMMAND:
+            raise CurveError(f"{self.endpoint} sent a message frame where {what} was due")
+        return body
+
+    def resend(self) -> None:
+        self.sock.sendall(self._curve.seal(self._payload))
+
+    def _messages(self) -> list[bytes]:
+        frames, self._buf = zmtp_split(self._buf)
+        opened = [self._curve.open(body) for _flags, body in frames]
+        return zmtp_messages(opened, CURVE_COMMAND)
 
 
 class EtcdConn(TcpConn):
@@ -366,7 +665,8 @@ class SyncObjConn(TcpConn):
 def open_conns(spec: dict[str, Any], first_index: int, count: int) -> tuple[list[Conn], Any]:
     kind = spec["kind"]
     if kind == "exapyte":
-        return [ExapyteConn(spec, first_index + i) for i in range(count)], None
+        conn_type = ExapyteCurveConn if spec.get("keys_dir") else ExapyteConn
+        return [conn_type(spec, first_index + i) for i in range(count)], None
     if kind == "etcd":
         return [EtcdConn(spec) for _ in range(count)], None
     if kind == "pysyncobj":
