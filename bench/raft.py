@@ -1,7 +1,8 @@
 """Raft benchmark: durable closed-loop puts against exapyte, etcd and PySyncObj on one machine.
 
-    python bench/raft.py [--seconds S] [--clients 1,16,64] [--systems exapyte,etcd,pysyncobj]
-                         [--workers auto|K] [--json bench/results/raft.json] [--profile DIR]
+    python bench/raft.py [--seconds S] [--clients 1,16,64]
+                         [--systems exapyte,exapyte+curve,etcd,pysyncobj] [--workers auto|K]
+                         [--json bench/results/raft.json] [--profile DIR]
 
 Theory of operation
 -------------------
@@ -10,7 +11,11 @@ on the same (non-tmpfs) file system as ``--json``, started and stopped by this s
 
 - **exapyte**: ``LocalCluster`` over a copy of ``topologies/three-node.json`` with free ports and
   the sqlite backend (WAL, ``synchronous=FULL``): a put is acknowledged after the entry is fsynced
-  on a majority and applied.
+  on a majority and applied. It runs twice, as two systems: ``exapyte`` with ``security.mode:
+  off`` (plain ZMTP) and ``exapyte+curve`` with ``security.mode: curve`` (every link, between the
+  nodes and from each client, is CurveZMQ; LocalCluster makes the keys in the scratch directory).
+  Both runs are in the same invocation, one after the other, so that CURVE's cost is measured
+  on the same machine in the same minutes.
 - **etcd** (Debian's ``etcd-server``): three members with their own data dirs, fsync on (no
   ``--unsafe-no-fsync``), driven through the JSON gateway, ``POST /v3/kv/put``.
 - **PySyncObj**: three processes of this script (``--syncobj-node``), each a ``SyncObj`` with a
@@ -31,7 +36,11 @@ per system speaks its protocol on that connection:
   frames built by hand, like the etcd adapter's HTTP) and carrying ``exapyte.wire`` frames,
   exactly what ``exapyte.client.Client`` sends (own ``client_id``, growing ``seq``;
   ``not_leader`` is followed; a request without a reply for ``RESEND_S`` is re-sent with the
-  same ``seq``, which the session table makes exactly-once);
+  same ``seq``, which the session table makes exactly-once). Against ``exapyte+curve`` the
+  adapter speaks the CURVE mechanism itself (``CurveClient``: the CurveZMQ handshake, then each
+  frame sealed with PyNaCl's crypto_box under the connection's short-term keys, the key
+  agreement computed once per connection) with the cluster's client key, as
+  ``exapyte.client.Client`` would through libzmq;
 - etcd: a keep-alive HTTP/1.1 connection per client (request bytes built by hand, response
   parsed for status, ``Content-Length`` or chunked body);
 - PySyncObj: a TCP connection per client to the front described above.
@@ -40,14 +49,21 @@ Clients talk to the leader of each system (found before the run), as a leader-aw
 Keys are 16 bytes drawn from ``KEY_SPACE`` keys, values 100 random bytes. Each point runs a
 warm-up, then ``--seconds`` of measurement; only requests completed inside the window count.
 Strong (linearizable, ReadIndex) exapyte ``get``s at the largest client count are measured
-after the writes, over the keys the writes created.
+after the writes, over the keys the writes created, in both security modes.
 
-The table, the ratios and the targets go to the terminal; measured numbers, the machine and the
-settings go to ``--json``. The exit code is 0 whether or not targets are met (a benchmark, not a
+**CPU accounting.** During each measurement window the bench samples ``/proc``: the CPU time of
+the leader and of the followers, each split into libzmq's I/O threads and the rest (for an
+exapyte node, its loop), of the load generator's workers, and how busy the machine was. The
+load generator shares the two cores with the systems it measures, so its own CPU (more of it
+with CURVE: it encrypts too) is part of every figure.
+
+The table, the ratios, CURVE's cost (put throughput: 1 - on/off, p50: on/off - 1) and the
+targets go to the terminal; measured numbers, the CPU shares, the machine and the settings go
+to ``--json``. The exit code is 0 whether or not targets are met (a benchmark, not a
 test); a system that cannot be installed or started is reported as **missing**.
 
-``--profile DIR`` starts the exapyte nodes with ``EXAPYTE_PROFILE=DIR`` (cProfile, one pstats
-file per node, written when the node stops; see ``exapyte/runtime/node.py``).
+``--profile DIR`` starts the exapyte nodes with ``EXAPYTE_PROFILE=DIR/<system>`` (cProfile, one
+pstats file per node, written when the node stops; see ``exapyte/runtime/node.py``).
 """
 
 from __future__ import annotations
@@ -90,13 +106,16 @@ WARMUP_S = 1.0  # per point, before the measurement window
 RESEND_S = 2.0  # a request without a reply for this long is re-sent (same seq for exapyte)
 READY_TIMEOUT_S = 60.0
 DEFAULT_CLIENTS = (1, 16, 64)
-SYSTEMS = ("exapyte", "etcd", "pysyncobj")
+EXAPYTE, EXAPYTE_CURVE = "exapyte", "exapyte+curve"  # security.mode off, and curve
+EXAPYTE_SYSTEMS = (EXAPYTE, EXAPYTE_CURVE)
+SYSTEMS = (EXAPYTE, EXAPYTE_CURVE, "etcd", "pysyncobj")
 
 # Targets from the Raft issue (2-core machine).
 TARGET_ETCD_THROUGHPUT_64 = 1.5  # exapyte / etcd put throughput at 64 clients, at least
 TARGET_SYNCOBJ_THROUGHPUT_64 = 1.0  # exapyte / PySyncObj put throughput at 64 clients, at least
 TARGET_P50_1 = 1.5  # exapyte p50 / etcd p50 at 1 client, at most
 TARGET_READ_WRITE_64 = 2.0  # exapyte strong reads / exapyte puts at 64 clients, at least
+TARGET_CURVE_COST_64 = 0.15  # 1 - (CURVE on / off) put throughput at 64 clients, at most
 
 
 def key_of(n: int) -> bytes:
@@ -725,6 +744,7 @@ def worker_main(
         issue(conn)
     now = t0
     last_check = t0
+    cpu_at_window_start: float | None = None
     while now < window_end:
         for pollable, _ in poller.poll(50):
             conn = by_pollable[pollable]
@@ -745,6 +765,8 @@ def worker_main(
                 failures += 1 if now >= window_start else 0
                 conn.resend()
         now = time.perf_counter()
+        if cpu_at_window_start is None and now >= window_start:
+            cpu_at_window_start = time.process_time()
         if now - last_check > 0.5:
             last_check = now
             for conn, at in sent_at.items():
@@ -752,6 +774,7 @@ def worker_main(
                     resends += 1
                     sent_at[conn] = now
                     conn.resend()
+    cpu_s = time.process_time() - (cpu_at_window_start or 0.0)
     redirects = sum(getattr(c, "redirects", 0) for c in conns)
     for conn in conns:
         conn.close()
@@ -764,6 +787,7 @@ def worker_main(
             "failures": failures,
             "resends": resends,
             "redirects": redirects,
+            "cpu_s": cpu_s,  # this worker's CPU time (all its threads) in the window
         }
     )
 
@@ -782,6 +806,7 @@ class Point:
     failures: int = 0
     resends: int = 0
     redirects: int = 0
+    cpu: dict[str, float] = field(default_factory=dict)  # % of one core (see cpu_shares)
 
     @property
     def ops_per_s(self) -> float:
@@ -802,6 +827,7 @@ class Point:
             "failures": self.failures,
             "resends": self.resends,
             "redirects": self.redirects,
+            "cpu_percent_of_one_core": self.cpu,
         }
 
 
@@ -809,6 +835,87 @@ def percentile(ordered: list[float], q: float) -> float:
     if not ordered:
         return 0.0
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+# --- CPU accounting ---------------------------------------------------------------------------
+#
+# At the start and the end of each measurement window the bench reads, from /proc, the CPU time
+# of every thread of the systems' processes: libzmq's I/O threads (named ``ZMQbg/IO/<n>``) apart
+# from all the others (for an exapyte node: its loop, plus the mostly idle scheduler and reaper
+# threads), and how busy the machine's cores were. The load generator's workers count their own.
+
+
+def thread_ticks(pid: int) -> tuple[int, int]:
+    """CPU time (clock ticks, user + system) of a process's live threads: (libzmq I/O, other)."""
+    io = other = 0
+    try:
+        tids = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return 0, 0
+    for tid in tids:
+        try:
+            with open(f"/proc/{pid}/task/{tid}/stat", encoding="ascii", errors="replace") as f:
+                stat = f.read()
+        except OSError:
+            continue  # the thread ended
+        close = stat.rindex(")")
+        fields = stat[close + 2 :].split()  # from field 3 (state) on: utime is 14, stime 15
+        ticks = int(fields[11]) + int(fields[12])
+        if stat[stat.index("(") + 1 : close].startswith("ZMQbg/IO"):
+            io += ticks
+        else:
+            other += ticks
+    return io, other
+
+
+def machine_ticks() -> tuple[int, int]:
+    """(busy, total) clock ticks of all cores so far, from /proc/stat."""
+    try:
+        with open("/proc/stat", encoding="ascii") as f:
+            values = [int(v) for v in f.readline().split()[1:]]
+    except OSError:
+        return 0, 0
+    idle = values[3] + (values[4] if len(values) > 4 else 0)  # idle + iowait
+    total = sum(values[:8])  # guest time is already counted in user
+    return total - idle, total
+
+
+@dataclass
+class CpuSample:
+    at: float
+    threads: dict[str, tuple[int, int]]
+    machine: tuple[int, int]
+
+    @classmethod
+    def take(cls, pids: dict[str, int]) -> CpuSample:
+        return cls(time.monotonic(), {n: thread_ticks(p) for n, p in pids.items()}, machine_ticks())
+
+
+def cpu_shares(before: CpuSample, after: CpuSample, leader: str | None) -> dict[str, float]:
+    """Percent of one core each part used between two samples: ``leader`` and ``followers``
+    (all other members together) in total and in libzmq's I/O threads, and ``machine``
+    (percent of all cores busy, anyone's work). The load generator's workers measure their own
+    CPU time over the window (``load_generator``, added by :func:`run_point`)."""
+    hz = os.sysconf("SC_CLK_TCK")
+    wall = after.at - before.at
+    if wall <= 0:
+        return {}
+    shares: dict[str, float] = {}
+
+    def add(name: str, ticks: int) -> None:
+        shares[name] = shares.get(name, 0.0) + 100.0 * ticks / hz / wall
+
+    for name, (io, other) in after.threads.items():
+        io0, other0 = before.threads.get(name, (0, 0))
+        d_io, d_other = max(0, io - io0), max(0, other - other0)
+        part = "leader" if name == leader else "followers"
+        add(part, d_io + d_other)
+        add(f"{part}_zmq_io", d_io)
+    busy = after.machine[0] - before.machine[0]
+    total = after.machine[1] - before.machine[1]
+    if total > 0:
+        shares["machine"] = 100.0 * busy / total
+    return {k: round(v, 1) for k, v in shares.items()}
 
 
 def run_point(
@@ -830,15 +937,23 @@ def run_point(
         proc.start()
         procs.append(proc)
         first += count
+    pids = spec.get("pids", {})
+    window = (start_at + WARMUP_S, start_at + WARMUP_S + seconds)  # as the workers count it
+    samples: list[CpuSample] = []
     parts: list[dict[str, Any]] = []
     deadline = time.monotonic() + seconds + WARMUP_S + 60
     while len(parts) < len(procs):
+        if len(samples) < 2 and time.time() >= window[len(samples)]:
+            samples.append(CpuSample.take(pids))
+        wait = 1.0 if len(samples) == 2 else min(1.0, window[len(samples)] - time.time())
         try:
-            parts.append(out.get(timeout=1.0))
+            parts.append(out.get(timeout=max(0.001, wait)))
         except queue.Empty:
             dead = [p.exitcode for p in procs if p.exitcode not in (None, 0)]
             if dead or time.monotonic() > deadline:
                 raise RuntimeError(f"load generator failed (exit codes {dead})") from None
+    if len(samples) == 1:  # the last worker finished just as the window closed
+        samples.append(CpuSample.take(pids))
     for proc in procs:
         proc.join(timeout=10)
     latencies = sorted(x for part in parts for x in part["latencies"])
@@ -849,6 +964,9 @@ def run_point(
     point.failures = sum(p["failures"] for p in parts)
     point.resends = sum(p["resends"] for p in parts)
     point.redirects = sum(p["redirects"] for p in parts)
+    if len(samples) == 2:
+        point.cpu = cpu_shares(samples[0], samples[1], spec.get("leader_name"))
+    point.cpu["load_generator"] = round(100.0 * sum(p["cpu_s"] for p in parts) / seconds, 1)
     return point
 
 
@@ -887,17 +1005,26 @@ class Missing(Exception):
 
 
 @contextlib.contextmanager
-def exapyte_cluster(scratch: Path, profile_dir: str | None) -> Iterator[dict[str, Any]]:
-    from exapyte.client import Client
+def exapyte_cluster(
+    scratch: Path, profile_dir: str | None, *, curve: bool
+) -> Iterator[dict[str, Any]]:
+    """A 3-node cluster with ``security.mode`` ``curve`` (keys made by LocalCluster under
+    ``scratch/keys``; the load generator's CURVE adapter loads the client key from there) or
+    ``off`` (plain ZMTP, the NULL mechanism)."""
     from exapyte.runtime.cluster import LocalCluster
 
+    if curve:
+        try:
+            import nacl  # noqa: F401 - the load generator's CURVE adapter needs PyNaCl
+        except ImportError as exc:
+            raise Missing(f"pynacl not installed ({exc})") from None
     topo = json.loads((REPO_ROOT / "topologies" / "three-node.json").read_text())
     ports = free_ports(6)
     for i, node in enumerate(topo["cluster"]["nodes"]):
         node["port"], node["pub_port"] = ports[2 * i], ports[2 * i + 1]
     topo["storage"] = {"backend": "sqlite", "path": str(scratch / "{node_id}" / "store.db")}
-    # The load generator's hand-built ZMTP adapter speaks plain ZMTP (NULL mechanism) only.
-    topo["security"] = {"mode": "off"}
+    keys_dir = scratch / "keys"
+    topo["security"] = {"mode": "curve", "keys_dir": str(keys_dir)} if curve else {"mode": "off"}
     config_path = scratch / "cluster.json"
     config_path.write_text(json.dumps(topo, indent=2))
     env = dict(os.environ)
@@ -909,21 +1036,27 @@ def exapyte_cluster(scratch: Path, profile_dir: str | None) -> Iterator[dict[str
         endpoints = cluster.endpoints()
 
         def leader() -> str | None:
-            for node_id, endpoint in endpoints.items():
-                with Client(endpoint, timeout_s=1.0) as client:
+            for node_id in endpoints:
+                with cluster.node_client(node_id, timeout_s=1.0) as client:
                     status = client.status()
                 if status.get("role") == "leader" and status.get("leader") == node_id:
-                    return endpoint
+                    return node_id
             return None
 
-        leader_endpoint = wait_for("exapyte leader", leader)
-        yield {
+        leader_id = wait_for("exapyte leader", leader)
+        spec = {
             "kind": "exapyte",
             "endpoints": endpoints,
-            "leader_endpoint": leader_endpoint,
+            "leader_endpoint": endpoints[leader_id],
+            "leader_name": leader_id,
+            "pids": {n: proc.pid for n, proc in cluster.procs.items()},
             "version": "working tree",
+            "security": topo["security"]["mode"],
             "durability": "fsync (SQLite WAL, synchronous=FULL) on a majority before the ack",
         }
+        if curve:
+            spec["keys_dir"] = str(keys_dir)
+        yield spec
     finally:
         cluster.stop()
 
@@ -974,20 +1107,22 @@ def etcd_cluster(scratch: Path) -> Iterator[dict[str, Any]]:
             finally:
                 conn.close()
 
-        def leader() -> int | None:
+        def leader() -> str | None:
             for n in names:
                 st = status(client_ports[n])
                 if st.get("leader") and st.get("leader") == st["header"].get("member_id"):
-                    return client_ports[n]
+                    return n
             return None
 
         for proc in procs:
             if proc.poll() is not None:
                 raise Missing(f"etcd exited with code {proc.returncode}; see {scratch}")
-        leader_port = wait_for("etcd leader", leader)
+        leader_name = wait_for("etcd leader", leader)
         yield {
             "kind": "etcd",
-            "leader": ["127.0.0.1", leader_port],
+            "leader": ["127.0.0.1", client_ports[leader_name]],
+            "leader_name": leader_name,
+            "pids": {n: proc.pid for n, proc in zip(names, procs, strict=True)},
             "version": version,
             "durability": "fsync of the WAL on a majority before the ack (default settings)",
         }
@@ -1122,6 +1257,8 @@ def syncobj_cluster(scratch: Path) -> Iterator[dict[str, Any]]:
         yield {
             "kind": "pysyncobj",
             "leader": ["127.0.0.1", leader_port],
+            "leader_name": f"s{front_ports.index(leader_port) + 1}",
+            "pids": {f"s{i + 1}": proc.pid for i, proc in enumerate(procs)},
             "version": getattr(pysyncobj, "__version__", None) or _dist_version("pysyncobj"),
             "durability": "journal written through mmap, never fsynced while running: survives "
             "a process crash, not a power loss",
@@ -1167,8 +1304,10 @@ def workers_for(clients: int, setting: str) -> int:
 def start_system(
     system: str, directory: Path, profile_dir: str | None
 ) -> contextlib.AbstractContextManager[dict[str, Any]]:
-    if system == "exapyte":
-        return exapyte_cluster(directory, profile_dir)
+    if system in EXAPYTE_SYSTEMS:
+        # One profile directory per system: both clusters' nodes are called n1, n2, n3.
+        profile = os.path.join(profile_dir, system) if profile_dir else None
+        return exapyte_cluster(directory, profile, curve=system == EXAPYTE_CURVE)
     if system == "etcd":
         return etcd_cluster(directory)
     return syncobj_cluster(directory)
@@ -1189,7 +1328,7 @@ def run_all(args: argparse.Namespace, scratch: Path, console: Any) -> Outcome:
                     outcome.points.append(
                         run_point(system, spec, "put", clients, workers, args.seconds)
                     )
-                if system == "exapyte" and args.reads:
+                if system in EXAPYTE_SYSTEMS and args.reads:
                     clients = max(args.clients)
                     workers = workers_for(clients, args.workers)
                     console.print(f"  {system}: strong get, {clients} clients ...")
@@ -1208,6 +1347,20 @@ def run_all(args: argparse.Namespace, scratch: Path, console: Any) -> Outcome:
 
 def ratio(a: float, b: float) -> float | None:
     return round(a / b, 3) if a and b else None
+
+
+def cost(on: float, off: float) -> float | None:
+    """The fraction of ``off`` that ``on`` loses: 1 - on/off."""
+    return round(1.0 - on / off, 3) if off else None
+
+
+def added(on: float, off: float) -> float | None:
+    """The fraction ``on`` adds to ``off``: on/off - 1."""
+    return round(on / off - 1.0, 3) if off and on else None
+
+
+def percent(fraction: float | None) -> str:
+    return "n/a" if fraction is None else f"{100 * fraction:.1f}%"
 
 
 def report(outcome: Outcome, args: argparse.Namespace, console: Any) -> dict[str, Any]:
@@ -1230,18 +1383,21 @@ def report(outcome: Outcome, args: argparse.Namespace, console: Any) -> dict[str
                 )
     console.print(table)
 
-    def put(system: str, clients: int) -> Point | None:
+    def point(system: str, clients: int, op: str = "put") -> Point | None:
         for p in outcome.points:
-            if p.system == system and p.op == "put" and p.clients == clients:
+            if p.system == system and p.op == op and p.clients == clients:
                 return p
         return None
+
+    def put(system: str, clients: int) -> Point | None:
+        return point(system, clients)
 
     ratios: dict[str, dict[str, float | None]] = {}
     rt = Table(title="ratios (exapyte / other)")
     for col in ("clients", "throughput vs etcd", "throughput vs PySyncObj", "p50 vs etcd"):
         rt.add_column(col, justify="right")
     for clients in args.clients:
-        ex, et, so = put("exapyte", clients), put("etcd", clients), put("pysyncobj", clients)
+        ex, et, so = put(EXAPYTE, clients), put("etcd", clients), put("pysyncobj", clients)
         row = {
             "throughput_vs_etcd": ratio(ex.ops_per_s, et.ops_per_s) if ex and et else None,
             "throughput_vs_pysyncobj": ratio(ex.ops_per_s, so.ops_per_s) if ex and so else None,
@@ -1251,17 +1407,71 @@ def report(outcome: Outcome, args: argparse.Namespace, console: Any) -> dict[str
         rt.add_row(str(clients), *(f"{v:.2f}x" if v is not None else "missing" for v in row.values()))
     console.print(rt)
 
-    reads = [p for p in outcome.points if p.system == "exapyte" and p.op == "get"]
+    # CURVE's cost: how much put throughput it takes away (1 - on/off) and how much it adds to
+    # the median latency (on/off - 1), at each client count, and for the strong reads.
+    curve: dict[str, Any] = {"put_throughput_cost": {}, "put_p50_cost": {}}
+    ct = Table(title="CURVE on / off (exapyte+curve vs exapyte)")
+    for col in ("op", "clients", "ops/s off", "ops/s on", "throughput cost", "p50 ms off",
+                "p50 ms on", "p50 cost"):
+        ct.add_column(col, justify="right")
+    reads_at = max(args.clients)
+    rows = [("put", c) for c in args.clients] + ([("get", reads_at)] if args.reads else [])
+    for op, clients in rows:
+        off, on = point(EXAPYTE, clients, op), point(EXAPYTE_CURVE, clients, op)
+        tput = cost(on.ops_per_s, off.ops_per_s) if off and on else None
+        p50 = added(on.p50_ms, off.p50_ms) if off and on else None
+        if op == "put":
+            curve["put_throughput_cost"][str(clients)] = tput
+            curve["put_p50_cost"][str(clients)] = p50
+        else:
+            curve["get_throughput_cost"] = {str(clients): tput}
+            curve["get_p50_cost"] = {str(clients): p50}
+        ct.add_row(
+            op, str(clients),
+            *(f"{p.ops_per_s:,.0f}" if p else "missing" for p in (off, on)),
+            percent(tput),
+            *(f"{p.p50_ms:.2f}" if p else "missing" for p in (off, on)),
+            percent(p50),
+        )
+    console.print(ct)
+    curve_64 = curve["put_throughput_cost"].get("64")
+    curve_p50_1 = curve["put_p50_cost"].get("1")
+    console.print(
+        f"CURVE's cost: put throughput at 64 clients [bold]{percent(curve_64)}[/], "
+        f"p50 at 1 client [bold]{percent(curve_p50_1)}[/] (throughput: 1 - on/off; "
+        "p50: on/off - 1)"
+    )
+
+    busiest = [p for p in outcome.points if p.op == "put" and p.clients == max(args.clients)]
+    if any(p.cpu for p in busiest):
+        cpu_table = Table(
+            title=f"CPU during the {max(args.clients)}-client puts (% of one core; "
+            "zmq io: libzmq's I/O threads)"
+        )
+        columns = ("leader", "leader_zmq_io", "followers", "followers_zmq_io", "load_generator",
+                   "machine")
+        cpu_table.add_column("system")
+        for col in columns:
+            cpu_table.add_column(col.replace("_zmq_io", " zmq io").replace("_", " "),
+                                 justify="right")
+        for p in busiest:
+            cpu_table.add_row(p.system, *(f"{p.cpu[c]:.0f}" if c in p.cpu else "-"
+                                          for c in columns))
+        console.print(cpu_table)
+        console.print("(machine: % of all cores busy, with everyone's work on it)")
+
+    reads = [p for p in outcome.points if p.system == EXAPYTE and p.op == "get"]
     top = max(args.clients)
-    ex_top = put("exapyte", top)
+    ex_top = put(EXAPYTE, top)
     read_write = ratio(reads[0].ops_per_s, ex_top.ops_per_s) if reads and ex_top else None
     if read_write is not None:
         console.print(f"exapyte strong reads / puts at {top} clients: [bold]{read_write:.2f}x[/]")
 
-    def target(name: str, value: float | None, goal: float, at_least: bool) -> dict[str, Any]:
+    def target(name: str, value: float | None, goal: float, at_least: bool,
+               unit: str = "ratio") -> dict[str, Any]:
         met = None if value is None else (value >= goal if at_least else value <= goal)
         return {"target": name, "value": value, "goal": goal,
-                "at_least": at_least, "met": met}
+                "at_least": at_least, "met": met, "unit": unit}
 
     r64 = ratios.get("64", {})
     r1 = ratios.get("1", {})
@@ -1273,13 +1483,18 @@ def report(outcome: Outcome, args: argparse.Namespace, console: Any) -> dict[str
         target("exapyte/etcd p50 at 1 client", r1.get("p50_vs_etcd"), TARGET_P50_1, False),
         target("exapyte strong reads/puts at 64 clients", read_write if top == 64 else None,
                TARGET_READ_WRITE_64, True),
+        target("CURVE's cost in put throughput at 64 clients", curve_64,
+               TARGET_CURVE_COST_64, False, unit="fraction"),
     ]
     for t in targets:
         sign = ">=" if t["at_least"] else "<="
-        shown = "n/a" if t["value"] is None else f"{t['value']:.2f}x"
+        show = percent if t["unit"] == "fraction" else (lambda v: f"{v:.2f}x")
+        shown = "n/a" if t["value"] is None else show(t["value"])
         verdict = {True: "[green]met[/]", False: "[red]missed[/]", None: "[yellow]not measured[/]"}
-        console.print(f"target {t['target']} {sign} {t['goal']}x: {shown} {verdict[t['met']]}")
-    return {"ratios": ratios, "read_write_ratio_at_max_clients": read_write, "targets": targets}
+        console.print(f"target {t['target']} {sign} {show(t['goal'])}: {shown} "
+                      f"{verdict[t['met']]}")
+    return {"ratios": ratios, "read_write_ratio_at_max_clients": read_write, "curve": curve,
+            "targets": targets}
 
 
 def machine_info(scratch: Path, versions: dict[str, str]) -> dict[str, Any]:
@@ -1354,6 +1569,7 @@ def main(argv: list[str] | None = None) -> int:
             "workers": args.workers,
             "members": 3,
             "reads": f"exapyte get, consistency strong, {max(args.clients)} clients",
+            "exapyte_security": {EXAPYTE: "off", EXAPYTE_CURVE: "curve"},
         },
         "machine": info,
         "durability": outcome.durability,
