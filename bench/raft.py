@@ -2,7 +2,7 @@
 
     python bench/raft.py [--seconds S] [--clients 1,16,64]
                          [--systems exapyte,exapyte+curve,etcd,pysyncobj] [--workers auto|K]
-                         [--json bench/results/raft.json] [--profile DIR]
+                         [--rounds 2] [--json bench/results/raft.json] [--profile DIR]
 
 Theory of operation
 -------------------
@@ -14,8 +14,8 @@ on the same (non-tmpfs) file system as ``--json``, started and stopped by this s
   on a majority and applied. It runs twice, as two systems: ``exapyte`` with ``security.mode:
   off`` (plain ZMTP) and ``exapyte+curve`` with ``security.mode: curve`` (every link, between the
   nodes and from each client, is CurveZMQ; LocalCluster makes the keys in the scratch directory).
-  Both runs are in the same invocation, one after the other, so that CURVE's cost is measured
-  on the same machine in the same minutes.
+  The two clusters run side by side and their points alternate (below), so that CURVE's cost is
+  measured on the same machine within seconds.
 - **etcd** (Debian's ``etcd-server``): three members with their own data dirs, fsync on (no
   ``--unsafe-no-fsync``), driven through the JSON gateway, ``POST /v3/kv/put``.
 - **PySyncObj**: three processes of this script (``--syncobj-node``), each a ``SyncObj`` with a
@@ -48,6 +48,13 @@ per system speaks its protocol on that connection:
 Clients talk to the leader of each system (found before the run), as a leader-aware client does.
 Keys are 16 bytes drawn from ``KEY_SPACE`` keys, values 100 random bytes. Each point runs a
 warm-up, then ``--seconds`` of measurement; only requests completed inside the window count.
+
+**Rounds.** Every point is measured ``--rounds`` times (default 2) and its rounds pooled (all
+their requests and latencies together; the JSON keeps each round's throughput). The systems run
+one after the other, except the two exapyte systems, which are up together: for each point one
+is measured, then the other, in the order A B in one round and B A in the next (and reversed
+from one point to the next). The machine is shared, and its load drifts; in that order a steady
+drift weighs on both alike, and the idle cluster's ticks and heartbeats cost both the same.
 Strong (linearizable, ReadIndex) exapyte ``get``s at the largest client count are measured
 after the writes, over the keys the writes created, in both security modes.
 
@@ -106,6 +113,9 @@ WARMUP_S = 1.0  # per point, before the measurement window
 RESEND_S = 2.0  # a request without a reply for this long is re-sent (same seq for exapyte)
 READY_TIMEOUT_S = 60.0
 DEFAULT_CLIENTS = (1, 16, 64)
+# Two rounds per point, in the order A B then B A: a steady drift of the shared machine's load
+# during the pair weighs on both systems alike.
+DEFAULT_ROUNDS = 2
 EXAPYTE, EXAPYTE_CURVE = "exapyte", "exapyte+curve"  # security.mode off, and curve
 EXAPYTE_SYSTEMS = (EXAPYTE, EXAPYTE_CURVE)
 SYSTEMS = (EXAPYTE, EXAPYTE_CURVE, "etcd", "pysyncobj")
@@ -807,6 +817,9 @@ class Point:
     resends: int = 0
     redirects: int = 0
     cpu: dict[str, float] = field(default_factory=dict)  # % of one core (see cpu_shares)
+    rounds: int = 1
+    round_ops_per_s: list[float] = field(default_factory=list)
+    latencies: list[float] = field(default_factory=list, repr=False)  # seconds, sorted
 
     @property
     def ops_per_s(self) -> float:
@@ -828,6 +841,8 @@ class Point:
             "resends": self.resends,
             "redirects": self.redirects,
             "cpu_percent_of_one_core": self.cpu,
+            "rounds": self.rounds,
+            "ops_per_s_by_round": self.round_ops_per_s or [round(self.ops_per_s, 1)],
         }
 
 
@@ -958,6 +973,7 @@ def run_point(
         proc.join(timeout=10)
     latencies = sorted(x for part in parts for x in part["latencies"])
     point = Point(system, op, clients, workers, ops=len(latencies), seconds=seconds)
+    point.latencies = latencies
     point.p50_ms = percentile(latencies, 0.50) * 1e3
     point.p99_ms = percentile(latencies, 0.99) * 1e3
     point.mean_ms = statistics.fmean(latencies) * 1e3 if latencies else 0.0
@@ -1314,35 +1330,103 @@ def start_system(
 
 
 def run_all(args: argparse.Namespace, scratch: Path, console: Any) -> Outcome:
+    """Each system in the order given; the exapyte systems side by side (see run_group)."""
     outcome = Outcome()
+    exapytes = [s for s in args.systems if s in EXAPYTE_SYSTEMS]
     for system in args.systems:
-        sys_dir = scratch / system
-        sys_dir.mkdir()
-        try:
-            with start_system(system, sys_dir, args.profile) as spec:
-                outcome.versions[system] = spec["version"]
-                outcome.durability[system] = spec["durability"]
-                for clients in args.clients:
-                    workers = workers_for(clients, args.workers)
-                    console.print(f"  {system}: put, {clients} clients, {workers} workers ...")
-                    outcome.points.append(
-                        run_point(system, spec, "put", clients, workers, args.seconds)
-                    )
-                if system in EXAPYTE_SYSTEMS and args.reads:
-                    clients = max(args.clients)
-                    workers = workers_for(clients, args.workers)
-                    console.print(f"  {system}: strong get, {clients} clients ...")
-                    read_spec = dict(spec, consistency="strong")
-                    outcome.points.append(
-                        run_point(system, read_spec, "get", clients, workers, args.seconds)
-                    )
-        except Missing as exc:
+        if system in EXAPYTE_SYSTEMS:
+            if system == exapytes[0]:
+                run_group(exapytes, args, scratch, console, outcome)
+            continue
+        run_group([system], args, scratch, console, outcome)
+    return outcome
+
+
+def run_group(
+    systems: list[str], args: argparse.Namespace, scratch: Path, console: Any, outcome: Outcome
+) -> None:
+    """Start every system of ``systems``, then measure their points alternately: for each round
+    and each point, every system once, the order reversed from one point to the next (A B, B A,
+    ...), so that two systems compared with each other are measured seconds apart and a drift
+    of the shared machine's load weighs on both alike. A point's rounds are pooled."""
+    plan = [("put", clients) for clients in args.clients]
+    if args.reads and any(s in EXAPYTE_SYSTEMS for s in systems):
+        plan.append(("get", max(args.clients)))
+    measured: dict[tuple[str, str, int], list[Point]] = {}
+
+    def fail(system: str, exc: Exception) -> None:
+        if isinstance(exc, Missing):
             outcome.missing[system] = str(exc)
             console.print(f"  [red]{system} missing: {exc}[/]")
-        except Exception as exc:  # noqa: BLE001 - report any failure as a missing system
+        else:
             outcome.missing[system] = f"{type(exc).__name__}: {exc}"
             console.print(f"  [red]{system} failed: {type(exc).__name__}: {exc}[/]")
-    return outcome
+
+    with contextlib.ExitStack() as stack:
+        specs: dict[str, dict[str, Any]] = {}
+        for system in systems:
+            sys_dir = scratch / system
+            sys_dir.mkdir()
+            try:
+                spec = stack.enter_context(start_system(system, sys_dir, args.profile))
+            except Exception as exc:  # noqa: BLE001 - any failure is reported as a missing system
+                fail(system, exc)
+                continue
+            specs[system] = spec
+            outcome.versions[system] = spec["version"]
+            outcome.durability[system] = spec["durability"]
+        for round_ in range(args.rounds):
+            for i, (op, clients) in enumerate(plan):
+                # A B in one round, B A in the next; the next point starts with the last system.
+                order = list(specs) if (round_ + i) % 2 == 0 else list(reversed(specs))
+                for system in order:
+                    if system in outcome.missing or (op == "get" and system not in EXAPYTE_SYSTEMS):
+                        continue
+                    workers = workers_for(clients, args.workers)
+                    what = "put" if op == "put" else "strong get"
+                    console.print(
+                        f"  {system}: {what}, {clients} clients, {workers} workers"
+                        + (f" (round {round_ + 1} of {args.rounds})" if args.rounds > 1 else "")
+                        + " ..."
+                    )
+                    spec = specs[system] if op == "put" else dict(specs[system], consistency="strong")
+                    try:
+                        point = run_point(system, spec, op, clients, workers, args.seconds)
+                    except Exception as exc:  # noqa: BLE001 - reported as a missing system
+                        fail(system, exc)
+                        continue
+                    measured.setdefault((system, op, clients), []).append(point)
+    for system in systems:
+        for op, clients in plan:
+            rounds = measured.get((system, op, clients))
+            if rounds:
+                outcome.points.append(pool_rounds(rounds))
+
+
+def pool_rounds(rounds: list[Point]) -> Point:
+    """One point from its rounds: their requests and latencies together, CPU shares averaged."""
+    if len(rounds) == 1:
+        return rounds[0]
+    first = rounds[0]
+    latencies = sorted(x for p in rounds for x in p.latencies)
+    pooled = Point(
+        first.system, first.op, first.clients, first.workers, ops=len(latencies),
+        seconds=sum(p.seconds for p in rounds), rounds=len(rounds),
+        round_ops_per_s=[round(p.ops_per_s, 1) for p in rounds],
+    )
+    pooled.latencies = latencies
+    pooled.p50_ms = percentile(latencies, 0.50) * 1e3
+    pooled.p99_ms = percentile(latencies, 0.99) * 1e3
+    pooled.mean_ms = statistics.fmean(latencies) * 1e3 if latencies else 0.0
+    pooled.failures = sum(p.failures for p in rounds)
+    pooled.resends = sum(p.resends for p in rounds)
+    pooled.redirects = sum(p.redirects for p in rounds)
+    shared = set.intersection(*(set(p.cpu) for p in rounds))
+    pooled.cpu = {
+        k: round(sum(p.cpu[k] * p.seconds for p in rounds) / pooled.seconds, 1)
+        for k in sorted(shared)
+    }
+    return pooled
 
 
 def ratio(a: float, b: float) -> float | None:
@@ -1524,6 +1608,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--clients", default=",".join(map(str, DEFAULT_CLIENTS)))
     parser.add_argument("--systems", default=",".join(SYSTEMS))
     parser.add_argument("--workers", default="auto", help="load-generator processes per point")
+    parser.add_argument(
+        "--rounds", type=int, default=DEFAULT_ROUNDS,
+        help="measurements per point, alternating between systems measured side by side",
+    )
     parser.add_argument("--json", default=str(REPO_ROOT / "bench" / "results" / "raft.json"))
     parser.add_argument("--dir", default=None, help="data directories (default: beside --json)")
     parser.add_argument("--profile", default=None, help="cProfile the exapyte nodes into DIR")
@@ -1534,8 +1622,11 @@ def main(argv: list[str] | None = None) -> int:
     args.clients = sorted({int(c) for c in args.clients.split(",") if c})
     args.systems = [s for s in args.systems.split(",") if s]
     unknown = set(args.systems) - set(SYSTEMS)
-    if unknown or not args.clients or min(args.clients) < 1 or args.seconds <= 0:
-        parser.error(f"bad --systems/--clients/--seconds (systems: {', '.join(SYSTEMS)})")
+    if unknown or not args.clients or min(args.clients) < 1 or args.seconds <= 0 \
+            or args.rounds < 1:
+        parser.error(
+            f"bad --systems/--clients/--seconds/--rounds (systems: {', '.join(SYSTEMS)})"
+        )
     if args.profile:
         args.profile = os.path.abspath(args.profile)
         os.makedirs(args.profile, exist_ok=True)
@@ -1565,6 +1656,7 @@ def main(argv: list[str] | None = None) -> int:
             "key_space": KEY_SPACE,
             "clients": args.clients,
             "seconds_per_point": args.seconds,
+            "rounds": args.rounds,
             "warmup_s": WARMUP_S,
             "workers": args.workers,
             "members": 3,

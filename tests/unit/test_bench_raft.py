@@ -1,11 +1,15 @@
-"""The raft benchmark's bookkeeping: CPU shares from /proc samples, and CURVE's cost."""
+"""The raft benchmark's bookkeeping: CPU shares from /proc samples, the order of the points of
+systems measured side by side, and CURVE's cost."""
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import io
 import os
 import time
+from pathlib import Path
+from typing import Any
 
 import zmq
 from rich.console import Console
@@ -52,7 +56,7 @@ def test_libzmq_io_threads_are_told_apart_from_the_others() -> None:
     assert bench.thread_ticks(2**22 + 1) == (0, 0)  # no such process: nothing, no error
 
 
-def outcome_of(bench, rows):  # type: ignore[no-untyped-def]
+def outcome_of(bench: Any, rows: list[tuple[str, str, int, int, float]]) -> Any:
     outcome = bench.Outcome()
     for system, op, clients, ops, p50 in rows:
         point = bench.Point(system, op, clients, 1, ops=ops, seconds=1.0)
@@ -93,3 +97,37 @@ def test_without_the_curve_run_its_target_is_not_measured() -> None:
                            Console(file=io.StringIO(), width=200))
     assert summary["curve"]["put_throughput_cost"]["64"] is None
     assert summary["targets"][-1]["met"] is None
+
+
+def test_systems_side_by_side_alternate_their_points_a_b_then_b_a(tmp_path: Path) -> None:
+    bench = load_bench()
+    order: list[tuple[str, str, int]] = []
+
+    def start_system(system: str, directory: Path, profile_dir: str | None) -> Any:
+        return contextlib.nullcontext({"version": "v", "durability": "d"})
+
+    def run_point(system: str, spec: Any, op: str, clients: int, workers: int,
+                  seconds: float) -> Any:
+        order.append((system, op, clients))
+        point = bench.Point(system, op, clients, workers, ops=10 * len(order), seconds=seconds)
+        point.latencies = [0.001 * len(order)] * point.ops
+        point.cpu = {"leader": float(len(order))}
+        return point
+
+    bench.start_system, bench.run_point = start_system, run_point
+    args = argparse.Namespace(systems=["exapyte", "exapyte+curve"], clients=[1, 64],
+                              reads=True, rounds=2, workers="auto", seconds=1.0, profile=None)
+    outcome = bench.run_all(args, tmp_path, Console(file=io.StringIO()))
+    a, b = "exapyte", "exapyte+curve"
+    assert order == [
+        (a, "put", 1), (b, "put", 1), (b, "put", 64), (a, "put", 64), (a, "get", 64),
+        (b, "get", 64),  # round 2: each point in the other order
+        (b, "put", 1), (a, "put", 1), (a, "put", 64), (b, "put", 64), (b, "get", 64),
+        (a, "get", 64),
+    ]
+    pooled = {(p.system, p.op, p.clients): p for p in outcome.points}
+    first = pooled[(a, "put", 1)]  # measured 1st (10 ops) and 8th (80 ops)
+    assert (first.rounds, first.ops, first.seconds) == (2, 90, 2.0)
+    assert first.round_ops_per_s == [10.0, 80.0]
+    assert first.cpu == {"leader": 4.5}
+    assert first.as_json()["ops_per_s_by_round"] == [10.0, 80.0]
