@@ -322,6 +322,7 @@ class CurveClient:
 
     def __init__(self, public: bytes, secret: bytes, server_public: bytes) -> None:
         from nacl.bindings import crypto_box_easy_afternm, crypto_box_open_easy_afternm
+        from nacl.exceptions import CryptoError
         from nacl.public import Box, PrivateKey, PublicKey
 
         self._secret = PrivateKey(secret)
@@ -333,6 +334,7 @@ class CurveClient:
         self._hello_box = Box(self._short, PublicKey(server_public))  # C' -> S
         self._seal_box = crypto_box_easy_afternm
         self._open_box = crypto_box_open_easy_afternm
+        self._crypto_error = CryptoError
         self._key = b""  # the C'/S' key, once WELCOME is in
         self._counter = 0
         self._peer_counter = 0
@@ -398,14 +400,12 @@ class CurveClient:
         return plain[0], plain[1:]
 
     def _open(self, counter: bytes, box: bytes, prefix: bytes, what: str) -> bytes:
-        from nacl.exceptions import CryptoError
-
         (value,) = _U64.unpack(counter)
         if value <= self._peer_counter:
             raise CurveError(f"{what} counter {value} is not above {self._peer_counter}: a replay")
         try:
             plain = self._open_box(box, prefix + counter, self._key)
-        except CryptoError:
+        except self._crypto_error:
             raise CurveError(f"a {what} box does not open: altered, or not from this server") \
                 from None
         self._peer_counter = value
