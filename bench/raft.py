@@ -58,11 +58,12 @@ drift weighs on both alike, and the idle cluster's ticks and heartbeats cost bot
 Strong (linearizable, ReadIndex) exapyte ``get``s at the largest client count are measured
 after the writes, over the keys the writes created, in both security modes.
 
-**CPU accounting.** During each measurement window the bench samples ``/proc``: the CPU time of
-the leader and of the followers, each split into libzmq's I/O threads and the rest (for an
-exapyte node, its loop), of the load generator's workers, and how busy the machine was. The
-load generator shares the two cores with the systems it measures, so its own CPU (more of it
-with CURVE: it encrypts too) is part of every figure.
+**CPU accounting.** At the start and the end of each measurement window the bench reads
+``/proc``: the CPU time of the leader and of the followers, each split into libzmq's I/O threads
+and the rest (for an exapyte node, its loop), and how busy the machine was; the load
+generator's workers count their own CPU time over the window. The load generator shares the two
+cores with the systems it measures, so its own CPU (more of it with CURVE: it encrypts too) is
+part of every figure.
 
 The table, the ratios, CURVE's cost (put throughput: 1 - on/off, p50: on/off - 1) and the
 targets go to the terminal; measured numbers, the CPU shares, the machine and the settings go
@@ -125,7 +126,9 @@ TARGET_ETCD_THROUGHPUT_64 = 1.5  # exapyte / etcd put throughput at 64 clients, 
 TARGET_SYNCOBJ_THROUGHPUT_64 = 1.0  # exapyte / PySyncObj put throughput at 64 clients, at least
 TARGET_P50_1 = 1.5  # exapyte p50 / etcd p50 at 1 client, at most
 TARGET_READ_WRITE_64 = 2.0  # exapyte strong reads / exapyte puts at 64 clients, at least
-TARGET_CURVE_COST_64 = 0.15  # 1 - (CURVE on / off) put throughput at 64 clients, at most
+
+# What security.mode curve may cost against off, the same cluster in the same invocation:
+TARGET_CURVE_COST_64 = 0.15  # 1 - (on / off) put throughput at 64 clients, at most
 
 
 def key_of(n: int) -> bytes:
