@@ -121,7 +121,7 @@ EXAPYTE, EXAPYTE_CURVE = "exapyte", "exapyte+curve"  # security.mode off, and cu
 EXAPYTE_SYSTEMS = (EXAPYTE, EXAPYTE_CURVE)
 SYSTEMS = (EXAPYTE, EXAPYTE_CURVE, "etcd", "pysyncobj")
 
-# Targets from the Raft issue (2-core machine).
+# The performance targets exapyte holds itself to (2-core machine).
 TARGET_ETCD_THROUGHPUT_64 = 1.5  # exapyte / etcd put throughput at 64 clients, at least
 TARGET_SYNCOBJ_THROUGHPUT_64 = 1.0  # exapyte / PySyncObj put throughput at 64 clients, at least
 TARGET_P50_1 = 1.5  # exapyte p50 / etcd p50 at 1 client, at most
