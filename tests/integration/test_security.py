@@ -107,7 +107,10 @@ def curve_dealer(ctx: zmq.Context, endpoint: str, server_key: bytes, public: byt
     return sock
 
 
-def attackers(cluster: LocalCluster, target: str, ctx: zmq.Context) -> dict[str, zmq.Socket]:  # type: ignore[type-arg]
+def attackers(
+    cluster: LocalCluster, target: str, member: str, ctx: zmq.Context  # type: ignore[type-arg]
+) -> dict[str, zmq.Socket]:  # type: ignore[type-arg]
+    """Sockets to ``target``: no CURVE, an unknown key, a client's key, and ``member``'s key."""
     assert cluster.keys_dir is not None
     endpoint = cluster.endpoint(target)
     server_key = zmq.auth.load_certificate(str(key_path(cluster.keys_dir, "nodes", target)))[0]
@@ -116,7 +119,6 @@ def attackers(cluster: LocalCluster, target: str, ctx: zmq.Context) -> dict[str,
     plain.setsockopt(zmq.IDENTITY, b"n2")
     plain.connect(endpoint)
     stranger_pub, stranger_sec = zmq.curve_keypair()
-    member = next(n for n in cluster.node_ids if n != target)
     member_pub, member_sec = zmq.auth.load_certificate(
         str(key_path(cluster.keys_dir, "nodes", member, secret=True))
     )
@@ -137,15 +139,20 @@ def test_forged_peer_messages_change_nothing(cluster: LocalCluster, role: str) -
     assert leader is not None
     follower = next(n for n in cluster.node_ids if n != leader)
     target = leader if role == "leader" else follower
+    # The member whose key forges: the other one of leader and follower, so that the third node,
+    # whose name the forged messages claim, is never the key's own member (who would be
+    # admitted: a member speaks for itself, and a leader message of its term from it would prove
+    # two leaders and stop the target).
+    member = follower if target == leader else leader
+    other = next(n for n in cluster.node_ids if n not in (leader, follower))
     term = before["terms"][leader]
     ctx = zmq.Context()
     try:
-        socks = attackers(cluster, target, ctx)
+        socks = attackers(cluster, target, member, ctx)
         for name, sock in socks.items():
             messages = forged(cluster, leader, follower, term)
             if name == "member key":
                 # The sender id must be the key's member: claim to be the third node instead.
-                other = next(n for n in cluster.node_ids if n not in (leader, follower))
                 messages = [
                     type(m)(**{**{f: getattr(m, f) for f in m.__struct_fields__}, "frm": other})
                     for m in messages
