@@ -61,3 +61,6 @@ RAFT_MAX_BYTES_PER_MSG_DEFAULT = 1024 * 1024  # payload bytes batched into one a
 RAFT_SNAPSHOT_CHUNK_BYTES_DEFAULT = 1024 * 1024  # snapshot bytes per InstallSnapshot message
 RAFT_SNAPSHOT_BYTES_MAX = 4 * 1024 * 1024 * 1024  # a follower refuses a larger snapshot
 RAFT_REPLICATE_STALL_HEARTBEATS = 3  # heartbeat answers without ack progress before re-probing
+# Terms and indexes are stored as signed 64-bit integers (SQLite INTEGER, msgpack) and grow by one
+# per election or entry: a peer message carrying a larger one is dropped as malformed.
+RAFT_TERM_INDEX_MAX = 2**62

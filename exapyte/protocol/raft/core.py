@@ -157,6 +157,106 @@ class RaftConfig(msgspec.Struct, frozen=True):
 _LEADER_MESSAGES = (Append, Heartbeat, InstallSnapshot)
 
 _HANDLED = frozenset(RAFT_MESSAGE_TYPES)
+_ENTRY_KINDS = frozenset(int(k) for k in EntryKind)
+_CHANGE_KINDS = frozenset(int(k) for k in ConfChangeKind)
+_NUMBER_MAX = limits.RAFT_TERM_INDEX_MAX
+
+
+def _in_range(*values: int) -> bool:
+    for value in values:
+        if not 0 <= value <= _NUMBER_MAX:
+            return False
+    return True
+
+
+def valid_change(change: ConfChange) -> bool:
+    """Whether ``change`` names a known kind and a node (a change may still be a no-op)."""
+    return change.kind in _CHANGE_KINDS and isinstance(change.node_id, str) and bool(change.node_id)
+
+
+def _entries_follow(m: Append) -> bool:
+    """Entries continue (prev_index, prev_term) one index at a time, with terms that never
+    decrease and never pass the sender's term, of known kinds, and conf changes decode."""
+    expected = m.prev_index + 1
+    floor = m.prev_term
+    for entry in m.entries:
+        if entry.index != expected or not floor <= entry.term <= m.term:
+            return False
+        if entry.kind not in _ENTRY_KINDS:
+            return False
+        if entry.kind == EntryKind.CONF_CHANGE:
+            try:
+                change = decode_conf_change(entry.data)
+            except (msgspec.DecodeError, msgspec.ValidationError):
+                return False
+            if not valid_change(change):
+                return False
+        expected += 1
+        floor = entry.term
+    return True
+
+
+def _sane_conf(conf: ConfState) -> bool:
+    """A configuration this core could have produced: voters, named, disjoint from learners,
+    single-server changes only (no joint configuration)."""
+    voters, learners = conf.voters, conf.learners
+    return (
+        bool(voters)
+        and not conf.voters_outgoing
+        and all(isinstance(n, str) and n for n in voters + learners)
+        and len(set(voters)) == len(voters)
+        and len(set(learners)) == len(learners)
+        and not set(voters) & set(learners)
+    )
+
+
+def malformed(m: Any) -> str | None:
+    """Why a Raft message cannot have been sent by a correct peer (the drop counter's name), or
+    None. Checks only the message itself; the receiver's state decides the rest."""
+    kind = type(m)
+    if not _in_range(m.term):
+        return "malformed"
+    if kind is Append:
+        if not _in_range(m.prev_index, m.prev_term, m.commit) or m.prev_term > m.term:
+            return "malformed"
+        if m.prev_index == 0 and m.prev_term != 0:
+            return "malformed"  # index 0 is the empty log, of term 0
+        return None if _entries_follow(m) else "malformed_entries"
+    if kind is AppendResp:
+        if not _in_range(m.index, m.hint_index, m.hint_term):
+            return "malformed"
+        # A rejection's hint is at most one past the rejected index, and names a term the
+        # follower can hold, so never one above its own.
+        if m.reject and (m.hint_index > m.index + 1 or m.hint_term > m.term):
+            return "malformed_hint"
+        return None
+    if kind is Vote or kind is PreVote:
+        if not _in_range(m.last_index, m.last_term) or m.last_term > m.term:
+            return "malformed"
+        if m.last_index == 0 and m.last_term != 0:
+            return "malformed"
+        return None
+    if kind is Heartbeat:
+        return None if _in_range(m.commit, m.ctx) else "malformed"
+    if kind is HeartbeatResp:
+        return None if _in_range(m.ctx) else "malformed"
+    if kind is InstallSnapshot:
+        meta = m.meta
+        if not _in_range(meta.index, meta.term, m.offset):
+            return "malformed"
+        if meta.index == 0 or meta.term == 0 or meta.term > m.term or not _sane_conf(meta.conf):
+            return "malformed_snapshot"
+        # A chunk lies inside an image of 1..RAFT_SNAPSHOT_BYTES_MAX bytes (a state machine's
+        # image is never empty), and the last chunk is the one that reaches its end.
+        end = m.offset + len(m.data)
+        if not 1 <= m.size <= limits.RAFT_SNAPSHOT_BYTES_MAX or end > m.size:
+            return "malformed_snapshot"
+        if m.done != (end == m.size):
+            return "malformed_snapshot"
+        return None
+    if kind is InstallSnapshotResp:
+        return None if _in_range(m.index, m.received) else "malformed"
+    return None  # VoteResp, PreVoteResp, TimeoutNow: only the term
 
 
 def apply_change(conf: ConfState, change: ConfChange) -> ConfState:
@@ -498,6 +598,12 @@ class Raft(ConsensusCore):
                 f"cannot compact to {index}: the log holds {self.log.first_index}.."
                 f"{self.log.last_index}"
             )
+        if not 1 <= len(snapshot.data) <= limits.RAFT_SNAPSHOT_BYTES_MAX:
+            # Followers refuse any other size (see malformed()), so it could never be sent.
+            raise ProtocolMisuse(
+                f"a snapshot's data must hold 1..{limits.RAFT_SNAPSHOT_BYTES_MAX} bytes, "
+                f"not {len(snapshot.data)}"
+            )
         term = meta.term or held
         conf = meta.conf if meta.conf != ConfState() else self.conf_at(index)
         full = Snapshot(SnapshotMeta(index=index, term=term, conf=conf), snapshot.data)
@@ -521,8 +627,9 @@ class Raft(ConsensusCore):
         if m.frm == self._id or not m.frm:
             self._count("bad_sender")
             return
-        if m.term < 0 or not self._well_formed(m):
-            self._count("malformed")
+        cause = malformed(m)
+        if cause is not None:
+            self._count(cause)
             return
 
         if m.term > self._term:
@@ -559,41 +666,6 @@ class Raft(ConsensusCore):
             self._on_vote_request(m)
             return
         self._step(m)
-
-    def _well_formed(self, m: Any) -> bool:
-        kind = type(m)
-        if kind is Append:
-            if m.prev_index < 0 or m.prev_term < 0 or m.commit < 0 or m.prev_term > m.term:
-                return False
-            expected = m.prev_index + 1
-            floor = m.prev_term
-            for entry in m.entries:
-                if entry.index != expected or entry.term < floor or entry.term > m.term:
-                    return False
-                expected += 1
-                floor = entry.term
-            return True
-        if kind is AppendResp:
-            return m.index >= 0 and m.hint_index >= 0 and m.hint_term >= 0
-        if kind is Vote or kind is PreVote:
-            return m.last_index >= 0 and 0 <= m.last_term <= m.term
-        if kind is Heartbeat:
-            return m.commit >= 0 and m.ctx >= 0
-        if kind is HeartbeatResp:
-            return m.ctx >= 0
-        if kind is InstallSnapshot:
-            meta = m.meta
-            return (
-                meta.index > 0
-                and 0 < meta.term <= m.term
-                and bool(meta.conf.voters)
-                and 0 <= m.offset
-                and m.offset + len(m.data) <= m.size <= limits.RAFT_SNAPSHOT_BYTES_MAX
-                and m.done == (m.offset + len(m.data) == m.size)
-            )
-        if kind is InstallSnapshotResp:
-            return m.index >= 0 and m.received >= 0
-        return True
 
     def _on_vote_request(self, m: Vote | PreVote) -> None:
         pre = type(m) is PreVote
