@@ -155,6 +155,7 @@ class RaftConfig(msgspec.Struct, frozen=True):
 
 
 _LEADER_MESSAGES = (Append, Heartbeat, InstallSnapshot)
+_RESPONSES = frozenset({AppendResp, HeartbeatResp, InstallSnapshotResp, VoteResp, PreVoteResp})
 
 _HANDLED = frozenset(RAFT_MESSAGE_TYPES)
 _ENTRY_KINDS = frozenset(int(k) for k in EntryKind)
@@ -631,6 +632,30 @@ class Raft(ConsensusCore):
         if cause is not None:
             self._count(cause)
             return
+        if kind in _RESPONSES and not self._asks(m.frm, kind):
+            # We send requests only to members (vote requests only to voters): this answers
+            # nothing we asked, and a removed node must not move our term.
+            self._count("not_asked")
+            return
+
+        if m.term < self._term:
+            if (self.cfg.check_quorum or self.cfg.pre_vote) and (
+                kind is Append or kind is Heartbeat
+            ):
+                # Tell the deposed leader our term (otherwise, with pre-vote, a node whose term
+                # was raised while partitioned could be ignored forever).
+                self._send(AppendResp(self._id, m.frm, self._term, index=0, reject=True))
+            elif kind is PreVote:
+                self._send(PreVoteResp(self._id, m.frm, self._term, reject=True))
+            else:
+                self._count("stale_term")
+            return
+        if kind is TimeoutNow and (m.term != self._term or m.frm != self._leader):
+            # A leader sends TimeoutNow only to a node that acknowledged its appends in its
+            # term, so the target already follows it in that term: anything else is not a
+            # transfer this node takes part in.
+            self._count("timeout_now_not_from_leader")
+            return
 
         if m.term > self._term:
             if kind is Vote or kind is PreVote:
@@ -649,23 +674,17 @@ class Raft(ConsensusCore):
                 self._become_follower(m.term, m.frm)
             else:
                 self._become_follower(m.term, None)
-        elif m.term < self._term:
-            if (self.cfg.check_quorum or self.cfg.pre_vote) and (
-                kind is Append or kind is Heartbeat
-            ):
-                # Tell the deposed leader our term (otherwise, with pre-vote, a node whose term
-                # was raised while partitioned could be ignored forever).
-                self._send(AppendResp(self._id, m.frm, self._term, index=0, reject=True))
-            elif kind is PreVote:
-                self._send(PreVoteResp(self._id, m.frm, self._term, reject=True))
-            else:
-                self._count("stale_term")
-            return
 
         if kind is Vote or kind is PreVote:
             self._on_vote_request(m)
             return
         self._step(m)
+
+    def _asks(self, node: str, response: type) -> bool:
+        """Whether this node sends ``node`` the requests that ``response`` answers."""
+        if response is VoteResp or response is PreVoteResp:
+            return self.trk.is_voter(node)
+        return node in self.trk.progress
 
     def _on_vote_request(self, m: Vote | PreVote) -> None:
         pre = type(m) is PreVote
@@ -691,18 +710,15 @@ class Raft(ConsensusCore):
 
     def _step_follower(self, m: Any) -> None:
         kind = type(m)
-        if kind is Append:
+        if kind in _LEADER_MESSAGES:
             self._election_elapsed = 0
             self._leader = m.frm
-            self._on_append(m)
-        elif kind is Heartbeat:
-            self._election_elapsed = 0
-            self._leader = m.frm
-            self._on_heartbeat(m)
-        elif kind is InstallSnapshot:
-            self._election_elapsed = 0
-            self._leader = m.frm
-            self._on_snapshot(m)
+            if kind is Append:
+                self._on_append(m)
+            elif kind is Heartbeat:
+                self._on_heartbeat(m)
+            else:
+                self._on_snapshot(m)
         elif kind is TimeoutNow:
             if self._promotable():
                 self._hup(transfer=True)
@@ -719,8 +735,9 @@ class Raft(ConsensusCore):
             return
         pre = self._role is Role.PRE_CANDIDATE
         if (pre and kind is PreVoteResp) or (not pre and kind is VoteResp):
-            if not self.trk.is_voter(m.frm):
-                self._count("vote_from_non_voter")
+            if pre and not m.reject and m.term != self._term + 1:
+                # A grant echoes the term asked about: this one answers another round.
+                self._count("prevote_other_round")
                 return
             self.trk.record_vote(m.frm, not m.reject)
             result = self.trk.vote_result()
@@ -747,6 +764,29 @@ class Raft(ConsensusCore):
         pr = self.trk.progress.get(m.frm)
         if pr is None:
             self._count("unknown_peer")
+            return
+        log = self.log
+        if kind is AppendResp:
+            if m.index > log.last_index:
+                if m.reject:
+                    # We never sent an append after our last index.
+                    self._count("reject_not_sent")
+                    return
+                # A follower of this term holds (or has committed) entries this leader lacks:
+                # it acknowledges an index past our last one, which we never sent, either as
+                # the end of an append of ours or as its own commit index (§5.4, leader
+                # completeness: only a leader elected without a committed entry is told that).
+                raise InvariantViolation(
+                    f"leader completeness: {self._id} is leader of term {self._term} with last "
+                    f"index {log.last_index}, but {m.frm} acknowledges index {m.index}: a "
+                    "committed entry is missing from the leader's log"
+                )
+        elif kind is HeartbeatResp:
+            if m.ctx > self.reads.round:
+                self._count("ctx_not_sent")
+                return
+        elif m.done and m.index > log.last_index:
+            self._count("snapshot_resp_beyond_log")
             return
         pr.recent_active = True
         if kind is AppendResp:
@@ -1005,14 +1045,6 @@ class Raft(ConsensusCore):
             else:
                 self._count("stale_reject")
             return
-        if m.index > log.last_index:
-            # A follower of this term holds (or has committed) entries this leader lacks: only a
-            # leader elected without a complete log can be told that (§5.4, leader completeness).
-            raise InvariantViolation(
-                f"{self._id} is leader of term {self._term} with last index {log.last_index}, "
-                f"but {m.frm} acknowledges index {m.index}: a committed entry is missing from "
-                "the leader's log (leader completeness)"
-            )
         updated = pr.maybe_update(m.index)
         # A probe answered at the known match also proves where the logs agree.
         if updated or (pr.state is ProgressState.PROBE and pr.match == m.index):
@@ -1030,9 +1062,6 @@ class Raft(ConsensusCore):
                 self._send(TimeoutNow(self._id, m.frm, self._term))
 
     def _on_heartbeat_resp(self, m: HeartbeatResp, pr: Any) -> None:
-        if m.ctx > self.reads.round:
-            self._count("malformed")
-            return
         if m.ctx:
             self.reads.ack(m.frm, m.ctx)
             self._release_reads()
@@ -1066,9 +1095,8 @@ class Raft(ConsensusCore):
             ):
                 pr.snapshot_elapsed = 0  # the transfer is alive
                 self._send_snapshot_chunk(m.frm, m.received)
-            return
-        if m.index > self.log.last_index:
-            self._count("malformed")
+            else:
+                self._count("snapshot_ack_unexpected")  # late, or for a transfer we never made
             return
         if m.reject:
             pr.become_probe()
