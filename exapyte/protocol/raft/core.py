@@ -711,6 +711,13 @@ class Raft(ConsensusCore):
     def _step_follower(self, m: Any) -> None:
         kind = type(m)
         if kind in _LEADER_MESSAGES:
+            if self._leader is not None and self._leader != m.frm:
+                # Only a leader sends these, and _leader is the node that sent them to us in
+                # this term: two nodes lead the same term.
+                raise InvariantViolation(
+                    f"election safety: {self._leader} and {m.frm} both sent leader messages to "
+                    f"{self._id} for the same term {self._term}"
+                )
             self._election_elapsed = 0
             self._leader = m.frm
             if kind is Append:
@@ -755,7 +762,7 @@ class Raft(ConsensusCore):
         kind = type(m)
         if kind in _LEADER_MESSAGES:
             raise InvariantViolation(
-                f"{self._id} is leader of term {self._term} and received "
+                f"election safety: {self._id} is leader of term {self._term} and received "
                 f"{kind.__name__} from {m.frm} for the same term"
             )
         if kind is not AppendResp and kind is not HeartbeatResp and kind is not InstallSnapshotResp:
