@@ -331,6 +331,7 @@ class Raft(ConsensusCore):
             self.log = ReplicatedLog(p.snapshot, p.entries, p.hard_state.commit, applied)
             self._prev_hs = HardState(self._term, self._vote, self.log.committed)
 
+        self._dropped: dict[str, int] = {}
         self.trk = ProgressTracker(config.max_inflight_msgs)
         base_conf = p.snapshot.meta.conf if p.snapshot is not None else ConfState()
         self._confs: list[tuple[int, ConfState]] = [(self.log.offset, base_conf)]
@@ -343,7 +344,6 @@ class Raft(ConsensusCore):
         self.reads = ReadIndexTracker()
         self._msgs: list[Any] = []
         self._read_states: list[ReadState] = []
-        self._dropped: dict[str, int] = {}
         self._in_ready: Ready | None = None
         self._leader: str | None = None
         self._role = Role.FOLLOWER
@@ -1117,15 +1117,26 @@ class Raft(ConsensusCore):
     # === membership ========================================================================
 
     def _apply_conf_entry(self, entry: Entry) -> None:
+        conf = self._conf_after(entry)
+        if conf is None:
+            # Every replica applies the same bytes to the same configuration (log matching),
+            # so every replica ignores this entry alike: the group stays in agreement.
+            self._count("conf_change_ignored")
+            return
+        self.trk.apply_conf(conf, self.log.last_index + 1)
+        self._confs.append((entry.index, conf))
+
+    def _conf_after(self, entry: Entry) -> ConfState | None:
+        """The configuration after applying ``entry``, or None when it cannot apply: it does
+        not decode, names no known change or no node, or would leave no voter."""
         try:
             change = decode_conf_change(entry.data)
         except (msgspec.DecodeError, msgspec.ValidationError):
-            raise InvariantViolation(
-                f"committed CONF_CHANGE entry {entry.index} cannot be decoded"
-            ) from None
+            return None
+        if not valid_change(change):
+            return None
         conf = apply_change(self.trk.conf_state(), change)
-        self.trk.apply_conf(conf, self.log.last_index + 1)
-        self._confs.append((entry.index, conf))
+        return conf if conf.voters else None
 
     def _after_conf_applied(self) -> None:
         if self._role is Role.LEADER:
