@@ -355,8 +355,8 @@ class Raft(ConsensusCore):
         self._transfer_elapsed = 0
         self._need_bcast = False
         self._need_commit_bcast = False
-        # a follower's snapshot being received in chunks: its meta and the bytes so far
-        self._snapshot_rx: tuple[SnapshotMeta, bytearray] | None = None
+        # a follower's snapshot being received in chunks: its meta, its size, the bytes so far
+        self._snapshot_rx: tuple[SnapshotMeta, int, bytearray] | None = None
         self._step: Callable[[Any], None] = self._step_follower
         self._tick: Callable[[], None] = self._tick_election
         self._become_follower(self._term, None)
@@ -894,7 +894,6 @@ class Raft(ConsensusCore):
         log = self.log
         if meta.index <= log.committed:
             self._count("snapshot_stale")
-            self._snapshot_rx = None
             self._send(InstallSnapshotResp(self._id, m.frm, self._term, index=log.committed))
             return
         if log.match_term(meta.index, meta.term):
@@ -905,17 +904,18 @@ class Raft(ConsensusCore):
             return
         rx = self._snapshot_rx
         if m.offset == 0:
-            rx = self._snapshot_rx = (meta, bytearray())
-        if rx is None or rx[0] != meta or m.offset != len(rx[1]):
+            rx = self._snapshot_rx = (meta, m.size, bytearray())
+        same = rx is not None and rx[0] == meta and rx[1] == m.size
+        if rx is None or not same or m.offset != len(rx[2]):
             # Not the chunk that continues our buffer (lost, duplicated or reordered, or
             # another snapshot): say what we hold of this one, so the leader resends from there.
-            held = len(rx[1]) if rx is not None and rx[0] == meta else 0
+            held = len(rx[2]) if rx is not None and same else 0
             self._count("snapshot_chunk_out_of_order")
             self._send(InstallSnapshotResp(
                 self._id, m.frm, self._term, index=meta.index, done=False, received=held
             ))
             return
-        buffer = rx[1]
+        buffer = rx[2]
         buffer += m.data
         if not m.done:
             self._send(InstallSnapshotResp(
