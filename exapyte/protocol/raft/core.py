@@ -64,10 +64,62 @@ override leader stickiness. The transfer is abandoned after an election timeout.
 Check-quorum (thesis §6.2): a leader that has not heard from a quorum of voters within an
 election timeout steps down.
 
-Defensive input handling: messages for another node, from this node, from unknown peers (for
-responses), with stale terms or impossible indexes are dropped and counted in
-``status().dropped``. Two leaders in one term, truncating a committed entry, or committing past
-the log raise :class:`~exapyte.errors.InvariantViolation`.
+Defensive input handling. Raft trusts its members: a well-formed message at the current or a
+newer term that claims authority (a leader's append, a vote, an acknowledgement) is believed, as
+the paper assumes, and the node shell lets only authenticated members reach the core, each in
+its own name (``frm`` must be the member whose key sent it). Anything else a peer can send is
+checked before it changes anything, and a message that fails a check is dropped, changes
+nothing, and is counted in ``status().dropped`` under its cause:
+
+- ``unknown_message``, ``misrouted`` (``to`` is not us), ``bad_sender`` (``frm`` empty or us);
+- ``malformed``: a term or index below 0 or above ``RAFT_TERM_INDEX_MAX`` (stored terms and
+  indexes must fit a signed 64-bit integer after growing), a previous, last or snapshot term
+  above the message's term, index 0 with a non-zero term; ``malformed_entries``: entries that
+  do not continue ``(prev_index, prev_term)`` one index at a time with non-decreasing terms up
+  to the message's term, or of an unknown kind, or a CONF_CHANGE that does not decode to a known
+  change of a named node; ``malformed_snapshot``: a snapshot whose meta this core could not have
+  made (no voter, unnamed or repeated members, a voter that is also a learner, a joint
+  configuration) or a chunk outside an image of 1..``RAFT_SNAPSHOT_BYTES_MAX`` bytes, or whose
+  ``done`` does not mark the chunk that reaches the end; ``malformed_hint``: a rejection whose
+  hint points more than one past the rejected index or names a term above the follower's;
+- ``not_asked``: a response from a node we send no requests to (append, heartbeat and snapshot
+  answers only from members, vote answers only from voters), so a removed node cannot move our
+  term; ``stale_term``: any other message of an older term (a stale append or heartbeat is
+  answered with our term instead, so a deposed leader learns it; a stale pre-vote is refused);
+- ``timeout_now_not_from_leader``: a TimeoutNow not from the leader we follow in its term (a
+  leader sends it only to a node that acknowledged it in that term), so nobody else can force an
+  election; ``timeout_now_not_voter``: we cannot campaign;
+- ``vote_in_lease`` (leader stickiness), ``prevote_other_round`` (a pre-vote grant for a term
+  we did not ask about), ``unexpected_<Message>`` (a message our role does not take);
+- at a leader: ``reject_not_sent`` (a rejection of an index past our log), ``ctx_not_sent`` (a
+  read-index round we have not started), ``snapshot_resp_beyond_log``, ``snapshot_ack_unexpected``
+  (a chunk acknowledgement for a transfer not in progress), ``stale_reject``, ``unknown_peer``;
+- at a follower: ``snapshot_stale`` and ``snapshot_chunk_out_of_order`` are answered with where
+  we are, so the leader resends from there.
+
+A message from a node outside our configuration is not refused for that alone: a leader or a
+candidate may be a voter whose addition we have not applied yet (or we may be joining and know no
+configuration), and refusing it could stall the group. Committed content never makes the core
+raise either: a CONF_CHANGE entry that does not decode, names no known change or would leave no
+voter is applied as no change (``conf_change_ignored``), the same way on every replica, because
+every replica applies the same bytes to the same configuration.
+
+Only a message that proves the cluster's safety is already broken raises
+:class:`~exapyte.errors.InvariantViolation`, stopping the node (fail-stop), as etcd does:
+
+1. a leader receives Append, Heartbeat or InstallSnapshot of its own term: only a leader sends
+   them, so two nodes lead the same term (*election safety*);
+2. a follower or learner that follows leader L in term T receives one of them for T from
+   another node: ``_leader`` is only ever the node that sent us a leader message in the current
+   term, so again two leaders of T (*election safety*);
+3. a leader receives a successful AppendResp of its term acknowledging an index past its last
+   one: the follower acknowledges either the end of an append this leader sent or its own
+   commit index, and this leader never sent past its log (which only grows within a term), so
+   the follower committed an entry the leader lacks (*leader completeness*).
+
+The other raises of InvariantViolation guard the core's own bookkeeping and no message reaches
+them: the checks above keep appends after the commit index (so a committed entry is never
+truncated or contradicted), commit indexes within the log and restored snapshots beyond it.
 """
 
 from __future__ import annotations
