@@ -64,3 +64,4 @@ RAFT_REPLICATE_STALL_HEARTBEATS = 3  # heartbeat answers without ack progress be
 # Terms and indexes are stored as signed 64-bit integers (SQLite INTEGER, msgpack) and grow by one
 # per election or entry: a peer message carrying a larger one is dropped as malformed.
 RAFT_TERM_INDEX_MAX = 2**62
+RAFT_READ_TIMEOUT_ELECTIONS = 1  # a leader fails a read not confirmed within this many timeouts

@@ -98,9 +98,10 @@ class ConsensusCore(abc.ABC):
 
     @abc.abstractmethod
     def read(self, request_id: bytes) -> None:
-        """Ask for a linearizable read; a ``ReadState`` with this id appears in a later Ready.
+        """Ask for a linearizable read; a ``ReadState`` with this id appears in a later Ready,
+        or the id appears in a later Ready's ``failed_reads`` (every read ends in one of them).
 
-        Raises NotLeader(leader_hint) on a non-leader.
+        Raises NotLeader(leader_hint) on a non-leader, ProtocolMisuse for an id still pending.
         """
 
     @abc.abstractmethod

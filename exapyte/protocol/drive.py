@@ -25,7 +25,10 @@ Each call takes at most one :class:`~exapyte.protocol.types.Ready` and applies i
    own routing). **The core applies conf changes itself**, in step 5, for exactly the entries
    the host was given here.
 4. **answer reads** — ``host.answer_reads(read_states)``. Every ReadState in a Ready has an
-   index at or below the applied index reached in step 3, so the host answers it at once.
+   index at or below the applied index reached in step 3, so the host answers it at once. Then
+   ``host.fail_reads(failed_reads)``: reads the core gave up on (leadership lost, or not
+   confirmed in time); the host fails them so the client retries. Every ``read()`` ends in
+   exactly one of the two.
 5. **advance** — ``core.advance(ready)``: the core marks entries stable and applied, applies
    committed membership changes, and may produce a new Ready (for example the commit a
    single-node leader reaches once its own entry is durable). Hence: loop until False.
@@ -64,6 +67,8 @@ class Host(Protocol):
 
     def answer_reads(self, read_states: Sequence[ReadState]) -> None: ...
 
+    def fail_reads(self, request_ids: Sequence[bytes]) -> None: ...
+
 
 def drive(core: ConsensusCore, host: Host) -> bool:
     """Apply at most one Ready of ``core`` to ``host``; returns whether there was one."""
@@ -82,6 +87,8 @@ def drive(core: ConsensusCore, host: Host) -> bool:
         host.apply(rd.committed_entries)
     if rd.read_states:
         host.answer_reads(rd.read_states)
+    if rd.failed_reads:
+        host.fail_reads(rd.failed_reads)
     core.advance(rd)
     return True
 

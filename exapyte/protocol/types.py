@@ -11,7 +11,7 @@ effects the core wants, and :func:`exapyte.protocol.drive.drive` applies it in o
 2. **send** ``messages`` (only now: a vote or an append acknowledgement must never leave
    before the state it promises is durable);
 3. **apply** ``committed_entries`` to the state machine, in index order, then answer the
-   ``read_states`` whose index has been applied;
+   ``read_states`` whose index has been applied and fail the ``failed_reads``;
 4. **advance**: tell the core the ``Ready`` was handled, so it can move its stable marks.
 
 Words keep one meaning everywhere: *commit* means durable on a quorum; *apply* means executed
@@ -139,6 +139,9 @@ class Ready(msgspec.Struct, frozen=True):
     - ``committed_entries``: apply to the state machine, in order.
     - ``read_states``: linearizable reads that may be answered once the state machine has applied
       their index.
+    - ``failed_reads``: request ids of reads the core will never answer (leadership was lost, or
+      the read could not be confirmed within its timeout): the host fails them, so the client
+      retries. Every read ends in exactly one ReadState or one failed read.
     - ``must_sync``: whether the persist step needs an fsync (False when only ``commit`` moved).
     """
 
@@ -149,6 +152,7 @@ class Ready(msgspec.Struct, frozen=True):
     early_messages: tuple[msgspec.Struct, ...] = ()
     committed_entries: tuple[Entry, ...] = ()
     read_states: tuple[ReadState, ...] = ()
+    failed_reads: tuple[bytes, ...] = ()
     must_sync: bool = False
 
 

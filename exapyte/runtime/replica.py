@@ -13,7 +13,10 @@ Theory of operation
   exactly-once anyway).
 - **Strong reads** use ReadIndex: the leader records its commit index, confirms it is still
   leader with a heartbeat round, and answers once that index is applied. Followers answer
-  ``not_leader`` with the leader's id and endpoint, which the client follows.
+  ``not_leader`` with the leader's id and endpoint, which the client follows. Every read waiting
+  here ends: the core answers it or fails it (``fail_reads``: leadership lost, answered with
+  ``not_leader`` and the new leader if known, else ``unavailable``; not confirmed within an
+  election timeout, answered ``unavailable``), so the client retries elsewhere.
 - **Weaker levels** are served by any replica from applied state, within each level's promise:
   ``session`` needs this replica to have applied the client's session token, ``bounded_staleness``
   needs a leader heard from within the time bound and at most K entries applied behind the
@@ -270,7 +273,7 @@ class Replica(ServiceBase):
         if len(self.pending_reads) >= limits.PENDING_REQUESTS_MAX:
             self.error(identity, req, ReplyCode.OVERLOADED, "too many reads in flight")
             return
-        self._read_seq += 1
+        self._read_seq += 1  # never reused: the core and pending_reads know a read by its id
         request_id = self._read_seq.to_bytes(8, "big")
         try:
             self.core.read(request_id)
@@ -294,11 +297,6 @@ class Replica(ServiceBase):
     def flush(self) -> None:
         while drive(self.core, self):
             pass
-        if self.pending_reads and self.core.role is not Role.LEADER:
-            # Leadership was lost: the reads can no longer be confirmed here.
-            reads, self.pending_reads = self.pending_reads, {}
-            for identity, req in reads.values():
-                self._redirect(identity, req, self.core.leader)
 
     def persist(
         self,
@@ -363,6 +361,22 @@ class Replica(ServiceBase):
             waiting = self.pending_reads.pop(rs.request_id, None)
             if waiting is not None:
                 self.read_local(*waiting)
+
+    def fail_reads(self, request_ids: Sequence[bytes]) -> None:
+        leading = self.core.role is Role.LEADER
+        for request_id in request_ids:
+            waiting = self.pending_reads.pop(request_id, None)
+            if waiting is None:
+                continue
+            identity, req = waiting
+            self.count("reads_failed")
+            if leading:
+                self.error(
+                    identity, req, ReplyCode.UNAVAILABLE,
+                    "the read was not confirmed by a quorum within an election timeout; retry",
+                )
+            else:  # leadership was lost: the reads can no longer be confirmed here
+                self._redirect(identity, req, self.core.leader)
 
     # -- maintenance --------------------------------------------------------------------------
 

@@ -131,6 +131,7 @@ class NodeHost:
         self.kv = KV()
         self.applied_log: list[Entry] = []
         self.read_results: dict[bytes, tuple[int, dict[str, str]]] = {}
+        self.failed_reads: list[bytes] = []
         self.events: list[str] = []
 
     def persist(
@@ -169,6 +170,11 @@ class NodeHost:
             self.read_results[rs.request_id] = (rs.index, dict(self.kv.data))
             self.cluster.on_read(self.node_id, rs, self.kv.data)
 
+    def fail_reads(self, request_ids: Sequence[bytes]) -> None:
+        self.events.append("failed_reads")
+        self.failed_reads.extend(request_ids)
+        self.cluster.failed_reads.extend(request_ids)
+
 
 class Cluster:
     def __init__(
@@ -200,6 +206,7 @@ class Cluster:
         self.proposed: dict[tuple[int, int], tuple[str, bytes]] = {}
         self.acked: list[bytes] = []
         self.read_answers: list[tuple[str, ReadState, dict[str, str]]] = []
+        self.failed_reads: list[bytes] = []
         self.delivered = 0
         for n in self.ids:
             self.hosts[n] = NodeHost(self, n)

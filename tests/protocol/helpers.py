@@ -18,6 +18,7 @@ class RecordingHost:
         self.sent: list[Any] = []
         self.applied: list[Entry] = []
         self.reads: list[Any] = []
+        self.failed_reads: list[bytes] = []
         self.hard_state = HardState()
 
     def persist(self, hard_state, entries, snapshot, sync) -> None:  # type: ignore[no-untyped-def]
@@ -39,6 +40,10 @@ class RecordingHost:
     def answer_reads(self, read_states) -> None:  # type: ignore[no-untyped-def]
         self.calls.append(("reads", tuple(read_states)))
         self.reads.extend(read_states)
+
+    def fail_reads(self, request_ids) -> None:  # type: ignore[no-untyped-def]
+        self.calls.append(("failed_reads", tuple(request_ids)))
+        self.failed_reads.extend(request_ids)
 
     def take(self) -> list[Any]:
         sent, self.sent = self.sent, []

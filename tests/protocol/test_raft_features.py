@@ -166,7 +166,7 @@ def test_reads_are_batched_into_one_round() -> None:
     assert order == [f"r{i}".encode() for i in range(50)]
 
 
-# Raft §8: a deposed leader cannot answer a read (no quorum confirms it)
+# Raft §8: a deposed leader cannot answer a read (no quorum confirms it); it fails it
 def test_isolated_leader_never_answers_read() -> None:
     c = Cluster(seed=5)
     c.elect("n1")
@@ -176,6 +176,7 @@ def test_isolated_leader_never_answers_read() -> None:
         c.tick(nodes=["n1"])
         c.stabilize()
     assert b"stale" not in c.hosts["n1"].read_results
+    assert c.hosts["n1"].failed_reads == [b"stale"]
 
 
 # Raft §8: a new leader answers reads only after committing an entry of its term
@@ -190,7 +191,7 @@ def test_read_waits_for_first_commit_of_term() -> None:
     assert leader.log.term(leader.log.committed) != leader.term
     leader.read(b"early")
     c.drive_all()
-    assert leader.reads.waiting == [b"early"]
+    assert [request_id for request_id, _ in leader.reads.waiting] == [b"early"]
     c.stabilize()
     c.stabilize()
     assert b"early" in c.hosts["n1"].read_results

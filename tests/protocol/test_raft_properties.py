@@ -5,7 +5,8 @@ restarts, ticks, proposals and reads. The cluster fixture checks election safety
 leader completeness and state-machine safety after every delivery. At the end the faults heal,
 every node restarts, and every acknowledged write (committed and applied on the leader that
 proposed it) must be in every node's state; every answered read must have seen every write
-acknowledged before the read was issued (linearizable reads).
+acknowledged before the read was issued (linearizable reads), and every read ended exactly once,
+answered or failed, unless the leader it was given to crashed first.
 """
 
 from __future__ import annotations
@@ -40,6 +41,12 @@ def run_schedule(n: int, seed: int, ops: list[tuple[str, int]], **config: Any) -
     c = Cluster(ids, seed=seed, **config)
     counter = 0
     reads: dict[bytes, set[str]] = {}  # request id -> keys acknowledged before the read began
+    read_at: dict[bytes, str] = {}  # request id -> the leader it was given to
+    lost: set[bytes] = set()  # reads whose leader crashed before they ended (the client times out)
+
+    def ends(request_id: bytes) -> int:
+        answered = sum(1 for _, rs, _ in c.read_answers if rs.request_id == request_id)
+        return answered + c.failed_reads.count(request_id)
 
     def acked_keys() -> set[str]:
         return {w.decode().partition("=")[0] for w in c.acked}
@@ -67,6 +74,7 @@ def run_schedule(n: int, seed: int, ops: list[tuple[str, int]], **config: Any) -
                 except NotLeader:
                     continue
                 reads[rid] = acked_keys()
+                read_at[rid] = leader
                 c.drive_all()
         elif op == "partition":
             c.heal()
@@ -80,6 +88,7 @@ def run_schedule(n: int, seed: int, ops: list[tuple[str, int]], **config: Any) -
             node = ids[arg % n]
             down = len(ids) - len(c.alive)
             if node in c.alive and down < (n - 1) // 2 + 1:
+                lost.update(r for r, at in read_at.items() if at == node and not ends(r))
                 c.crash(node)
         elif op == "restart":
             node = ids[arg % n]
@@ -117,6 +126,12 @@ def run_schedule(n: int, seed: int, ops: list[tuple[str, int]], **config: Any) -
         required = reads.get(rs.request_id, set())
         missing = required - set(data)
         assert not missing, f"read {rs.request_id!r} on {node} missed {sorted(missing)}"
+    # Every read ended exactly once, answered or failed, unless its leader crashed first (an
+    # election timeout is the longest a read may wait).
+    c.run(10)
+    for request_id in reads:
+        if request_id not in lost:
+            assert ends(request_id) == 1, f"read {request_id!r} ended {ends(request_id)} times"
 
 
 COMMON = dict(

@@ -22,7 +22,7 @@ NODES5 = ("n1", "n2", "n3", "n4", "n5")
 
 
 def test_every_fault_kind_happens_and_is_counted() -> None:
-    result = run_seed(SimSpec(seed=11, ops=80, fault_s=8.0))
+    result = run_seed(SimSpec(seed=11, fault_s=8.0))
     assert result.ok, result.detail
     c = result.counters
     for kind in FAULT_KINDS:

@@ -46,7 +46,13 @@ entry, in which case it keeps its log and only moves its commit index.
 
 Reads (§8, thesis §6.4): ReadIndex, see :mod:`exapyte.protocol.readindex`. Reads are served by
 the leader only; a follower raises NotLeader(leader_hint) and the host forwards the request.
-There are no lease reads.
+There are no lease reads. A new leader holds reads until the first entry of its term commits
+(its NOOP), then gives them that commit index. Every read ends: released in
+``Ready.read_states`` once a quorum confirmed a heartbeat round sent after it arrived, or listed
+in ``Ready.failed_reads`` when leadership is lost (any step down, a lost election, a transfer
+completed) or when it has waited ``RAFT_READ_TIMEOUT_ELECTIONS`` election timeouts (a new leader
+whose NOOP does not commit, a round that never reaches a quorum, a deposed leader that has not
+learned it yet), so the host can tell the client to retry elsewhere.
 
 Membership (thesis §4.1): single-server changes (add voter, add learner, promote a learner by
 adding it as a voter, remove). A change takes effect when its entry is *applied* (in
@@ -394,8 +400,12 @@ class Raft(ConsensusCore):
                 self._apply_conf_entry(entry)
 
         self.reads = ReadIndexTracker()
+        self._read_timeout_ticks = (
+            config.election_timeout_ticks * limits.RAFT_READ_TIMEOUT_ELECTIONS
+        )
         self._msgs: list[Any] = []
         self._read_states: list[ReadState] = []
+        self._failed_reads: list[bytes] = []
         self._in_ready: Ready | None = None
         self._leader: str | None = None
         self._role = Role.FOLLOWER
@@ -491,7 +501,8 @@ class Raft(ConsensusCore):
         self._need_commit_bcast = False
         self.trk.reset_votes()
         self.trk.reset(self.log.last_index + 1)
-        self.reads.reset()
+        # Only a leader holds reads: whatever it held can no longer be confirmed here.
+        self._failed_reads.extend(self.reads.reset())
 
     def _become_follower(self, term: int, leader: str | None) -> None:
         self._reset(term)
@@ -540,6 +551,10 @@ class Raft(ConsensusCore):
 
     def tick(self) -> None:
         self._check_not_in_ready()
+        reads = self.reads
+        reads.tick()
+        if reads:
+            self._failed_reads.extend(reads.expire(self._read_timeout_ticks))
         self._tick()
 
     def _tick_election(self) -> None:
@@ -617,6 +632,8 @@ class Raft(ConsensusCore):
         self._check_not_in_ready()
         if self._role is not Role.LEADER:
             raise NotLeader(self._leader)
+        if request_id in self.reads:
+            raise ProtocolMisuse(f"read {request_id!r} is already pending: ids must be unique")
         if self.log.term(self.log.committed) != self._term:
             self.reads.wait_for_commit(request_id)
         else:
@@ -1247,6 +1264,7 @@ class Raft(ConsensusCore):
         return bool(
             self._msgs
             or self._read_states
+            or self._failed_reads
             or log.stable < log.last_index
             or log.pending_snapshot is not None
             or log.committed > log.applied
@@ -1278,6 +1296,8 @@ class Raft(ConsensusCore):
             else:
                 self._read_states = [r for r in self._read_states if r.index > limit]
             read_states = tuple(ready_reads)
+        failed_reads = tuple(self._failed_reads)
+        self._failed_reads.clear()
         must_sync = (
             snapshot is not None
             or bool(entries)
@@ -1300,6 +1320,7 @@ class Raft(ConsensusCore):
             early_messages=early,
             committed_entries=committed,
             read_states=read_states,
+            failed_reads=failed_reads,
             must_sync=must_sync,
         )
         self._in_ready = rd
