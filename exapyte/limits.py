@@ -65,3 +65,4 @@ RAFT_REPLICATE_STALL_HEARTBEATS = 3  # heartbeat answers without ack progress be
 # per election or entry: a peer message carrying a larger one is dropped as malformed.
 RAFT_TERM_INDEX_MAX = 2**62
 RAFT_READ_TIMEOUT_ELECTIONS = 1  # a leader fails a read not confirmed within this many timeouts
+READ_HELD_ELECTIONS_MAX = 3  # a replica fails a read its core has neither answered nor failed

@@ -16,7 +16,9 @@ Theory of operation
   ``not_leader`` with the leader's id and endpoint, which the client follows. Every read waiting
   here ends: the core answers it or fails it (``fail_reads``: leadership lost, answered with
   ``not_leader`` and the new leader if known, else ``unavailable``; not confirmed within an
-  election timeout, answered ``unavailable``), so the client retries elsewhere.
+  election timeout, answered ``unavailable``), so the client retries elsewhere. A read the core
+  has neither answered nor failed after ``READ_HELD_ELECTIONS_MAX`` election timeouts is failed
+  here (``reads_expired``, which is never expected to count).
 - **Weaker levels** are served by any replica from applied state, within each level's promise:
   ``session`` needs this replica to have applied the client's session token, ``bounded_staleness``
   needs a leader heard from within the time bound and at most K entries applied behind the
@@ -145,8 +147,13 @@ class Replica(ServiceBase):
         self.core = Raft(raft_config(cfg), persisted, rng, applied=self.sm.applied_index)
         # index -> (term, requester, request): writes and membership changes awaiting apply
         self.pending_writes: dict[int, tuple[int, Any, ClientRequest]] = {}
-        self.pending_reads: dict[bytes, tuple[Any, ClientRequest]] = {}
+        # request id -> (requester, request, tick it arrived), in arrival order
+        self.pending_reads: dict[bytes, tuple[Any, ClientRequest, int]] = {}
         self._read_seq = 0
+        self._ticks = 0
+        self._read_held_ticks_max = (
+            cfg.consensus.election_timeout_ticks * limits.READ_HELD_ELECTIONS_MAX
+        )
         self._deferred_hard_state: HardState | None = None
         self._store_due = False
         self._ticks_since_leader = 0
@@ -280,7 +287,7 @@ class Replica(ServiceBase):
         except NotLeader as exc:
             self._redirect(identity, req, exc.leader_hint)
             return
-        self.pending_reads[request_id] = (identity, req)
+        self.pending_reads[request_id] = (identity, req, self._ticks)
 
     def on_peer(self, msg: Any) -> None:
         if isinstance(msg, (Append, Heartbeat, InstallSnapshot)) and msg.term >= self.core.term:
@@ -290,7 +297,29 @@ class Replica(ServiceBase):
     def tick(self) -> None:
         self._store_due = True
         self._ticks_since_leader += 1
+        self._ticks += 1
         self.core.tick()
+        if self.pending_reads:
+            self._expire_reads()
+
+    def _expire_reads(self) -> None:
+        # The core answers or fails every read within an election timeout; this only guards
+        # against a read it lost, so that no client waits on one forever.
+        oldest = self._ticks - self._read_held_ticks_max
+        expired = []
+        for request_id, (_, _, arrived) in self.pending_reads.items():
+            if arrived > oldest:
+                break
+            expired.append(request_id)
+        if not expired:
+            return
+        log.warning(
+            "%s: %d read(s) neither answered nor failed by the core", self.node_id, len(expired)
+        )
+        for request_id in expired:
+            identity, req, _ = self.pending_reads.pop(request_id)
+            self.count("reads_expired")
+            self.error(identity, req, ReplyCode.UNAVAILABLE, "the read was not confirmed; retry")
 
     # -- driving the core (this object is the drive() host) ------------------------------------
 
@@ -360,7 +389,7 @@ class Replica(ServiceBase):
         for rs in read_states:
             waiting = self.pending_reads.pop(rs.request_id, None)
             if waiting is not None:
-                self.read_local(*waiting)
+                self.read_local(waiting[0], waiting[1])
 
     def fail_reads(self, request_ids: Sequence[bytes]) -> None:
         leading = self.core.role is Role.LEADER
@@ -368,7 +397,7 @@ class Replica(ServiceBase):
             waiting = self.pending_reads.pop(request_id, None)
             if waiting is None:
                 continue
-            identity, req = waiting
+            identity, req, _ = waiting
             self.count("reads_failed")
             if leading:
                 self.error(
