@@ -4,9 +4,11 @@ Theory of operation
 -------------------
 :func:`run_seed` runs one :class:`~exapyte.sim.world.SimSpec` to the end and judges it. The first
 failure decides the verdict, in this order: an invariant broken during the run (the run stops at
-that step), an unexpected exception in the code under test, a lost acknowledged write, a final
-read that did not succeed or replicas that did not converge (liveness), and a history that is not
-linearizable. Every verdict carries the trace hash, so "same seed, same run" can be checked.
+that step), an unexpected exception in the code under test, a lost acknowledged write, a read a
+node held without answering, a read only the replica's own deadline refused (no answer or
+failure from the core reached its client), a final read that did not succeed or replicas that
+did not converge (all liveness), and a history that is not linearizable. Every verdict carries
+the trace hash, so "same seed, same run" can be checked.
 
 :func:`shrink` takes a failing spec and looks for a smaller one that fails with the **same
 check**, keeping the seed: first a shorter operation budget (halving, then trimming), then fewer
@@ -99,6 +101,19 @@ def run_seed(spec: SimSpec, *, keep_history: bool = False) -> SimResult:
         if lost:
             check = "lost-write"
             detail = f"{len(lost)} acknowledged write(s) lost: " + "; ".join(lost[:3])
+    if not check and world.held_reads:
+        check = "liveness"
+        detail = f"{len(world.held_reads)} read(s) held without an answer: " + "; ".join(
+            world.held_reads[:3]
+        )
+    if not check:
+        expired = world.replica_totals().get("reads_expired", 0)
+        if expired:
+            check = "liveness"
+            detail = (
+                f"{expired} read(s) refused only by the replica's own deadline: neither an answer "
+                "nor a failure from the core reached the client"
+            )
     if not check:
         failed = [c for c in world.final_clients if c.result is None or c.result[0] != "ok"]
         if failed:

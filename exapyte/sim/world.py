@@ -45,7 +45,7 @@ from exapyte.sim.network import Network
 from exapyte.sim.scheduler import NS_PER_MS, NS_PER_S, Scheduler, derive_seed
 from exapyte.sim.storage import SimStorage
 from exapyte.sim.workload import History, Op, SimClient, Workload
-from exapyte.wire import ClientReply, ClientRequest
+from exapyte.wire import ClientReply, ClientRequest, GetOp, ScanOp
 
 TICK_MS = 10
 ELECTION_TIMEOUT_TICKS = 10
@@ -60,6 +60,13 @@ FINAL_READ_DEADLINE_MS = 8_000
 CONVERGE_DEADLINE_MS = 8_000
 CONVERGE_POLL_MS = 50
 CLOCK_SKEW_MAX = 0.02  # nominal tick rate of each node: 1 +- this
+# A read a node accepted is answered or refused within one election timeout by the core and
+# within three by the replica's own deadline: one still unanswered after this many of the node's
+# own ticks is held for ever (a paused node does not tick, a crashed one forgets its reads).
+READ_HELD_TICKS_MAX = 4 * ELECTION_TIMEOUT_TICKS
+REPLICA_COUNTERS = (
+    "snapshots_taken", "snapshots_installed", "reply_not_leader", "reads_failed", "reads_expired",
+)
 
 
 @dataclass(frozen=True)
@@ -145,6 +152,9 @@ class SimNode:
     clock_rate: float = 1.0
     drift: list[float] = field(default_factory=list)
     ticks: int = 0
+    # reads this incarnation accepted and has not answered: reply token -> its ticks at arrival
+    # (a duplicated request arrives twice and is answered twice)
+    open_reads: dict[Any, list[int]] = field(default_factory=dict)
 
     @property
     def up(self) -> bool:
@@ -217,6 +227,7 @@ class World:
                              restarts=0, unsynced_writes_lost=0, heals=0)
         self.final_clients: list[SimClient] = []
         self.replica_counters: dict[str, int] = {}
+        self.held_reads: list[str] = []  # reads a node held past READ_HELD_TICKS_MAX, described
         self.converged = False
         self.divergence = ""
         self.think_ns = int(1.6 * spec.fault_s * NS_PER_S * spec.clients / max(spec.ops, 1))
@@ -262,6 +273,8 @@ class World:
         assert replica is not None
         replica.tick()
         self._after(node)
+        if node.open_reads:
+            self._check_open_reads(node)
         replica.idle()  # the node's loop is idle between ticks (the state machine stores)
         if node.ticks % MAINTENANCE_TICKS == 0:
             replica.maintenance()
@@ -273,6 +286,15 @@ class World:
         assert replica is not None
         replica.flush()
         self.judge.observe_node(view_of(node.id, replica.core))
+
+    def _check_open_reads(self, node: SimNode) -> None:
+        for token, arrivals in list(node.open_reads.items()):
+            if node.ticks - arrivals[0] > READ_HELD_TICKS_MAX:
+                del node.open_reads[token]  # reported once
+                self.held_reads.append(
+                    f"{node.id} held a read of client {token[0]} (attempt {token[1]}) for "
+                    f"{node.ticks - arrivals[0]} ticks without answering"
+                )
 
     def _deliver(self, frm: str, to: str, msg: Any) -> None:
         node = self.nodes.get(to)
@@ -298,6 +320,8 @@ class World:
         if isinstance(msg, tuple):
             process, attempt, req = msg
             assert isinstance(req, ClientRequest)
+            if isinstance(req.op, (GetOp, ScanOp)):
+                node.open_reads.setdefault((process, attempt), []).append(node.ticks)
             # The reply token is opaque to the replica (ZeroMQ passes a socket identity).
             replica.on_request((process, attempt), req)
         else:
@@ -305,6 +329,12 @@ class World:
         self._after(node)
 
     def _reply(self, node_id: str, reply_to: Any, reply: ClientReply) -> None:
+        open_reads = self.nodes[node_id].open_reads
+        arrivals = open_reads.get(reply_to)
+        if arrivals is not None:
+            del arrivals[0]
+            if not arrivals:
+                del open_reads[reply_to]
         process, attempt = reply_to
         self.network.send(node_id, f"c{process}", (attempt, reply))
 
@@ -322,6 +352,7 @@ class World:
                 self.counters["unsynced_writes_lost"] += node.storage.crash()
                 node.replica = None
                 node.inbox.clear()
+                node.open_reads.clear()  # the process is gone; its clients time out
         elif fault.kind == "pause":
             node = self.nodes[fault.node or ""]
             node.paused += 1
@@ -481,14 +512,14 @@ class World:
     # --- results --------------------------------------------------------------------------------
 
     def _collect(self, replica: Replica) -> None:
-        for name in ("snapshots_taken", "snapshots_installed", "reply_not_leader"):
+        for name in REPLICA_COUNTERS:
             self.replica_counters[name] = self.replica_counters.get(name, 0) + replica.counters.get(name, 0)
 
     def replica_totals(self) -> dict[str, int]:
         totals = dict(self.replica_counters)
         for node in self.nodes.values():
             if node.replica is not None:
-                for name in ("snapshots_taken", "snapshots_installed", "reply_not_leader"):
+                for name in REPLICA_COUNTERS:
                     totals[name] = totals.get(name, 0) + node.replica.counters.get(name, 0)
         totals["leader_terms"] = len(self.judge.leaders)
         return totals

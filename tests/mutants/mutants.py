@@ -14,6 +14,8 @@ follower-reads         a follower answers strong reads from its own state (no Re
 no-truncate            a follower keeps its conflicting suffix instead of truncating it
 ack-before-fsync       the host writes the log and the state machine without fsync, so it
                        acknowledges (votes, append acks, client replies) before durability
+reads-never-fail       the host ignores the reads the core gave up on: their clients wait for a
+                       reply that only the replica's own deadline sends
 =====================  =========================================================================
 """
 
@@ -108,6 +110,10 @@ def _follower_reads(self: Replica, identity: Any, req: Any) -> None:
     _original_on_read(self, identity, req)
 
 
+def _ignore_failed_reads(self: Replica, request_ids: Sequence[bytes]) -> None:
+    return  # Broken: reads the core failed stay pending, unanswered
+
+
 def _no_truncate(
     self: ReplicatedLog, prev_index: int, prev_term: int, entries: Sequence[Entry]
 ) -> int | None:
@@ -191,6 +197,12 @@ MUTANTS: tuple[Mutant, ...] = (
         ),
         faults=("crash", "partition"),
         profile=CRASHY,
+    ),
+    Mutant(
+        "reads-never-fail",
+        "reads the core gave up on are never answered",
+        _stack((Replica, "fail_reads", _ignore_failed_reads)),
+        faults=("partition", "loss", "pause"),
     ),
 )
 
