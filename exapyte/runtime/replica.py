@@ -47,7 +47,7 @@ import msgspec
 
 from exapyte import limits
 from exapyte.config import Config
-from exapyte.errors import NotLeader, ProposalDropped, ProtocolMisuse
+from exapyte.errors import NotLeader, ProposalDropped, ProtocolMisuse, StorageError
 from exapyte.kv import Command, Outcome, encode_command
 from exapyte.protocol.drive import drive
 from exapyte.protocol.raft.core import Raft, RaftConfig, RandomSource
@@ -67,6 +67,7 @@ from exapyte.protocol.types import (
 )
 from exapyte.runtime.service import ReplySink, ServiceBase, outcome_reply
 from exapyte.storage import Storage
+from exapyte.storage.base import decode_state
 from exapyte.wire import ClientReply, ClientRequest, MembershipOp, ReplyCode, TransferLeaderOp
 
 log = logging.getLogger(__name__)
@@ -78,6 +79,16 @@ _CHANGE_KINDS = {
     "add-learner": ConfChangeKind.ADD_LEARNER,
     "remove": ConfChangeKind.REMOVE_NODE,
 }
+
+
+def state_image_ok(data: bytes) -> bool:
+    """Whether ``data`` is a state image this replica's storage can install (decodes, and every
+    record and meta entry is within the storage limits)."""
+    try:
+        decode_state(data)
+    except StorageError:
+        return False
+    return True
 
 
 def raft_config(cfg: Config) -> RaftConfig:
@@ -144,7 +155,10 @@ class Replica(ServiceBase):
             persisted = msgspec.structs.replace(
                 persisted, hard_state=msgspec.structs.replace(hs, commit=self.sm.applied_index)
             )
-        self.core = Raft(raft_config(cfg), persisted, rng, applied=self.sm.applied_index)
+        self.core = Raft(
+            raft_config(cfg), persisted, rng, applied=self.sm.applied_index,
+            snapshot_check=state_image_ok,
+        )
         # index -> (term, requester, request): writes and membership changes awaiting apply
         self.pending_writes: dict[int, tuple[int, Any, ClientRequest]] = {}
         # request id -> (requester, request, tick it arrived), in arrival order

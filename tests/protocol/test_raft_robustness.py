@@ -609,3 +609,37 @@ def test_a_committed_change_that_would_leave_no_voter_is_ignored() -> None:
     core.campaign()
     pump(core, host)
     assert core.role is Role.LEADER
+
+
+def test_a_snapshot_image_the_host_refuses_replaces_nothing() -> None:
+    # Raft §7: the follower installs the leader's image only if its state machine can take it;
+    # a forged or corrupt image is dropped whole, and the leader is asked to start again.
+    from exapyte.protocol.raft.core import Raft, RaftConfig
+    from exapyte.protocol.raft.messages import InstallSnapshot, InstallSnapshotResp
+    from exapyte.protocol.types import ConfState, PersistedState, SnapshotMeta
+    import random as _random
+
+    seen: list[bytes] = []
+
+    def check(image: bytes) -> bool:
+        seen.append(image)
+        return image.startswith(b"good")
+
+    conf = ConfState(voters=("n1", "n2", "n3"))
+    core = Raft(RaftConfig(node_id="n2"), PersistedState(conf=conf), _random.Random(1),
+                snapshot_check=check)
+    before = core.status()
+    bad = InstallSnapshot("n1", "n2", 5, SnapshotMeta(100, 5, conf), 0, b"garbage", 7, True)
+    core.step(bad)
+    rd = core.ready()
+    core.advance(rd)
+    assert seen == [b"garbage"]
+    assert rd.snapshot is None
+    assert core.status().last_index == before.last_index
+    assert core.status().dropped.get("snapshot_image_invalid") == 1
+    answers = [m for m in [*rd.messages, *rd.early_messages] if isinstance(m, InstallSnapshotResp)]
+    assert answers and answers[-1].received == 0 and answers[-1].done is False
+    good = InstallSnapshot("n1", "n2", 5, SnapshotMeta(100, 5, conf), 0, b"good image", 10, True)
+    core.step(good)
+    rd = core.ready()
+    assert rd.snapshot is not None and rd.snapshot.data == b"good image"

@@ -355,9 +355,14 @@ class Raft(ConsensusCore):
         rng: RandomSource,
         *,
         applied: int | None = None,
+        snapshot_check: Callable[[bytes], bool] | None = None,
     ) -> None:
         config.validate()
         self.cfg = config
+        # Whether an assembled snapshot image is one the host's state machine can install
+        # (a pure function of the bytes); an image it refuses is dropped before it replaces
+        # anything (``snapshot_image_invalid``).
+        self._snapshot_check = snapshot_check
         self._id = config.node_id
         self._rng = rng
         p = persisted if persisted is not None else PersistedState()
@@ -992,7 +997,15 @@ class Raft(ConsensusCore):
             ))
             return
         self._snapshot_rx = None
-        snap = Snapshot(meta, bytes(buffer))
+        image = bytes(buffer)
+        if self._snapshot_check is not None and not self._snapshot_check(image):
+            # A correct leader never sends an image its own state machine could not have made:
+            # keep everything as it is and let the leader retry (it starts again at offset 0).
+            self._count("snapshot_image_invalid")
+            self._send(InstallSnapshotResp(self._id, m.frm, self._term, index=meta.index,
+                                           done=False, received=0))
+            return
+        snap = Snapshot(meta, image)
         log.restore(snap)
         self._confs = [(meta.index, meta.conf)]
         self.trk.apply_conf(meta.conf, log.last_index + 1)
