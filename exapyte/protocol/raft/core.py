@@ -86,7 +86,8 @@ nothing, and is counted in ``status().dropped`` under its cause:
   change of a named node; ``malformed_snapshot``: a snapshot whose meta this core could not have
   made (no voter, unnamed or repeated members, a voter that is also a learner, a joint
   configuration) or a chunk outside an image of 1..``RAFT_SNAPSHOT_BYTES_MAX`` bytes, or whose
-  ``done`` does not mark the chunk that reaches the end; ``malformed_hint``: a rejection whose
+  ``done`` does not mark the chunk that reaches the end; ``snapshot_image_invalid``: an
+  assembled image the host's ``snapshot_check`` refuses (nothing is replaced); ``malformed_hint``: a rejection whose
   hint points more than one past the rejected index or names a term above the follower's;
 - ``not_asked``: a response from a node we send no requests to (append, heartbeat and snapshot
   answers only from members, vote answers only from voters), so a removed node cannot move our
