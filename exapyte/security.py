@@ -49,15 +49,13 @@ class KeyFileError(ConfigError):
 
 
 class Principal(msgspec.Struct, frozen=True):
-    """Who holds a key: ``role`` is one of :data:`ROLES` (or ``anon``)."""
+    """Who holds a key: ``role`` is one of :data:`ROLES`."""
 
     role: str
     name: str
 
     @property
     def user_id(self) -> str:
-        if self.role == ANONYMOUS:
-            return ANONYMOUS
         return f"{self.role.removesuffix('s')}:{self.name}"
 
 
@@ -205,9 +203,15 @@ class Credentials(msgspec.Struct, frozen=True):
 
     def apply(self, sock: zmq.Socket, endpoint: str) -> None:  # type: ignore[type-arg]
         """Make ``sock`` a CURVE client of the node at ``endpoint`` (before connect)."""
-        sock.setsockopt(zmq.CURVE_SERVERKEY, self.server_key(endpoint))
-        sock.setsockopt(zmq.CURVE_PUBLICKEY, self.public)
-        sock.setsockopt(zmq.CURVE_SECRETKEY, self.secret)
+        make_curve_client(sock, self.public, self.secret, self.server_key(endpoint))
+
+
+def make_curve_client(sock: zmq.Socket, public: bytes, secret: bytes, server_key: bytes) -> None:  # type: ignore[type-arg]
+    """The next ``connect`` of ``sock`` is a CURVE client, holding the pair (``public``,
+    ``secret``), of the server holding ``server_key``."""
+    sock.setsockopt(zmq.CURVE_SERVERKEY, server_key)
+    sock.setsockopt(zmq.CURVE_PUBLICKEY, public)
+    sock.setsockopt(zmq.CURVE_SECRETKEY, secret)
 
 
 def load_credentials(keys_dir: str | Path, endpoints: dict[str, str], *, role: str = "clients",
@@ -233,10 +237,3 @@ def load_credentials(keys_dir: str | Path, endpoints: dict[str, str], *, role: s
             )
         server_keys[endpoint] = _load_public(node_key)
     return Credentials(public, secret, server_keys)
-
-
-def anonymous_credentials(server_keys: dict[str, bytes]) -> Credentials:
-    """A throw-away key pair, for a cluster that admits anonymous clients."""
-    _check_curve()
-    public, secret = zmq.curve_keypair()
-    return Credentials(public, secret, dict(server_keys))

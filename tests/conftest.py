@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import random
 import socket
 from collections.abc import Callable
 from pathlib import Path
@@ -19,18 +20,37 @@ settings.register_profile(
 settings.load_profile("exapyte")
 
 
-def free_ports(count: int) -> list[int]:
-    """Ports that were free on 127.0.0.1 a moment ago (held open together, so distinct)."""
-    socks = []
+# Ports handed out for test clusters come from below the kernel's ephemeral range: a port the
+# kernel gives to bind(0) (the harness's proxies) or to an outgoing connection can then never be
+# one a test node is about to bind.
+_PORT_LOW = 20_000
+
+
+def _ephemeral_low() -> int:
     try:
-        for _ in range(count):
-            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            s.bind(("127.0.0.1", 0))
-            socks.append(s)
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32_768
+
+
+_PORT_RNG = random.Random()
+
+
+def free_ports(count: int) -> list[int]:
+    """Distinct ports free on 127.0.0.1 a moment ago, outside the ephemeral range."""
+    high = _ephemeral_low()
+    ports: list[int] = []
+    while len(ports) < count:
+        port = _PORT_RNG.randrange(_PORT_LOW, high)
+        if port in ports:
+            continue
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        ports.append(port)
+    return ports
 
 
 def cluster_config(

@@ -17,7 +17,7 @@ Every refusal is counted by cause (:attr:`Gate.counters`) and logged at most onc
 :data:`LOG_INTERVAL_S` per cause, with the remote address when ZAP gives it.
 
 :class:`Gate` holds the rules applied to every admitted frame (:meth:`Gate.admit_peer`,
-:meth:`Gate.admit_request`):
+:meth:`Gate.may_admin`):
 
 - a consensus message is handed to the core only from ``node:X`` where X is a member, and only if
   the message says it is from X (``frm``) and to this node;

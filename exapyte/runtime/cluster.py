@@ -204,7 +204,7 @@ class LocalCluster:
         """Raise :class:`ClusterError` when another process already listens on one of the
         node's ports (on its bind address)."""
         spec = self.cfg.node_by_id(node_id)
-        host = self.cfg.with_node(node_id).bind_host
+        host = self.cfg.network.bind_host or spec.host
         for what, port in (("port", spec.port), ("pub_port", spec.resolved_pub_port)):
             probe = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
             try:

@@ -59,8 +59,8 @@ from exapyte.runtime.auth import (
 )
 from exapyte.runtime.clock import Clock
 from exapyte.runtime.replica import Replica
-from exapyte.runtime.service import DirectService, ServiceBase
-from exapyte.security import KeyRing, load_keyring
+from exapyte.runtime.service import DirectService, ServiceBase, validate_request
+from exapyte.security import KeyRing, load_keyring, make_curve_client
 from exapyte.storage import open_storage
 from exapyte.wire import (
     ADMIN_OPS,
@@ -90,13 +90,6 @@ def make_curve_server(sock: zmq.Socket, keyring: KeyRing, domain: bytes) -> None
     sock.setsockopt(zmq.CURVE_PUBLICKEY, keyring.own_public)
     sock.setsockopt(zmq.CURVE_SECRETKEY, keyring.own_secret)
     sock.setsockopt(zmq.ZAP_DOMAIN, domain)
-
-
-def make_curve_client(sock: zmq.Socket, keyring: KeyRing, server_key: bytes) -> None:  # type: ignore[type-arg]
-    """The next ``connect`` of ``sock`` is a CURVE client of the server holding ``server_key``."""
-    sock.setsockopt(zmq.CURVE_SERVERKEY, server_key)
-    sock.setsockopt(zmq.CURVE_PUBLICKEY, keyring.own_public)
-    sock.setsockopt(zmq.CURVE_SECRETKEY, keyring.own_secret)
 
 
 def configure_socket(sock: zmq.Socket, cfg: Config) -> None:  # type: ignore[type-arg]
@@ -199,7 +192,9 @@ class Node:
         self.sub.setsockopt(zmq.SUBSCRIBE, TOPOLOGY_TOPIC)
         for spec in cfg.cluster.nodes:
             if keyring is not None:
-                make_curve_client(self.sub, keyring, keyring.members[spec.id])
+                make_curve_client(
+                    self.sub, keyring.own_public, keyring.own_secret, keyring.members[spec.id]
+                )
             self.sub.connect(spec.pub_endpoint)
             if spec.id == self.node_id:
                 continue
@@ -207,7 +202,9 @@ class Node:
             configure_socket(dealer, cfg)
             dealer.setsockopt(zmq.IDENTITY, self.node_id.encode())
             if keyring is not None:
-                make_curve_client(dealer, keyring, keyring.members[spec.id])
+                make_curve_client(
+                    dealer, keyring.own_public, keyring.own_secret, keyring.members[spec.id]
+                )
             dealer.connect(cfg.peer_endpoint(spec.id))
             self.dealers[spec.id] = dealer
         self._scheduler = BackgroundScheduler(daemon=True)
@@ -429,12 +426,9 @@ class Node:
                 req.client_id, req.seq, ReplyCode.BAD_REQUEST, node=self.node_id,
                 message="clock faults are refused unless unsafe.enabled is true",
             )
-        elif not (0 < op.rate <= limits.CLOCK_RATE_MAX
-                  and abs(op.shift_ms) <= limits.CLOCK_SHIFT_MS_MAX):
+        elif (problem := validate_request(req)) is not None:
             reply = ClientReply(
-                req.client_id, req.seq, ReplyCode.BAD_REQUEST, node=self.node_id,
-                message=f"rate must be within (0, {limits.CLOCK_RATE_MAX}] and |shift_ms| at "
-                f"most {limits.CLOCK_SHIFT_MS_MAX}",
+                req.client_id, req.seq, ReplyCode.BAD_REQUEST, node=self.node_id, message=problem,
             )
         else:
             if op.reset:

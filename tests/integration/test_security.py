@@ -22,7 +22,7 @@ from exapyte.kv import Command, encode_command
 from exapyte.protocol.raft.messages import Append, AppendResp, InstallSnapshot, TimeoutNow
 from exapyte.protocol.types import ConfState, Entry, SnapshotMeta
 from exapyte.runtime.cluster import LocalCluster
-from exapyte.security import key_path
+from exapyte.security import key_path, make_curve_client
 from exapyte.wire import Codec, PeerMessage, PutOp
 from tests.integration.test_raft_cluster import leader_of, statuses, wait_for
 
@@ -100,9 +100,7 @@ def curve_dealer(ctx: zmq.Context, endpoint: str, server_key: bytes, public: byt
     sock.setsockopt(zmq.LINGER, 0)
     if identity:
         sock.setsockopt(zmq.IDENTITY, identity.encode())
-    sock.setsockopt(zmq.CURVE_SERVERKEY, server_key)
-    sock.setsockopt(zmq.CURVE_PUBLICKEY, public)
-    sock.setsockopt(zmq.CURVE_SECRETKEY, secret)
+    make_curve_client(sock, public, secret, server_key)
     sock.connect(endpoint)
     return sock
 
