@@ -23,6 +23,7 @@ from typing import Annotated, Any, Literal
 
 import msgspec
 
+from exapyte.protocol import registry
 from exapyte import limits
 from exapyte.errors import ConfigError
 
@@ -32,7 +33,7 @@ NonNegInt = Annotated[int, msgspec.Meta(ge=0)]
 Ident = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9_.-]{1,64}$")]
 
 StorageBackend = Literal["memory", "sqlite", "tiered"]
-ConsensusProtocol = Literal["none", "raft"]
+ConsensusProtocol = Literal["none", "raft", "multipaxos", "zab"]
 ReplicationStrategy = Literal["sync", "async", "optimized"]
 DistributionStrategy = Literal["centralized", "sharded", "hierarchical"]
 ConsistencyLevel = Literal["strong", "bounded_staleness", "session", "consistent_prefix", "eventual"]
@@ -119,7 +120,7 @@ class NetworkSection(_Section):
 
 class ConsensusSection(_Section):
     # "none" serves a single node's durable KV directly; "raft" replicates through Raft.
-    protocol: ConsensusProtocol = "raft"
+    protocol: ConsensusProtocol = "raft"  # "none" serves a single node's durable KV directly; the others replicate through that consensus protocol (those this release does not run yet are refused at load)
     # Ticks without a leader before a follower campaigns (randomized in [T, 2T)).
     election_timeout_ticks: Annotated[int, msgspec.Meta(ge=2, le=10_000)] = 20
     heartbeat_ticks: Annotated[int, msgspec.Meta(ge=1, le=1_000)] = 2  # ticks between heartbeats
@@ -552,10 +553,16 @@ def _validate(cfg: Config) -> Config:
         raise ConfigError(
             f"field 'consensus.initial_voters': {stray} not in the cluster; allowed: {', '.join(ids)}"
         )
+    available = registry.names()
     if cfg.consensus.protocol == "none" and len(ids) > 1:
         raise ConfigError(
             "field 'consensus.protocol': 'none' serves a single node only, but cluster.nodes has "
-            f"{len(ids)} nodes; allowed for a cluster: raft"
+            f"{len(ids)} nodes; allowed for a cluster: {', '.join(available)}"
+        )
+    if cfg.consensus.protocol != "none" and cfg.consensus.protocol not in available:
+        raise ConfigError(
+            f"field 'consensus.protocol': {cfg.consensus.protocol!r} is not available in this "
+            f"release yet; allowed: none, {', '.join(available)}"
         )
     if cfg.consensus.heartbeat_ticks >= cfg.consensus.election_timeout_ticks:
         raise ConfigError(

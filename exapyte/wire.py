@@ -25,7 +25,7 @@ from typing import Any, Union
 import msgspec
 
 from exapyte import limits
-from exapyte.protocol.raft.messages import RAFT_MESSAGE_TYPES
+from exapyte.protocol.registry import PEER_MESSAGE_TYPES
 
 # -- client operations --------------------------------------------------------------------------
 
@@ -140,14 +140,15 @@ class ClientReply(msgspec.Struct, frozen=True, tag="client.reply"):
 
 # -- peer and control messages ------------------------------------------------------------------
 
-RaftMessage = Union[RAFT_MESSAGE_TYPES]  # type: ignore[valid-type]
+# Every registered protocol's peer messages (exapyte/protocol/registry.py), told apart by tag.
+ConsensusMessage = Union[PEER_MESSAGE_TYPES]  # type: ignore[valid-type]
 
 
 class PeerMessage(msgspec.Struct, frozen=True, tag="peer"):
     """A consensus message addressed to the replica group ``group`` on the receiving node."""
 
     group: str
-    msg: RaftMessage  # type: ignore[valid-type]
+    msg: ConsensusMessage  # type: ignore[valid-type]
 
 
 class TopologyUpdate(msgspec.Struct, frozen=True, tag="control.topology"):

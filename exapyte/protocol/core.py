@@ -36,6 +36,7 @@ from __future__ import annotations
 import abc
 from typing import Protocol
 
+from exapyte.protocol.invariants import NodeView
 from exapyte.protocol.types import ConfChange, Ready, Role, Snapshot, Status
 
 
@@ -72,6 +73,22 @@ class ConsensusCore(abc.ABC):
 
     @abc.abstractmethod
     def status(self) -> Status: ...
+
+    @property
+    def dropped(self) -> dict[str, int]:
+        """Remote input dropped so far, by cause (a copy)."""
+        return dict(self.status().dropped)
+
+    @abc.abstractmethod
+    def observe(self) -> NodeView:
+        """What an invariant checker may see of this replica (the simulator's judge reads only
+        this). ``NodeView.term`` names a leadership at most one replica ever holds: Raft's term,
+        ZAB's epoch, the round of a Multi-Paxos ballot."""
+
+    @abc.abstractmethod
+    def is_from_leader(self, message: object) -> bool:
+        """Whether ``message`` comes from a leader this replica accepts now (in its current
+        term, ballot or epoch, or a newer one). The host times its staleness bound with it."""
 
     # --- inputs ----------------------------------------------------------------------------
 

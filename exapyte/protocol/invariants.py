@@ -46,6 +46,10 @@ class NodeView:
     offset: int
     offset_term: int
     entries: Sequence[Entry]
+    # Whether the protocol promises Raft's Log Matching property for every entry it holds
+    # (Raft and ZAB do; a Multi-Paxos acceptor may hold accepted values above a hole that no
+    # quorum chose, so only its chosen prefix is compared).
+    log_matching: bool = True
 
     @property
     def last_index(self) -> int:
@@ -85,7 +89,10 @@ def check_log_matching(views: Sequence[NodeView]) -> None:
     seen: dict[tuple[int, int], tuple[str, Entry, int | None]] = {}
     for view in views:
         prev_term: int | None = view.offset_term
-        for entry in view.entries:
+        entries = view.entries
+        if not view.log_matching:  # only the chosen prefix is promised to match
+            entries = entries[: max(0, view.commit - view.offset)]
+        for entry in entries:
             key = (entry.index, entry.term)
             other = seen.get(key)
             if other is None:

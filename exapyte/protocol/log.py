@@ -111,6 +111,12 @@ class ReplicatedLog:
     def __len__(self) -> int:
         return len(self._entries)
 
+    @property
+    def entries(self) -> Sequence[Entry]:
+        """The entries after the snapshot, in index order: the log's own list, to read only
+        (the invariant checkers compare it without copying)."""
+        return self._entries
+
     def term(self, index: int) -> int | None:
         """Term of the entry at ``index``; None when compacted away or beyond the end."""
         if index == self.offset:

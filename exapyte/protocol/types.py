@@ -27,6 +27,8 @@ import enum
 
 import msgspec
 
+from exapyte import limits
+
 
 class EntryKind(enum.IntEnum):
     """What a log entry carries."""
@@ -48,14 +50,14 @@ class Entry(msgspec.Struct, frozen=True, array_like=True):
 class HardState(msgspec.Struct, frozen=True):
     """State that must be persisted before any message that depends on it is sent.
 
-    ``term`` is Raft's term (Paxos: the promised ballot's round; ZAB: the accepted epoch);
-    ``vote`` the candidate voted for in ``term``; ``commit`` the highest index known committed
-    (persisting it is an optimisation: it is recomputed after a restart if lost).
+    ``commit`` is the highest index known committed (persisting it is an optimisation: it is
+    recomputed after a restart if lost). ``record`` is the core's own durable state, encoded by
+    the core and opaque to hosts and storage: Raft's term and vote, Multi-Paxos's promised
+    ballot, ZAB's accepted and current epochs. ``b""`` is a node that never wrote one.
     """
 
-    term: int = 0
-    vote: str | None = None
     commit: int = 0
+    record: bytes = b""
 
 
 class ConfState(msgspec.Struct, frozen=True):
@@ -190,3 +192,29 @@ def decode_conf_change(data: bytes) -> ConfChange:
 
 _CONF_CHANGE_ENCODER = msgspec.msgpack.Encoder()
 _CONF_CHANGE_DECODER = msgspec.msgpack.Decoder(ConfChange)
+
+
+# --- building a core --------------------------------------------------------------------------
+
+
+class CoreSpec(msgspec.Struct, frozen=True):
+    """What :func:`exapyte.protocol.registry.make_core` builds a replica's core from.
+
+    The timing and batching fields mean the same for every protocol (ticks are the host's
+    clock); ``pre_vote`` and ``check_quorum`` are Raft's own switches, ignored by the others.
+    ``bugs`` are known bugs switched on to prove that the checkers catch them (a host passes
+    them only from ``unsafe.bugs`` with ``unsafe.enabled``); a core ignores the ones it does
+    not know.
+    """
+
+    protocol: str
+    node_id: str
+    election_timeout_ticks: int = limits.RAFT_ELECTION_TIMEOUT_TICKS_DEFAULT
+    heartbeat_ticks: int = limits.RAFT_HEARTBEAT_TICKS_DEFAULT
+    max_inflight_msgs: int = limits.RAFT_MAX_INFLIGHT_MSGS_DEFAULT
+    max_entries_per_msg: int = limits.RAFT_MAX_ENTRIES_PER_MSG_DEFAULT
+    max_bytes_per_msg: int = limits.RAFT_MAX_BYTES_PER_MSG_DEFAULT
+    snapshot_chunk_bytes: int = limits.RAFT_SNAPSHOT_CHUNK_BYTES_DEFAULT
+    pre_vote: bool = True
+    check_quorum: bool = True
+    bugs: tuple[str, ...] = ()

@@ -50,12 +50,13 @@ from exapyte.config import Config
 from exapyte.errors import NotLeader, ProposalDropped, ProtocolMisuse, StorageError
 from exapyte.kv import Command, Outcome, encode_command
 from exapyte.protocol.drive import drive
-from exapyte.protocol.raft.core import Raft, RaftConfig, RandomSource
-from exapyte.protocol.raft.messages import Append, Heartbeat, InstallSnapshot
+from exapyte.protocol.core import RandomSource
+from exapyte.protocol.registry import make_core
 from exapyte.protocol.types import (
     ConfChange,
     ConfChangeKind,
     ConfState,
+    CoreSpec,
     Entry,
     EntryKind,
     HardState,
@@ -91,21 +92,20 @@ def state_image_ok(data: bytes) -> bool:
     return True
 
 
-def raft_config(cfg: Config) -> RaftConfig:
+def core_spec(cfg: Config) -> CoreSpec:
+    """The consensus core this node's config asks for."""
     c = cfg.consensus
-    bugs = cfg.unsafe.bugs if cfg.unsafe.enabled else ()
-    return RaftConfig(
+    return CoreSpec(
+        protocol=c.protocol,
         node_id=cfg.node_id or "",
         election_timeout_ticks=c.election_timeout_ticks,
         heartbeat_ticks=c.heartbeat_ticks,
         max_inflight_msgs=c.max_inflight_msgs,
         max_entries_per_msg=c.max_entries_per_msg,
         snapshot_chunk_bytes=min(c.snapshot_chunk_bytes, cfg.network.frame_bytes_max // 2),
-        pre_vote=c.pre_vote and "no-term-check" not in bugs,
-        # The bug also drops leader stickiness (a check-quorum follower refusing a higher term
-        # while its leader is alive), so a node that was cut off wins on its return.
-        check_quorum=c.check_quorum and "no-term-check" not in bugs,
-        unsafe_grant_any_vote="no-term-check" in bugs,
+        pre_vote=c.pre_vote,
+        check_quorum=c.check_quorum,
+        bugs=tuple(cfg.unsafe.bugs) if cfg.unsafe.enabled else (),
     )
 
 
@@ -155,8 +155,8 @@ class Replica(ServiceBase):
             persisted = msgspec.structs.replace(
                 persisted, hard_state=msgspec.structs.replace(hs, commit=self.sm.applied_index)
             )
-        self.core = Raft(
-            raft_config(cfg), persisted, rng, applied=self.sm.applied_index,
+        self.core = make_core(
+            core_spec(cfg), persisted, rng, applied=self.sm.applied_index,
             snapshot_check=state_image_ok,
         )
         # index -> (term, requester, request): writes and membership changes awaiting apply
@@ -304,7 +304,7 @@ class Replica(ServiceBase):
         self.pending_reads[request_id] = (identity, req, self._ticks)
 
     def on_peer(self, msg: Any) -> None:
-        if isinstance(msg, (Append, Heartbeat, InstallSnapshot)) and msg.term >= self.core.term:
+        if self.core.is_from_leader(msg):
             self._ticks_since_leader = 0
         self.core.step(msg)
 
@@ -470,6 +470,6 @@ class Replica(ServiceBase):
             pending_writes=len(self.pending_writes),
             pending_reads=len(self.pending_reads),
             applied_not_stored=self.sm.pending_ops,
-            dropped=dict(self.core.dropped),
+            dropped=self.core.dropped,
         )
         return status

@@ -21,6 +21,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
+from exapyte.protocol import registry
 from exapyte.sim.faults import FAULT_KINDS
 from exapyte.sim.runner import SimResult, run_seed, run_seeds, shrink
 from exapyte.sim.scheduler import NS_PER_S
@@ -55,7 +56,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog="python -m exapyte.sim",
         description="Deterministic simulation of an exapyte cluster: many seeds, replayable, shrunk.",
     )
-    p.add_argument("--protocol", choices=["raft"], default="raft", help="consensus protocol")
+    p.add_argument("--protocol", choices=registry.names(), default="raft",
+                   help="consensus protocol")
     p.add_argument("--seed", type=int, default=0, help="first seed (default 0)")
     p.add_argument("--seeds", type=int, default=1, help="how many consecutive seeds to run")
     p.add_argument("--nodes", type=int, choices=[3, 5], default=3)
@@ -94,6 +96,7 @@ def main(argv: list[str] | None = None) -> int:
     base = SimSpec(
         seed=args.seed,
         nodes=args.nodes,
+        protocol=args.protocol,
         faults=args.faults,
         ops=args.ops,
         clients=args.clients,

@@ -69,17 +69,10 @@ def invariant_name(message: str) -> str:
 
 
 def view_of(node_id: str, core: Any) -> NodeView:
-    """The observer's view of one Raft core."""
-    log = core.log
-    return NodeView(
-        node_id=node_id,
-        term=core.term,
-        is_leader=core.role is Role.LEADER,
-        commit=log.committed,
-        offset=log.offset,
-        offset_term=log.offset_term,
-        entries=log._entries,
-    )
+    """The observer's view of one consensus core: what its ``observe()`` shows."""
+    view: NodeView = core.observe()
+    assert view.node_id == node_id, (view.node_id, node_id)
+    return view
 
 
 class StepJudge(InvariantChecker):
@@ -112,6 +105,8 @@ class StepJudge(InvariantChecker):
 
     def _check_log_matching(self, view: NodeView) -> None:
         entries = view.entries
+        if not view.log_matching:  # only the chosen prefix is promised to match
+            entries = entries[: max(0, view.commit - view.offset)]
         copy = self._log_copies.get(view.node_id)
         start = 0
         if copy is not None and copy[0] == view.offset and copy[1] == view.offset_term:

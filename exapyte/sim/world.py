@@ -76,6 +76,7 @@ class SimSpec:
 
     seed: int
     nodes: int = 3
+    protocol: str = "raft"
     faults: tuple[str, ...] = FAULT_KINDS
     ops: int = 150
     clients: int = 5
@@ -88,7 +89,9 @@ class SimSpec:
     check_linearizability: bool = True
 
     def replay_command(self, program: str = "python -m exapyte.sim") -> str:
-        parts = [program, "--protocol raft", f"--seed {self.seed}", f"--nodes {self.nodes}"]
+        parts = [
+            program, f"--protocol {self.protocol}", f"--seed {self.seed}", f"--nodes {self.nodes}"
+        ]
         parts.append(f"--faults {','.join(self.faults) if self.faults else 'none'}")
         parts.append(f"--ops {self.ops}")
         default = SimSpec(seed=0)
@@ -105,8 +108,10 @@ class SimSpec:
         return " ".join(parts)
 
 
-def sim_config(nodes: int, snapshot_entries: int = SNAPSHOT_ENTRIES) -> Config:
-    """The cluster config every simulated node shares (memory storage, Raft)."""
+def sim_config(
+    nodes: int, snapshot_entries: int = SNAPSHOT_ENTRIES, protocol: str = "raft"
+) -> Config:
+    """The cluster config every simulated node shares (memory storage, ``protocol``)."""
     raw = {
         "cluster": {
             "nodes": [
@@ -117,7 +122,7 @@ def sim_config(nodes: int, snapshot_entries: int = SNAPSHOT_ENTRIES) -> Config:
         "storage": {"backend": "memory"},
         "network": {"tick_ms": TICK_MS},
         "consensus": {
-            "protocol": "raft",
+            "protocol": protocol,
             "election_timeout_ticks": ELECTION_TIMEOUT_TICKS,
             "heartbeat_ticks": HEARTBEAT_TICKS,
             "snapshot_entries": snapshot_entries,
@@ -181,7 +186,7 @@ class World:
     def __init__(self, spec: SimSpec) -> None:
         self.spec = spec
         seed = spec.seed
-        self.cfg = sim_config(spec.nodes)
+        self.cfg = sim_config(spec.nodes, protocol=spec.protocol)
         self.node_ids = tuple(self.cfg.node_ids())
         self.sched = Scheduler()
         self.trace = _Trace()
@@ -495,7 +500,7 @@ class World:
         if len(leaders) != 1:
             self.divergence = f"{len(leaders)} leaders"
             return False
-        commit = leaders[0].core.log.committed
+        commit = leaders[0].core.observe().commit
         applied = {r.node_id: r.sm.applied_index for r in replicas if r is not None}
         if any(a != commit for a in applied.values()):
             self.divergence = f"applied indexes {applied} vs leader commit {commit}"

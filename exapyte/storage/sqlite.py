@@ -10,9 +10,14 @@ Tables (the user key space never shares a table with anything else)::
 
     kv(key TEXT PRIMARY KEY, value BLOB, version INTEGER)      user records
     sm_meta(name TEXT PRIMARY KEY, value BLOB)                 state-machine meta
-    raft_hard_state(id=1, term, vote, commit_index)            consensus hard state
+    hard_state(id=1, commit_index, record)                     consensus hard state
     raft_log(idx INTEGER PRIMARY KEY, term, kind, data)        the stable log
     raft_snapshot(id=1, idx, term, conf, data)                 the latest snapshot
+
+The hard state's ``record`` is the consensus core's own durable state (Raft's term and vote,
+Multi-Paxos's promised ballot, ZAB's epochs), opaque here. Schema version 1 kept Raft's term and
+vote in columns of ``raft_hard_state``; such a file is upgraded in place when it is opened (the
+two values become a Raft record; the old table is dropped in the same transaction).
 
 **Group commit.** :meth:`SqliteStorage.apply` and :meth:`SqliteStorage.persist` run a whole
 batch in one transaction: one ``SELECT ... IN`` for the previous records of every key in the
@@ -66,6 +71,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import logging
 import os
 import sqlite3
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -106,7 +112,9 @@ from exapyte.storage.base import (
     plan_persist,
 )
 
-SCHEMA_VERSION = 1  # PRAGMA user_version of a file this module created
+_log = logging.getLogger(__name__)
+
+SCHEMA_VERSION = 2  # PRAGMA user_version of a file this module created or upgraded
 
 _P = ParamSpec("_P")
 _R = TypeVar("_R")
@@ -136,12 +144,11 @@ meta_table = sa.Table(
     sa.Column("value", _Bytes, nullable=False),
 )
 hard_state_table = sa.Table(
-    "raft_hard_state",
+    "hard_state",
     _metadata,
     sa.Column("id", sa.Integer, primary_key=True, autoincrement=False),
-    sa.Column("term", sa.Integer, nullable=False),
-    sa.Column("vote", sa.Text, nullable=True),
     sa.Column("commit_index", sa.Integer, nullable=False),
+    sa.Column("record", _Bytes, nullable=False),
 )
 log_table = sa.Table(
     "raft_log",
@@ -201,14 +208,13 @@ _CLEAR_META = sa.delete(meta_table)
 _INSERT_META = sa.insert(meta_table)
 
 _h = hard_state_table.c
-_HARD_GET = sa.select(_h.term, _h.vote, _h.commit_index).where(_h.id == _SINGLETON_ID)
+_HARD_GET = sa.select(_h.commit_index, _h.record).where(_h.id == _SINGLETON_ID)
 _hard_upsert = sqlite_insert(hard_state_table)
 _HARD_PUT = _hard_upsert.on_conflict_do_update(
     index_elements=[_h.id],
     set_={
-        "term": _hard_upsert.excluded.term,
-        "vote": _hard_upsert.excluded.vote,
         "commit_index": _hard_upsert.excluded.commit_index,
+        "record": _hard_upsert.excluded.record,
     },
 )
 
@@ -277,7 +283,7 @@ assert _META_UPSERT_SQL.params == ("name", "value"), _META_UPSERT_SQL.params
 assert _GET_SQL.params == ("k",), _GET_SQL.params
 assert _META_GET_SQL.params == ("n",), _META_GET_SQL.params
 assert _LOG_APPEND_SQL.params == ("idx", "term", "kind", "data"), _LOG_APPEND_SQL.params
-assert _HARD_PUT_SQL.params == ("id", "term", "vote", "commit_index"), _HARD_PUT_SQL.params
+assert _HARD_PUT_SQL.params == ("id", "commit_index", "record"), _HARD_PUT_SQL.params
 assert _SNAP_PUT_SQL.params == ("id", "idx", "term", "conf", "data"), _SNAP_PUT_SQL.params
 assert _LOG_DROP_THROUGH_SQL.params == ("i",) and _LOG_TRUNCATE_FROM_SQL.params == ("i",)
 
@@ -393,19 +399,41 @@ class SqliteStorage(Storage):
     def _open_schema(self) -> None:
         with self._conn.begin():
             version = self._conn.exec_driver_sql("PRAGMA user_version").scalar_one()
-            if version not in (0, SCHEMA_VERSION):
+            if version not in (0, 1, SCHEMA_VERSION):
                 raise StorageError(
                     f"{self.path} has storage schema version {version}; this exapyte reads "
-                    f"version {SCHEMA_VERSION}"
+                    f"versions 1 and {SCHEMA_VERSION}"
                 )
             _metadata.create_all(self._conn)
-            if version == 0:
+            if version == 1:
+                self._upgrade_from_1()
+            if version != SCHEMA_VERSION:
                 self._conn.exec_driver_sql(f"PRAGMA user_version={SCHEMA_VERSION}")
             self._count: int = self._conn.execute(_COUNT).scalar_one()
             snapshot_index = self._conn.execute(_SNAP_INDEX).scalar()
             self._snapshot_index: int = snapshot_index or 0
             log_last = self._conn.execute(_LOG_LAST).scalar()
             self._last_index: int = max(log_last or 0, self._snapshot_index)
+
+    def _upgrade_from_1(self) -> None:
+        """Schema 1 -> 2, inside the opening transaction: Raft's (term, vote) columns become
+        the opaque record of the hard state."""
+        from exapyte.protocol.raft.core import RaftHardState, encode_hard_state
+
+        row = self._conn.exec_driver_sql(
+            "SELECT term, vote, commit_index FROM raft_hard_state WHERE id = 1"
+        ).first()
+        if row is not None:
+            self._conn.execute(
+                sa.insert(hard_state_table),
+                {
+                    "id": _SINGLETON_ID,
+                    "commit_index": row[2],
+                    "record": encode_hard_state(RaftHardState(row[0], row[1])),
+                },
+            )
+        self._conn.exec_driver_sql("DROP TABLE raft_hard_state")
+        _log.info("%s: storage schema upgraded from version 1 to %d", self.path, SCHEMA_VERSION)
 
     @contextlib.contextmanager
     def transaction(self, sync: bool | None) -> Iterator[Connection]:
@@ -623,7 +651,7 @@ class SqliteStorage(Storage):
             hard = conn.execute(_HARD_GET).first()
             snap = conn.execute(_SNAP_GET).first()
             rows = conn.execute(_LOG_ALL).all()
-        hard_state = HardState() if hard is None else HardState(hard[0], hard[1], hard[2])
+        hard_state = HardState() if hard is None else HardState(hard[0], hard[1])
         snapshot = None
         if snap is not None:
             conf = _CONF_DECODER.decode(snap[2])
@@ -677,7 +705,7 @@ class SqliteStorage(Storage):
             if hard_state is not None:
                 db.execute(
                     _HARD_PUT_SQL.sql,
-                    (_SINGLETON_ID, hard_state.term, hard_state.vote, hard_state.commit),
+                    (_SINGLETON_ID, hard_state.commit, hard_state.record),
                 )
         self._snapshot_index = plan.snapshot_index
         self._last_index = plan.last_index

@@ -30,7 +30,7 @@ import msgspec
 
 from exapyte.protocol.log import ReplicatedLog
 from exapyte.protocol.progress import ProgressTracker
-from exapyte.protocol.raft.core import Raft
+from exapyte.protocol.raft.core import Raft, decode_hard_state, encode_hard_state
 from exapyte.protocol.raft.messages import Vote
 from exapyte.protocol.types import Entry, HardState, Role, Snapshot
 from exapyte.runtime.replica import Replica
@@ -76,8 +76,11 @@ def _forget_vote(
     snapshot: Snapshot | None,
     sync: bool,
 ) -> None:
-    if hard_state is not None and hard_state.vote is not None:
-        hard_state = msgspec.structs.replace(hard_state, vote=None)  # Broken: vote not persisted
+    if hard_state is not None:
+        stored = decode_hard_state(hard_state.record)
+        if stored.vote is not None:  # Broken: the vote is not persisted
+            record = encode_hard_state(msgspec.structs.replace(stored, vote=None))
+            hard_state = msgspec.structs.replace(hard_state, record=record)
     _original_persist(self, hard_state, entries, snapshot, sync)
 
 

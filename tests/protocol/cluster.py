@@ -1,4 +1,7 @@
-"""An in-memory cluster of Raft cores driven through ``drive()``, for deterministic tests.
+"""An in-memory cluster of consensus cores driven through ``drive()``, for deterministic tests.
+
+``Cluster(protocol="raft")`` (the default) builds Raft cores from ``RaftConfig(**config)``; any
+other registered protocol is built with ``make_core(CoreSpec(protocol, node_id, **config))``.
 
 Each node has:
 
@@ -25,9 +28,12 @@ import msgspec
 from exapyte.errors import NotLeader, ProposalDropped
 from exapyte.protocol.drive import drive
 from exapyte.protocol.invariants import InvariantChecker, NodeView
+from exapyte.protocol.core import ConsensusCore
 from exapyte.protocol.raft import Raft, RaftConfig
+from exapyte.protocol.registry import make_core
 from exapyte.protocol.types import (
     ConfState,
+    CoreSpec,
     Entry,
     EntryKind,
     HardState,
@@ -185,8 +191,10 @@ class Cluster:
         learners: Sequence[str] = (),
         joiners: Sequence[str] = (),
         check: bool = True,
+        protocol: str = "raft",
         **config: Any,
     ) -> None:
+        self.protocol = protocol
         self.rng = random.Random(seed)
         self.seed = seed
         self.config = config
@@ -195,7 +203,7 @@ class Cluster:
         self.ids = list(ids) + list(learners) + list(joiners)
         self.stores = {n: MemoryStore(boot if n not in joiners else ConfState()) for n in self.ids}
         self.hosts: dict[str, NodeHost] = {}
-        self.cores: dict[str, Raft] = {}
+        self.cores: dict[str, Any] = {}
         self.alive: set[str] = set()
         self.queue: list[Any] = []
         self.cut_links: set[tuple[str, str]] = set()
@@ -224,11 +232,12 @@ class Cluster:
         host.kv = KV()
         if store.snapshot is not None:
             host.kv.restore(store.snapshot)
-        core = Raft(
-            self.make_config(node_id),
-            store.load(),
-            random.Random(f"{self.seed}/{node_id}/{len(host.events)}"),
-        )
+        rng = random.Random(f"{self.seed}/{node_id}/{len(host.events)}")
+        core: ConsensusCore
+        if self.protocol == "raft":
+            core = Raft(self.make_config(node_id), store.load(), rng)
+        else:
+            core = make_core(CoreSpec(self.protocol, node_id, **self.config), store.load(), rng)
         self.cores[node_id] = core
         self.alive.add(node_id)
 
@@ -242,7 +251,7 @@ class Cluster:
         self._boot(node_id)
         self.settle()
 
-    def core(self, node_id: str) -> Raft:
+    def core(self, node_id: str) -> Any:
         return self.cores[node_id]
 
     # --- network ---------------------------------------------------------------------------
@@ -411,22 +420,7 @@ class Cluster:
     # --- observation -----------------------------------------------------------------------
 
     def views(self) -> list[NodeView]:
-        views = []
-        for n in sorted(self.alive):
-            c = self.cores[n]
-            log = c.log
-            views.append(
-                NodeView(
-                    node_id=n,
-                    term=c.term,
-                    is_leader=c.role is Role.LEADER,
-                    commit=log.committed,
-                    offset=log.offset,
-                    offset_term=log.offset_term,
-                    entries=log._entries,
-                )
-            )
-        return views
+        return [self.cores[n].observe() for n in sorted(self.alive)]
 
     def check_invariants(self) -> None:
         self.checker.observe(self.views())

@@ -5,6 +5,7 @@ from __future__ import annotations
 import msgspec
 import pytest
 
+from exapyte.protocol.raft.core import decode_hard_state
 from exapyte.errors import InvariantViolation, NotLeader, ProtocolMisuse
 from exapyte.protocol.raft import RaftConfig
 from exapyte.protocol.raft.messages import Append, AppendResp, Vote, VoteResp
@@ -212,10 +213,10 @@ def test_vote_response_never_precedes_its_hard_state() -> None:
     core, host = make_core(pre_vote=False, check_quorum=False)
     core.step(Vote("n2", "n1", 4, 3, 1))
     pump(core, host)
-    persisted = HardState()
+    persisted = decode_hard_state(b"")
     for name, args in host.calls:
         if name == "persist" and args[0] is not None:
-            persisted = args[0]
+            persisted = decode_hard_state(args[0].record)
             assert args[3] is True  # term/vote changes are fsynced
         if name == "send":
             for m in args:

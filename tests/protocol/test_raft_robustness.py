@@ -31,6 +31,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from exapyte.protocol.raft.core import raft_hard_state
 from exapyte import limits
 from exapyte.errors import InvariantViolation
 from exapyte.protocol.raft.core import Raft, RaftConfig
@@ -574,7 +575,7 @@ def _founding_log(*extra: Entry) -> PersistedState:
         Entry(1, i, EntryKind.CONF_CHANGE, encode_conf_change(ConfChange(ADD_VOTER, v)))
         for i, v in enumerate(VOTERS, start=1)
     ) + extra
-    return PersistedState(hard_state=HardState(1, None, len(entries)), entries=entries)
+    return PersistedState(hard_state=raft_hard_state(1, None, len(entries)), entries=entries)
 
 
 @pytest.mark.parametrize("applied", [None, 5])
@@ -602,7 +603,7 @@ def test_a_committed_change_that_would_leave_no_voter_is_ignored() -> None:
         1, 2, EntryKind.CONF_CHANGE, encode_conf_change(ConfChange(ConfChangeKind.REMOVE_NODE, "n1"))
     )
     add = Entry(1, 1, EntryKind.CONF_CHANGE, encode_conf_change(ConfChange(ADD_VOTER, "n1")))
-    persisted = PersistedState(hard_state=HardState(1, None, 2), entries=(add, remove_last))
+    persisted = PersistedState(hard_state=raft_hard_state(1, None, 2), entries=(add, remove_last))
     core, host = make_core("n1", persisted=persisted)
     assert core.conf == ConfState(voters=("n1",))
     assert core.dropped.get("conf_change_ignored") == 1

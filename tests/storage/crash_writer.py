@@ -16,6 +16,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 
+from exapyte.protocol.raft.core import raft_hard_state
 from exapyte.protocol.types import Entry, HardState  # noqa: E402
 from exapyte.storage import Put, open_storage  # noqa: E402
 
@@ -40,7 +41,7 @@ def main() -> None:
         n = store.last_index()
         while True:
             n += 1
-            store.persist(HardState(n, "n1", n - 1), [Entry(n, n, 0, PAYLOAD)], sync=True)
+            store.persist(raft_hard_state(n, "n1", n - 1), [Entry(n, n, 0, PAYLOAD)], sync=True)
             print(n, flush=True)
     else:
         raise SystemExit(f"unknown mode {mode!r}")

@@ -6,6 +6,7 @@ from collections.abc import Callable
 
 import pytest
 
+from exapyte.protocol.raft.core import raft_hard_state
 from exapyte import limits
 from exapyte.errors import StorageError
 from exapyte.protocol.types import ConfState, Entry, EntryKind, HardState, Snapshot, SnapshotMeta
@@ -388,16 +389,16 @@ def test_empty_log(store: Storage) -> None:
 
 
 def test_hard_state_round_trip_and_none_keeps_it(store: Storage) -> None:
-    store.persist(HardState(3, "n2", 0), [])
-    assert store.load_persisted().hard_state == HardState(3, "n2", 0)
+    store.persist(raft_hard_state(3, "n2", 0), [])
+    assert store.load_persisted().hard_state == raft_hard_state(3, "n2", 0)
     store.persist(None, entries(1, 3))
-    assert store.load_persisted().hard_state == HardState(3, "n2", 0)
-    store.persist(HardState(4, None, 2), [])
-    assert store.load_persisted().hard_state == HardState(4, None, 2)
+    assert store.load_persisted().hard_state == raft_hard_state(3, "n2", 0)
+    store.persist(raft_hard_state(4, None, 2), [])
+    assert store.load_persisted().hard_state == raft_hard_state(4, None, 2)
 
 
 def test_append_and_read_entries(store: Storage) -> None:
-    store.persist(HardState(1, "n1", 0), entries(1, 6))
+    store.persist(raft_hard_state(1, "n1", 0), entries(1, 6))
     assert store.first_index() == 1
     assert store.last_index() == 5
     assert store.log_entries(1, 6) == entries(1, 6)
@@ -433,9 +434,9 @@ def test_an_existing_index_replaces_it_and_deletes_every_later_entry(store: Stor
 def test_a_gap_in_the_log_is_refused_with_nothing_persisted(store: Storage) -> None:
     store.persist(None, entries(1, 3))
     with pytest.raises(StorageError, match="gap"):
-        store.persist(HardState(9, "n9", 0), entries(4, 5))
+        store.persist(raft_hard_state(9, "n9", 0), entries(4, 5))
     with pytest.raises(StorageError, match="consecutive"):
-        store.persist(HardState(9, "n9", 0), [Entry(1, 3), Entry(1, 5)])
+        store.persist(raft_hard_state(9, "n9", 0), [Entry(1, 3), Entry(1, 5)])
     with pytest.raises(StorageError, match="Entry"):
         store.persist(None, [("not", "an", "entry")])  # type: ignore[list-item]
     with pytest.raises(StorageError, match="HardState"):
@@ -458,7 +459,7 @@ def test_log_ranges_outside_the_log_raise(store: Storage) -> None:
 
 
 def test_compact_drops_entries_up_to_the_snapshot_and_keeps_later(store: Storage) -> None:
-    store.persist(HardState(1, "n1", 5), entries(1, 6))
+    store.persist(raft_hard_state(1, "n1", 5), entries(1, 6))
     store.compact(snapshot(3, 1))
     assert store.first_index() == 4
     assert store.last_index() == 5
@@ -466,7 +467,7 @@ def test_compact_drops_entries_up_to_the_snapshot_and_keeps_later(store: Storage
     state = store.load_persisted()
     assert state.snapshot == snapshot(3, 1)
     assert state.entries == tuple(entries(4, 6))
-    assert state.hard_state == HardState(1, "n1", 5)
+    assert state.hard_state == raft_hard_state(1, "n1", 5)
     store.compact(snapshot(5, 1, b"later"))
     assert store.first_index() == 6
     assert store.last_index() == 5
@@ -492,7 +493,7 @@ def test_compact_refuses_bad_snapshots(store: Storage) -> None:
 
 def test_persisted_snapshot_matching_the_log_keeps_later_entries(store: Storage) -> None:
     store.persist(None, entries(1, 6))
-    store.persist(HardState(2, None, 3), [], snapshot(3, 1))
+    store.persist(raft_hard_state(2, None, 3), [], snapshot(3, 1))
     assert store.first_index() == 4
     assert store.last_index() == 5
     assert store.load_persisted().entries == tuple(entries(4, 6))
@@ -509,7 +510,7 @@ def test_persisted_snapshot_conflicting_with_the_log_drops_the_log(store: Storag
 
 def test_persisted_snapshot_past_the_log_replaces_it(store: Storage) -> None:
     store.persist(None, entries(1, 4))
-    store.persist(HardState(5, "n3", 10), [], snapshot(10, 4))
+    store.persist(raft_hard_state(5, "n3", 10), [], snapshot(10, 4))
     assert store.first_index() == 11
     assert store.last_index() == 10
     with pytest.raises(LogCompacted):
@@ -522,7 +523,7 @@ def test_persisted_snapshot_past_the_log_replaces_it(store: Storage) -> None:
 def test_snapshot_and_entries_in_one_persist(store: Storage) -> None:
     store.persist(None, entries(1, 3))
     # Entries covered by the snapshot are skipped; the rest are appended after it.
-    store.persist(HardState(3, "n1", 8), entries(7, 12, term=3), snapshot(8, 3))
+    store.persist(raft_hard_state(3, "n1", 8), entries(7, 12, term=3), snapshot(8, 3))
     assert store.first_index() == 9
     assert store.last_index() == 11
     assert store.log_entries(9, 12) == entries(9, 12, term=3)
@@ -532,18 +533,18 @@ def test_snapshot_and_entries_in_one_persist(store: Storage) -> None:
 def test_an_older_snapshot_is_refused(store: Storage) -> None:
     store.persist(None, [], snapshot(5, 2))
     with pytest.raises(StorageError, match="older"):
-        store.persist(HardState(9, None, 0), [], snapshot(4, 2))
+        store.persist(raft_hard_state(9, None, 0), [], snapshot(4, 2))
     assert store.load_persisted().snapshot == snapshot(5, 2)
     assert store.load_persisted().hard_state == HardState()
 
 
 def test_user_keys_never_reach_consensus_metadata(store: Storage) -> None:
-    store.persist(HardState(1, "n1", 0), entries(1, 3))
+    store.persist(raft_hard_state(1, "n1", 0), entries(1, 3))
     store.apply([Put("raft_log", b"x"), Put("1", b"y"), Put("term", b"z")])
     assert store.log_entries(1, 3) == entries(1, 3)
     store.import_state(store.export_state())
     store.apply([Delete("raft_log")])
-    assert store.load_persisted().hard_state == HardState(1, "n1", 0)
+    assert store.load_persisted().hard_state == raft_hard_state(1, "n1", 0)
     assert store.last_index() == 2
 
 
@@ -595,7 +596,7 @@ def test_reopen_after_close_keeps_everything(
     store.apply([Put(f"k{i}", bytes([i])) for i in range(10)], {"applied": b"42"})
     store.put("k1", b"again")
     store.delete("k2")
-    store.persist(HardState(7, "n2", 4), entries(1, 6, term=7))
+    store.persist(raft_hard_state(7, "n2", 4), entries(1, 6, term=7))
     store.compact(snapshot(2, 7))
     image = store.export_state()
     store.close()
@@ -609,7 +610,7 @@ def test_reopen_after_close_keeps_everything(
     assert again.first_index() == 3
     assert again.last_index() == 5
     state = again.load_persisted()
-    assert state.hard_state == HardState(7, "n2", 4)
+    assert state.hard_state == raft_hard_state(7, "n2", 4)
     assert state.snapshot == snapshot(2, 7)
     assert state.entries == tuple(entries(3, 6, term=7))
 

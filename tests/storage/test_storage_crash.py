@@ -15,6 +15,7 @@ import sys
 
 import pytest
 
+from exapyte.protocol.raft.core import raft_hard_state
 from exapyte.protocol.types import Entry, HardState
 from exapyte.storage import open_storage
 
@@ -87,5 +88,5 @@ def test_acknowledged_log_entries_and_hard_state_survive_kill_9(
             last = store.last_index()
             assert last >= last_ack, f"acknowledged entry {last_ack} lost; log ends at {last}"
             state = store.load_persisted()
-            assert state.hard_state == HardState(last, "n1", last - 1)
+            assert state.hard_state == raft_hard_state(last, "n1", last - 1)
             assert state.entries == tuple(Entry(n, n, 0, PAYLOAD) for n in range(1, last + 1))

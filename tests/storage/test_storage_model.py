@@ -13,6 +13,7 @@ import hypothesis.strategies as st
 from hypothesis import HealthCheck, settings
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
+from exapyte.protocol.raft.core import raft_hard_state
 from exapyte.errors import StorageError
 from exapyte.protocol.types import Entry, HardState, Snapshot, SnapshotMeta
 from exapyte.storage import Cas, Delete, KVOp, OpResult, Put, Record, Storage, open_storage
@@ -143,7 +144,7 @@ class StoreMachine(RuleBasedStateMachine):
     def append(self, data: st.DataObject, n: int, term: int) -> None:
         first = data.draw(st.integers(self.snap[0] + 1, self.last() + 1))
         entries = [Entry(term, i, 0, b"%d" % i) for i in range(first, first + n)]
-        hard = HardState(term, "n1", 0)
+        hard = raft_hard_state(term, "n1", 0)
         self.store.persist(hard, entries)
         self.hard = hard
         if entries:

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from exapyte.protocol.raft.core import raft_hard_state
 from exapyte import limits
 from exapyte.config import loads
 from exapyte.kv import Command, KVStateMachine, encode_command
@@ -39,7 +40,7 @@ def test_a_stored_snapshot_the_state_machine_missed_is_installed_at_boot(tmp_pat
 
     # This node stored the snapshot (the log is cut at 12) and stopped before installing it.
     store = open_storage("sqlite", str(tmp_path / "n1.db"))
-    store.persist(HardState(1, None, 12), [], snapshot)
+    store.persist(raft_hard_state(1, None, 12), [], snapshot)
     store.persist(None, [Entry(1, 13, 0, encode_command(Command("c", 13, PutOp("k0", b"x"))))])
     assert KVStateMachine(store).applied_index == 0
 

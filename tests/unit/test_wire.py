@@ -20,7 +20,7 @@ from exapyte.wire import (
     GetOp,
     PeerMessage,
     PutOp,
-    RaftMessage,
+    ConsensusMessage,
     ScanOp,
     TopologyUpdate,
 )
@@ -39,12 +39,21 @@ def test_round_trip_of_each_family() -> None:
         assert codec.decode(codec.encode(msg)) == msg
 
 
-def test_every_raft_message_fits_the_peer_envelope() -> None:
+def test_every_protocols_messages_fit_the_peer_envelope() -> None:
+    from exapyte.protocol.registry import PROTOCOLS
+
     assert RAFT_MESSAGE_TYPES
-    for cls in RAFT_MESSAGE_TYPES:
-        assert cls.__struct_config__.tag.startswith("raft.")
-    # The peer envelope's union is exactly the Raft message set: none missing, none extra.
-    assert set(typing.get_args(RaftMessage)) == set(RAFT_MESSAGE_TYPES)
+    expected: set[type] = set()
+    for name, definition in PROTOCOLS.items():
+        prefix = "paxos." if name == "multipaxos" else f"{name}."
+        for cls in definition.messages:
+            assert cls.__struct_config__.tag.startswith(prefix), (name, cls)
+            # The runtime checks these two against the authenticated sender.
+            assert {"frm", "to"} <= set(cls.__struct_fields__), cls
+        expected |= set(definition.messages)
+    # The peer envelope's union is exactly the registered message set: none missing, none extra.
+    assert set(RAFT_MESSAGE_TYPES) <= expected
+    assert set(typing.get_args(ConsensusMessage)) == expected
 
 
 @pytest.mark.parametrize(

@@ -139,6 +139,7 @@ import msgspec
 from exapyte import limits
 from exapyte.errors import InvariantViolation, NotLeader, ProposalDropped, ProtocolMisuse
 from exapyte.protocol.core import ConsensusCore, RandomSource
+from exapyte.protocol.invariants import NodeView
 from exapyte.protocol.log import ReplicatedLog
 from exapyte.protocol.progress import ProgressState, ProgressTracker
 from exapyte.protocol.quorum import VoteResult
@@ -158,6 +159,7 @@ from exapyte.protocol.raft.messages import (
 )
 from exapyte.protocol.readindex import ReadIndexTracker
 from exapyte.protocol.types import (
+    CoreSpec,
     ConfChange,
     ConfChangeKind,
     ConfState,
@@ -211,6 +213,35 @@ class RaftConfig(msgspec.Struct, frozen=True):
         need(self.max_entries_per_msg >= 1, "max_entries_per_msg", "must be >= 1")
         need(self.max_bytes_per_msg >= 1, "max_bytes_per_msg", "must be >= 1")
         need(self.snapshot_chunk_bytes >= 1, "snapshot_chunk_bytes", "must be >= 1")
+
+
+class RaftHardState(msgspec.Struct, frozen=True, array_like=True):
+    """What Raft persists in ``HardState.record``: the current term and the vote cast in it."""
+
+    term: int = 0
+    vote: str | None = None
+
+
+_HS_ENCODER = msgspec.msgpack.Encoder()
+_HS_DECODER = msgspec.msgpack.Decoder(RaftHardState)
+
+
+def encode_hard_state(state: RaftHardState) -> bytes:
+    """The ``HardState.record`` of a Raft replica."""
+    return _HS_ENCODER.encode(state)
+
+
+def decode_hard_state(record: bytes) -> RaftHardState:
+    """Inverse of :func:`encode_hard_state`; ``b""`` is a replica that never stored one.
+
+    Raises ProtocolMisuse for a record that is not Raft's (storage written by another protocol).
+    """
+    if not record:
+        return RaftHardState()
+    try:
+        return _HS_DECODER.decode(record)
+    except msgspec.DecodeError as exc:
+        raise ProtocolMisuse(f"the stored hard state is not a Raft hard state: {exc}") from exc
 
 
 _LEADER_MESSAGES = (Append, Heartbeat, InstallSnapshot)
@@ -374,8 +405,9 @@ class Raft(ConsensusCore):
             and not p.entries
             and bool(p.conf.voters)
         )
-        self._term = p.hard_state.term
-        self._vote: str | None = p.hard_state.vote
+        stored = decode_hard_state(p.hard_state.record)
+        self._term = stored.term
+        self._vote: str | None = stored.vote
         if bootstrap:
             if self._id not in p.conf.voters and self._id not in p.conf.learners:
                 raise ProtocolMisuse(
@@ -390,10 +422,12 @@ class Raft(ConsensusCore):
                 self.log.append(Entry(1, i, EntryKind.CONF_CHANGE, encode_conf_change(change)))
             self.log.committed = len(changes)
             self._term = 1
-            self._prev_hs = HardState()
+            self._prev_hs: tuple[int, str | None, int] = (0, None, 0)
         else:
             self.log = ReplicatedLog(p.snapshot, p.entries, p.hard_state.commit, applied)
-            self._prev_hs = HardState(self._term, self._vote, self.log.committed)
+            self._prev_hs = (self._term, self._vote, self.log.committed)
+        # The encoded (term, vote) last handed out, reused while only the commit index moves.
+        self._record = p.hard_state.record
 
         self._dropped: dict[str, int] = {}
         self.trk = ProgressTracker(config.max_inflight_msgs)
@@ -460,6 +494,21 @@ class Raft(ConsensusCore):
     @property
     def dropped(self) -> dict[str, int]:
         return dict(self._dropped)
+
+    def observe(self) -> NodeView:
+        log = self.log
+        return NodeView(
+            node_id=self._id,
+            term=self._term,
+            is_leader=self._role is Role.LEADER,
+            commit=log.committed,
+            offset=log.offset,
+            offset_term=log.offset_term,
+            entries=log.entries,
+        )
+
+    def is_from_leader(self, message: object) -> bool:
+        return type(message) in _LEADER_MESSAGES and message.term >= self._term  # type: ignore[attr-defined]
 
     @property
     def lead_transferee(self) -> str | None:
@@ -1264,9 +1313,6 @@ class Raft(ConsensusCore):
     def _count(self, reason: str) -> None:
         self._dropped[reason] = self._dropped.get(reason, 0) + 1
 
-    def _hard_state(self) -> HardState:
-        return HardState(self._term, self._vote, self.log.committed)
-
     def has_ready(self) -> bool:
         if self._in_ready is not None:
             return False
@@ -1282,9 +1328,7 @@ class Raft(ConsensusCore):
             or log.stable < log.last_index
             or log.pending_snapshot is not None
             or log.committed > log.applied
-            or self._prev_hs.term != self._term
-            or self._prev_hs.vote != self._vote
-            or self._prev_hs.commit != log.committed
+            or self._prev_hs != (self._term, self._vote, log.committed)
         )
 
     def ready(self) -> Ready:
@@ -1295,9 +1339,13 @@ class Raft(ConsensusCore):
             if self.reads.need_round:
                 self._bcast_heartbeat()
         log = self.log
-        hs = self._hard_state()
-        prev = self._prev_hs
-        hard_state = None if hs == prev else hs
+        prev_term, prev_vote, prev_commit = self._prev_hs
+        vote_changed = prev_term != self._term or prev_vote != self._vote
+        hard_state: HardState | None = None
+        if vote_changed or prev_commit != log.committed:
+            if vote_changed:
+                self._record = encode_hard_state(RaftHardState(self._term, self._vote))
+            hard_state = HardState(log.committed, self._record)
         snapshot = log.pending_snapshot
         entries = log.unstable_entries()
         committed = tuple(log.committed_unapplied())
@@ -1315,7 +1363,7 @@ class Raft(ConsensusCore):
         must_sync = (
             snapshot is not None
             or bool(entries)
-            or (hard_state is not None and (hs.term != prev.term or hs.vote != prev.vote))
+            or vote_changed
         )
         early: tuple[Any, ...] = ()
         if self._role is Role.LEADER:
@@ -1346,7 +1394,7 @@ class Raft(ConsensusCore):
         self._in_ready = None
         log = self.log
         if ready.hard_state is not None:
-            self._prev_hs = ready.hard_state
+            self._prev_hs = (self._term, self._vote, ready.hard_state.commit)
         if ready.snapshot is not None:
             log.snapshot_persisted(ready.snapshot)
         if ready.entries:
@@ -1365,3 +1413,37 @@ class Raft(ConsensusCore):
             me = self.trk.progress.get(self._id)
             if me is not None and me.maybe_update(log.stable):
                 self._maybe_commit()
+
+
+def build(
+    spec: CoreSpec,
+    persisted: PersistedState | None,
+    rng: RandomSource,
+    *,
+    applied: int | None = None,
+    snapshot_check: Callable[[bytes], bool] | None = None,
+) -> Raft:
+    """A Raft replica from a protocol-neutral :class:`CoreSpec` (the registry's factory).
+
+    The known bug ``no-term-check`` grants every vote request of the current term and switches
+    off pre-vote and check-quorum stickiness, so a node that was cut off wins on its return.
+    """
+    no_term_check = "no-term-check" in spec.bugs
+    config = RaftConfig(
+        node_id=spec.node_id,
+        election_timeout_ticks=spec.election_timeout_ticks,
+        heartbeat_ticks=spec.heartbeat_ticks,
+        max_inflight_msgs=spec.max_inflight_msgs,
+        max_entries_per_msg=spec.max_entries_per_msg,
+        max_bytes_per_msg=spec.max_bytes_per_msg,
+        snapshot_chunk_bytes=spec.snapshot_chunk_bytes,
+        pre_vote=spec.pre_vote and not no_term_check,
+        check_quorum=spec.check_quorum and not no_term_check,
+        unsafe_grant_any_vote=no_term_check,
+    )
+    return Raft(config, persisted, rng, applied=applied, snapshot_check=snapshot_check)
+
+
+def raft_hard_state(term: int, vote: str | None, commit: int) -> HardState:
+    """The hard state a Raft replica persists for ``(term, vote, commit)``."""
+    return HardState(commit, encode_hard_state(RaftHardState(term, vote)))
