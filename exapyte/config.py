@@ -23,9 +23,9 @@ from typing import Annotated, Any, Literal
 
 import msgspec
 
-from exapyte.protocol import registry
 from exapyte import limits
 from exapyte.errors import ConfigError
+from exapyte.protocol import registry
 
 Port = Annotated[int, msgspec.Meta(ge=1, le=65535)]
 PositiveInt = Annotated[int, msgspec.Meta(ge=1)]

@@ -37,7 +37,7 @@ from exapyte.protocol.invariants import (
     check_leader_completeness,
     check_state_machine_safety,
 )
-from exapyte.protocol.types import Entry, EntryKind, Role
+from exapyte.protocol.types import Entry, EntryKind
 
 INVARIANT_NAMES: tuple[str, ...] = (
     "election safety",

@@ -5,15 +5,14 @@ from __future__ import annotations
 import msgspec
 import pytest
 
-from exapyte.protocol.raft.core import decode_hard_state
 from exapyte.errors import InvariantViolation, NotLeader, ProtocolMisuse
+from exapyte.protocol.drive import drive
 from exapyte.protocol.raft import RaftConfig
+from exapyte.protocol.raft.core import decode_hard_state
 from exapyte.protocol.raft.messages import Append, AppendResp, Vote, VoteResp
-from exapyte.protocol.types import Entry, EntryKind, HardState, PersistedState, Role
+from exapyte.protocol.types import Entry, EntryKind, PersistedState, Role
 
 from .cluster import Cluster
-from exapyte.protocol.drive import drive
-
 from .helpers import make_core, pump, sent_of
 
 

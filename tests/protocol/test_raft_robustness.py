@@ -31,10 +31,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from exapyte.protocol.raft.core import raft_hard_state
 from exapyte import limits
 from exapyte.errors import InvariantViolation
-from exapyte.protocol.raft.core import Raft, RaftConfig
+from exapyte.protocol.raft.core import Raft, RaftConfig, raft_hard_state
 from exapyte.protocol.raft.messages import (
     RAFT_MESSAGE_TYPES,
     Append,
@@ -55,7 +54,6 @@ from exapyte.protocol.types import (
     ConfState,
     Entry,
     EntryKind,
-    HardState,
     PersistedState,
     Role,
     SnapshotMeta,
@@ -615,10 +613,11 @@ def test_a_committed_change_that_would_leave_no_voter_is_ignored() -> None:
 def test_a_snapshot_image_the_host_refuses_replaces_nothing() -> None:
     # Raft §7: the follower installs the leader's image only if its state machine can take it;
     # a forged or corrupt image is dropped whole, and the leader is asked to start again.
+    import random as _random
+
     from exapyte.protocol.raft.core import Raft, RaftConfig
     from exapyte.protocol.raft.messages import InstallSnapshot, InstallSnapshotResp
     from exapyte.protocol.types import ConfState, PersistedState, SnapshotMeta
-    import random as _random
 
     seen: list[bytes] = []
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from exapyte.protocol.raft.core import raft_hard_state
 from exapyte.errors import StorageError
-from exapyte.protocol.types import Entry, HardState, Snapshot, SnapshotMeta
+from exapyte.protocol.raft.core import raft_hard_state
+from exapyte.protocol.types import Entry, Snapshot, SnapshotMeta
 from exapyte.sim.storage import SimStorage, clone_memory
 from exapyte.storage.base import Put
 from exapyte.storage.memory import MemoryStorage

@@ -17,7 +17,7 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 
 from exapyte.protocol.raft.core import raft_hard_state
-from exapyte.protocol.types import Entry, HardState  # noqa: E402
+from exapyte.protocol.types import Entry  # noqa: E402
 from exapyte.storage import Put, open_storage  # noqa: E402
 
 KEYS_PER_BATCH = 10

@@ -6,10 +6,17 @@ from collections.abc import Callable
 
 import pytest
 
-from exapyte.protocol.raft.core import raft_hard_state
 from exapyte import limits
 from exapyte.errors import StorageError
-from exapyte.protocol.types import ConfState, Entry, EntryKind, HardState, Snapshot, SnapshotMeta
+from exapyte.protocol.raft.core import raft_hard_state
+from exapyte.protocol.types import (
+    ConfState,
+    Entry,
+    EntryKind,
+    HardState,
+    Snapshot,
+    SnapshotMeta,
+)
 from exapyte.storage import (
     Cas,
     Delete,

@@ -16,7 +16,7 @@ import sys
 import pytest
 
 from exapyte.protocol.raft.core import raft_hard_state
-from exapyte.protocol.types import Entry, HardState
+from exapyte.protocol.types import Entry
 from exapyte.storage import open_storage
 
 WRITER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "crash_writer.py")

@@ -13,10 +13,19 @@ import hypothesis.strategies as st
 from hypothesis import HealthCheck, settings
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
-from exapyte.protocol.raft.core import raft_hard_state
 from exapyte.errors import StorageError
+from exapyte.protocol.raft.core import raft_hard_state
 from exapyte.protocol.types import Entry, HardState, Snapshot, SnapshotMeta
-from exapyte.storage import Cas, Delete, KVOp, OpResult, Put, Record, Storage, open_storage
+from exapyte.storage import (
+    Cas,
+    Delete,
+    KVOp,
+    OpResult,
+    Put,
+    Record,
+    Storage,
+    open_storage,
+)
 
 KEYS = st.sampled_from(["a", "b", "ab", "é", "中", "😀", "z", "B", "a\x00b"])
 VALUES = st.binary(max_size=8)

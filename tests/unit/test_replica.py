@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from exapyte.protocol.raft.core import raft_hard_state
 from exapyte import limits
 from exapyte.config import loads
 from exapyte.kv import Command, KVStateMachine, encode_command
-from exapyte.protocol.types import ConfState, Entry, HardState, Role, Snapshot, SnapshotMeta
+from exapyte.protocol.raft.core import raft_hard_state
+from exapyte.protocol.types import ConfState, Entry, Role, Snapshot, SnapshotMeta
 from exapyte.runtime.replica import Replica
 from exapyte.storage import Record, open_storage
 from exapyte.wire import ClientReply, ClientRequest, PutOp
