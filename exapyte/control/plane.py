@@ -35,7 +35,8 @@ host this state machine in the control-plane group (docs/control-plane.md).
 
 from __future__ import annotations
 
-from typing import Union
+from collections.abc import Callable
+from typing import Any, Union
 
 import msgspec
 
@@ -73,56 +74,56 @@ class _Cmd(msgspec.Struct, frozen=True, tag_field="cmd", forbid_unknown_fields=T
     pass
 
 
-class RegionSet(_Cmd, tag="region_set"):
+class RegionSet(_Cmd, frozen=True, tag="region_set"):
     region: RegionId
     name: str = ""
 
 
-class LinkSet(_Cmd, tag="link_set"):
+class LinkSet(_Cmd, frozen=True, tag="link_set"):
     a: RegionId
     b: RegionId
     latency_ms: float
 
 
-class NodeAdd(_Cmd, tag="node_add"):
+class NodeAdd(_Cmd, frozen=True, tag="node_add"):
     node: NodeId
     region: RegionId
     endpoint: str
 
 
-class NodeRemove(_Cmd, tag="node_remove"):
+class NodeRemove(_Cmd, frozen=True, tag="node_remove"):
     node: NodeId
 
 
-class ShardCreate(_Cmd, tag="shard_create"):
+class ShardCreate(_Cmd, frozen=True, tag="shard_create"):
     group: GroupSpec
 
 
-class ShardDrop(_Cmd, tag="shard_drop"):
+class ShardDrop(_Cmd, frozen=True, tag="shard_drop"):
     shard: ShardId
     expect_version: int
 
 
-class ReplicaAddLearner(_Cmd, tag="replica_add_learner"):
+class ReplicaAddLearner(_Cmd, frozen=True, tag="replica_add_learner"):
     shard: ShardId
     node: NodeId
     expect_version: int
     move: bool = True  # the first step of a move (False: a learner that stays one)
 
 
-class ReplicaPromote(_Cmd, tag="replica_promote"):
+class ReplicaPromote(_Cmd, frozen=True, tag="replica_promote"):
     shard: ShardId
     node: NodeId
     expect_version: int
 
 
-class ReplicaRemove(_Cmd, tag="replica_remove"):
+class ReplicaRemove(_Cmd, frozen=True, tag="replica_remove"):
     shard: ShardId
     node: NodeId
     expect_version: int
 
 
-class LeaderHint(_Cmd, tag="leader_hint"):
+class LeaderHint(_Cmd, frozen=True, tag="leader_hint"):
     shard: ShardId
     conf_version: int
     leader: NodeId
@@ -135,7 +136,7 @@ Command = Union[
 ]
 
 _encoder = msgspec.msgpack.Encoder()
-_decoder = msgspec.msgpack.Decoder(Command)
+_decoder: msgspec.msgpack.Decoder[Command] = msgspec.msgpack.Decoder(Command)
 
 
 def encode_command(command: Command) -> bytes:
@@ -418,7 +419,7 @@ def _ident(value: str, what: str) -> None:
         raise _Refused(f"a {what} id is 1..64 characters without '/', got {value[:40]!r}")
 
 
-_HANDLERS = {
+_HANDLERS: dict[type, Callable[[ControlPlane, Any], None]] = {
     RegionSet: ControlPlane._region_set,
     LinkSet: ControlPlane._link_set,
     NodeAdd: ControlPlane._node_add,
