@@ -66,3 +66,8 @@ RAFT_REPLICATE_STALL_HEARTBEATS = 3  # heartbeat answers without ack progress be
 RAFT_TERM_INDEX_MAX = 2**62
 RAFT_READ_TIMEOUT_ELECTIONS = 1  # a leader fails a read not confirmed within this many timeouts
 READ_HELD_ELECTIONS_MAX = 3  # a replica fails a read its core has neither answered nor failed
+
+# --- distribution (exapyte/distribution/) -------------------------------------------------------
+VIRTUAL_NODES_DEFAULT = 1024  # ring points per node: arc noise ~1/sqrt(V) = 3% (docs/distribution.md)
+PLACEMENT_LOAD_FACTOR = 1.1  # a node holds at most ceil(1.1 x the mean) shard replicas
+SHARDS_MAX = 1024  # shards of one strategy (per region for the hierarchical one)
