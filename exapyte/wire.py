@@ -13,8 +13,9 @@ Each refusal raises :class:`FrameError` carrying a short ``reason`` (``oversized
 ``undecodable``, ``invalid``, ``version``); the node counts it per reason and drops the frame.
 Nothing a remote sends can crash the receiver.
 
-Messages fall in three families, told apart by the tag prefix: ``client.*`` (requests and
-replies), ``peer`` (a consensus message for one replica group) and ``control.*`` (topology
+Messages fall in four families, told apart by the tag prefix: ``client.*`` (requests and
+replies), ``peer``/``peers`` (a consensus message for one replica group, or a batch of them for
+any groups), ``node.beat`` (a node's liveness beat to a peer) and ``control.*`` (topology
 publications on the PUB/SUB plane).
 """
 
@@ -151,6 +152,23 @@ class PeerMessage(msgspec.Struct, frozen=True, tag="peer"):
     msg: ConsensusMessage  # type: ignore[valid-type]
 
 
+class PeerBatch(msgspec.Struct, frozen=True, tag="peers"):
+    """Every consensus message one node sends another in one loop iteration, for any group."""
+
+    items: tuple[PeerMessage, ...]
+
+
+class NodeBeat(msgspec.Struct, frozen=True, tag="node.beat"):
+    """A node's liveness beat to one peer, in place of per-group heartbeats of idle groups.
+
+    ``instance`` changes with every start of the node process, so a peer learns that the node
+    restarted (and lost what it held in memory)."""
+
+    frm: str
+    to: str
+    instance: str
+
+
 class TopologyUpdate(msgspec.Struct, frozen=True, tag="control.topology"):
     """A topology version, published by the control plane on its PUB socket."""
 
@@ -159,7 +177,7 @@ class TopologyUpdate(msgspec.Struct, frozen=True, tag="control.topology"):
     topology: bytes  # the cluster section, JSON-encoded
 
 
-Message = Union[ClientRequest, ClientReply, PeerMessage, TopologyUpdate]
+Message = Union[ClientRequest, ClientReply, PeerMessage, PeerBatch, NodeBeat, TopologyUpdate]
 
 
 class Envelope(msgspec.Struct, frozen=True, array_like=True):

@@ -6,6 +6,7 @@ See :mod:`exapyte.distribution.base` for the interface and ``docs/distribution.m
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING
 
 from exapyte import limits
 from exapyte.distribution.base import (
@@ -28,6 +29,9 @@ from exapyte.distribution.centralized import CentralizedStrategy
 from exapyte.distribution.hierarchical import HierarchicalStrategy
 from exapyte.distribution.sharded import ShardedStrategy
 
+if TYPE_CHECKING:
+    from exapyte.config import Config
+
 __all__ = [
     "CentralizedStrategy",
     "GroupSpec",
@@ -41,6 +45,7 @@ __all__ = [
     "Step",
     "Strategy",
     "check_plan",
+    "from_config",
     "make_strategy",
     "merge_scan",
     "plan_moves",
@@ -74,3 +79,29 @@ def make_strategy(
     raise PlacementError(
         f"unknown distribution strategy {name!r}: centralized, sharded or hierarchical"
     )
+
+
+def from_config(cfg: Config) -> tuple[Strategy, Placement]:
+    """The strategy ``cfg.distribution`` names and the placement of its shards on the cluster's
+    nodes: a pure function of the config, so every node, client and tool computes the same.
+
+    The replication factor is ``distribution.replication_factor`` capped at the nodes available
+    (per region for ``hierarchical``). Raises PlacementError when the shards cannot be placed.
+    """
+    d = cfg.distribution
+    nodes = {n.id: n.region for n in cfg.cluster.nodes}
+    regions = sorted(set(nodes.values()))
+    strategy = make_strategy(
+        d.strategy,
+        shards=d.shards,
+        virtual_nodes=d.virtual_nodes,
+        regions=regions,
+        rules=dict(d.rules),
+        voters=cfg.initial_voters(),
+    )
+    if d.strategy == "hierarchical":
+        smallest = min(sum(1 for r in nodes.values() if r == region) for region in regions)
+        factor = min(d.replication_factor, smallest)
+    else:
+        factor = min(d.replication_factor, len(nodes))
+    return strategy, strategy.place(nodes, factor)

@@ -1,4 +1,8 @@
-"""Centralized distribution: one shard, ``s0000``, holds every key (exapyte's default).
+"""Centralized distribution: one shard, ``default``, holds every key (exapyte's default).
+
+The shard keeps the group id every exapyte release has used for its single group (the wire's
+default ``ClientRequest.group``, and the storage file of the node), so a centralized cluster's
+data directory and clients are unchanged by the other strategies.
 
 The group's voters are the configured initial voters, or every node (what a cluster of one Raft
 group has always done); the replication factor is not used: every voter holds every key.
@@ -8,11 +12,11 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
-from exapyte.distribution.base import GroupSpec, NodeId, Placement, PlacementError, RegionId, ShardId, shard_name
+from exapyte.distribution.base import GroupSpec, NodeId, Placement, PlacementError, RegionId, ShardId
 
 __all__ = ["CentralizedStrategy", "THE_SHARD"]
 
-THE_SHARD: ShardId = shard_name(0)
+THE_SHARD: ShardId = "default"
 
 
 class CentralizedStrategy:

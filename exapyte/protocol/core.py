@@ -85,6 +85,19 @@ class ConsensusCore(abc.ABC):
         this). ``NodeView.term`` names a leadership at most one replica ever holds: Raft's term,
         ZAB's epoch, the round of a Multi-Paxos ballot."""
 
+    def quiescent(self) -> bool:
+        """Whether this replica may stop ticking until its next input (a *quiesced* group
+        costs no timer work and no heartbeats).
+
+        True only when nothing is in flight: a leader whose every member holds its whole log
+        and whose commit and applied index have reached its end, with no read, transfer or
+        Ready pending; a follower or learner that knows its leader and has committed and applied
+        everything it holds. The host quiesces a group only while every member it depends on
+        is alive (its node liveness) and wakes it on any input for the group; stopping ticks
+        costs liveness only, never safety. A protocol that does not support it returns False.
+        """
+        return False
+
     @abc.abstractmethod
     def is_from_leader(self, message: object) -> bool:
         """Whether ``message`` comes from a leader this replica accepts now (in its current

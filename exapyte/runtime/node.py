@@ -1,4 +1,4 @@
-"""The node process: ZeroMQ sockets around one service, a tick clock and maintenance jobs.
+"""The node process: ZeroMQ sockets around its replica groups, a tick clock and maintenance jobs.
 
 Theory of operation
 -------------------
@@ -11,7 +11,12 @@ Sockets (every one bound to or dialling 127.0.0.1 unless the config says otherwi
   with a DEALER whose identity is their node id, so the ROUTER knows who sent a peer message.
   ``ROUTER_HANDOVER`` lets a restarted peer take its identity back at once; ``ROUTER_MANDATORY``
   turns a reply to a vanished client into a counted error instead of a silent drop.
-- one **DEALER** per peer, identity = our node id, for outgoing consensus messages.
+- one **DEALER** per peer, identity = our node id, for outgoing consensus messages. Every
+  group's messages to one peer share that connection: what the groups queue in one loop
+  iteration leaves as one ``peers`` frame (:class:`~exapyte.wire.PeerBatch`), flushed at the end
+  of the iteration and before each fsync (so a leader's appends travel while it syncs). One
+  ``node.beat`` per peer every few ticks carries the node's liveness for all its groups, so idle
+  groups quiesce (``exapyte/runtime/groups.py``).
 - **PUB** on ``pub_port``: topology versions for subscribers.
 - **SUB** dialling every node's PUB: the topology versions others publish (gaps are logged and
   trigger a resync request on the next publication).
@@ -57,11 +62,12 @@ from exapyte.runtime.auth import (
     HandshakeMonitor,
     ZapHandler,
 )
+from exapyte.distribution.base import GroupSpec
 from exapyte.runtime.clock import Clock
-from exapyte.runtime.replica import Replica
+from exapyte.runtime.groups import GroupTable
 from exapyte.runtime.service import DirectService, ServiceBase, validate_request
 from exapyte.security import KeyRing, load_keyring, make_curve_client
-from exapyte.storage import open_storage
+from exapyte.storage import Storage, group_path, open_storage
 from exapyte.wire import (
     ADMIN_OPS,
     ClientReply,
@@ -69,6 +75,8 @@ from exapyte.wire import (
     ClockOp,
     Codec,
     FrameError,
+    NodeBeat,
+    PeerBatch,
     PeerMessage,
     ReplyCode,
     TopologyUpdate,
@@ -124,7 +132,9 @@ class Node:
         self.pub: zmq.Socket[Any] | None = None
         self.sub: zmq.Socket[Any] | None = None
         self.dealers: dict[str, zmq.Socket[Any]] = {}
-        self.service: ServiceBase | None = None
+        self.service: ServiceBase | GroupTable | None = None
+        self.groups: GroupTable | None = None
+        self._outbox: dict[str, list[PeerMessage]] = {}
         self._scheduler: BackgroundScheduler | None = None
         self.started_at = time.monotonic()
         # Tells this process apart from any other that answers on the same port (the launcher
@@ -145,17 +155,8 @@ class Node:
             self.keyring = load_keyring(
                 cfg.security.keys_dir, self.node_id, cfg.node_ids(),
             )
-        options = (
-            {"hot_keys": cfg.storage.hot_keys, "policy": cfg.storage.policy}
-            if cfg.storage.backend == "tiered"
-            else {}
-        )
-        storage = open_storage(cfg.storage.backend, cfg.storage_path(), **options)
-        try:
-            self.service = self._make_service(storage)
-        except BaseException:
-            storage.close()
-            raise
+        raise_fd_limit()
+        self.service = self._make_service()
         self.service.status_extra = self.status_fields
         self._ctx = zmq.Context()
         me = cfg.node
@@ -225,12 +226,49 @@ class Node:
             cfg.storage_path(), cfg.consensus.protocol, cfg.security.mode, self.instance_id,
         )
 
-    def _make_service(self, storage: Any) -> ServiceBase:
-        if not self.cfg.replicated:
-            return DirectService(self.cfg, storage, self._send_reply)
-        return Replica(
-            self.cfg, storage, random.Random(), reply=self._send_reply, send=self._send_peer
+    def _open_storage(self, group: str) -> Storage:
+        cfg = self.cfg
+        options = (
+            {"hot_keys": cfg.storage.hot_keys, "policy": cfg.storage.policy}
+            if cfg.storage.backend == "tiered"
+            else {}
         )
+        return open_storage(cfg.storage.backend, group_path(cfg.storage_path(), group), **options)
+
+    def _make_service(self) -> ServiceBase | GroupTable:
+        cfg = self.cfg
+        if not cfg.replicated:
+            storage = self._open_storage("default")
+            try:
+                return DirectService(cfg, storage, self._send_reply)
+            except BaseException:
+                storage.close()
+                raise
+        groups = GroupTable(
+            cfg,
+            open_storage=self._open_storage,
+            rng_for=lambda _group: random.Random(),
+            reply=self._send_reply,
+            send=self._send_peer,
+            beat=self._send_beat,
+            before_sync=self._flush_outbox,
+        )
+        self.groups = groups
+        try:
+            for spec in self._hosted_groups():
+                groups.create(spec)
+        except BaseException:
+            groups.close()
+            raise
+        return groups
+
+    def _hosted_groups(self) -> list[GroupSpec]:
+        """The groups this node hosts: the centralized group ``default`` (every node hosts it;
+        one outside its initial voters starts empty and waits to be added)."""
+        spec = GroupSpec("default", self.cfg.initial_voters())
+        if self.groups is not None:
+            self.groups.set_placement([spec])
+        return [spec]
 
     def stop(self) -> None:
         self._stop.set()
@@ -319,6 +357,8 @@ class Node:
             elif next_tick - now > tick_s:  # the clock moved back (a clock fault was reset)
                 next_tick = now + tick_s
             service.flush()
+            if self._outbox:
+                self._flush_outbox()
             while not self._jobs.empty():
                 self._run_job(self._jobs.get_nowait())
 
@@ -383,12 +423,26 @@ class Node:
                 self._on_clock(identity, msg)
             else:
                 self.service.on_request(identity, msg)
+        elif isinstance(msg, PeerBatch):
+            for item in msg.items:
+                self._on_peer(item, user_id)
         elif isinstance(msg, PeerMessage):
-            inner = msg.msg
-            if self.gate.admit_peer(user_id, inner.frm, inner.to):
-                self.service.on_peer(inner)
+            self._on_peer(msg, user_id)
+        elif isinstance(msg, NodeBeat):
+            if self.groups is not None and self.gate.admit_peer(user_id, msg.frm, msg.to):
+                self.groups.heard_from(msg.frm, msg.instance)
         else:
             self.count("frames_dropped_unexpected")
+
+    def _on_peer(self, msg: PeerMessage, user_id: str | None) -> None:
+        inner = msg.msg
+        if self.gate.admit_peer(user_id, inner.frm, inner.to):
+            groups = self.groups
+            if groups is None:
+                self.count("peer_unexpected")
+                return
+            groups.heard_from(inner.frm)
+            groups.on_peer(msg.group, inner)
 
     def _drain_sub(self) -> None:
         assert self.sub is not None
@@ -458,15 +512,43 @@ class Node:
             self.count("replies_undeliverable")
             log.debug("reply to %r not delivered: %s", identity, exc)
 
-    def _send_peer(self, to: str, msg: Any) -> None:
-        dealer = self.dealers.get(to)
-        if dealer is None:
-            self.count("peer_unknown")
+    def _send_peer(self, to: str, group: str, msg: Any) -> None:
+        queue = self._outbox.get(to)
+        if queue is None:
+            if to not in self.dealers:
+                self.count("peer_unknown")
+                return
+            queue = self._outbox[to] = []
+        queue.append(PeerMessage(group, msg))
+
+    def _flush_outbox(self) -> None:
+        """Send what the groups queued: one frame per peer (split when it would not fit)."""
+        outbox, self._outbox = self._outbox, {}
+        for to, items in outbox.items():
+            if len(items) == 1:
+                self._send_frame(to, self.codec.encode(items[0]))
+            else:
+                self._send_batch(to, items)
+
+    def _send_batch(self, to: str, items: list[PeerMessage]) -> None:
+        frame = self.codec.encode(PeerBatch(tuple(items)))
+        if len(frame) <= self.codec.frame_bytes_max or len(items) == 1:
+            self._send_frame(to, frame)
             return
+        half = len(items) // 2
+        self._send_batch(to, items[:half])
+        self._send_batch(to, items[half:])
+
+    def _send_frame(self, to: str, frame: bytes) -> None:
         try:
-            dealer.send(self.codec.encode(PeerMessage("default", msg)), _NOBLOCK)
+            self.dealers[to].send(frame, _NOBLOCK)
+            self.count("peer_frames_sent")
         except zmq.Again:
             self.count("peer_send_dropped")
+
+    def _send_beat(self, to: str) -> None:
+        if to in self.dealers:
+            self._send_frame(to, self.codec.encode(NodeBeat(self.node_id, to, self.instance_id)))
 
     # -- maintenance --------------------------------------------------------------------------
 
@@ -508,6 +590,19 @@ class Node:
 
     def status(self) -> dict[str, Any]:
         return self.service.status() if self.service is not None else self.status_fields()
+
+
+def raise_fd_limit() -> None:
+    """Raise this process's open-file limit to its hard limit: every hosted group holds its own
+    storage file (two descriptors with SQLite's write-ahead log)."""
+    try:
+        import resource
+
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        if hard == resource.RLIM_INFINITY or soft < hard:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    except (ImportError, ValueError, OSError) as exc:  # not fatal: few groups need few files
+        log.debug("open-file limit unchanged: %s", exc)
 
 
 def serve(cfg: Config, *, instance_id: str | None = None) -> int:

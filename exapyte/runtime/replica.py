@@ -47,6 +47,7 @@ import msgspec
 
 from exapyte import limits
 from exapyte.config import Config
+from exapyte.distribution.base import GroupSpec
 from exapyte.errors import NotLeader, ProposalDropped, ProtocolMisuse, StorageError
 from exapyte.kv import Command, Outcome, encode_command
 from exapyte.protocol.drive import drive
@@ -120,8 +121,15 @@ class Replica(ServiceBase):
         *,
         reply: ReplySink,
         send: PeerSink,
+        group: GroupSpec | None = None,
     ) -> None:
         super().__init__(cfg, storage, reply)
+        # The group this replica belongs to; a node of the centralized strategy has only
+        # "default", whose founding voters are the config's initial voters.
+        self.group = group if group is not None else GroupSpec("default", cfg.initial_voters())
+        # Called before each fsync of this replica's log (the group table sends the peer
+        # messages queued so far, so that a leader's appends leave while it syncs).
+        self.before_sync: Callable[[], None] | None = None
         # Applied state needs no fsync of its own and is stored behind the requests (the state
         # machine's write-behind, stored from idle(), see has_idle_work()): every applied entry
         # is already persisted in the log and committed on a quorum, so writes lost to a crash
@@ -134,9 +142,11 @@ class Replica(ServiceBase):
         self.bugs = frozenset(cfg.unsafe.bugs if cfg.unsafe.enabled else ())
         persisted = storage.load_persisted()
         if persisted.hard_state == HardState() and persisted.snapshot is None and not persisted.entries:
-            voters = cfg.initial_voters()
+            voters = self.group.voters
             if self.node_id in voters:
-                persisted = PersistedState(conf=ConfState(voters=voters))
+                persisted = PersistedState(
+                    conf=ConfState(voters=voters, learners=self.group.learners)
+                )
             # else: a node outside the initial voters starts empty and waits to be added.
         snap = persisted.snapshot
         if snap is not None and self.sm.applied_index < snap.meta.index:
@@ -356,6 +366,8 @@ class Replica(ServiceBase):
         if hard_state is None:
             hard_state = self._deferred_hard_state
         self._deferred_hard_state = None
+        if sync and self.before_sync is not None:
+            self.before_sync()
         self.storage.persist(hard_state, entries, snapshot, sync=sync)
 
     def send(self, messages: Sequence[Any]) -> None:
@@ -421,6 +433,18 @@ class Replica(ServiceBase):
             else:  # leadership was lost: the reads can no longer be confirmed here
                 self._redirect(identity, req, self.core.leader)
 
+    # -- quiescence (see exapyte/runtime/groups.py) --------------------------------------------
+
+    def members(self) -> tuple[str, ...]:
+        """The group's members as this replica's core knows them (voters and learners)."""
+        conf = self.core.status().conf
+        return conf.voters + conf.learners + conf.voters_outgoing
+
+    def may_quiesce(self) -> bool:
+        """Whether this replica may stop ticking: no request waits on it and its core is
+        quiescent."""
+        return not self.pending_writes and not self.pending_reads and self.core.quiescent()
+
     # -- maintenance --------------------------------------------------------------------------
 
     def maintenance(self) -> None:
@@ -459,6 +483,7 @@ class Replica(ServiceBase):
         status = super().status()
         st = self.core.status()
         status.update(
+            group=self.group.id,
             role=str(st.role),
             term=st.term,
             leader=st.leader,

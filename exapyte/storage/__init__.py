@@ -69,6 +69,7 @@ def open_storage(backend: str, path: str | os.PathLike[str] | None, **options: A
 
 __all__ = [
     "BACKENDS",
+    "DEFAULT_GROUP",
     "Cas",
     "Delete",
     "KVOp",
@@ -78,5 +79,28 @@ __all__ = [
     "Put",
     "Record",
     "Storage",
+    "group_path",
     "open_storage",
 ]
+
+
+DEFAULT_GROUP = "default"
+_GROUP_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-/")
+
+
+def group_path(path: str, group: str) -> str:
+    """Where the storage of replica group ``group`` lives, for a node whose storage path is
+    ``path``: the ``default`` group keeps ``path`` itself (a single-group node's file); any
+    other group gets a file of its own in ``<path without suffix>.groups/``, named after the
+    group (``/`` in a hierarchical shard id becomes ``~``), so a group is created, moved and
+    dropped with its own file. Raises StorageError for a group id that cannot name a file.
+    """
+    if group == DEFAULT_GROUP:
+        return path
+    if not group or not set(group) <= _GROUP_CHARS or group.startswith(".") or "~" in group:
+        raise StorageError(
+            f"group id {group!r} cannot name a storage file: use letters, digits, '.', '_', "
+            "'-' and '/', not starting with '.'"
+        )
+    root, ext = os.path.splitext(path)
+    return os.path.join(f"{root}.groups", group.replace("/", "~") + ext)

@@ -206,9 +206,9 @@ def test_node_removed_moves_only_its_replicas_share() -> None:
 
 def test_centralized_is_one_shard_on_every_node() -> None:
     s = CentralizedStrategy()
-    assert s.shard_of("anything") == "s0000" and s.shards() == ("s0000",)
+    assert s.shard_of("anything") == "default" and s.shards() == ("default",)
     p = s.place({"n2": "a", "n1": "b", "n3": "a"}, 1)
-    assert p.groups == (GroupSpec("s0000", ("n1", "n2", "n3")),)
+    assert p.groups == (GroupSpec("default", ("n1", "n2", "n3")),)
     assert CentralizedStrategy(["n3"]).place({"n1": "a", "n3": "a"}, 3).groups[0].voters == ("n3",)
     with pytest.raises(PlacementError):
         CentralizedStrategy(["n9"]).place({"n1": "a"}, 1)
@@ -323,20 +323,20 @@ def test_plan_of_a_node_addition_is_add_promote_remove() -> None:
 
 
 def test_check_plan_catches_a_source_removed_before_the_learner_is_promoted() -> None:
-    old = Placement((GroupSpec("s0000", ("n1", "n2", "n3")),))
-    new = Placement((GroupSpec("s0000", ("n1", "n2", "n4")),))
+    old = Placement((GroupSpec("default", ("n1", "n2", "n3")),))
+    new = Placement((GroupSpec("default", ("n1", "n2", "n4")),))
     with pytest.raises(PlacementError, match="below 3"):
-        check_plan(old, new, [Move("s0000", 0, remove="n3"), Move("s0000", 1, add="n4", promote="n4")])
+        check_plan(old, new, [Move("default", 0, remove="n3"), Move("default", 1, add="n4", promote="n4")])
     with pytest.raises(PlacementError, match="out of order"):
-        check_plan(old, new, [Move("s0000", 1, add="n4", promote="n4", remove="n3")])
-    check_plan(old, new, [Move("s0000", 0, add="n4", promote="n4", remove="n3")])
+        check_plan(old, new, [Move("default", 1, add="n4", promote="n4", remove="n3")])
+    check_plan(old, new, [Move("default", 0, add="n4", promote="n4", remove="n3")])
 
 
 def test_placement_rejects_unsorted_or_duplicate_shards() -> None:
     with pytest.raises(PlacementError):
-        Placement((GroupSpec("s0001", ("n1",)), GroupSpec("s0000", ("n1",))))
+        Placement((GroupSpec("s0001", ("n1",)), GroupSpec("default", ("n1",))))
     with pytest.raises(PlacementError):
-        Placement((GroupSpec("s0000", ("n1",)), GroupSpec("s0000", ("n2",))))
+        Placement((GroupSpec("default", ("n1",)), GroupSpec("default", ("n2",))))
 
 
 @settings(max_examples=150, deadline=None)

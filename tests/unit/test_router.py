@@ -11,7 +11,7 @@ from exapyte.data.router import Descriptor, Redirect, Router
 from exapyte.distribution import CentralizedStrategy, GroupSpec, ShardedStrategy
 
 
-def _d(version: int, voters: tuple[str, ...] = ("n1", "n2", "n3"), leader: str | None = None, shard: str = "s0000") -> Descriptor:
+def _d(version: int, voters: tuple[str, ...] = ("n1", "n2", "n3"), leader: str | None = None, shard: str = "default") -> Descriptor:
     return Descriptor(GroupSpec(shard, voters), version, leader, tuple((n, f"tcp://h:{i}") for i, n in enumerate(voters)))
 
 
@@ -21,7 +21,7 @@ def test_update_takes_only_a_strictly_newer_version() -> None:
     assert r.update(_d(3))
     assert not r.update(_d(3, ("n4", "n5", "n6")))  # same version: not newer
     assert not r.update(_d(2, ("n7", "n8", "n9")))
-    assert r.descriptor("s0000") == _d(3) and r.stale_ignored == 2
+    assert r.descriptor("default") == _d(3) and r.stale_ignored == 2
     assert r.update(_d(4, ("n1", "n2", "n4")))
     assert r.route("k").version == 4
 
@@ -43,10 +43,10 @@ def test_any_interleaving_keeps_each_shards_highest_version(arrivals: list[tuple
 def test_leader_hint_refreshes_only_the_cached_version() -> None:
     r = Router(CentralizedStrategy(), [_d(5, leader="n1")])
     assert r.route("k").target == "n1"
-    assert not r.note_leader("s0000", 4, "n2")  # a hint of another version
-    assert not r.note_leader("s0000", 5, "n9")  # not a voter
-    assert r.note_leader("s0000", 5, "n2")
-    assert r.route("k").target == "n2" and r.descriptor("s0000").version == 5  # type: ignore[union-attr]
+    assert not r.note_leader("default", 4, "n2")  # a hint of another version
+    assert not r.note_leader("default", 5, "n9")  # not a voter
+    assert r.note_leader("default", 5, "n2")
+    assert r.route("k").target == "n2" and r.descriptor("default").version == 5  # type: ignore[union-attr]
 
 
 def test_target_falls_back_to_the_first_voter() -> None:
@@ -148,7 +148,7 @@ def test_a_client_five_versions_behind_reaches_the_leader_within_two_redirects(
     assert current.version - history[0].version == 5
     assert _run(cluster, router, hops_max=2) <= 2
     assert cluster.served_by == [(current.leader, current.version)]
-    assert router.descriptor("s0000").version == current.version  # type: ignore[union-attr]
+    assert router.descriptor("default").version == current.version  # type: ignore[union-attr]
 
 
 @settings(max_examples=300, deadline=None)

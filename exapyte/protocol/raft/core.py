@@ -507,6 +507,19 @@ class Raft(ConsensusCore):
             entries=log.entries,
         )
 
+    def quiescent(self) -> bool:
+        if self._in_ready is not None or self.has_ready():
+            return False
+        log = self.log
+        if log.committed != log.last_index or log.applied != log.committed or len(self.reads):
+            return False
+        if self._role is Role.LEADER:
+            if self._lead_transferee is not None:
+                return False
+            last = log.last_index
+            return all(pr.match == last for pr in self.trk.progress.values())
+        return self._role in (Role.FOLLOWER, Role.LEARNER) and self._leader is not None
+
     def is_from_leader(self, message: object) -> bool:
         return type(message) in _LEADER_MESSAGES and message.term >= self._term  # type: ignore[attr-defined]
 

@@ -1,0 +1,331 @@
+"""The group table: every replica group one node hosts, under one loop.
+
+Theory of operation
+-------------------
+A node hosts one :class:`~exapyte.runtime.replica.Replica` per replica group it is a member of
+(the centralized group ``default``, or the shards the placement gives it). Each replica has its
+own consensus core, log, state machine and storage namespace, so a group is created and dropped
+on its own (:meth:`GroupTable.create`, :meth:`GroupTable.drop`). The table is what the node loop
+(and the simulator) drives; it never touches a socket or a clock:
+
+- **Routing.** A client request goes to the replica of ``request.group``; a request for a group
+  this node does not host is answered ``not_leader`` with a member of that group (from the
+  placement) when one is known, else ``bad_request`` naming the groups it does host. A peer
+  message goes to the replica of its group; one for a group not hosted is dropped and counted.
+- **Sending.** A replica hands its peer messages to ``send(to, group, message)``: the host batches
+  everything bound for one node in one loop iteration into one frame. Before a replica's fsync
+  the host's ``before_sync`` hook sends what is queued, so a leader's appends still leave while
+  its own fsync runs (the Ready contract's early messages).
+- **Ticks and quiescence.** Each tick goes to the *active* replicas only. A replica whose core is
+  :meth:`~exapyte.protocol.core.ConsensusCore.quiescent` with nothing pending, for
+  ``QUIESCE_AFTER_HEARTBEATS`` heartbeat intervals, while every member it depends on is alive (a
+  leader: all members; a follower: its leader), is *quiesced*: it is not ticked, so it sends no
+  heartbeats and runs no election timer. Any input for the group (a request, a peer message)
+  wakes it, and so does a change in the liveness of a member's node. Stopping ticks can only delay
+  an election, never break safety, and an idle group then costs nothing per tick.
+- **Node liveness.** Instead of every group heartbeating, the host sends one ``beat`` per peer
+  node every ``beat_ticks`` ticks (:attr:`GroupTable.beat_ticks`), and reports every frame it
+  receives from a peer (:meth:`heard_from`, with the peer's instance id when the frame says it).
+  A peer unheard for an election timeout is down; a peer that comes back, or comes back as a new
+  instance (it restarted and lost its volatile state), wakes every group it is a member of.
+- **Only dirty replicas are flushed**: those that got input since the last flush, so a loop
+  iteration costs what changed, not the number of groups.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from exapyte.config import Config
+from exapyte.distribution.base import GroupSpec
+from exapyte.runtime.replica import Replica
+from exapyte.runtime.service import ReplySink, ServiceBase, validate_request
+from exapyte.storage import Storage
+from exapyte.wire import ClientReply, ClientRequest, ReplyCode, StatusOp
+
+log = logging.getLogger(__name__)
+
+QUIESCE_AFTER_HEARTBEATS = 3  # quiet heartbeat intervals before a group stops ticking
+
+GroupSink = Callable[[str, str, Any], None]  # (peer node id, group id, consensus message)
+
+
+class GroupTable:
+    """The replica groups of one node. Single-threaded; see the module docstring."""
+
+    def __init__(
+        self,
+        cfg: Config,
+        *,
+        open_storage: Callable[[str], Storage],
+        rng_for: Callable[[str], Any],
+        reply: ReplySink,
+        send: GroupSink,
+        beat: Callable[[str], None] | None = None,
+        before_sync: Callable[[], None] | None = None,
+        make_replica: Callable[..., Replica] = Replica,
+    ) -> None:
+        self.cfg = cfg
+        self.node_id = cfg.node_id or ""
+        self._open_storage = open_storage
+        self._rng_for = rng_for
+        self._reply = reply
+        self._send = send
+        self._beat = beat
+        self._before_sync = before_sync
+        self._make_replica = make_replica
+        self.replicas: dict[str, Replica] = {}
+        self.placement: dict[str, GroupSpec] = {}  # every group of the cluster, hosted or not
+        self._active: dict[str, Replica] = {}  # ticked: not quiesced
+        self._quiet: dict[str, int] = {}  # group -> consecutive quiescent ticks
+        self._dirty: dict[str, Replica] = {}  # got input since the last flush
+        self._idle: dict[str, Replica] = {}  # may have idle work
+        self.counters: dict[str, int] = {}
+        c = cfg.consensus
+        self.ticks = 0
+        self.quiesce_after_ticks = QUIESCE_AFTER_HEARTBEATS * c.heartbeat_ticks + 1
+        self.beat_ticks = max(c.heartbeat_ticks, c.election_timeout_ticks // 4)
+        self.down_after_ticks = c.election_timeout_ticks
+        peers = [n for n in cfg.node_ids() if n != self.node_id]
+        self._heard: dict[str, int] = {p: 0 for p in peers}  # peer -> tick last heard
+        self._instance: dict[str, str] = {}
+        self._down: set[str] = set(peers)  # unheard peers count as down until heard
+        self.status_extra: Callable[[], dict[str, Any]] | None = None
+
+    # -- groups ---------------------------------------------------------------------------------
+
+    def set_placement(self, groups: Iterable[GroupSpec]) -> None:
+        """Every group of the cluster (the hosted ones and the others, for redirects)."""
+        self.placement = {g.id: g for g in groups}
+
+    def create(self, spec: GroupSpec) -> Replica:
+        """Start hosting ``spec`` (its storage namespace is opened or created)."""
+        if spec.id in self.replicas:
+            raise ValueError(f"group {spec.id!r} is already hosted on {self.node_id}")
+        storage = self._open_storage(spec.id)
+        try:
+            replica = self._make_replica(
+                self.cfg, storage, self._rng_for(spec.id),
+                reply=self._reply,
+                send=lambda to, msg, _g=spec.id: self._send(to, _g, msg),
+                group=spec,
+            )
+        except BaseException:
+            storage.close()
+            raise
+        replica.before_sync = self._before_sync
+        replica.status_extra = self._node_status
+        self.replicas[spec.id] = replica
+        self.placement.setdefault(spec.id, spec)
+        self._wake(spec.id, replica)
+        return replica
+
+    def drop(self, group: str) -> None:
+        """Stop hosting ``group`` (its storage is closed; the caller removes the files)."""
+        replica = self.replicas.pop(group)
+        tables: tuple[dict[str, Any], ...] = (self._active, self._quiet, self._dirty, self._idle)
+        for table in tables:
+            table.pop(group, None)
+        replica.flush()
+        replica.close()
+
+    def _wake(self, group: str, replica: Replica) -> None:
+        # An active group keeps its count of quiet ticks: a heartbeat that changes nothing must
+        # not hold a group awake (the tick resets the count whenever the group is not quiet).
+        if group not in self._active:
+            self._active[group] = replica
+            self._quiet[group] = 0
+            self.count("groups_woken")
+        self._dirty[group] = replica
+
+    # -- inputs ---------------------------------------------------------------------------------
+
+    def on_request(self, identity: Any, req: ClientRequest) -> None:
+        replica = self.replicas.get(req.group) if type(req.group) is str else None
+        if replica is not None:
+            if not isinstance(req.op, StatusOp):  # a status request leaves a quiet group quiet
+                self._wake(req.group, replica)
+                self._idle[req.group] = replica
+            replica.on_request(identity, req)
+            return
+        problem = validate_request(req)
+        if problem is not None:
+            self.count("requests_invalid")
+            self._error(identity, req, ReplyCode.BAD_REQUEST, problem)
+            return
+        if isinstance(req.op, StatusOp):
+            self._reply(identity, ClientReply(
+                req.client_id, req.seq, ReplyCode.OK, node=self.node_id, status=self.status(),
+            ))
+            return
+        spec = self.placement.get(req.group)
+        if spec is not None and spec.voters:
+            leader = spec.voters[0]
+            self.count("requests_not_member")
+            self._error(
+                identity, req, ReplyCode.NOT_LEADER,
+                f"{self.node_id} does not host group {req.group!r}",
+                leader_hint=leader, leader_endpoint=self._endpoint(leader),
+            )
+            return
+        self.count("requests_unknown_group")
+        hosted = ", ".join(sorted(self.replicas)[:8]) or "none"
+        self._error(
+            identity, req, ReplyCode.BAD_REQUEST,
+            f"unknown group {req.group!r}; {self.node_id} hosts: {hosted}",
+        )
+
+    def on_peer(self, group: str, msg: Any) -> None:
+        replica = self.replicas.get(group)
+        if replica is None:
+            self.count("peer_unknown_group")
+            return
+        self._wake(group, replica)
+        self._idle[group] = replica
+        replica.on_peer(msg)
+
+    def heard_from(self, peer: str, instance: str | None = None) -> None:
+        """A frame from ``peer`` arrived (``instance``: its process instance, when known)."""
+        if peer not in self._heard:
+            return
+        self._heard[peer] = self.ticks
+        restarted = False
+        if instance is not None:
+            known = self._instance.get(peer)
+            self._instance[peer] = instance
+            restarted = known is not None and known != instance
+        if peer in self._down or restarted:
+            self._down.discard(peer)
+            self._wake_members_of(peer)
+
+    def _wake_members_of(self, node: str) -> None:
+        for group, replica in self.replicas.items():
+            if group not in self._active and node in replica.members():
+                self._wake(group, replica)
+
+    # -- the loop -------------------------------------------------------------------------------
+
+    def tick(self) -> None:
+        self.ticks += 1
+        ticks = self.ticks
+        if self._beat is not None and ticks % self.beat_ticks == 0:
+            for peer in self._heard:
+                self._beat(peer)
+        oldest = ticks - self.down_after_ticks
+        for peer, heard in self._heard.items():
+            if heard < oldest and peer not in self._down:
+                self._down.add(peer)
+                self.count("peers_down")
+                self._wake_members_of(peer)
+        quiet_after = self.quiesce_after_ticks
+        quiesced = []
+        for group, replica in self._active.items():
+            # Judged on the state the last flush left (a tick itself queues heartbeats).
+            if replica.may_quiesce() and self._depends_on_live(replica):
+                quiet = self._quiet.get(group, 0) + 1
+                self._quiet[group] = quiet
+                if quiet >= quiet_after:
+                    quiesced.append(group)
+                    continue
+            else:
+                self._quiet[group] = 0
+            replica.tick()
+            self._dirty[group] = replica
+            self._idle[group] = replica
+        for group in quiesced:
+            del self._active[group]
+            self.count("groups_quiesced")
+
+    def _depends_on_live(self, replica: Replica) -> bool:
+        down = self._down
+        if not down:
+            return True
+        leader = replica.core.leader
+        if leader == self.node_id:
+            return not any(m in down for m in replica.members())
+        return leader is not None and leader not in down
+
+    def flush(self) -> None:
+        if not self._dirty:
+            return
+        dirty, self._dirty = self._dirty, {}
+        for replica in dirty.values():
+            replica.flush()
+
+    def has_idle_work(self) -> bool:
+        idle = self._idle
+        for group in [g for g, r in idle.items() if not r.has_idle_work()]:
+            del idle[group]
+        return bool(idle)
+
+    def idle(self) -> None:
+        idle, self._idle = self._idle, {}
+        for replica in idle.values():
+            if replica.has_idle_work():
+                replica.idle()
+
+    def maintenance(self) -> None:
+        for replica in self.replicas.values():
+            replica.maintenance()
+
+    def close(self) -> None:
+        replicas, self.replicas = self.replicas, {}
+        first: BaseException | None = None
+        for replica in replicas.values():
+            try:
+                replica.flush()
+                replica.close()
+            except BaseException as exc:  # close every store; report the first failure
+                first = first or exc
+        if first is not None:
+            raise first
+
+    # -- reporting ------------------------------------------------------------------------------
+
+    def count(self, name: str) -> None:
+        self.counters[name] = self.counters.get(name, 0) + 1
+
+    def _error(self, identity: Any, req: ClientRequest, code: str, message: str, **kw: Any) -> None:
+        self._reply(identity, ClientReply(
+            req.client_id, req.seq, code, node=self.node_id, message=message, **kw,
+        ))
+
+    def _endpoint(self, node: str) -> str | None:
+        try:
+            return self.cfg.node_by_id(node).endpoint
+        except Exception:
+            return None
+
+    def _node_status(self) -> dict[str, Any]:
+        status = self.status_extra() if self.status_extra is not None else {}
+        status["groups"] = self.groups_summary()
+        status["group_table"] = {
+            "hosted": len(self.replicas),
+            "active": len(self._active),
+            "peers_down": sorted(self._down),
+            "counters": dict(sorted(self.counters.items())),
+        }
+        return status
+
+    def groups_summary(self) -> dict[str, dict[str, Any]]:
+        out: dict[str, dict[str, Any]] = {}
+        for group, replica in sorted(self.replicas.items()):
+            st = replica.core.status()
+            out[group] = {
+                "role": str(st.role), "leader": st.leader, "term": st.term, "commit": st.commit,
+                "applied": replica.sm.applied_index, "quiesced": group not in self._active,
+            }
+        return out
+
+    def status(self) -> dict[str, Any]:
+        """The node's status when no single group is asked for."""
+        if "default" in self.replicas:
+            return self.replicas["default"].status()
+        return {"node": self.node_id, "region": self.cfg.region_id, **self._node_status()}
+
+    def one(self) -> ServiceBase:
+        """The only group (a node of the centralized strategy)."""
+        assert len(self.replicas) == 1, sorted(self.replicas)
+        return next(iter(self.replicas.values()))
