@@ -456,6 +456,8 @@ class MultiPaxos(ConsensusCore):
         self._max_round_seen = record.promised_round
 
         self._dropped: dict[str, int] = {}
+        self._role = Role.FOLLOWER
+        self._last = 0  # last slot of this leader's ballot stream
         base_conf = p.snapshot.meta.conf if p.snapshot is not None else ConfState()
         self._conf = base_conf
         self._voters = JointConfig(base_conf.voters)
