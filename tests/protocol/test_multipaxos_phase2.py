@@ -103,7 +103,8 @@ def test_pms_3_a_new_leader_fills_holes_with_noops_and_keeps_the_values_it_finds
     kept = applied[ib[0]]
     # the value found is re-proposed with its identity: (index, term) as propose() returned
     assert (kept.index, kept.term, kept.data) == (ib[0], ib[1], b"y=2")
-    assert b"y=2" in c.acked  # the host could answer the client: the identity held
+    # a host holding the client's (index, term) answers it: that pair names this value
+    assert c.proposed[(kept.index, kept.term)] == (leader, b"y=2")
     assert _kv(c, b) == {"y": "2"}
 
 
