@@ -37,6 +37,19 @@ def drive(core: MultiPaxos, host: RecordingHost) -> list[Any]:
     return host.take()
 
 
+def start_phase1(core: MultiPaxos, host: RecordingHost) -> list[Any]:
+    """Campaign and answer the probe with yeses from every voter: phase 1 starts. Returns what
+    the core sent then (its Prepares)."""
+    from exapyte.protocol.multipaxos.messages import Prepare, Promise
+
+    core.campaign()
+    probes = [m for m in drive(core, host) if isinstance(m, Prepare)]
+    assert probes and all(m.probe for m in probes)
+    for m in probes:
+        core.step(Promise(m.to, m.frm, m.round, m.start, m.commit, probe=True))
+    return drive(core, host)
+
+
 def record_of(host: RecordingHost) -> PaxosRecord:
     return decode_record(host.hard_state.record)
 

@@ -10,7 +10,7 @@ from exapyte.protocol.multipaxos.core import MultiPaxos
 from exapyte.protocol.multipaxos.messages import Accept, AcceptedSlot, Prepare, Promise, Reject
 from exapyte.protocol.types import Entry, EntryKind, PersistedState, Role
 from tests.protocol.helpers import RecordingHost
-from tests.protocol.paxos_helpers import drive, paxos_core, record_of
+from tests.protocol.paxos_helpers import drive, paxos_core, record_of, start_phase1
 
 FIVE = ("n1", "n2", "n3", "n4", "n5")
 
@@ -21,7 +21,9 @@ def _ready_with(host: RecordingHost, kind: type) -> tuple[object, ...]:
     for name, args in host.calls:
         if name == "persist":
             last_persist = args
-        if name == "send" and any(isinstance(m, kind) for m in args):
+        if name == "send" and any(
+            isinstance(m, kind) and not getattr(m, "probe", False) for m in args
+        ):
             return last_persist, args
     raise AssertionError(f"no {kind.__name__} sent")
 
@@ -31,8 +33,7 @@ def test_pms_2_2_a_candidate_persists_its_ballot_before_sending_prepare() -> Non
     # ourselves is fsynced.
     core, host = paxos_core()
     host.calls.clear()
-    core.campaign()
-    sent = drive(core, host)
+    sent = start_phase1(core, host)
     prepares = [m for m in sent if isinstance(m, Prepare)]
     assert sorted(m.to for m in prepares) == ["n2", "n3"]
     persist, _ = _ready_with(host, Prepare)
@@ -46,13 +47,27 @@ def test_pms_2_2_a_candidate_persists_its_ballot_before_sending_prepare() -> Non
 
 def test_pms_2_2_a_restarted_candidate_picks_a_higher_round() -> None:
     core, host = paxos_core()
-    core.campaign()
-    first = [m for m in drive(core, host) if isinstance(m, Prepare)][0].round
+    first = [m for m in start_phase1(core, host) if isinstance(m, Prepare)][0].round
     again, host2 = paxos_core(persisted=PersistedState(hard_state=host.hard_state, entries=tuple(
         e for name, args in host.calls if name == "persist" for e in args[1])))
-    again.campaign()
-    second = [m for m in drive(again, host2) if isinstance(m, Prepare)][0].round
+    second = [m for m in start_phase1(again, host2) if isinstance(m, Prepare)][0].round
     assert second > first
+
+
+def test_a_probe_changes_no_promise() -> None:
+    core, host = paxos_core("n2")
+    core.step(Prepare("n1", "n2", 5, 4, 3, probe=True))
+    (answer,) = drive(core, host)
+    assert isinstance(answer, Promise) and answer.probe and not answer.reject
+    assert core.promised == (0, "") and not core.accepted
+
+
+def test_a_replica_cut_off_probes_without_raising_its_promise() -> None:
+    core, host = paxos_core("n1")
+    for _ in range(100):
+        core.tick()
+        drive(core, host)
+    assert core.role is Role.PRE_CANDIDATE and core.promised == (0, "")
 
 
 def test_pms_2_2_an_acceptor_promises_each_round_to_one_node_only() -> None:
@@ -112,8 +127,7 @@ def _candidate(voters: tuple[str, ...] = FIVE) -> tuple[MultiPaxos, RecordingHos
     core, host = paxos_core("n1", voters=voters)
     core.step(Prepare("n5", "n1", 5, len(voters) + 1, len(voters)))  # rounds 1..5 were used
     drive(core, host)
-    core.campaign()
-    prepare = [m for m in drive(core, host) if isinstance(m, Prepare)][0]
+    prepare = [m for m in start_phase1(core, host) if isinstance(m, Prepare)][0]
     return core, host, prepare.round
 
 
@@ -143,8 +157,7 @@ def test_pms_2_2_the_leader_reproposes_the_highest_ballot_value_and_keeps_its_id
 
 def test_pms_2_2_a_promise_for_an_older_round_is_not_counted() -> None:
     core, host, first = _candidate(("n1", "n2", "n3"))
-    core.campaign()
-    second = [m for m in drive(core, host) if isinstance(m, Prepare)][0].round
+    second = [m for m in start_phase1(core, host) if isinstance(m, Prepare)][0].round
     assert second > first
     core.step(Promise("n2", "n1", first, 4, 3))
     drive(core, host)
@@ -160,8 +173,7 @@ def test_pms_2_3_a_reject_of_a_higher_ballot_ends_the_candidacy() -> None:
     core.step(Reject("n2", "n1", rnd, rnd + 3, "n3"))
     drive(core, host)
     assert core.role is Role.FOLLOWER
-    core.campaign()
-    again = [m for m in drive(core, host) if isinstance(m, Prepare)][0]
+    again = [m for m in start_phase1(core, host) if isinstance(m, Prepare)][0]
     assert again.round > rnd + 3
 
 

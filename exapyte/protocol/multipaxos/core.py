@@ -7,9 +7,9 @@ time is the *leader* (Lamport's "distinguished proposer", PMS §3): it runs phas
 slot from its first unchosen one, then phase 2 for each new value. Roles and transitions (all in
 ``_become_*``)::
 
-    FOLLOWER --election timeout / TimeoutNow--> CANDIDATE --promises from a quorum--> LEADER
-       ^          (phase 1 running: Role.CANDIDATE)                                     |
-       +--- a higher ballot seen (Reject, Accept, Prepare) / no quorum heard / removed --+
+    FOLLOWER --timeout--> PRE_CANDIDATE --probe quorum--> CANDIDATE --promises from a quorum--> LEADER
+       ^   (TimeoutNow: straight to CANDIDATE)    (phase 1 running)                          |
+       +------ a higher ballot seen (Reject, Accept, Prepare) / no quorum heard / removed ---+
 
 A LEARNER is a follower that is not a voter: it accepts (so it holds the log) but is never
 counted and never campaigns.
@@ -29,6 +29,14 @@ re-sends the very same Entry (same term, kind, data) under its own ballot; only 
 ballot* stored next to it changes. The NOOPs that fill holes and every fresh proposal of the
 leader of round ``r`` carry term ``r``. Since only one node ever leads round ``r`` and it fills
 each slot once, ``(index, term)`` names one value, on every replica, forever.
+
+Probe (Raft thesis §9.6's pre-vote, applied to phase 1). A node whose election timeout fires
+first asks the voters ``Prepare(probe=True)``: "would you promise round ``r``?" An acceptor says
+yes when ``r`` is above its promise, it has not heard a leader within an election timeout and
+the candidate knows at least its chosen prefix; nobody's promise changes. Only with a quorum of
+yeses does the node pick its round and run phase 1. Without the probe, a node cut off from the
+others would raise its own promise again and again and, once back, refuse the live leader's
+lower ballot (Reject), deposing it.
 
 Phase 1 (PMS §2.2, §3; PMMC's "scout"). ``Prepare(round, start)`` with ``start`` the
 candidate's first unchosen slot. An acceptor refuses a candidate that knows less of the chosen
@@ -258,7 +266,7 @@ def malformed(m: Any) -> str | None:
             return "malformed"
         return None
     if kind is Promise:
-        if not _in_range(m.start, m.commit) or m.start == 0:
+        if not _in_range(m.start, m.commit) or m.start == 0 or (m.probe and m.accepted):
             return "malformed"
         previous = m.start - 1
         for slot in m.accepted:
@@ -483,6 +491,7 @@ class MultiPaxos(ConsensusCore):
         self._votes: dict[str, bool] = {}
         self._merged: dict[int, AcceptedSlot] = {}
         self._prepare_start = 0
+        self._probe_round = 0
         # leader
         self._peers: dict[str, _Peer] = {}
         self._last = 0  # last slot of this leader's ballot stream
@@ -765,7 +774,29 @@ class MultiPaxos(ConsensusCore):
             if entry.kind == EntryKind.CONF_CHANGE:
                 self._count("campaign_blocked_pending_conf")
                 return
-        self._become_candidate(transfer)
+        if transfer:
+            self._become_candidate(transfer=True)
+        else:
+            self._become_pre_candidate()
+
+    def _become_pre_candidate(self) -> None:
+        if self._role is Role.LEADER:
+            raise ProtocolMisuse("a leader cannot become a pre-candidate")
+        self._role = Role.PRE_CANDIDATE
+        self._leader = None
+        self._reset_timers()
+        self._probe_round = max(self._promised[0], self._max_round_seen) + 1
+        start = self.log.last_index + 1
+        self._prepare_start = start
+        self._votes = {self._id: True}
+        if self._voters.vote_result(self._votes) is VoteResult.WON:
+            self._become_candidate(transfer=False)
+            return
+        for voter in sorted(self._voters.voters):
+            if voter != self._id:
+                self._send(
+                    Prepare(self._id, voter, self._probe_round, start, start - 1, probe=True)
+                )
 
     def propose(self, data: bytes) -> tuple[int, int]:
         self._check_not_in_ready()
@@ -902,6 +933,17 @@ class MultiPaxos(ConsensusCore):
     # --- acceptor --------------------------------------------------------------------------
 
     def _on_prepare(self, m: Prepare) -> None:
+        if m.probe:
+            in_lease = (
+                self._leader is not None
+                and self._election_elapsed < self.spec.election_timeout_ticks
+            )
+            if in_lease:
+                self._count("prepare_in_lease")
+            grant = m.round > self._promised[0] and not in_lease and m.commit >= self.log.committed
+            self._send(Promise(self._id, m.frm, m.round, m.start, self.log.committed,
+                               reject=not grant, probe=True))
+            return
         ballot = (m.round, m.frm)
         if not self._takes(ballot):
             self._count("stale_ballot")
@@ -1047,11 +1089,13 @@ class MultiPaxos(ConsensusCore):
     # --- proposer --------------------------------------------------------------------------
 
     def _on_promise(self, m: Promise) -> None:
-        if self._role is not Role.CANDIDATE:
+        asking = Role.PRE_CANDIDATE if m.probe else Role.CANDIDATE
+        if self._role is not asking:
             self._count("not_asked")
             return
-        if m.round != self._promised[0]:
-            self._count("stale_promise" if m.round < self._promised[0] else "promise_not_sent")
+        current = self._probe_round if m.probe else self._promised[0]
+        if m.round != current:
+            self._count("stale_promise" if m.round < current else "promise_not_sent")
             return
         if m.start != self._prepare_start:
             self._count("promise_other_start")
@@ -1064,6 +1108,14 @@ class MultiPaxos(ConsensusCore):
     def _count_promise(self, m: Promise) -> None:
         if m.frm in self._votes:
             return  # a duplicate
+        if m.probe:
+            self._votes[m.frm] = not m.reject
+            result = self._voters.vote_result(self._votes)
+            if result is VoteResult.WON:
+                self._become_candidate(transfer=False)
+            elif result is VoteResult.LOST:
+                self._become_follower(None)
+            return
         if m.reject:
             self._votes[m.frm] = False
         else:
@@ -1317,7 +1369,7 @@ class MultiPaxos(ConsensusCore):
                 self._lead_transferee = None
             self._maybe_commit()
             self._need_bcast = True
-        elif self._role is Role.CANDIDATE and not self._promotable():
+        elif self._role in (Role.CANDIDATE, Role.PRE_CANDIDATE) and not self._promotable():
             self._become_follower(None)
 
     # === Ready =============================================================================

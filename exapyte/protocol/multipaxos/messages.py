@@ -12,7 +12,9 @@ protocols' messages.
 =====================  ==================================================================  ==========
 message                purpose                                                             paper
 =====================  ==================================================================  ==========
-Prepare / Promise      phase 1a/1b for every slot from ``start`` on; a promise carries the  PMS §2.2,
+Prepare / Promise      phase 1a/1b for every slot from ``start`` on (or, with ``probe``, a  PMS §2.2,
+                       question that changes no promise); a promise carries the            §3
+                       
                        acceptor's accepted (ballot, value) of every slot at or above         §3
                        ``start`` and its commit point
 Accept / Accepted      phase 2a/2b, a contiguous batch of slots; ``commit`` piggybacks the  PMS §2.2,
@@ -49,7 +51,9 @@ class AcceptedSlot(msgspec.Struct, frozen=True, array_like=True):
 class Prepare(msgspec.Struct, frozen=True, tag="paxos.prepare"):
     """Phase 1a for ballot ``(round, frm)`` and every slot from ``start`` on. ``commit`` is the
     candidate's chosen prefix (``start - 1``); ``transfer`` marks a TimeoutNow campaign, which
-    overrides leader stickiness."""
+    overrides leader stickiness. With ``probe`` it only asks "would you promise?": nobody's
+    promise changes (the pre-vote of Raft's thesis §9.6), so a node that was cut off cannot
+    depose a live leader by coming back with a high round."""
 
     frm: str
     to: str
@@ -57,6 +61,7 @@ class Prepare(msgspec.Struct, frozen=True, tag="paxos.prepare"):
     start: int
     commit: int
     transfer: bool = False
+    probe: bool = False
 
 
 class Promise(msgspec.Struct, frozen=True, tag="paxos.promise"):
@@ -71,6 +76,7 @@ class Promise(msgspec.Struct, frozen=True, tag="paxos.promise"):
     commit: int
     accepted: tuple[AcceptedSlot, ...] = ()
     reject: bool = False
+    probe: bool = False
 
 
 class Accept(msgspec.Struct, frozen=True, tag="paxos.accept"):
