@@ -21,6 +21,8 @@ from typing import Protocol
 
 from exapyte.errors import ConfigError
 from exapyte.protocol.core import ConsensusCore, RandomSource
+from exapyte.protocol.multipaxos import core as paxos_core
+from exapyte.protocol.multipaxos.messages import PAXOS_MESSAGE_TYPES
 from exapyte.protocol.raft import core as raft_core
 from exapyte.protocol.raft.messages import RAFT_MESSAGE_TYPES
 from exapyte.protocol.types import CoreSpec, PersistedState
@@ -50,6 +52,10 @@ PROTOCOLS: dict[str, ProtocolDef] = {
     "raft": ProtocolDef(
         "raft", raft_core.build, RAFT_MESSAGE_TYPES,
         "Raft with pre-vote, check-quorum, ReadIndex and leadership transfer",
+    ),
+    "multipaxos": ProtocolDef(
+        "multipaxos", paxos_core.build, PAXOS_MESSAGE_TYPES,
+        "Multi-Paxos with a stable leader, hole filling, ReadIndex and leadership transfer",
     ),
 }
 

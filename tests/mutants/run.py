@@ -69,7 +69,8 @@ class MutantOutcome:
 
 
 def mutant_spec(mutant: Mutant, seed: int, **overrides: object) -> SimSpec:
-    spec = SimSpec(seed=seed, nodes=mutant.nodes, faults=mutant.faults, profile=mutant.profile)
+    spec = SimSpec(seed=seed, nodes=mutant.nodes, faults=mutant.faults, profile=mutant.profile,
+                   protocol=mutant.protocol)
     if overrides:
         from dataclasses import replace
 
