@@ -14,7 +14,19 @@ A run is recorded as a stream of **events**, one JSON object per line of ``histo
      "consistency": "strong",
      "session": "3f2a..." | null}       # the client session (client id) that ran the op
 
-plus, on completions only, an optional ``"error"`` (why an op failed or is unknown: ``"timeout"``,
+plus these optional fields, written only when known (every reader treats a missing one as
+unknown; see docs/consistency-checkers.md for what the per-level checkers conclude from them):
+
+``"group"``
+    the replication group (shard group) that served the operation: any JSON scalar;
+``"index"``
+    on completions: the position of the state the reply read (a read: the applied index it was
+    served from) or wrote (a write: the log index its entry got), as an integer or as
+    ``[term_or_epoch, index]``;
+``"replica"``
+    the replica whose state the reply came from (defaults to ``"node"``, the node that answered);
+
+and, on completions only, an optional ``"error"`` (why an op failed or is unknown: ``"timeout"``,
 ``"cas-mismatch"``, ``"not_leader"``...). Each client process has at most one operation open; its
 ``invoke`` is followed by exactly one completion of the same process:
 
@@ -94,8 +106,12 @@ class HistoryRecorder:
         consistency: str = "strong",
         session: str | None = None,
         error: str | None = None,
+        group: Any = None,
+        index: int | tuple[int, int] | list[int] | None = None,
+        replica: str | None = None,
     ) -> dict[str, Any]:
-        """Write one event (timestamped now) and return it."""
+        """Write one event (timestamped now) and return it. ``group``, ``index`` and ``replica``
+        are written only when given."""
         if type not in EVENT_TYPES:
             raise ValueError(f"event type must be one of {EVENT_TYPES}, got {type!r}")
         if not (isinstance(process, int) and not isinstance(process, bool)) and process != NEMESIS:
@@ -116,6 +132,12 @@ class HistoryRecorder:
             }
             if error is not None:
                 event["error"] = error
+            if group is not None:
+                event["group"] = group
+            if index is not None:
+                event["index"] = list(index) if isinstance(index, (tuple, list)) else index
+            if replica is not None:
+                event["replica"] = replica
             self._file.write(json.dumps(event, separators=(",", ":"), default=_jsonable) + "\n")
             self._file.flush()
             if process == NEMESIS:
@@ -218,6 +240,36 @@ class Op:
     @property
     def node(self) -> str | None:
         return None if self.complete is None else self.complete.get("node")
+
+    @property
+    def consistency(self) -> str:
+        """The level the operation asked for (``strong`` when the history does not say)."""
+        return str(self.invoke.get("consistency") or "strong")
+
+    @property
+    def session(self) -> str | None:
+        session = self.invoke.get("session")
+        return None if session is None else str(session)
+
+    @property
+    def group(self) -> Any:
+        """The replication group that served it: the completion's ``group``, else the invocation's."""
+        if self.complete is not None and self.complete.get("group") is not None:
+            return self.complete["group"]
+        return self.invoke.get("group")
+
+    @property
+    def index(self) -> Any:
+        """The completion's ``index`` (an int or ``[term, index]``), or None."""
+        return None if self.complete is None else self.complete.get("index")
+
+    @property
+    def replica(self) -> str | None:
+        """The replica whose state the reply came from: ``replica``, else ``node``."""
+        if self.complete is None:
+            return None
+        replica = self.complete.get("replica")
+        return self.node if replica is None else str(replica)
 
 
 def pair_ops(events: Iterable[dict[str, Any]]) -> list[Op]:
