@@ -49,6 +49,7 @@ __all__ = [
     "HistoryFormatError",
     "detect_format",
     "parse_history",
+    "parse_initial",
     "read_history",
 ]
 
@@ -278,3 +279,25 @@ def read_history(path: str | Path, fmt: str | None = None) -> History:
     if fmt is None:
         fmt = detect_format(text, path)
     return parse_history(text, fmt, source=str(path))
+
+
+def parse_initial(text: str) -> Any:
+    """A model's initial state written as JSON or EDN (``{"x": 0, "y": 0}``, ``{x 0, y 0}``,
+    ``{:x 0 :y 0}``, ``0``), or the name of a file holding one. Raises HistoryFormatError."""
+    candidate = Path(text)
+    try:
+        if len(text) < 4096 and candidate.is_file():
+            text = candidate.read_text(encoding="utf-8")
+    except OSError:
+        pass
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        pass
+    try:
+        forms = list(iter_forms(text))
+    except EdnError as exc:
+        raise HistoryFormatError(f"initial state {text!r:.80} is neither JSON nor EDN ({exc})") from None
+    if len(forms) != 1:
+        raise HistoryFormatError(f"initial state must be one value, got {len(forms)}: {text!r:.80}")
+    return forms[0]

@@ -58,18 +58,36 @@ The models
 
 Every model except ``multi-register`` takes each key as its own object (a history without keys
 is one object).
+
+Initial states
+~~~~~~~~~~~~~~
+:func:`with_initial` gives a model its initial state: a value for every register (``register``,
+the cas registers, ``kv``, ``multi-register``), or a mapping key -> value (registers not named
+keep the model's default); ``true``/``false`` for ``mutex`` (held or free); a collection for
+``set``. A per-key initial state is resolved when an operation first touches the key (the state
+before that is the marker :data:`KEY_INITIAL`), so partitions stay independent.
+
+Inference
+~~~~~~~~~
+:func:`infer_model` picks the model from the operations when none is named: ``acquire`` or
+``release`` -> ``mutex``; ``txn`` -> ``multi-register``; only ``add`` and ``read`` ->
+``set``; any of ``get``/``put``/``append``/``delete`` -> ``kv``; otherwise (``read``/``write``/
+``cas``) the format's register (etcd logs: ``cas-register-etcd``; EDN: ``cas-register-knossos``;
+exapyte JSONL and kv logs: ``kv``).
 """
 
 from __future__ import annotations
 
 import abc
-from collections.abc import Callable, Hashable, Sequence
-from dataclasses import dataclass
+import dataclasses
+from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 from harness.checker.history import Call, Operation, Output
 
 __all__ = [
+    "KEY_INITIAL",
     "MODELS",
     "CasRegister",
     "Kv",
@@ -79,7 +97,9 @@ __all__ = [
     "Register",
     "SetModel",
     "get_model",
+    "infer_model",
     "model_names",
+    "with_initial",
 ]
 
 State = Hashable
@@ -88,7 +108,32 @@ _READS = frozenset({"read", "get"})
 _WRITES = frozenset({"write", "put"})
 
 
+class _KeyInitial:
+    """The state of a register whose initial value depends on its key, before it is touched."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "KEY_INITIAL"
+
+
+#: The state :meth:`Model.init` returns when the initial value is given per key.
+KEY_INITIAL = _KeyInitial()
+
+
+def _freeze(value: Any) -> Any:
+    if isinstance(value, (list, tuple)):
+        return tuple(_freeze(v) for v in value)
+    if isinstance(value, dict):
+        return tuple(sorted((k, _freeze(v)) for k, v in value.items()))
+    if isinstance(value, (set, frozenset)):
+        return frozenset(_freeze(v) for v in value)
+    return value
+
+
 def _show(value: Any) -> str:
+    if value is KEY_INITIAL:
+        return "initial"
     if value is None:
         return "nil"
     if isinstance(value, str):
@@ -159,11 +204,22 @@ class Register(Model):
     name: str = "register"
     initial: Any = None
     nil_read_matches_any: bool = False
+    #: Per-key initial values, as sorted (key, value) pairs; keys not named start at ``initial``.
+    initial_by_key: tuple[tuple[Any, Any], ...] = ()
+    _initial_map: dict[Any, Any] = field(init=False, repr=False, compare=False, hash=False, default_factory=dict)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_initial_map", dict(self.initial_by_key))
+
+    def initial_of(self, key: Any) -> Any:
+        return self._initial_map.get(key, self.initial)
 
     def init(self) -> State:
-        return self.initial
+        return KEY_INITIAL if self.initial_by_key else self.initial
 
     def step(self, state: State, input: Call, output: Output) -> tuple[bool, State]:
+        if state is KEY_INITIAL:
+            state = self.initial_of(input.key)
         f = input.f
         if f in _WRITES:
             return True, input.value
@@ -194,6 +250,8 @@ class CasRegister(Register):
         return super().prepare(op)
 
     def step(self, state: State, input: Call, output: Output) -> tuple[bool, State]:
+        if state is KEY_INITIAL:
+            state = self.initial_of(input.key)
         f = input.f
         if f != "cas":
             return Register.step(self, state, input, output)
@@ -229,9 +287,15 @@ class Kv(Model):
     name: str = "kv"
     initial: str = ""
     fail_cas_is_mismatch: bool = False
+    #: Per-key initial values, as sorted (key, value) pairs; keys not named start at ``initial``.
+    initial_by_key: tuple[tuple[Any, Any], ...] = ()
+    _initial_map: dict[Any, Any] = field(init=False, repr=False, compare=False, hash=False, default_factory=dict)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_initial_map", dict(self.initial_by_key))
 
     def init(self) -> State:
-        return self.initial
+        return KEY_INITIAL if self.initial_by_key else self.initial
 
     def prepare(self, op: Operation) -> Operation | None:
         if op.output.status == "fail" and op.input.f == "cas" and self.fail_cas_is_mismatch:
@@ -239,6 +303,8 @@ class Kv(Model):
         return super().prepare(op)
 
     def step(self, state: State, input: Call, output: Output) -> tuple[bool, State]:
+        if state is KEY_INITIAL:
+            state = self._initial_map.get(input.key, self.initial)
         f = input.f
         if f in _READS:
             if output.status != "ok":
@@ -286,6 +352,13 @@ class MultiRegister(Model):
 
     name: str = "multi-register"
     initial: Any = None
+    #: Per-key initial values, as sorted (key, value) pairs (Knossos' ``{x 0, y 0}``); keys not
+    #: named start at ``initial``.
+    initial_by_key: tuple[tuple[Any, Any], ...] = ()
+    _initial_map: dict[Any, Any] = field(init=False, repr=False, compare=False, hash=False, default_factory=dict)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_initial_map", dict(self.initial_by_key))
 
     def init(self) -> State:
         return ()
@@ -320,7 +393,7 @@ class MultiRegister(Model):
         changed = False
         for f, key, value in _micro_ops(input, output):
             if f in _READS:
-                if known and values.get(key, self.initial) != value:
+                if known and values.get(key, self._initial_map.get(key, self.initial)) != value:
                     return False, state
             elif f in _WRITES:
                 values[key] = value
@@ -361,9 +434,10 @@ class Mutex(Model):
     """One lock. The state is True while it is held."""
 
     name: str = "mutex"
+    initial: bool = False  # held at the start
 
     def init(self) -> State:
-        return False
+        return self.initial
 
     def step(self, state: State, input: Call, output: Output) -> tuple[bool, State]:
         f = input.f
@@ -387,9 +461,10 @@ class SetModel(Model):
     """A grow-only set: ``add`` an element, ``read`` the whole set. The state is a frozenset."""
 
     name: str = "set"
+    initial: frozenset[Any] = frozenset()
 
     def init(self) -> State:
-        return frozenset()
+        return self.initial
 
     def step(self, state: State, input: Call, output: Output) -> tuple[bool, State]:
         assert isinstance(state, frozenset)
@@ -435,3 +510,51 @@ def get_model(name: str | Model) -> Model:
         return MODELS[name]()
     except KeyError:
         raise ValueError(f"unknown model {name!r}; expected one of {', '.join(MODELS)}") from None
+
+
+def with_initial(model: str | Model, initial: Any) -> Model:
+    """``model`` (or the model called so) starting from ``initial`` (None: the model's default).
+
+    A mapping gives per-key initial values to the register models (``register``, the cas
+    registers, ``kv``, ``multi-register``); any other value is every register's initial value.
+    ``mutex`` takes a boolean (held), ``set`` a collection of elements. Raises ValueError for an
+    initial state the model cannot take.
+    """
+    model = get_model(model)
+    if initial is None:
+        return model
+    if isinstance(model, Mutex):
+        if not isinstance(initial, bool):
+            raise ValueError(f"mutex: the initial state is true (held) or false (free), got {initial!r}")
+        return dataclasses.replace(model, initial=initial)
+    if isinstance(model, SetModel):
+        if isinstance(initial, (str, bytes, Mapping)) or not isinstance(initial, Iterable):
+            raise ValueError(f"set: the initial state is a collection of elements, got {initial!r}")
+        return dataclasses.replace(model, initial=frozenset(_freeze(v) for v in initial))
+    if isinstance(model, (Register, Kv, MultiRegister)):
+        if isinstance(initial, Mapping):
+            pairs = tuple(sorted(((k, _freeze(v)) for k, v in initial.items()), key=lambda kv: repr(kv[0])))
+            return dataclasses.replace(model, initial_by_key=pairs)
+        return dataclasses.replace(model, initial=_freeze(initial))
+    raise ValueError(f"{model.name}: no initial state can be given to this model")
+
+
+_MUTEX_FS = frozenset({"acquire", "release"})
+_KV_FS = frozenset({"get", "put", "append", "delete"})
+_FORMAT_REGISTER = {"etcd": "cas-register-etcd", "edn": "cas-register-knossos", "jsonl": "kv", "kv": "kv"}
+
+
+def infer_model(operations: Iterable[Operation], fmt: str = "edn") -> tuple[str, str]:
+    """The model name the operations call for, and why (see the module's theory)."""
+    fs = {str(op.input.f) for op in operations}
+    shown = ", ".join(sorted(fs)) or "none"
+    if fs & _MUTEX_FS:
+        return "mutex", f"mutex operations ({shown})"
+    if "txn" in fs:
+        return "multi-register", f"transactions ({shown})"
+    if "add" in fs and fs <= {"add", "read"}:
+        return "set", f"set operations ({shown})"
+    if fs & _KV_FS:
+        return "kv", f"key-value operations ({shown})"
+    name = _FORMAT_REGISTER.get(fmt, "kv")
+    return name, f"register operations ({shown}) in a {fmt} history"
