@@ -2,7 +2,11 @@
 
 ``check_stats`` never judges safety: it reports, per operation type, how many ops ended ``ok``,
 ``fail`` and ``info`` and the latency percentiles of the ``ok`` ones, and the availability (the
-fraction of ops that succeeded) with and without an active fault. It is **invalid** only when
+fraction of ops the cluster *answered*) with and without an active fault. A definite compare
+mismatch (a ``fail`` with ``error: cas-mismatch``: a ``cas``, or a read-then-cas op whose every
+compare missed) is an answer: the cluster
+was available and said no, so it counts as available, like an ``ok``; refusals and unknown
+outcomes do not. It is **invalid** only when
 the cluster did not come back: after the heal and the quiet period, none of the final reads
 succeeded (a liveness failure: the run would otherwise look "valid" by doing nothing).
 """
@@ -15,7 +19,7 @@ from typing import Any
 from harness.checker.invariants import Verdict
 from harness.history import Op
 
-__all__ = ["check_stats", "percentile"]
+__all__ = ["answered", "check_stats", "percentile"]
 
 
 def percentile(sorted_values: Sequence[float], q: float) -> float | None:
@@ -28,6 +32,12 @@ def percentile(sorted_values: Sequence[float], q: float) -> float | None:
 
 def _in_fault(t: int, intervals: Sequence[dict[str, Any]]) -> bool:
     return any(i["start_ns"] <= t <= i["end_ns"] for i in intervals)
+
+
+def answered(op: Op) -> bool:
+    """Did the cluster answer this op (``ok``, or a definite compare mismatch: a ``cas``, or a
+    read-then-cas op such as a counter increment whose every compare missed)?"""
+    return op.type == "ok" or (op.type == "fail" and op.error == "cas-mismatch")
 
 
 def check_stats(
@@ -44,7 +54,7 @@ def check_stats(
             entry["latencies_ms"].append((op.ret_ns - op.call_ns) / 1e6)
         bucket = faulty if _in_fault(op.call_ns, fault_intervals) else healthy
         bucket["total"] += 1
-        bucket["ok"] += op.type == "ok"
+        bucket["ok"] += answered(op)
     table = {}
     for f, entry in sorted(by_f.items()):
         lat = sorted(entry.pop("latencies_ms"))
@@ -61,7 +71,8 @@ def check_stats(
         "fail": sum(op.type == "fail" for op in main),
         "info": sum(op.type == "info" for op in main),
         "throughput_ok_per_s": round(sum(op.type == "ok" for op in main) / span_s, 2) if main else 0,
-        "availability": _ratio(sum(op.type == "ok" for op in main), len(main)),
+        "cas_mismatches": sum(op.type == "fail" and answered(op) for op in main),
+        "availability": _ratio(sum(answered(op) for op in main), len(main)),
         "availability_healthy": _ratio(healthy["ok"], healthy["total"]),
         "availability_during_faults": _ratio(faulty["ok"], faulty["total"]),
         "by_f": table,
