@@ -252,6 +252,7 @@ class Node:
             send=self._send_peer,
             beat=self._send_beat,
             before_sync=self._flush_outbox,
+            parallel_persist=True,
         )
         self.groups = groups
         try:
