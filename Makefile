@@ -77,8 +77,13 @@ jepsen: $(STAMP)
 # The deterministic simulator: SEEDS seeds from SEED, on 2 worker processes.
 SEEDS ?= 100
 SEED ?= 0
+# make sim [SEEDS=1000] [PROTOCOL=raft|multipaxos|zab] [SHARDS=8] [NODES=3|5]
+PROTOCOL ?= raft
+SHARDS ?= 1
+NODES ?= 3
 sim: $(STAMP)
-	$(BIN)/python -m exapyte.sim --protocol raft --seed $(SEED) --seeds $(SEEDS) --workers 2
+	$(BIN)/python -m exapyte.sim --protocol $(PROTOCOL) --shards $(SHARDS) --nodes $(NODES) \
+		--seed $(SEED) --seeds $(SEEDS) --workers 2
 
 # Every mutant must be caught, and the unmodified core must pass 1000 seeds (plus 200 on 5 nodes).
 mutants: $(STAMP)

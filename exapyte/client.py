@@ -18,9 +18,15 @@ A call ends in one of three ways:
 ``not_leader`` replies carry the leader's endpoint; the client follows it at once. ``unavailable``
 and ``overloaded`` back off briefly and try again, rotating through the known nodes.
 
-The **session token** is the highest applied index seen in any reply; ``session`` reads send it so
-that a replica serves them only once it has applied at least that far (read-your-writes,
-monotonic reads).
+The **session token** is the highest applied index seen in any reply of a group (one entry per
+group: ``session_tokens``); ``session`` reads send it so that a replica serves them only once it
+has applied at least that far (read-your-writes, monotonic reads).
+
+**Shards.** With a :class:`~exapyte.data.router.Router` (``Client.from_config`` builds one for
+the sharded and hierarchical strategies) a key's request goes to its shard's group: the request
+names the group and is sent to the group's leader hint, else to its voters in turn; a
+``not_leader`` reply's hint is kept for that group. A scan asks every shard that may hold keys of
+the range and merges their pages in key order.
 
 **Security.** Against nodes with ``security.mode: curve`` a client needs
 :class:`~exapyte.security.Credentials`: its own key pair and each node's public key, so every
@@ -47,7 +53,9 @@ import msgspec
 import zmq
 
 from exapyte import limits
+from exapyte import distribution
 from exapyte.config import CONSISTENCY_LEVELS, Config
+from exapyte.data.router import Descriptor, Router
 from exapyte.errors import RequestFailed, RequestTimeout
 from exapyte.security import Credentials, load_credentials
 from exapyte.wire import (
@@ -140,6 +148,17 @@ def _consistency(level: object) -> str | None:
     return level  # type: ignore[return-value]
 
 
+def make_router(cfg: Config) -> Router | None:
+    """The routing cache of a cluster whose keys are spread over shards (None when one group,
+    ``default``, holds every key): every shard's group as the config's placement gives it, at
+    configuration version 1."""
+    if cfg.distribution.strategy == "centralized":
+        return None
+    strategy, placement = distribution.from_config(cfg)
+    ends = tuple(sorted((n.id, n.endpoint) for n in cfg.cluster.nodes))
+    return Router(strategy, [Descriptor(g, 1, endpoints=ends) for g in placement.groups])
+
+
 class ScanPage(msgspec.Struct, frozen=True):
     """One scan's records, and whether the scan stopped at its limit (more keys may follow:
     continue from ``records[-1][0] + "\\0"``)."""
@@ -163,6 +182,7 @@ class Client:
         context: zmq.Context[Any] | None = None,
         credentials: Credentials | None = None,
         session_index: int = 0,
+        router: Router | None = None,
     ) -> None:
         self.endpoints = [endpoints] if isinstance(endpoints, str) else list(endpoints)
         if not self.endpoints:
@@ -180,7 +200,8 @@ class Client:
         self.timeout_s = checked
         self.attempt_timeout_s = _timeout(attempt_timeout_s) or max(0.05, checked / 3)
         self.credentials = credentials
-        self.session_index = session_index
+        self.session_tokens: dict[str, int] = {"default": session_index} if session_index else {}
+        self.router = router
         self.last_node: str | None = None
         self._seq = itertools.count(int(time.time() * 1000) * 1000)
         self._codec = Codec()
@@ -188,6 +209,20 @@ class Client:
         self._ctx = context or zmq.Context()
         self._sockets: dict[str, zmq.Socket[Any]] = {}
         self._current = 0
+        self._group_current: dict[str, int] = {}
+
+    @property
+    def session_index(self) -> int:
+        """The session token of the ``default`` group (the only one without shards)."""
+        return self.session_tokens.get("default", 0)
+
+    @session_index.setter
+    def session_index(self, value: int) -> None:
+        self.session_tokens["default"] = value
+
+    def group_of(self, key: str) -> str:
+        """The replica group that holds ``key``."""
+        return self.router.strategy.shard_of(key) if self.router is not None else "default"
 
     @classmethod
     def from_config(cls, cfg: Config, *, admin: bool = False, key_name: str | None = None,
@@ -202,6 +237,8 @@ class Client:
         ordered = [first] + [e for e in nodes.values() if e != first]
         kwargs.setdefault("timeout_s", cfg.network.request_timeout_ms / 1000)
         kwargs.setdefault("consistency", cfg.data_plane.default_consistency)
+        if "router" not in kwargs:
+            kwargs["router"] = make_router(cfg)
         if cfg.security.mode == "curve" and "credentials" not in kwargs:
             kwargs["credentials"] = load_credentials(
                 cfg.security.keys_dir, nodes, role="admins" if admin else "clients", name=key_name,
@@ -211,7 +248,10 @@ class Client:
     # -- the API ------------------------------------------------------------------------------
 
     def get(self, key: str, *, consistency: str | None = None, timeout_s: float | None = None) -> Versioned | None:
-        reply = self.request(GetOp(_key(key)), consistency=consistency, timeout_s=timeout_s)
+        key = _key(key)
+        reply = self.request(
+            GetOp(key), consistency=consistency, timeout_s=timeout_s, group=self.group_of(key)
+        )
         if reply.code == ReplyCode.NOT_FOUND:
             return None
         assert reply.value is not None
@@ -221,11 +261,14 @@ class Client:
         """Write ``value``; returns the key's new version."""
         v = _b(value)
         assert v is not None
-        return self.request(PutOp(_key(key), v), timeout_s=timeout_s).version
+        key = _key(key)
+        return self.request(PutOp(key, v), timeout_s=timeout_s, group=self.group_of(key)).version
 
     def delete(self, key: str, *, timeout_s: float | None = None) -> bool:
         """Delete ``key``; returns whether it existed."""
-        return self.request(DeleteOp(_key(key)), timeout_s=timeout_s).code == ReplyCode.OK
+        key = _key(key)
+        reply = self.request(DeleteOp(key), timeout_s=timeout_s, group=self.group_of(key))
+        return reply.code == ReplyCode.OK
 
     def cas(
         self, key: str, expected: Value | None, new: Value | None, *, timeout_s: float | None = None
@@ -234,7 +277,7 @@ class Client:
         op = CasOp(
             _key(key), _b(expected, "expected", optional=True), _b(new, "new", optional=True)
         )
-        return self.request(op, timeout_s=timeout_s).code == ReplyCode.OK
+        return self.request(op, timeout_s=timeout_s, group=self.group_of(op.key)).code == ReplyCode.OK
 
     def scan(
         self,
@@ -267,22 +310,43 @@ class Client:
             raise TypeError(f"limit must be int, not {type(limit).__name__}")
         if not 1 <= limit <= limits.SCAN_LIMIT_MAX:
             raise ValueError(f"limit must be within 1..{limits.SCAN_LIMIT_MAX}, got {limit}")
-        reply = self.request(ScanOp(start, end, limit), consistency=consistency, timeout_s=timeout_s)
-        records = [(k, Versioned(v, ver)) for k, v, ver in reply.records]
-        return ScanPage(records, reply.truncated)
+        if self.router is None:
+            reply = self.request(ScanOp(start, end, limit), consistency=consistency, timeout_s=timeout_s)
+            records = [(k, Versioned(v, ver)) for k, v, ver in reply.records]
+            return ScanPage(records, reply.truncated)
+        # Every shard that may hold keys of the range gives its first `limit` keys; the first
+        # `limit` of their merge are exactly the range's first `limit` (docs/distribution.md).
+        runs: list[list[tuple[str, Versioned]]] = []
+        truncated = False
+        for shard, _ in self.router.scan_plan(start, end):
+            reply = self.request(
+                ScanOp(start, end, limit), consistency=consistency, timeout_s=timeout_s,
+                group=shard,
+            )
+            runs.append([(k, Versioned(v, ver)) for k, v, ver in reply.records])
+            truncated = truncated or reply.truncated
+        merged = distribution.merge_scan(runs, limit)
+        return ScanPage(merged, truncated or sum(len(r) for r in runs) > limit)
 
-    def transfer_leader(self, to: str, *, timeout_s: float | None = None) -> str:
-        """Ask the leader to hand leadership to ``to``; returns the leader's message."""
-        return self.request(TransferLeaderOp(_key(to, "to")), timeout_s=timeout_s).message
+    def transfer_leader(
+        self, to: str, *, timeout_s: float | None = None, group: str = "default"
+    ) -> str:
+        """Ask ``group``'s leader to hand leadership to ``to``; returns the leader's message."""
+        return self.request(
+            TransferLeaderOp(_key(to, "to")), timeout_s=timeout_s, group=group
+        ).message
 
-    def change_membership(self, change: str, node: str, *, timeout_s: float | None = None) -> int:
-        """``add-voter``, ``add-learner`` or ``remove`` ``node``; returns once applied (its index)."""
+    def change_membership(
+        self, change: str, node: str, *, timeout_s: float | None = None, group: str = "default"
+    ) -> int:
+        """``add-voter``, ``add-learner`` or ``remove`` ``node`` in ``group``; returns once
+        applied (its index)."""
         if change not in MEMBERSHIP_CHANGES:
             raise ValueError(
                 f"unknown membership change {change!r}; allowed: {', '.join(MEMBERSHIP_CHANGES)}"
             )
         op = MembershipOp(change, _key(node, "node"))
-        return self.request(op, timeout_s=timeout_s).index
+        return self.request(op, timeout_s=timeout_s, group=group).index
 
     def clock_fault(
         self, endpoint: str, *, shift_ms: float = 0.0, rate: float = 1.0, reset: bool = False,
@@ -307,6 +371,7 @@ class Client:
         timeout_s: float | None = None,
         endpoint: str | None = None,
         follow: bool = True,
+        group: str = "default",
     ) -> ClientReply:
         """Send one request until a definite reply or the deadline. See the module docstring."""
         wait_s = _timeout(timeout_s)
@@ -315,7 +380,8 @@ class Client:
             next(self._seq),
             op,
             consistency=_consistency(consistency) or self.consistency,
-            session_index=self.session_index,
+            session_index=self.session_tokens.get(group, 0),
+            group=group,
         )
         frame = self._codec.encode(req)
         if len(frame) > limits.FRAME_BYTES_MAX:
@@ -324,6 +390,9 @@ class Client:
                 f"{limits.FRAME_BYTES_MAX} bytes (limits.FRAME_BYTES_MAX)"
             )
         deadline = time.monotonic() + (wait_s if wait_s is not None else self.timeout_s)
+        descriptor = self.router.descriptor(group) if self.router is not None else None
+        if descriptor is not None:
+            return self._request_group(req, frame, descriptor, deadline, endpoint, follow)
         target = endpoint or self.endpoints[self._current % len(self.endpoints)]
         last_problem = "no reply"
         while True:
@@ -340,8 +409,7 @@ class Client:
                     target = self._rotate()
                 continue
             self.last_node = reply.node or None
-            if reply.index > self.session_index:
-                self.session_index = reply.index
+            self._note_index(req.group, reply.index)
             code = reply.code
             if code in (ReplyCode.OK, ReplyCode.NOT_FOUND, ReplyCode.CAS_FAILED):
                 return reply
@@ -359,6 +427,58 @@ class Client:
                     continue
             time.sleep(min(BACKOFF_S, max(0.0, deadline - time.monotonic())))
             target = self._rotate()
+
+    def _note_index(self, group: str, index: int) -> None:
+        if index > self.session_tokens.get(group, 0):
+            self.session_tokens[group] = index
+
+    def _request_group(
+        self, req: ClientRequest, frame: bytes, descriptor: Descriptor, deadline: float,
+        endpoint: str | None, follow: bool,
+    ) -> ClientReply:
+        """:meth:`request` for a group the router knows: its leader hint, else its voters."""
+        assert self.router is not None
+        group = req.group
+        voters = descriptor.group.voters
+        node = descriptor.target()
+        target = endpoint or descriptor.endpoint(node) or self.node_endpoints.get(node, "")
+        last_problem = "no reply"
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise RequestTimeout(
+                    f"{type(req.op).__name__} {getattr(req.op, 'key', '')!r} (group {group}): "
+                    f"{last_problem} within the deadline; the request may or may not have taken "
+                    "effect"
+                )
+            reply = self._attempt(target, frame, req, min(remaining, self.attempt_timeout_s))
+            if reply is not None:
+                self.last_node = reply.node or None
+                self._note_index(group, reply.index)
+                code = reply.code
+                if code in (ReplyCode.OK, ReplyCode.NOT_FOUND, ReplyCode.CAS_FAILED):
+                    if reply.node in voters:
+                        self.router.note_leader(group, descriptor.version, reply.node)
+                    return reply
+                if code == ReplyCode.BAD_REQUEST or code == ReplyCode.FORBIDDEN:
+                    raise RequestFailed(code, reply.message)
+                last_problem = f"{code} from {reply.node or target}: {reply.message}".rstrip(": ")
+                if not follow:
+                    raise RequestFailed(code, reply.message or code)
+                hint = reply.leader_hint
+                if code == ReplyCode.NOT_LEADER and hint in voters:
+                    self.router.note_leader(group, descriptor.version, hint)
+                    target = descriptor.endpoint(hint) or reply.leader_endpoint or target
+                    continue
+                time.sleep(min(BACKOFF_S, max(0.0, deadline - time.monotonic())))
+            else:
+                last_problem = f"no reply from {target}"
+                if not follow:
+                    continue
+            turn = self._group_current.get(group, 0) + 1
+            self._group_current[group] = turn
+            node = voters[turn % len(voters)]
+            target = descriptor.endpoint(node) or self.node_endpoints.get(node, target)
 
     def _rotate(self) -> str:
         self._current = (self._current + 1) % len(self.endpoints)

@@ -148,9 +148,14 @@ class ReplicationSection(_Section):
 
 
 class DistributionSection(_Section):
-    # Only "centralized" (one group holds every key) runs in this release; the others are refused.
+    # "centralized": one group holds every key; "sharded": a key's shard by a stable hash, shard
+    # replicas on nodes by consistent hashing; "hierarchical": a key's home region first, then a
+    # shard of that region on that region's nodes (docs/distribution.md).
     strategy: DistributionStrategy = "centralized"
-    shards: Annotated[int, msgspec.Meta(ge=1, le=1024)] = 1  # must be 1 until sharding is available
+    shards: Annotated[int, msgspec.Meta(ge=1, le=limits.SHARDS_MAX)] = 1  # shards (per region for hierarchical); 1 for centralized
+    virtual_nodes: Annotated[int, msgspec.Meta(ge=1, le=65536)] = limits.VIRTUAL_NODES_DEFAULT  # ring points per node (sharded, hierarchical)
+    replication_factor: Annotated[int, msgspec.Meta(ge=1, le=9)] = 3  # replicas of each shard, capped at the nodes available (per region for hierarchical)
+    rules: dict[str, Ident] = {}  # hierarchical: key prefix -> home region (the longest matching prefix wins; other keys hash over the regions)
 
 
 class ControlPlaneSection(_Section):
@@ -446,6 +451,38 @@ def is_wildcard(host: str) -> bool:
         return False
 
 
+def _validate_distribution(cfg: Config) -> None:
+    d = cfg.distribution
+    if d.strategy == "centralized" and d.shards != 1:
+        raise ConfigError(
+            f"field 'distribution.shards': {d.shards} shards need the sharded or hierarchical "
+            "strategy; centralized has exactly 1"
+        )
+    if d.strategy != "centralized" and cfg.consensus.protocol == "none":
+        raise ConfigError(
+            f"field 'distribution.strategy': {d.strategy!r} places shards on replica groups and "
+            "needs a consensus protocol; consensus.protocol is 'none'"
+        )
+    regions = {n.region for n in cfg.cluster.nodes}
+    bad = sorted({r for r in d.rules.values() if r not in regions})
+    if bad:
+        raise ConfigError(
+            f"field 'distribution.rules': region(s) {bad} hold no node; allowed: "
+            f"{', '.join(sorted(regions))}"
+        )
+    if d.rules and d.strategy != "hierarchical":
+        raise ConfigError(
+            "field 'distribution.rules': placement rules are read by the hierarchical strategy "
+            f"only; distribution.strategy is {d.strategy!r}"
+        )
+    too_long = [p for p in d.rules if not p or len(p.encode("utf-8")) > limits.KEY_BYTES_MAX]
+    if too_long:
+        raise ConfigError(
+            f"field 'distribution.rules': prefix {too_long[0]!r} must be a non-empty key prefix "
+            f"of at most {limits.KEY_BYTES_MAX} bytes"
+        )
+
+
 def _validate_addresses(cfg: Config) -> None:
     for spec in cfg.cluster.nodes:
         problem = host_problem(spec.host)
@@ -574,18 +611,13 @@ def _validate(cfg: Config) -> Config:
     # Strategies the schema names but this release does not run yet are refused, not ignored.
     for field, value, available in (
         ("replication.strategy", cfg.replication.strategy, ("sync",)),
-        ("distribution.strategy", cfg.distribution.strategy, ("centralized",)),
     ):
         if value not in available:
             raise ConfigError(
                 f"field {field!r}: {value!r} is not available in this release yet; "
                 f"allowed: {', '.join(available)}"
             )
-    if cfg.distribution.shards != 1:
-        raise ConfigError(
-            f"field 'distribution.shards': {cfg.distribution.shards} shards need the sharded "
-            "distribution, which is not available in this release yet; allowed: 1"
-        )
+    _validate_distribution(cfg)
     unknown_bugs = [b for b in cfg.unsafe.bugs if b not in KNOWN_BUGS]
     if unknown_bugs:
         raise ConfigError(

@@ -39,7 +39,8 @@ is then mid-Ready and must be discarded (the process restarts from what was pers
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import functools
+from collections.abc import Callable, Sequence
 from typing import Protocol
 
 import msgspec
@@ -105,3 +106,63 @@ def drive_until_idle(core: ConsensusCore, host: Host, max_rounds: int = 1_000) -
         if rounds >= max_rounds:
             raise RuntimeError(f"core {core.node_id} still has a Ready after {rounds} rounds")
     return rounds
+
+
+# A host-provided way to run independent persist calls (of different cores) to completion,
+# possibly at the same time (a node runs them on threads, so that the fsyncs of its groups'
+# separate logs overlap); it returns once every call has returned and re-raises the first error.
+PersistRunner = Callable[[Sequence[Callable[[], None]]], None]
+
+
+def drive_many(
+    pairs: Sequence[tuple[ConsensusCore, Host]],
+    run_persists: PersistRunner | None = None,
+    before_persist: Callable[[], None] | None = None,
+) -> int:
+    """:func:`drive` for many cores at once (the replica groups of one node), until none has
+    a Ready; returns the number of rounds.
+
+    Each round takes one Ready from every core that has one and applies them in :func:`drive`'s
+    order, step by step across the cores: every core's early messages, then every persist, then
+    for each core its messages, snapshot, entries, reads and ``advance``. So each core sees
+    exactly the order :func:`drive` gives it, and the persists of a round, which touch
+    independent logs, may run together through ``run_persists`` (sequentially when it is None
+    or when fewer than two are due). ``before_persist`` runs once before the persists of a round
+    that has any (a node sends the peer messages queued so far, so that appends travel while
+    the logs sync). If a host call raises, the cores of that round are mid-Ready and must be
+    discarded, as with :func:`drive`.
+    """
+    rounds = 0
+    while True:
+        batch = [(core, host, core.ready()) for core, host in pairs if core.has_ready()]
+        if not batch:
+            return rounds
+        rounds += 1
+        for _, host, rd in batch:
+            if rd.early_messages:
+                host.send(rd.early_messages)
+        persists = [
+            functools.partial(host.persist, rd.hard_state, rd.entries, rd.snapshot, rd.must_sync)
+            for _, host, rd in batch
+            if rd.hard_state is not None or rd.entries or rd.snapshot is not None
+        ]
+        if persists:
+            if before_persist is not None:
+                before_persist()
+            if run_persists is None or len(persists) < 2:
+                for persist in persists:
+                    persist()
+            else:
+                run_persists(persists)
+        for core, host, rd in batch:
+            if rd.messages:
+                host.send(rd.messages)
+            if rd.snapshot is not None:
+                host.install_snapshot(rd.snapshot)
+            if rd.committed_entries:
+                host.apply(rd.committed_entries)
+            if rd.read_states:
+                host.answer_reads(rd.read_states)
+            if rd.failed_reads:
+                host.fail_reads(rd.failed_reads)
+            core.advance(rd)

@@ -35,7 +35,7 @@ from typing import Any
 import zmq
 
 from exapyte import config as config_mod
-from exapyte.client import Client
+from exapyte.client import Client, make_router
 from exapyte.config import Config, canonical_host
 from exapyte.errors import ExapyteError
 from exapyte.security import Credentials, generate, load_credentials
@@ -126,6 +126,7 @@ class LocalCluster:
     def client(self, *, admin: bool = False, **kwargs: Any) -> Client:
         """A client of the whole cluster (follows redirects to the leader)."""
         kwargs.setdefault("credentials", self.credentials(admin=admin))
+        kwargs.setdefault("router", make_router(self.cfg))
         return Client(
             list(self.endpoints().values()), node_endpoints=self.endpoints(), **kwargs
         )

@@ -29,17 +29,23 @@ on its own (:meth:`GroupTable.create`, :meth:`GroupTable.drop`). The table is wh
   A peer unheard for an election timeout is down; a peer that comes back, or comes back as a new
   instance (it restarted and lost its volatile state), wakes every group it is a member of.
 - **Only dirty replicas are flushed**: those that got input since the last flush, so a loop
-  iteration costs what changed, not the number of groups.
+  iteration costs what changed, not the number of groups. They are driven together
+  (:func:`~exapyte.protocol.drive.drive_many`): each group keeps the Ready order, and the
+  persists of one round, which write separate logs, run on a small thread pool when
+  ``parallel_persist`` is on (the node), so the fsyncs of eight shards cost about one. The
+  simulator drives them one after the other (its runs must be a pure function of the seed).
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from exapyte.config import Config
 from exapyte.distribution.base import GroupSpec
+from exapyte.protocol.drive import drive_many
 from exapyte.runtime.replica import Replica
 from exapyte.runtime.service import ReplySink, ServiceBase, validate_request
 from exapyte.storage import Storage
@@ -48,6 +54,7 @@ from exapyte.wire import ClientReply, ClientRequest, ReplyCode, StatusOp
 log = logging.getLogger(__name__)
 
 QUIESCE_AFTER_HEARTBEATS = 3  # quiet heartbeat intervals before a group stops ticking
+PERSIST_THREADS_MAX = 8  # threads that run the persists (fsyncs) of different groups at once
 
 GroupSink = Callable[[str, str, Any], None]  # (peer node id, group id, consensus message)
 
@@ -66,6 +73,7 @@ class GroupTable:
         beat: Callable[[str], None] | None = None,
         before_sync: Callable[[], None] | None = None,
         make_replica: Callable[..., Replica] = Replica,
+        parallel_persist: bool = False,
     ) -> None:
         self.cfg = cfg
         self.node_id = cfg.node_id or ""
@@ -76,6 +84,8 @@ class GroupTable:
         self._beat = beat
         self._before_sync = before_sync
         self._make_replica = make_replica
+        self._parallel_persist = parallel_persist
+        self._pool: ThreadPoolExecutor | None = None
         self.replicas: dict[str, Replica] = {}
         self.placement: dict[str, GroupSpec] = {}  # every group of the cluster, hosted or not
         self._active: dict[str, Replica] = {}  # ticked: not quiesced
@@ -115,7 +125,6 @@ class GroupTable:
         except BaseException:
             storage.close()
             raise
-        replica.before_sync = self._before_sync
         replica.status_extra = self._node_status
         self.replicas[spec.id] = replica
         self.placement.setdefault(spec.id, spec)
@@ -251,8 +260,33 @@ class GroupTable:
         if not self._dirty:
             return
         dirty, self._dirty = self._dirty, {}
-        for replica in dirty.values():
-            replica.flush()
+        if len(dirty) == 1:
+            (replica,) = dirty.values()
+            replica.before_sync = self._before_sync
+            try:
+                replica.flush()
+            finally:
+                replica.before_sync = None
+            return
+        runner = self._run_persists if self._parallel_persist else None
+        drive_many(
+            [(r.core, r) for r in dirty.values()], runner, before_persist=self._before_sync
+        )
+
+    def _run_persists(self, persists: Sequence[Callable[[], None]]) -> None:
+        pool = self._pool
+        if pool is None:
+            pool = self._pool = ThreadPoolExecutor(
+                PERSIST_THREADS_MAX, thread_name_prefix="persist"
+            )
+        futures = [pool.submit(p) for p in persists]
+        first: BaseException | None = None
+        for future in futures:  # every persist returns before the round goes on
+            exc = future.exception()
+            if exc is not None and first is None:
+                first = exc
+        if first is not None:
+            raise first
 
     def has_idle_work(self) -> bool:
         idle = self._idle
@@ -271,6 +305,9 @@ class GroupTable:
             replica.maintenance()
 
     def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+            self._pool = None
         replicas, self.replicas = self.replicas, {}
         first: BaseException | None = None
         for replica in replicas.values():

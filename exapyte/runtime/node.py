@@ -52,7 +52,7 @@ import msgspec
 import zmq
 from apscheduler.schedulers.background import BackgroundScheduler
 
-from exapyte import limits
+from exapyte import distribution, limits
 from exapyte.config import Config, is_wildcard
 from exapyte.errors import ConfigError, ExapyteError
 from exapyte.runtime.auth import (
@@ -252,6 +252,7 @@ class Node:
             send=self._send_peer,
             beat=self._send_beat,
             before_sync=self._flush_outbox,
+            parallel_persist=True,
         )
         self.groups = groups
         try:
@@ -263,12 +264,15 @@ class Node:
         return groups
 
     def _hosted_groups(self) -> list[GroupSpec]:
-        """The groups this node hosts: the centralized group ``default`` (every node hosts it;
-        one outside its initial voters starts empty and waits to be added)."""
-        spec = GroupSpec("default", self.cfg.initial_voters())
+        """The groups this node hosts, from the placement ``distribution`` gives: under the
+        centralized strategy every node hosts ``default`` (one outside its initial voters starts
+        empty and waits to be added); under the others, the shards it holds a replica of."""
+        _, placement = distribution.from_config(self.cfg)
         if self.groups is not None:
-            self.groups.set_placement([spec])
-        return [spec]
+            self.groups.set_placement(placement.groups)
+        if self.cfg.distribution.strategy == "centralized":
+            return list(placement.groups)
+        return [g for g in placement.groups if self.node_id in g.members]
 
     def stop(self) -> None:
         self._stop.set()

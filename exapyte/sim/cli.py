@@ -61,11 +61,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="first seed (default 0)")
     p.add_argument("--seeds", type=int, default=1, help="how many consecutive seeds to run")
     p.add_argument("--nodes", type=int, choices=[3, 5], default=3)
+    p.add_argument("--shards", type=int, default=1,
+                   help="replica groups (the sharded distribution, 3 replicas each; default 1: "
+                        "one centralized group)")
     p.add_argument("--faults", type=_faults, default=FAULT_KINDS,
                    help=f"comma-separated: {','.join(FAULT_KINDS)} (or all, none); default all")
     p.add_argument("--ops", type=int, default=SimSpec(seed=0).ops, help="operation budget per seed")
     p.add_argument("--clients", type=int, default=SimSpec(seed=0).clients)
-    p.add_argument("--keys", type=int, default=SimSpec(seed=0).keys)
+    p.add_argument("--keys", type=int, default=None,
+                   help=f"keys of the workload (default {SimSpec(seed=0).keys}, or two per shard)")
     p.add_argument("--fault-seconds", type=float, default=SimSpec(seed=0).fault_s,
                    help="simulated seconds of the fault phase")
     p.add_argument("--keep-faults", type=_indexes, default=None,
@@ -89,14 +93,17 @@ def _history_path(base: Path, seed: int, many: bool) -> Path:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if args.seeds < 1 or args.ops < 1 or args.clients < 1 or args.keys < 1:
-        print("--seeds, --ops, --clients and --keys must be >= 1", file=sys.stderr)
+    if args.keys is None:
+        args.keys = SimSpec(seed=0).keys if args.shards == 1 else 2 * args.shards
+    if args.seeds < 1 or args.ops < 1 or args.clients < 1 or args.keys < 1 or args.shards < 1:
+        print("--seeds, --ops, --clients, --keys and --shards must be >= 1", file=sys.stderr)
         return 2
     console = Console(highlight=False, soft_wrap=True)
     base = SimSpec(
         seed=args.seed,
         nodes=args.nodes,
         protocol=args.protocol,
+        shards=args.shards,
         faults=args.faults,
         ops=args.ops,
         clients=args.clients,
@@ -164,7 +171,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         print(json.dumps({"summary": summary}, sort_keys=True))
     else:
-        table = Table(title=f"exapyte simulator: raft, {args.nodes} nodes, faults "
+        shards = f", {args.shards} shards" if args.shards > 1 else ""
+        table = Table(title=f"exapyte simulator: {args.protocol}, {args.nodes} nodes{shards}, faults "
                             f"{','.join(args.faults) or 'none'}")
         for column in ("seeds run", "failures", "sim time", "wall time", "speed ratio", "seeds/s"):
             table.add_column(column, justify="right")

@@ -29,7 +29,7 @@ from typing import Any
 
 from exapyte.errors import InvariantViolation
 from exapyte.sim.faults import FAULT_KINDS
-from exapyte.sim.judge import check_linearizable, invariant_name, lost_writes
+from exapyte.sim.judge import check_linearizable, invariant_name
 from exapyte.sim.scheduler import NS_PER_S
 from exapyte.sim.world import SimSpec, World
 
@@ -97,7 +97,7 @@ def run_seed(spec: SimSpec, *, keep_history: bool = False) -> SimResult:
     linearizable: Any = None
     jsonl = world.history.to_jsonl()
     if not check:
-        lost = lost_writes(world.acked_writes(), world.judge.applied_commands, world.final_applied())
+        lost = world.lost_writes()
         if lost:
             check = "lost-write"
             detail = f"{len(lost)} acknowledged write(s) lost: " + "; ".join(lost[:3])
@@ -133,7 +133,7 @@ def run_seed(spec: SimSpec, *, keep_history: bool = False) -> SimResult:
     counters.update(world.replica_totals())
     counters.update({f"net_{k}": v for k, v in world.network_counters().items()})
     counters.update({f"storage_{k}": v for k, v in world.storage_counters().items()})
-    counters["invariant_checks"] = world.judge.checks
+    counters["invariant_checks"] = world.invariant_checks()
     counters["events"] = world.sched.events_run
     ops = sum(1 for r in world.history.records if r["type"] == "invoke")
     return SimResult(

@@ -130,14 +130,14 @@ class Workload:
         return Op("cas", key, [seen[rng.randrange(len(seen))], new])
 
 
-def op_request(client_id: str, seq: int, op: Op) -> ClientRequest:
+def op_request(client_id: str, seq: int, op: Op, group: str = "default") -> ClientRequest:
     if op.f == "read":
         body: Any = GetOp(op.key)
     elif op.f == "write":
         body = PutOp(op.key, op.value.encode())
     else:
         body = CasOp(op.key, op.value[0].encode(), op.value[1].encode())
-    return ClientRequest(client_id, seq, body, consistency="strong")
+    return ClientRequest(client_id, seq, body, consistency="strong", group=group)
 
 
 class SimClient:
@@ -154,8 +154,14 @@ class SimClient:
         on_done: Callable[[SimClient], None],
         *,
         deadline_ms: float = OP_DEADLINE_MS,
+        route: Callable[[str], tuple[str, tuple[str, ...]]] | None = None,
     ) -> None:
         self.process = process
+        # key -> (its group, the group's members); one group on every node by default
+        self.route = route or (lambda _key: ("default", nodes))
+        self.group = "default"
+        self.members = nodes
+        self.leader_guesses: dict[str, str | None] = {}
         self.endpoint = f"c{process}"
         self.client_id = f"sim-client-{process}"
         self.sched = scheduler
@@ -165,7 +171,6 @@ class SimClient:
         self.send = send
         self.on_done = on_done
         self.deadline_ns = int(deadline_ms * NS_PER_MS)
-        self.leader_guess: str | None = None
         self.seq = 0
         self.op: Op | None = None
         self.attempt = 0
@@ -184,6 +189,7 @@ class SimClient:
         assert self.op is None, "one outstanding operation per client"
         self.seq += 1
         self.op = op
+        self.group, self.members = self.route(op.key)
         self.attempt = 0
         self.uncertain = False
         self.op_deadline_ns = self.sched.now_ns + self.deadline_ns
@@ -192,17 +198,27 @@ class SimClient:
                         self.sched.now_ns, target)
         self._send_attempt(target)
 
+    @property
+    def leader_guess(self) -> str | None:
+        return self.leader_guesses.get(self.group)
+
+    @leader_guess.setter
+    def leader_guess(self, node: str | None) -> None:
+        self.leader_guesses[self.group] = node
+
     def _pick_node(self, avoid: str | None = None) -> str:
-        if self.leader_guess is not None and self.leader_guess != avoid:
-            return self.leader_guess
-        choices = [n for n in self.nodes if n != avoid] or list(self.nodes)
+        guess = self.leader_guess
+        if guess is not None and guess != avoid:
+            return guess
+        choices = [n for n in self.members if n != avoid] or list(self.members)
         return choices[self.rng.randrange(len(choices))]
 
     def _send_attempt(self, node: str) -> None:
         assert self.op is not None
         self.attempt += 1
         self.last_node = node
-        self.send(self.endpoint, node, (self.process, self.attempt, op_request(self.client_id, self.seq, self.op)))
+        request = op_request(self.client_id, self.seq, self.op, self.group)
+        self.send(self.endpoint, node, (self.process, self.attempt, request))
         self.sched.after(ATTEMPT_TIMEOUT_MS * NS_PER_MS, self._on_timeout, self.seq, self.attempt)
 
     def _retry(self, node: str | None, backoff: bool) -> None:
@@ -248,7 +264,7 @@ class SimClient:
         if attempt != self.attempt:
             return  # a refusal of an attempt already superseded
         if code in _REFUSAL_CODES:
-            hint = reply.leader_hint if reply.leader_hint in self.nodes else None
+            hint = reply.leader_hint if reply.leader_hint in self.members else None
             self.leader_guess = hint
             self._retry(hint, backoff=True)
             return

@@ -9,10 +9,13 @@ each client, each node incarnation, the workload, the fault plan), so the run is
 of its :class:`SimSpec`. There are no threads, sockets or wall clocks; collections are iterated in
 sorted or insertion order, never in ``hash()`` order.
 
-A node is the very ``Replica`` class the ZeroMQ node runs, given a :class:`SimStorage`, a seeded
-rng and two callbacks that put its replies and peer messages on the simulated network. Each
-event for a node (a message, a tick) is followed by ``flush()`` and an invariant check of that
-node (:class:`~exapyte.sim.judge.StepJudge`). Ticks fire every ``network.tick_ms`` of simulated
+A node is the very :class:`~exapyte.runtime.groups.GroupTable` the ZeroMQ node runs, hosting a
+``Replica`` per replica group the placement gives it (one group, ``default``, unless
+``--shards`` asks for the sharded distribution), each with its own :class:`SimStorage` and seeded
+rng, and callbacks that put replies, peer messages (``PeerMessage(group, message)``) and node
+beats on the simulated network. Groups quiesce and wake exactly as on real nodes. Each event for
+a node (a message, a tick) is followed by ``flush()`` and an invariant check of each of its
+groups, by that group's :class:`~exapyte.sim.judge.StepJudge`. Ticks fire every ``network.tick_ms`` of simulated
 time, scaled by the node's clock rate (drift); maintenance (snapshots) runs every
 ``MAINTENANCE_TICKS`` ticks; the simulated OS writes dirty pages back every ``WRITEBACK_TICKS``.
 
@@ -36,16 +39,18 @@ from typing import Any
 
 import msgspec
 
+from exapyte import distribution
 from exapyte.config import Config, loads
 from exapyte.protocol.types import Entry, Role
+from exapyte.runtime.groups import GroupTable
 from exapyte.runtime.replica import Replica
 from exapyte.sim.faults import FAULT_KINDS, Fault, FaultProfile, plan_faults
-from exapyte.sim.judge import StepJudge, view_of
+from exapyte.sim.judge import StepJudge, lost_writes, view_of
 from exapyte.sim.network import Network
 from exapyte.sim.scheduler import NS_PER_MS, NS_PER_S, Scheduler, derive_seed
 from exapyte.sim.storage import SimStorage
 from exapyte.sim.workload import History, Op, SimClient, Workload
-from exapyte.wire import ClientReply, ClientRequest, GetOp, ScanOp
+from exapyte.wire import ClientReply, ClientRequest, GetOp, NodeBeat, PeerMessage, ScanOp
 
 TICK_MS = 10
 ELECTION_TIMEOUT_TICKS = 10
@@ -77,6 +82,7 @@ class SimSpec:
     seed: int
     nodes: int = 3
     protocol: str = "raft"
+    shards: int = 1
     faults: tuple[str, ...] = FAULT_KINDS
     ops: int = 150
     clients: int = 5
@@ -92,6 +98,8 @@ class SimSpec:
         parts = [
             program, f"--protocol {self.protocol}", f"--seed {self.seed}", f"--nodes {self.nodes}"
         ]
+        if self.shards != 1:
+            parts.append(f"--shards {self.shards}")
         parts.append(f"--faults {','.join(self.faults) if self.faults else 'none'}")
         parts.append(f"--ops {self.ops}")
         default = SimSpec(seed=0)
@@ -109,9 +117,10 @@ class SimSpec:
 
 
 def sim_config(
-    nodes: int, snapshot_entries: int = SNAPSHOT_ENTRIES, protocol: str = "raft"
+    nodes: int, snapshot_entries: int = SNAPSHOT_ENTRIES, protocol: str = "raft", shards: int = 1
 ) -> Config:
-    """The cluster config every simulated node shares (memory storage, ``protocol``)."""
+    """The cluster config every simulated node shares (memory storage, ``protocol``; with
+    ``shards`` > 1 the sharded distribution, three replicas per shard)."""
     raw = {
         "cluster": {
             "nodes": [
@@ -130,6 +139,8 @@ def sim_config(
             "snapshot_chunk_bytes": SNAPSHOT_CHUNK_BYTES,
         },
     }
+    if shards > 1:
+        raw["distribution"] = {"strategy": "sharded", "shards": shards, "replication_factor": 3}
     return loads(json.dumps(raw), source="<simulator>")
 
 
@@ -147,8 +158,9 @@ class SimReplica(Replica):
 @dataclass
 class SimNode:
     id: str
-    storage: SimStorage
-    replica: SimReplica | None = None
+    lose_unsynced: bool = True
+    storages: dict[str, SimStorage] = field(default_factory=dict)  # group -> its storage
+    table: GroupTable | None = None
     incarnation: int = 0
     down: int = 0  # active crash faults
     paused: int = 0  # active pause faults
@@ -163,7 +175,18 @@ class SimNode:
 
     @property
     def up(self) -> bool:
-        return self.down == 0 and self.replica is not None
+        return self.down == 0 and self.table is not None
+
+    def storage(self, group: str) -> SimStorage:
+        store = self.storages.get(group)
+        if store is None:
+            store = self.storages[group] = SimStorage(lose_unsynced=self.lose_unsynced)
+        return store
+
+    def replicas(self) -> list[tuple[str, SimReplica]]:
+        if self.table is None:
+            return []
+        return sorted(self.table.replicas.items())  # type: ignore[arg-type]
 
 
 class _Trace:
@@ -186,12 +209,15 @@ class World:
     def __init__(self, spec: SimSpec) -> None:
         self.spec = spec
         seed = spec.seed
-        self.cfg = sim_config(spec.nodes, protocol=spec.protocol)
+        self.cfg = sim_config(spec.nodes, protocol=spec.protocol, shards=spec.shards)
         self.node_ids = tuple(self.cfg.node_ids())
+        self.strategy, placement = distribution.from_config(self.cfg)
+        self.placement = placement.groups
+        self.group_members = {g.id: g.members for g in self.placement}
         self.sched = Scheduler()
         self.trace = _Trace()
         self.history = History(on_record=self._trace_record)
-        self.judge = StepJudge()
+        self.judges = {g.id: StepJudge() for g in self.placement}
         self.network = Network(
             self.sched,
             random.Random(derive_seed(seed, "network")),
@@ -203,7 +229,7 @@ class World:
         self.nodes = {
             node_id: SimNode(
                 node_id,
-                SimStorage(lose_unsynced=spec.lose_unsynced),
+                lose_unsynced=spec.lose_unsynced,
                 clock_rate=1.0 + skew_rng.uniform(-CLOCK_SKEW_MAX, CLOCK_SKEW_MAX),
             )
             for node_id in self.node_ids
@@ -249,16 +275,33 @@ class World:
 
     def _boot(self, node: SimNode) -> None:
         node.incarnation += 1
-        replica = SimReplica(
-            self.cfg.with_node(node.id),
-            node.storage,
-            random.Random(derive_seed(self.spec.seed, "node", node.id, node.incarnation)),
-            reply=functools.partial(self._reply, node.id),
-            send=functools.partial(self.network.send, node.id),
+        incarnation = node.incarnation
+        seed = self.spec.seed
+        send = self.network.send
+        node_id = node.id
+
+        def rng_for(group: str) -> random.Random:
+            if group == "default":  # the seeds of single-group runs stay what they were
+                return random.Random(derive_seed(seed, "node", node_id, incarnation))
+            return random.Random(derive_seed(seed, "node", node_id, incarnation, group))
+
+        table = GroupTable(
+            self.cfg.with_node(node_id),
+            open_storage=node.storage,
+            rng_for=rng_for,
+            reply=functools.partial(self._reply, node_id),
+            send=lambda to, group, msg: send(node_id, to, PeerMessage(group, msg)),
+            beat=lambda to: send(node_id, to, NodeBeat(node_id, to, str(incarnation))),
+            make_replica=SimReplica,
         )
-        replica.on_applied = self.judge.on_apply
-        node.replica = replica
-        self.judge.forget_node(node.id)
+        table.set_placement(self.placement)
+        for spec in self.placement:
+            if spec.id == "default" or node_id in spec.members:
+                replica = table.create(spec)
+                assert isinstance(replica, SimReplica)
+                replica.on_applied = self.judges[spec.id].on_apply
+                self.judges[spec.id].forget_node(node_id)
+        node.table = table
         self._after(node)
         self.sched.after(self._tick_ns(node), self._tick, node.id, node.incarnation)
 
@@ -274,23 +317,26 @@ class World:
         if node.paused:
             return
         node.ticks += 1
-        replica = node.replica
-        assert replica is not None
-        replica.tick()
+        table = node.table
+        assert table is not None
+        table.tick()
         self._after(node)
         if node.open_reads:
             self._check_open_reads(node)
-        replica.idle()  # the node's loop is idle between ticks (the state machine stores)
+        if table.has_idle_work():  # the node's loop is idle between ticks (the state machine stores)
+            table.idle()
         if node.ticks % MAINTENANCE_TICKS == 0:
-            replica.maintenance()
+            table.maintenance()
         if node.ticks % WRITEBACK_TICKS == 0:
-            node.storage.writeback()
+            for store in node.storages.values():
+                store.writeback()
 
     def _after(self, node: SimNode) -> None:
-        replica = node.replica
-        assert replica is not None
-        replica.flush()
-        self.judge.observe_node(view_of(node.id, replica.core))
+        table = node.table
+        assert table is not None
+        table.flush()
+        for group, replica in node.replicas():
+            self.judges[group].observe_node(view_of(node.id, replica.core))
 
     def _check_open_reads(self, node: SimNode) -> None:
         for token, arrivals in list(node.open_reads.items()):
@@ -320,17 +366,21 @@ class World:
         self._handle(node, frm, msg)
 
     def _handle(self, node: SimNode, frm: str, msg: Any) -> None:
-        replica = node.replica
-        assert replica is not None
+        table = node.table
+        assert table is not None
         if isinstance(msg, tuple):
             process, attempt, req = msg
             assert isinstance(req, ClientRequest)
             if isinstance(req.op, (GetOp, ScanOp)):
                 node.open_reads.setdefault((process, attempt), []).append(node.ticks)
             # The reply token is opaque to the replica (ZeroMQ passes a socket identity).
-            replica.on_request((process, attempt), req)
+            table.on_request((process, attempt), req)
+        elif isinstance(msg, NodeBeat):
+            table.heard_from(frm, msg.instance)
         else:
-            replica.on_peer(msg)
+            assert isinstance(msg, PeerMessage)
+            table.heard_from(frm)
+            table.on_peer(msg.group, msg.msg)
         self._after(node)
 
     def _reply(self, node_id: str, reply_to: Any, reply: ClientReply) -> None:
@@ -352,10 +402,12 @@ class World:
         if fault.kind == "crash":
             node = self.nodes[fault.node or ""]
             node.down += 1
-            if node.down == 1 and node.replica is not None:
-                self._collect(node.replica)
-                self.counters["unsynced_writes_lost"] += node.storage.crash()
-                node.replica = None
+            if node.down == 1 and node.table is not None:
+                for _, replica in node.replicas():
+                    self._collect(replica)
+                for store in node.storages.values():
+                    self.counters["unsynced_writes_lost"] += store.crash()
+                node.table = None
                 node.inbox.clear()
                 node.open_reads.clear()  # the process is gone; its clients time out
         elif fault.kind == "pause":
@@ -439,6 +491,11 @@ class World:
             self.final_clients.append(client)
             client.start(Op("read", key, None))
 
+    def _route(self, key: str) -> tuple[str, tuple[str, ...]]:
+        group = self.strategy.shard_of(key)
+        members = self.group_members[group]
+        return group, (members if group != "default" else self.node_ids)
+
     def _make_client(self, process: int, deadline_ms: float | None = None) -> SimClient:
         kwargs = {} if deadline_ms is None else {"deadline_ms": deadline_ms}
         client = SimClient(
@@ -449,6 +506,7 @@ class World:
             self.history,
             self._client_send,
             self._client_done,
+            route=self._route,
             **kwargs,
         )
         self.clients_by_endpoint[client.endpoint] = client
@@ -492,25 +550,32 @@ class World:
         self.converged = self._converged_now()
 
     def _converged_now(self) -> bool:
-        replicas = [n.replica for n in self.nodes.values()]
-        if any(r is None for r in replicas):
+        if any(n.table is None for n in self.nodes.values()):
             self.divergence = "a node is down"
             return False
-        leaders = [r for r in replicas if r is not None and r.core.role is Role.LEADER]
-        if len(leaders) != 1:
-            self.divergence = f"{len(leaders)} leaders"
-            return False
-        commit = leaders[0].core.observe().commit
-        applied = {r.node_id: r.sm.applied_index for r in replicas if r is not None}
-        if any(a != commit for a in applied.values()):
-            self.divergence = f"applied indexes {applied} vs leader commit {commit}"
-            return False
-        images = {r.node_id: r.sm.snapshot() for r in replicas if r is not None}
-        first = images[self.node_ids[0]]
-        differing = [n for n, image in images.items() if image != first]
-        if differing:
-            self.divergence = f"state of {differing} differs from {self.node_ids[0]}'s at index {commit}"
-            return False
+        for spec in self.placement:
+            replicas = [
+                r for n in self.nodes.values() for g, r in n.replicas() if g == spec.id
+            ]
+            where = "" if spec.id == "default" else f"group {spec.id}: "
+            leaders = [r for r in replicas if r.core.role is Role.LEADER]
+            if len(leaders) != 1:
+                self.divergence = f"{where}{len(leaders)} leaders"
+                return False
+            commit = leaders[0].core.observe().commit
+            applied = {r.node_id: r.sm.applied_index for r in replicas}
+            if any(a != commit for a in applied.values()):
+                self.divergence = f"{where}applied indexes {applied} vs leader commit {commit}"
+                return False
+            images = {r.node_id: r.sm.snapshot() for r in replicas}
+            first_node = min(images)
+            first = images[first_node]
+            differing = [n for n, image in images.items() if image != first]
+            if differing:
+                self.divergence = (
+                    f"{where}state of {differing} differs from {first_node}'s at index {commit}"
+                )
+                return False
         self.divergence = ""
         return True
 
@@ -523,17 +588,31 @@ class World:
     def replica_totals(self) -> dict[str, int]:
         totals = dict(self.replica_counters)
         for node in self.nodes.values():
-            if node.replica is not None:
+            for _, replica in node.replicas():
                 for name in REPLICA_COUNTERS:
-                    totals[name] = totals.get(name, 0) + node.replica.counters.get(name, 0)
-        totals["leader_terms"] = len(self.judge.leaders)
+                    totals[name] = totals.get(name, 0) + replica.counters.get(name, 0)
+        totals["leader_terms"] = sum(len(j.leaders) for j in self.judges.values())
         return totals
 
-    def final_applied(self) -> int:
+    def final_applied(self, group: str = "default") -> int:
         return max(
-            (n.replica.sm.applied_index for n in self.nodes.values() if n.replica is not None),
+            (r.sm.applied_index for n in self.nodes.values() for g, r in n.replicas() if g == group),
             default=0,
         )
+
+    def lost_writes(self) -> list[str]:
+        """Acknowledged writes that their group never applied (per group)."""
+        by_group: dict[str, list[tuple[str, int, Op]]] = {}
+        for acked in self.acked_writes():
+            by_group.setdefault(self.strategy.shard_of(acked[2].key), []).append(acked)
+        lost: list[str] = []
+        for group, acked in sorted(by_group.items()):
+            judge = self.judges[group]
+            lost += lost_writes(acked, judge.applied_commands, self.final_applied(group))
+        return lost
+
+    def invariant_checks(self) -> int:
+        return sum(j.checks for j in self.judges.values())
 
     def acked_writes(self) -> list[tuple[str, int, Op]]:
         out: list[tuple[str, int, Op]] = []
@@ -547,6 +626,7 @@ class World:
     def storage_counters(self) -> dict[str, int]:
         total: dict[str, int] = {}
         for node in self.nodes.values():
-            for name, value in node.storage.counters.items():
-                total[name] = total.get(name, 0) + value
+            for store in node.storages.values():
+                for name, value in store.counters.items():
+                    total[name] = total.get(name, 0) + value
         return total

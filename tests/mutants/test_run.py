@@ -27,8 +27,8 @@ def run(argv: list[str], *, interactive: bool) -> tuple[int, str]:
 def test_hunt_reports_each_seed() -> None:
     seen: list[int] = []
     outcome = hunt(MUTANTS_BY_NAME["commit-no-majority"], 30, on_seed=seen.append)
-    assert outcome.caught and outcome.seeds > 1
-    assert seen == list(range(1, outcome.seeds + 1))
+    assert outcome.caught and outcome.seeds >= 1
+    assert seen == list(range(1, outcome.seeds + 1))  # one report per seed tried, in order
 
 
 def test_plain_lines_when_not_a_terminal() -> None:
