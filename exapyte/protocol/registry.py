@@ -26,6 +26,8 @@ from exapyte.protocol.multipaxos.messages import PAXOS_MESSAGE_TYPES
 from exapyte.protocol.raft import core as raft_core
 from exapyte.protocol.raft.messages import RAFT_MESSAGE_TYPES
 from exapyte.protocol.types import CoreSpec, PersistedState
+from exapyte.protocol.zab import core as zab_core
+from exapyte.protocol.zab.messages import ZAB_MESSAGE_TYPES
 
 
 class CoreFactory(Protocol):
@@ -56,6 +58,10 @@ PROTOCOLS: dict[str, ProtocolDef] = {
     "multipaxos": ProtocolDef(
         "multipaxos", paxos_core.build, PAXOS_MESSAGE_TYPES,
         "Multi-Paxos with a stable leader, hole filling, ReadIndex and leadership transfer",
+    ),
+    "zab": ProtocolDef(
+        "zab", zab_core.build, ZAB_MESSAGE_TYPES,
+        "ZooKeeper's atomic broadcast: Fast Leader Election, discovery, DIFF/TRUNC/SNAP sync",
     ),
 }
 
