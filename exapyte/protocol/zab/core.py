@@ -350,7 +350,8 @@ def malformed(m: Any) -> str | None:
             return "malformed"
         return None
     if kind is FollowerInfo:
-        return None if _in_range(m.accepted_epoch) else "malformed"
+        ok = _in_range(m.accepted_epoch) and isinstance(m.accepted_by, str)
+        return None if ok else "malformed"
     if not _in_range(m.epoch):
         return "malformed"
     if kind is AckEpoch:
@@ -408,7 +409,9 @@ def malformed(m: Any) -> str | None:
     if kind is Ping:
         return None if _in_range(m.commit, m.ctx) else "malformed"
     if kind is PingAck:
-        return None if _in_range(m.ctx, m.last_index) else "malformed"
+        if not _in_range(m.ctx, m.last_index, m.last_term) or m.last_term > m.epoch:
+            return "malformed"
+        return None
     return None  # NewEpoch, TransferNow: only the epoch
 
 
@@ -742,7 +745,11 @@ class Zab(ConsensusCore):
         self._leader = leader
         self._transfer_vote = False
         self._timeout = self._random_timeout()
-        self._send(FollowerInfo(self._id, leader, self._rec.accepted_epoch))
+        self._send(self._follower_info(leader))
+
+    def _follower_info(self, leader: str) -> FollowerInfo:
+        rec = self._rec
+        return FollowerInfo(self._id, leader, rec.accepted_epoch, rec.accepted_by)
 
     def _become_leading(self) -> None:
         if not self._is_voter():
@@ -793,7 +800,7 @@ class Zab(ConsensusCore):
             self._info_elapsed += 1
             if self._info_elapsed >= max(1, self.cfg.election_timeout_ticks // 3):
                 self._info_elapsed = 0
-                self._send(FollowerInfo(self._id, self._leader, self._rec.accepted_epoch))
+                self._send(self._follower_info(self._leader))
 
     def _tick_leading(self) -> None:
         t = self.cfg.election_timeout_ticks
@@ -992,10 +999,12 @@ class Zab(ConsensusCore):
             return
         # LOOKING
         if m.state == PeerState.LEADING:
-            if m.leader == m.frm and m.epoch >= self._rec.accepted_epoch:
+            # Follow it even if its epoch is below what we accepted: our FOLLOWERINFO tells it,
+            # and a leader behind a member's promise gives its epoch up (_on_follower_info).
+            if m.leader == m.frm:
                 self._become_following(m.frm)
             else:
-                self._count("leader_epoch_stale")
+                self._count("leader_vote_not_own")
             return
         if m.state == PeerState.FOLLOWING:
             return  # a hint only: its leader answers our notifications itself
@@ -1078,6 +1087,16 @@ class Zab(ConsensusCore):
             if self._is_voter(m.frm):
                 self._infos[m.frm] = m.accepted_epoch
             self._maybe_choose_epoch()
+            return
+        epoch = self._rec.accepted_epoch
+        if m.accepted_epoch > epoch or (m.accepted_epoch == epoch and m.accepted_by != self._id):
+            if self._is_voter(m.frm):
+                # This voter promised a newer epoch than ours: it can never join ours, so start
+                # again; the next leader's epoch will be above its promise.
+                self._count("follower_promised_newer_epoch")
+                self._become_looking()
+            else:
+                self._count("observer_promised_newer_epoch")
             return
         # A follower sends FOLLOWERINFO only in its discovery phase: (re)discover it.
         self._rediscover(m.frm, peer)
@@ -1307,7 +1326,22 @@ class Zab(ConsensusCore):
         if m.ctx:
             self.reads.ack(m.frm, m.ctx)
             self._release_reads()
-        if peer.phase is PeerPhase.BROADCAST and peer.match < self.log.last_index:
+        log = self.log
+        if (
+            peer.phase is PeerPhase.BROADCAST
+            and peer.match < m.last_index <= log.last_index
+            and log.term(m.last_index) == m.last_term == self._rec.accepted_epoch
+        ):
+            # Its ACKs were lost: it holds (persisted) our entries up to there.
+            peer.match = m.last_index
+            peer.stall = 0
+            if peer.next <= m.last_index:
+                peer.next = m.last_index + 1
+            peer.inflights.free_le(m.last_index)
+            self._maybe_commit()
+            self._send_proposals(m.frm, peer)
+            return
+        if peer.phase is PeerPhase.BROADCAST and peer.match < log.last_index:
             if m.last_index <= peer.match:
                 peer.stall += 1
                 if peer.stall >= limits.RAFT_REPLICATE_STALL_HEARTBEATS:
@@ -1473,7 +1507,8 @@ class Zab(ConsensusCore):
         elif kind is Ping:
             if self._phase is Phase.BROADCAST and not self._sync_todo:
                 self._on_commit(m.commit)
-            self._send(PingAck(self._id, m.frm, m.epoch, m.ctx, self.log.last_index))
+            self._send(PingAck(self._id, m.frm, m.epoch, m.ctx, self.log.last_index,
+                               self.log.last_term))
         else:
             self._on_transfer_now(m)
 

@@ -98,9 +98,14 @@ class Notification(msgspec.Struct, frozen=True, tag="zab.notification"):
 
 
 class FollowerInfo(msgspec.Struct, frozen=True, tag="zab.followerinfo"):
+    """``accepted_by`` is the leader the follower accepted ``accepted_epoch`` from: a leader
+    whose epoch is below that promise (or equal to it but promised to another) cannot take
+    this follower, and gives its epoch up so that the next one is higher."""
+
     frm: str
     to: str
     accepted_epoch: int
+    accepted_by: str = ""
 
 
 class NewEpoch(msgspec.Struct, frozen=True, tag="zab.newepoch"):
@@ -236,11 +241,15 @@ class Ping(msgspec.Struct, frozen=True, tag="zab.ping"):
 
 
 class PingAck(msgspec.Struct, frozen=True, tag="zab.ping_ack"):
+    """Carries the follower's last entry (persisted before this leaves), so that a leader whose
+    ACKs were lost still learns how far the follower is."""
+
     frm: str
     to: str
     epoch: int
     ctx: int
     last_index: int
+    last_term: int = 0
 
 
 class TransferNow(msgspec.Struct, frozen=True, tag="zab.transfer"):
