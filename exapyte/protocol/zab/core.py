@@ -801,6 +801,14 @@ class Zab(ConsensusCore):
             if self._info_elapsed >= max(1, self.cfg.election_timeout_ticks // 3):
                 self._info_elapsed = 0
                 self._send(self._follower_info(self._leader))
+        elif self._phase is Phase.SYNC and self._leader is not None and not self._sync_todo:
+            self._info_elapsed += 1
+            if self._info_elapsed >= self.cfg.election_timeout_ticks:
+                # No sync came for a whole timeout: ask to be discovered again.
+                self._info_elapsed = 0
+                self._count("sync_stalled")
+                self._phase = Phase.DISCOVERY
+                self._send(self._follower_info(self._leader))
 
     def _tick_leading(self) -> None:
         t = self.cfg.election_timeout_ticks
@@ -1001,10 +1009,14 @@ class Zab(ConsensusCore):
         if m.state == PeerState.LEADING:
             # Follow it even if its epoch is below what we accepted: our FOLLOWERINFO tells it,
             # and a leader behind a member's promise gives its epoch up (_on_follower_info).
-            if m.leader == m.frm:
-                self._become_following(m.frm)
-            else:
+            if m.leader != m.frm:
                 self._count("leader_vote_not_own")
+            elif self._voters.voters and not self._is_voter(m.frm):
+                # Only a voter of our configuration can lead us; a node that knows no
+                # configuration yet (a new member) follows whoever invites it.
+                self._count("leader_not_voter")
+            else:
+                self._become_following(m.frm)
             return
         if m.state == PeerState.FOLLOWING:
             return  # a hint only: its leader answers our notifications itself
@@ -1126,16 +1138,20 @@ class Zab(ConsensusCore):
         self._maybe_start_sync()
 
     def _on_ack_epoch(self, m: AckEpoch, peer: Peer) -> None:
-        if peer.phase is not PeerPhase.EPOCH:
+        if peer.phase is PeerPhase.INFO:
             self._count("ack_epoch_unexpected")
             return
+        if peer.phase is not PeerPhase.EPOCH:
+            # The follower acknowledged our epoch again (a NEWEPOCH of ours arrived late or
+            # twice), which reset its sync: what it says now is where to sync it from.
+            self._count("ack_epoch_again")
         peer.ack = m
         if self._phase is Phase.DISCOVERY:
             if self._is_voter(m.frm):
                 self._acks[m.frm] = m
             self._maybe_start_sync()
         else:
-            self._start_peer_sync(m.frm, peer)
+            self._start_peer_sync(m.frm, peer)  # (in SYNC it no longer counts for commit)
 
     def _self_epoch_durable(self) -> bool:
         return self._persisted_rec.accepted_epoch == self._rec.accepted_epoch
@@ -1492,6 +1508,8 @@ class Zab(ConsensusCore):
             # always starts with NEWEPOCH.
             self._count("sync_after_sync")
             return
+        if kind in (SyncEntries, SnapChunk, NewLeader):
+            self._info_elapsed = 0
         if kind is SyncEntries:
             self._on_sync_entries(m)
         elif kind is SnapChunk:
@@ -1521,6 +1539,7 @@ class Zab(ConsensusCore):
             if m.epoch != rec.accepted_epoch or rec.accepted_by != m.frm:
                 self._set_record(accepted_epoch=m.epoch, accepted_by=m.frm)
             self._phase = Phase.SYNC
+            self._info_elapsed = 0
             self._reset_rx()
             self._sync_nl = None
             self._sync_todo = []
