@@ -293,6 +293,7 @@ class Peer:
     # broadcast
     match: int = 0
     next: int = 0
+    commit_sent: int = 0  # the highest commit this follower was told about
     stall: int = 0
     inflights: Inflights = field(default_factory=lambda: Inflights(1))
 
@@ -1304,8 +1305,8 @@ class Zab(ConsensusCore):
         peer.stall = 0
         peer.inflights = Inflights(self.cfg.max_inflight_msgs)
         if self._phase is Phase.BROADCAST:
-            self._send(UpToDate(self._id, m.frm, self._rec.accepted_epoch,
-                                min(self.log.committed, peer.match)))
+            peer.commit_sent = min(self.log.committed, peer.match)
+            self._send(UpToDate(self._id, m.frm, self._rec.accepted_epoch, peer.commit_sent))
         self._maybe_commit()
         self._send_proposals(m.frm, peer)
 
@@ -1333,6 +1334,7 @@ class Zab(ConsensusCore):
         peer.inflights.free_le(m.index)
         self._maybe_commit()
         self._send_proposals(m.frm, peer)
+        self._maybe_send_commit(m.frm, peer)
         self._maybe_hand_over()
 
     def _on_ping_ack(self, m: PingAck, peer: Peer) -> None:
@@ -1388,21 +1390,25 @@ class Zab(ConsensusCore):
                                 prev_term, tuple(entries), self.zxid(last), log.committed))
             peer.inflights.add(last)
             peer.next = last + 1
+            peer.commit_sent = max(peer.commit_sent, min(log.committed, last))
+
+    def _maybe_send_commit(self, node: str, peer: Peer) -> None:
+        """COMMIT what this follower holds of our commit, unless it was told already."""
+        index = min(self.log.committed, peer.match)
+        if index > peer.commit_sent:
+            peer.commit_sent = index
+            self._send(Commit(self._id, node, self._rec.accepted_epoch, index, self.zxid(index)))
 
     def _bcast_proposals(self) -> None:
         commit_news = self._need_commit_bcast
         self._need_bcast = False
         self._need_commit_bcast = False
-        committed = self.log.committed
         for node, peer in self._peers.items():
             if peer.phase is not PeerPhase.BROADCAST:
                 continue
-            before = len(self._msgs)
             self._send_proposals(node, peer)
-            if commit_news and len(self._msgs) == before:
-                index = min(committed, peer.match)
-                self._send(Commit(self._id, node, self._rec.accepted_epoch, index,
-                                  self.zxid(index)))
+            if commit_news:
+                self._maybe_send_commit(node, peer)
 
     def _bcast_ping(self) -> None:
         ctx = self.reads.next_round()
@@ -1444,8 +1450,9 @@ class Zab(ConsensusCore):
             for node, peer in self._peers.items():
                 peer.active = True
                 if peer.phase is PeerPhase.BROADCAST:
+                    peer.commit_sent = min(log.committed, peer.match)
                     self._send(UpToDate(self._id, node, self._rec.accepted_epoch,
-                                        min(log.committed, peer.match)))
+                                        peer.commit_sent))
         if self.reads.waiting and log.committed >= self._epoch_start:
             self.reads.admit_waiting(log.committed)
 
