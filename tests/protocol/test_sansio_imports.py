@@ -72,3 +72,8 @@ def test_check_flags_forbidden_imports(source: str) -> None:
 )
 def test_check_accepts_allowed_imports(source: str) -> None:
     assert forbidden_imports(source) == []
+
+
+def test_the_zab_core_is_among_the_checked_modules() -> None:
+    zab = {p.relative_to(PROTOCOL_DIR).as_posix() for p in protocol_modules()}
+    assert {"zab/__init__.py", "zab/core.py", "zab/messages.py"} <= zab
