@@ -26,6 +26,26 @@ paxos-own-value        (Multi-Paxos) a new leader re-proposes its own accepted v
 paxos-ack-before-fsync (Multi-Paxos) promises and acceptances leave before the fsync of the
                        record they depend on
 =====================  =========================================================================
+
+ZAB's (``protocol="zab"``). The replica drives every Ready of one input in one event, so a crash
+never falls between two Readies of one flush: a mutant that only reorders the follower's three
+NEWLEADER steps would be harmless there. ZooKeeper's bugs came from *asynchronous* logging, and
+so do these: the late durable step runs ``ASYNC_LOG_TICKS`` ticks later, in an event of its own.
+
+=========================  =====================================================================
+zab-ack-before-persist     ACK(NEWLEADER) leaves before the synced txns are persisted, which
+                           happens later (ZOOKEEPER-3911)
+zab-epoch-before-txns      currentEpoch is written before the synced txns, which are persisted
+                           later (ZOOKEEPER-4643)
+zab-apply-uncommitted      a follower applies the whole synced history, uncommitted proposals
+                           included, on NEWLEADER (ZOOKEEPER-4394)
+zab-trunc-memory           a TRUNC sync cuts and rewrites the log in memory only: the disk keeps
+                           the old log while the follower acknowledges the new one
+                           (ZOOKEEPER-5094)
+zab-snap-epoch-crash       a SNAP sync writes currentEpoch in a separate, later write, and a
+                           node restarted in between finds a history newer than its epoch and
+                           refuses to start, as ZooKeeper's start-up check did (ZOOKEEPER-2354)
+=========================  =====================================================================
 """
 
 from __future__ import annotations
@@ -44,6 +64,9 @@ from exapyte.protocol.progress import ProgressTracker
 from exapyte.protocol.raft.core import Raft, decode_hard_state, encode_hard_state
 from exapyte.protocol.raft.messages import Vote
 from exapyte.protocol.types import Entry, HardState, Role, Snapshot
+from exapyte.errors import ProtocolMisuse
+from exapyte.protocol.zab.core import Zab
+from exapyte.sim import world as sim_world
 from exapyte.runtime.replica import Replica
 from exapyte.sim.faults import FAULT_KINDS, FaultProfile
 
@@ -183,6 +206,83 @@ def _paxos_ready_without_fsync(self: MultiPaxos) -> Any:
     return broken
 
 
+# --- ZAB: asynchronous logging and the follower's NEWLEADER steps --------------------------------
+
+ASYNC_LOG_TICKS = 5  # how long the broken follower's deferred durable step waits
+
+_original_zab_tick = Zab.__dict__["tick"]
+_original_persist_txns = Zab.__dict__["_sync_persist_txns"]
+_original_install_sync = Zab.__dict__["_install_sync"]
+
+
+def _async_steps(
+    deferred: frozenset[str], ticks: int = ASYNC_LOG_TICKS, snap_only: bool = False
+) -> Callable[[Zab], None]:
+    """A ``_run_sync_steps`` whose ``deferred`` steps wait ``ticks`` ticks first (only in SNAP
+    syncs with ``snap_only``)."""
+
+    def run(self: Zab) -> None:
+        while self._sync_todo and not self._sync_waiting:
+            step = self._sync_todo[0]
+            if step in deferred and (not snap_only or self._rx_mode == 2):
+                due = getattr(self, "_mutant_due", None)
+                if due is None:
+                    self._mutant_due = ticks  # type: ignore[attr-defined]
+                    return
+                if due > 0:
+                    return
+                self._mutant_due = None  # type: ignore[attr-defined]
+            self._sync_todo.pop(0)
+            getattr(self, "_sync_" + step)()
+        if not self._sync_todo:
+            self._mutant_due = None  # type: ignore[attr-defined]
+        self._maybe_finish_sync()
+
+    return run
+
+
+def _tick_runs_deferred_steps(self: Zab) -> None:
+    _original_zab_tick(self)
+    due = getattr(self, "_mutant_due", None)
+    if due is not None:
+        self._mutant_due = due - 1  # type: ignore[attr-defined]
+        if due - 1 <= 0:
+            self._run_sync_steps()
+
+
+def _apply_everything_synced(self: Zab, nl: Any) -> int:
+    return int(nl.last_index)  # Broken: the uncommitted rest of the history is applied too
+
+
+def _trunc_in_memory_only(self: Zab) -> None:
+    mode = self._rx_mode
+    _original_install_sync(self)
+    if mode == 1:  # SyncMode.TRUNC
+        # Broken: the cut and the new entries are marked persisted without being written.
+        self.log.stable = self.log.last_index
+
+
+_original_zab_init = Zab.__dict__["__init__"]
+
+
+def _refuse_history_newer_than_epoch(self: Zab, *args: Any, **kwargs: Any) -> None:
+    _original_zab_init(self, *args, **kwargs)
+    if self.log.last_term > self.current_epoch:
+        # Broken: ZooKeeper's start-up check, which a crash between a SNAP's snapshot and its
+        # epoch write trips: the node refuses to start.
+        raise ProtocolMisuse(
+            f"inconsistent epoch: the history ends in epoch {self.log.last_term}, "
+            f"currentEpoch is {self.current_epoch}"
+        )
+
+
+_original_sim_config = sim_world.__dict__["sim_config"]
+
+
+def _snapshot_often(nodes: int, snapshot_entries: int = 10, protocol: str = "raft") -> Any:
+    return _original_sim_config(nodes, snapshot_entries=snapshot_entries, protocol=protocol)
+
+
 # --- the catalogue -----------------------------------------------------------------------------
 
 CRASHY = FaultProfile(
@@ -309,5 +409,76 @@ UNCAUGHT_MUTANTS: tuple[Mutant, ...] = (
         protocol="multipaxos",
     ),
 )
+
+
+ZAB_CRASHY = FaultProfile(
+    gap_ms={**FaultProfile().gap_ms, "crash": 200.0, "partition": 600.0},
+    duration_ms={**FaultProfile().duration_ms, "crash": (10.0, 300.0)},
+)
+
+ZAB_SPLITS = FaultProfile(
+    gap_ms={**FaultProfile().gap_ms, "partition": 400.0, "crash": 900.0},
+    duration_ms={**FaultProfile().duration_ms, "partition": (150.0, 900.0)},
+    shapes=("halves", "isolate"),
+)
+
+ZAB_MUTANTS: tuple[Mutant, ...] = (
+    Mutant(
+        "zab-ack-before-persist",
+        "ACK(NEWLEADER) before the synced txns are persisted (ZOOKEEPER-3911)",
+        _stack(
+            (Zab, "SYNC_STEPS", ("ack", "persist_txns", "write_epoch")),
+            (Zab, "_run_sync_steps", _async_steps(frozenset({"persist_txns"}))),
+            (Zab, "tick", _tick_runs_deferred_steps),
+        ),
+        faults=("crash", "partition", "loss"),
+        profile=ZAB_CRASHY,
+        protocol="zab",
+    ),
+    Mutant(
+        "zab-epoch-before-txns",
+        "currentEpoch written before the synced txns (ZOOKEEPER-4643)",
+        _stack(
+            (Zab, "SYNC_STEPS", ("write_epoch", "persist_txns", "ack")),
+            (Zab, "_run_sync_steps", _async_steps(frozenset({"persist_txns"}))),
+            (Zab, "tick", _tick_runs_deferred_steps),
+        ),
+        faults=("crash", "partition", "loss"),
+        profile=ZAB_CRASHY,
+        protocol="zab",
+    ),
+    Mutant(
+        "zab-apply-uncommitted",
+        "uncommitted proposals applied during sync (ZOOKEEPER-4394)",
+        _stack((Zab, "_sync_commit_point", _apply_everything_synced)),
+        faults=("partition", "crash", "loss"),
+        profile=ZAB_SPLITS,
+        nodes=5,
+        protocol="zab",
+    ),
+    Mutant(
+        "zab-trunc-memory",
+        "a TRUNC that leaves memory ahead of the disk (ZOOKEEPER-5094)",
+        _stack((Zab, "_install_sync", _trunc_in_memory_only)),
+        faults=("crash", "partition", "loss"),
+        profile=ZAB_CRASHY,
+        protocol="zab",
+    ),
+    Mutant(
+        "zab-snap-epoch-crash",
+        "a crash between a SNAP's snapshot and its epoch write stops the node (ZOOKEEPER-2354)",
+        _stack(
+            (Zab, "_run_sync_steps", _async_steps(frozenset({"write_epoch"}), 30, True)),
+            (Zab, "tick", _tick_runs_deferred_steps),
+            (Zab, "__init__", _refuse_history_newer_than_epoch),
+            (sim_world, "sim_config", _snapshot_often),
+        ),
+        faults=("crash", "partition", "loss"),
+        profile=ZAB_CRASHY,
+        protocol="zab",
+    ),
+)
+
+MUTANTS = MUTANTS + ZAB_MUTANTS
 
 MUTANTS_BY_NAME: dict[str, Mutant] = {m.name: m for m in MUTANTS + UNCAUGHT_MUTANTS}

@@ -1,5 +1,5 @@
 """The short mutant run of the default test suite: every mutant is caught within a few seeds,
-and the unmodified core passes 20 seeds with every fault kind (``make mutants`` does 1000)."""
+and the unmodified cores (Raft and ZAB) pass 20 seeds with every fault kind (``make mutants`` does 1000)."""
 
 from __future__ import annotations
 
@@ -27,9 +27,10 @@ def test_patches_are_undone_after_the_run() -> None:
     assert ProgressTracker.__dict__["committed_index"] is original
 
 
+@pytest.mark.parametrize("protocol", ["raft", "zab"])
 @pytest.mark.parametrize("nodes", [3, 5])
-def test_unmodified_core_passes(nodes: int) -> None:
+def test_unmodified_core_passes(nodes: int, protocol: str) -> None:
     seeds = range(20) if nodes == 3 else range(100, 105)
     for seed in seeds:
-        result = run_seed(SimSpec(seed=seed, nodes=nodes))
+        result = run_seed(SimSpec(seed=seed, nodes=nodes, protocol=protocol))
         assert result.ok, f"{result.summary_line()} {result.check}: {result.detail}\nreplay: {result.spec.replay_command()}"

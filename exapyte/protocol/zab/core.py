@@ -1666,6 +1666,9 @@ class Zab(ConsensusCore):
         while self._sync_todo and not self._sync_waiting:
             step = self._sync_todo.pop(0)
             getattr(self, "_sync_" + step)()
+        self._maybe_finish_sync()
+
+    def _maybe_finish_sync(self) -> None:
         if not self._sync_todo and self._sync_nl is not None and not self._sync_waiting:
             nl = self._sync_nl
             self._sync_nl = None
