@@ -195,3 +195,23 @@ def test_zxid_counter_rollover_forces_a_new_epoch(monkeypatch: pytest.MonkeyPatc
     c.put("k3", "v")
     c.run(40)  # a node that ran for leader in the same round rejoins
     assert all(len(c.hosts[n].kv.data) == 4 for n in c.ids)
+
+
+def test_an_idle_group_is_quiescent_and_new_work_wakes_it() -> None:
+    c = zab_cluster(seed=2)
+    leader = c.wait_leader()
+    c.put("a", "1")
+    c.run(3)
+    assert all(c.core(n).quiescent() for n in c.ids)
+    c.core(leader).propose(b"b=2")
+    assert not c.core(leader).quiescent()  # the proposal is in flight
+    c.drive_all()
+    follower = next(n for n in c.ids if n != leader)
+    c.stabilize()
+    c.run(2)
+    assert all(c.core(n).quiescent() for n in c.ids)
+    c.core(leader).read(b"r")
+    assert not c.core(leader).quiescent()  # a read is pending
+    c.isolate(follower)
+    c.run(30)
+    assert not c.core(follower).quiescent()  # it lost its leader

@@ -638,6 +638,38 @@ class Zab(ConsensusCore):
             entries=log._entries,
         )
 
+    def quiescent(self) -> bool:
+        """Nothing in flight: a leader in BROADCAST whose every member holds and knows its
+        whole committed log, with no read or transfer pending; a synchronized follower or
+        observer that knows its leader and has committed and applied everything it holds."""
+        if self._in_ready is not None or self.has_ready():
+            return False
+        log = self.log
+        if log.committed != log.last_index or log.applied != log.committed or len(self.reads):
+            return False
+        if self._state is ZabState.LEADING:
+            if self._phase is not Phase.BROADCAST or self._transferee is not None:
+                return False
+            last = log.last_index
+            for node in set(self._voters.voters) | set(self._conf.learners):
+                if node == self._id:
+                    continue
+                peer = self._peers.get(node)
+                if (
+                    peer is None
+                    or peer.phase is not PeerPhase.BROADCAST
+                    or peer.match != last
+                    or peer.commit_sent != last
+                ):
+                    return False
+            return True
+        return (
+            self._state in (ZabState.FOLLOWING, ZabState.OBSERVING)
+            and self._phase is Phase.BROADCAST
+            and self._leader is not None
+            and not self._sync_todo
+        )
+
     def is_from_leader(self, message: object) -> bool:
         if not isinstance(message, _FROM_LEADER):
             return False
