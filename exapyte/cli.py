@@ -171,7 +171,9 @@ def _arg(value: str) -> str | None:
     return None if value == ABSENT else value
 
 
-CLIENT_ARITY = {"put": 2, "get": 1, "delete": 1, "cas": 3, "status": 0, "transfer": 1, "member": 2}
+CLIENT_ARITY = {
+    "put": 2, "get": 1, "delete": 1, "cas": 3, "status": 0, "transfer": 1, "member": 2, "node": 2,
+}
 
 
 def run_client(ns: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
@@ -240,6 +242,8 @@ def run_client(ns: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
                 out.update(to=args[0], message=client.transfer_leader(args[0]))
             elif op == "member":
                 out.update(change=args[0], member=args[1], index=client.change_membership(*args))
+            elif op == "node":
+                out.update(_node_change(cfg, args[0], args[1], client))
             else:
                 out["status"] = client.status()
             out["ok"] = True
@@ -259,7 +263,22 @@ def run_client(ns: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     return 0 if out["ok"] else 1
 
 
-ADMIN_CLI_OPS = ("transfer", "member")
+ADMIN_CLI_OPS = ("transfer", "member", "node")
+
+
+def _node_change(cfg: Any, action: str, node: str, client: Any) -> dict[str, Any]:
+    """``node add ID`` / ``node remove ID``: rebalance (exapyte/control/rebalance.py), with each
+    step on stderr as it happens."""
+    from exapyte.control.rebalance import ClusterAdmin, node_change
+
+    admin = ClusterAdmin(cfg, credentials=client.credentials)
+    try:
+        return node_change(
+            cfg, action, node, admin,
+            on_step=lambda text: print(text, file=sys.stderr, flush=True),
+        )
+    finally:
+        admin.close()
 
 
 def _read_session(path: Path) -> int:

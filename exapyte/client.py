@@ -151,12 +151,13 @@ def _consistency(level: object) -> str | None:
 def make_router(cfg: Config) -> Router | None:
     """The routing cache of a cluster whose keys are spread over shards (None when one group,
     ``default``, holds every key): every shard's group as the config's placement gives it, at
-    configuration version 1."""
+    configuration version 0 (none known yet: the first reply from a member brings the group's
+    current descriptor)."""
     if cfg.distribution.strategy == "centralized":
         return None
     strategy, placement = distribution.from_config(cfg)
     ends = tuple(sorted((n.id, n.endpoint) for n in cfg.cluster.nodes))
-    return Router(strategy, [Descriptor(g, 1, endpoints=ends) for g in placement.groups])
+    return Router(strategy, [Descriptor(g, 0, endpoints=ends) for g in placement.groups])
 
 
 class ScanPage(msgspec.Struct, frozen=True):
@@ -210,6 +211,7 @@ class Client:
         self._sockets: dict[str, zmq.Socket[Any]] = {}
         self._current = 0
         self._group_current: dict[str, int] = {}
+        self.config_redirects = 0  # requests re-sent by a newer descriptor (stale_config)
 
     @property
     def session_index(self) -> int:
@@ -383,6 +385,13 @@ class Client:
             session_index=self.session_tokens.get(group, 0),
             group=group,
         )
+        return self._send_request(req, wait_s, endpoint, follow)
+
+    def _send_request(
+        self, req: ClientRequest, wait_s: float | None, endpoint: str | None, follow: bool
+    ) -> ClientReply:
+        op = req.op
+        group = req.group
         frame = self._codec.encode(req)
         if len(frame) > limits.FRAME_BYTES_MAX:
             raise ValueError(
@@ -392,7 +401,7 @@ class Client:
         deadline = time.monotonic() + (wait_s if wait_s is not None else self.timeout_s)
         descriptor = self.router.descriptor(group) if self.router is not None else None
         if descriptor is not None:
-            return self._request_group(req, frame, descriptor, deadline, endpoint, follow)
+            return self._request_group(req, deadline, endpoint, follow)
         target = endpoint or self.endpoints[self._current % len(self.endpoints)]
         last_problem = "no reply"
         while True:
@@ -433,17 +442,24 @@ class Client:
             self.session_tokens[group] = index
 
     def _request_group(
-        self, req: ClientRequest, frame: bytes, descriptor: Descriptor, deadline: float,
-        endpoint: str | None, follow: bool,
+        self, req: ClientRequest, deadline: float, endpoint: str | None, follow: bool
     ) -> ClientReply:
-        """:meth:`request` for a group the router knows: its leader hint, else its voters."""
-        assert self.router is not None
+        """:meth:`request` for a group the router knows: each attempt carries the cached
+        descriptor's configuration version and goes to its leader hint, else to its voters in
+        turn. A reply's descriptor replaces the cached one only when newer (the router's rule);
+        ``stale_config`` sends the request again by the newest descriptor known."""
+        router = self.router
+        assert router is not None
         group = req.group
-        voters = descriptor.group.voters
-        node = descriptor.target()
-        target = endpoint or descriptor.endpoint(node) or self.node_endpoints.get(node, "")
         last_problem = "no reply"
+        target: str | None = endpoint
         while True:
+            descriptor = router.descriptor(group)
+            assert descriptor is not None
+            voters = descriptor.group.voters
+            if target is None:
+                node = descriptor.target()
+                target = descriptor.endpoint(node) or self.node_endpoints.get(node, "")
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 raise RequestTimeout(
@@ -451,24 +467,37 @@ class Client:
                     f"{last_problem} within the deadline; the request may or may not have taken "
                     "effect"
                 )
-            reply = self._attempt(target, frame, req, min(remaining, self.attempt_timeout_s))
+            attempt = msgspec.structs.replace(req, config_version=descriptor.version)
+            frame = self._codec.encode(attempt)
+            reply = self._attempt(target, frame, attempt, min(remaining, self.attempt_timeout_s))
             if reply is not None:
                 self.last_node = reply.node or None
                 self._note_index(group, reply.index)
+                if reply.descriptor is not None and reply.descriptor.shard == group:
+                    router.update(msgspec.structs.replace(
+                        reply.descriptor, endpoints=descriptor.endpoints,
+                    ))
                 code = reply.code
                 if code in (ReplyCode.OK, ReplyCode.NOT_FOUND, ReplyCode.CAS_FAILED):
-                    if reply.node in voters:
-                        self.router.note_leader(group, descriptor.version, reply.node)
+                    current = router.descriptor(group)
+                    if current is not None and reply.node in current.group.voters:
+                        router.note_leader(group, current.version, reply.node)
                     return reply
                 if code == ReplyCode.BAD_REQUEST or code == ReplyCode.FORBIDDEN:
                     raise RequestFailed(code, reply.message)
                 last_problem = f"{code} from {reply.node or target}: {reply.message}".rstrip(": ")
                 if not follow:
                     raise RequestFailed(code, reply.message or code)
+                current = router.descriptor(group)
+                assert current is not None
+                if code == ReplyCode.STALE_CONFIG and current.version != descriptor.version:
+                    self.config_redirects += 1
+                    target = None  # route again by the newer descriptor
+                    continue
                 hint = reply.leader_hint
-                if code == ReplyCode.NOT_LEADER and hint in voters:
-                    self.router.note_leader(group, descriptor.version, hint)
-                    target = descriptor.endpoint(hint) or reply.leader_endpoint or target
+                if code == ReplyCode.NOT_LEADER and hint in current.group.voters:
+                    router.note_leader(group, current.version, hint)
+                    target = current.endpoint(hint) or reply.leader_endpoint or None
                     continue
                 time.sleep(min(BACKOFF_S, max(0.0, deadline - time.monotonic())))
             else:
@@ -478,7 +507,7 @@ class Client:
             turn = self._group_current.get(group, 0) + 1
             self._group_current[group] = turn
             node = voters[turn % len(voters)]
-            target = descriptor.endpoint(node) or self.node_endpoints.get(node, target)
+            target = descriptor.endpoint(node) or self.node_endpoints.get(node)
 
     def _rotate(self) -> str:
         self._current = (self._current + 1) % len(self.endpoints)

@@ -59,7 +59,7 @@ import msgspec
 
 from exapyte import limits
 from exapyte.errors import StorageError
-from exapyte.protocol.types import Entry, EntryKind
+from exapyte.protocol.types import ConfChangeKind, Entry, EntryKind, decode_conf_change
 from exapyte.storage import Delete, Put, Record, Storage
 from exapyte.storage.base import check_key, check_value
 from exapyte.wire import CasOp, DeleteOp, PutOp, ReplyCode
@@ -69,6 +69,38 @@ log = logging.getLogger(__name__)
 WriteOp = Union[PutOp, DeleteOp, CasOp]
 
 APPLIED_META = "applied_index"
+# The group's configuration as the applied log says: the index of the last membership change
+# applied (the configuration version: every replica that applied it agrees) and the members it
+# left. It travels in snapshots; requests carry the version (docs/control-plane.md).
+CONF_META = "conf"
+
+
+class GroupConf(msgspec.Struct, frozen=True, array_like=True):
+    version: int = 0
+    voters: tuple[str, ...] = ()
+    learners: tuple[str, ...] = ()
+
+    def changed(self, index: int, data: bytes) -> GroupConf:
+        """The configuration after the membership change ``data`` applied at ``index`` (an
+        entry that does not decode changes only the version: the core applies it as no change)."""
+        try:
+            change = decode_conf_change(data)
+        except (msgspec.DecodeError, msgspec.ValidationError):
+            return GroupConf(index, self.voters, self.learners)
+        voters = [v for v in self.voters if v != change.node_id]
+        learners = [n for n in self.learners if n != change.node_id]
+        if change.kind == ConfChangeKind.ADD_VOTER:
+            voters.append(change.node_id)
+        elif change.kind == ConfChangeKind.ADD_LEARNER:
+            if change.node_id in self.voters:  # a voter is not demoted by ADD_LEARNER
+                voters.append(change.node_id)
+            else:
+                learners.append(change.node_id)
+        return GroupConf(index, tuple(sorted(voters)), tuple(sorted(learners)))
+
+
+_CONF_ENCODER = msgspec.msgpack.Encoder()
+_CONF_DECODER = msgspec.msgpack.Decoder(GroupConf)
 SESSION_META_PREFIX = "session:"
 # Every client id the service accepts names a session record the storage accepts.
 assert len(SESSION_META_PREFIX) + limits.CLIENT_ID_BYTES_MAX <= limits.META_NAME_BYTES_MAX
@@ -192,11 +224,26 @@ class KVStateMachine:
         self._sessions: OrderedDict[str, _Session] = OrderedDict()
         self._sessions_cached_max = sessions_cached_max
         self.applied_index = self._load_applied()
+        self.conf = self._stored_conf = self._load_conf()
         # write-behind: applied but not yet stored (see the module docstring)
         self._pending_ops: list[Put | Delete] = []
         self._pending_records: dict[str, Record | None] = {}
         self._pending_sessions: dict[str, _Session] = {}
         self.entries_refused = 0  # committed entries applied as failed operations
+
+    def _load_conf(self) -> GroupConf:
+        raw = self.storage.meta_get(CONF_META)
+        if not raw:
+            return GroupConf()
+        try:
+            return _CONF_DECODER.decode(raw)
+        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+            raise StorageError(f"stored group configuration is unreadable: {exc}") from exc
+
+    @property
+    def conf_version(self) -> int:
+        """The configuration version: the index of the last membership change applied."""
+        return self.conf.version
 
     def _load_applied(self) -> int:
         raw = self.storage.meta_get(APPLIED_META)
@@ -224,7 +271,7 @@ class KVStateMachine:
     def has_pending(self) -> bool:
         """Whether :meth:`flush` has anything to store."""
         return bool(self._pending_sessions) or bool(self._pending_ops) or (
-            self._stored_applied != self.applied_index
+            self._stored_applied != self.applied_index or self._stored_conf is not self.conf
         )
 
     # -- writes -------------------------------------------------------------------------------
@@ -295,6 +342,8 @@ class KVStateMachine:
         results: list[tuple[Entry, Outcome | None]] = []
         for entry, cmd in commands:
             if cmd is None:
+                if entry.kind == EntryKind.CONF_CHANGE:
+                    self.conf = self.conf.changed(entry.index, entry.data)
                 results.append((entry, None))
             elif isinstance(cmd, _Refused):
                 self.entries_refused += 1
@@ -319,7 +368,10 @@ class KVStateMachine:
         meta: dict[str, bytes | None] = {APPLIED_META: str(last).encode()}
         for client_id, session in touched.items():
             meta[SESSION_META_PREFIX + client_id] = _command_encoder.encode(session)
+        if self._stored_conf is not self.conf:
+            meta[CONF_META] = _CONF_ENCODER.encode(self.conf)
         self.storage.apply(batch, meta, sync=self.sync)
+        self._stored_conf = self.conf
         self.applied_index = self._stored_applied = last
         for client_id, session in touched.items():
             self._remember(client_id, session)
@@ -333,10 +385,13 @@ class KVStateMachine:
         meta: dict[str, bytes | None] = {APPLIED_META: str(self.applied_index).encode()}
         for client_id, session in self._pending_sessions.items():
             meta[SESSION_META_PREFIX + client_id] = _command_encoder.encode(session)
+        if self._stored_conf is not self.conf:
+            meta[CONF_META] = _CONF_ENCODER.encode(self.conf)
         # At most 2 x WRITE_BEHIND_OPS_MAX ops (apply flushes at the limit, a chunk adds at
         # most that many): one atomic batch, within STORAGE_BATCH_OPS_MAX.
         self.storage.apply(self._pending_ops, meta, sync=self.sync)
         self._stored_applied = self.applied_index
+        self._stored_conf = self.conf
         self._pending_ops = []
         self._pending_records = {}
         self._pending_sessions = {}
@@ -436,4 +491,5 @@ class KVStateMachine:
         self._pending_records = {}
         self._pending_sessions = {}
         self.applied_index = self._load_applied()
+        self.conf = self._stored_conf = self._load_conf()
 

@@ -18,6 +18,7 @@ CLIENT_ID_BYTES_MAX = 128  # a request's client_id, UTF-8 encoded; it names a se
 SEQ_MAX = 2**63 - 1  # a request's seq (a signed 64-bit integer)
 SESSION_INDEX_MAX = 2**63 - 1  # a request's session token (a log index)
 GROUP_NAME_BYTES_MAX = 64  # a request's replica group name, UTF-8 encoded
+GROUP_MEMBERS_MAX = 64  # node ids in a group configuration carried by an admin request
 NODE_ID_BYTES_MAX = 64  # a node id named by an admin request (as long as a config id may be)
 CLOCK_SHIFT_MS_MAX = 3_600_000  # |shift_ms| of one clock fault
 CLOCK_RATE_MAX = 100.0  # a clock fault's rate lies in (0, CLOCK_RATE_MAX]

@@ -26,6 +26,7 @@ from typing import Any, Union
 import msgspec
 
 from exapyte import limits
+from exapyte.data.router import Descriptor
 from exapyte.protocol.registry import PEER_MESSAGE_TYPES
 
 # -- client operations --------------------------------------------------------------------------
@@ -78,6 +79,15 @@ class MembershipOp(msgspec.Struct, frozen=True, tag="admin.membership"):
     node: str
 
 
+class DropGroupOp(msgspec.Struct, frozen=True, tag="admin.drop_group"):
+    """Drop the receiving node's replica of the request's group, which left it: ``version`` and
+    ``members`` are the group's configuration after the removal. Refused while the replica's own
+    configuration is as new and still lists the node, or when ``members`` does."""
+
+    version: int
+    members: tuple[str, ...]
+
+
 class ClockOp(msgspec.Struct, frozen=True, tag="admin.clock"):
     """Clock-fault injection on the receiving node: move its clock by ``shift_ms`` and set its
     rate. ``reset`` puts the clock back to real time first. Refused unless ``unsafe.enabled``."""
@@ -88,9 +98,10 @@ class ClockOp(msgspec.Struct, frozen=True, tag="admin.clock"):
 
 
 ClientOp = Union[
-    GetOp, PutOp, DeleteOp, CasOp, ScanOp, StatusOp, TransferLeaderOp, MembershipOp, ClockOp
+    GetOp, PutOp, DeleteOp, CasOp, ScanOp, StatusOp, TransferLeaderOp, MembershipOp, ClockOp,
+    DropGroupOp,
 ]
-ADMIN_OPS = (TransferLeaderOp, MembershipOp)
+ADMIN_OPS = (TransferLeaderOp, MembershipOp, DropGroupOp)
 WriteOp = Union[PutOp, DeleteOp, CasOp]
 WRITE_OPS = (PutOp, DeleteOp, CasOp)
 
@@ -100,6 +111,9 @@ class ClientRequest(msgspec.Struct, frozen=True, tag="client.request"):
 
     ``session_index`` is the session token: the highest applied index this client's session has
     observed; a ``session`` read is served only by a replica that has applied at least that far.
+    ``config_version`` is the configuration version of ``group`` the client routed by (0: none
+    known): a replica serves a request only at its own version, and answers ``stale_config``
+    with its descriptor otherwise (docs/control-plane.md).
     """
 
     client_id: str
@@ -108,6 +122,7 @@ class ClientRequest(msgspec.Struct, frozen=True, tag="client.request"):
     consistency: str = "strong"
     session_index: int = 0
     group: str = "default"
+    config_version: int = 0
 
 
 class ReplyCode:
@@ -121,6 +136,7 @@ class ReplyCode:
     BAD_REQUEST = "bad_request"  # the request can never succeed as sent
     OVERLOADED = "overloaded"  # too many pending requests: retry later
     FORBIDDEN = "forbidden"  # this caller's key does not allow the request (admin ops need admin)
+    STALE_CONFIG = "stale_config"  # routed by another configuration version: see ``descriptor``
 
 
 class ClientReply(msgspec.Struct, frozen=True, tag="client.reply"):
@@ -137,6 +153,8 @@ class ClientReply(msgspec.Struct, frozen=True, tag="client.reply"):
     message: str = ""
     status: dict[str, Any] | None = None
     truncated: bool = False  # a scan stopped at its limit: more records may follow
+    config_version: int = 0  # the answering replica's configuration version of the group
+    descriptor: Descriptor | None = None  # the group as the replica sees it (when versions differ)
 
 
 # -- peer and control messages ------------------------------------------------------------------

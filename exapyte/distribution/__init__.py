@@ -82,14 +82,19 @@ def make_strategy(
 
 
 def from_config(cfg: Config) -> tuple[Strategy, Placement]:
-    """The strategy ``cfg.distribution`` names and the placement of its shards on the cluster's
-    nodes: a pure function of the config, so every node, client and tool computes the same.
+    """The strategy ``cfg.distribution`` names and the initial placement of its shards on the
+    cluster's founding nodes: a pure function of the config, so every node, client and tool
+    computes the same (rebalancing moves replicas from there; the groups' logs say where they
+    are now).
 
     The replication factor is ``distribution.replication_factor`` capped at the nodes available
     (per region for ``hierarchical``). Raises PlacementError when the shards cannot be placed.
     """
     d = cfg.distribution
-    nodes = {n.id: n.region for n in cfg.cluster.nodes}
+    founders = set(cfg.initial_voters())
+    # The initial placement uses the founding nodes (consensus.initial_voters, default every
+    # node); a node listed in the cluster but not among them gets replicas by a rebalance.
+    nodes = {n.id: n.region for n in cfg.cluster.nodes if n.id in founders}
     regions = sorted(set(nodes.values()))
     strategy = make_strategy(
         d.strategy,

@@ -44,12 +44,13 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from exapyte.config import Config
+from exapyte.data.router import Descriptor
 from exapyte.distribution.base import GroupSpec
 from exapyte.protocol.drive import drive_many
 from exapyte.runtime.replica import Replica
 from exapyte.runtime.service import ReplySink, ServiceBase, validate_request
 from exapyte.storage import Storage
-from exapyte.wire import ClientReply, ClientRequest, ReplyCode, StatusOp
+from exapyte.wire import ClientReply, ClientRequest, DropGroupOp, ReplyCode, StatusOp
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +75,7 @@ class GroupTable:
         before_sync: Callable[[], None] | None = None,
         make_replica: Callable[..., Replica] = Replica,
         parallel_persist: bool = False,
+        remove_storage: Callable[[str], None] | None = None,
     ) -> None:
         self.cfg = cfg
         self.node_id = cfg.node_id or ""
@@ -85,6 +87,8 @@ class GroupTable:
         self._before_sync = before_sync
         self._make_replica = make_replica
         self._parallel_persist = parallel_persist
+        self._remove_storage = remove_storage
+        self._left: dict[str, Descriptor] = {}  # groups this node dropped: what it was told
         self._pool: ThreadPoolExecutor | None = None
         self.replicas: dict[str, Replica] = {}
         self.placement: dict[str, GroupSpec] = {}  # every group of the cluster, hosted or not
@@ -152,6 +156,9 @@ class GroupTable:
     # -- inputs ---------------------------------------------------------------------------------
 
     def on_request(self, identity: Any, req: ClientRequest) -> None:
+        if isinstance(req.op, DropGroupOp):
+            self._drop_request(identity, req)
+            return
         replica = self.replicas.get(req.group) if type(req.group) is str else None
         if replica is not None:
             if not isinstance(req.op, StatusOp):  # a status request leaves a quiet group quiet
@@ -169,9 +176,19 @@ class GroupTable:
                 req.client_id, req.seq, ReplyCode.OK, node=self.node_id, status=self.status(),
             ))
             return
+        left = self._left.get(req.group)
+        if left is not None:  # this node left the group: the configuration it was told then
+            self.count("requests_not_member")
+            self._error(
+                identity, req, ReplyCode.STALE_CONFIG,
+                f"{self.node_id} left group {req.group} at configuration {left.version}",
+                descriptor=left, config_version=left.version,
+            )
+            return
         spec = self.placement.get(req.group)
-        if spec is not None and spec.voters:
-            leader = spec.voters[0]
+        others = [v for v in spec.voters if v != self.node_id] if spec is not None else []
+        if others:
+            leader = others[0]
             self.count("requests_not_member")
             self._error(
                 identity, req, ReplyCode.NOT_LEADER,
@@ -186,11 +203,54 @@ class GroupTable:
             f"unknown group {req.group!r}; {self.node_id} hosts: {hosted}",
         )
 
+    def _drop_request(self, identity: Any, req: ClientRequest) -> None:
+        op = req.op
+        assert isinstance(op, DropGroupOp)
+        problem = validate_request(req)
+        replica = self.replicas.get(req.group)
+        if problem is None and self.node_id in op.members:
+            problem = f"{self.node_id} is a member of group {req.group} in the configuration given"
+        if problem is None and replica is not None:
+            conf = replica.sm.conf
+            if self.node_id in conf.voters + conf.learners and op.version <= conf.version:
+                problem = (
+                    f"{self.node_id}'s replica of {req.group} is at configuration {conf.version}, "
+                    f"which lists it; the configuration given is {op.version}"
+                )
+        if problem is not None:
+            self._error(identity, req, ReplyCode.BAD_REQUEST, problem)
+            return
+        if replica is None:
+            message = f"{self.node_id} does not host group {req.group}"
+        else:
+            self.drop(req.group)
+            region = replica.group.region
+            self._left[req.group] = Descriptor(
+                GroupSpec(req.group, op.members, (), region), op.version,
+            )
+            if self._remove_storage is not None:
+                self._remove_storage(req.group)
+            self.count("groups_dropped")
+            log.info("%s: dropped its replica of group %s (it left the group)", self.node_id, req.group)
+            message = f"{self.node_id} dropped its replica of group {req.group}"
+        self._reply(identity, ClientReply(
+            req.client_id, req.seq, ReplyCode.OK, node=self.node_id, message=message,
+        ))
+
     def on_peer(self, group: str, msg: Any) -> None:
         replica = self.replicas.get(group)
         if replica is None:
-            self.count("peer_unknown_group")
-            return
+            spec = self.placement.get(group)
+            if spec is None:
+                self.count("peer_unknown_group")
+                return
+            # A group of the cluster this node does not host yet: it was just added to it (as a
+            # learner, by a rebalance). Its replica starts empty (this node is not among the
+            # founding voters) and catches up from the leader, by snapshot if need be.
+            # Never as a founder: the group exists, and this replica learns it from the leader.
+            replica = self.create(GroupSpec(spec.id, (), (), spec.region))
+            self.count("groups_joined")
+            log.info("%s: hosting group %s (a member sent it the first message)", self.node_id, group)
         self._wake(group, replica)
         self._idle[group] = replica
         replica.on_peer(msg)
@@ -353,6 +413,8 @@ class GroupTable:
             out[group] = {
                 "role": str(st.role), "leader": st.leader, "term": st.term, "commit": st.commit,
                 "applied": replica.sm.applied_index, "quiesced": group not in self._active,
+                "voters": list(st.conf.voters), "learners": list(st.conf.learners),
+                "config_version": replica.sm.conf_version,
             }
         return out
 

@@ -253,6 +253,7 @@ class Node:
             beat=self._send_beat,
             before_sync=self._flush_outbox,
             parallel_persist=True,
+            remove_storage=self._remove_storage,
         )
         self.groups = groups
         try:
@@ -264,15 +265,62 @@ class Node:
         return groups
 
     def _hosted_groups(self) -> list[GroupSpec]:
-        """The groups this node hosts, from the placement ``distribution`` gives: under the
-        centralized strategy every node hosts ``default`` (one outside its initial voters starts
-        empty and waits to be added); under the others, the shards it holds a replica of."""
+        """The groups this node hosts at start: under the centralized strategy ``default`` (a
+        node outside its initial voters starts empty and waits to be added); under the others,
+        the shards the initial placement gives it, less those it left since (it dropped them),
+        plus those whose storage it holds (it joined them by a rebalance)."""
         _, placement = distribution.from_config(self.cfg)
         if self.groups is not None:
             self.groups.set_placement(placement.groups)
         if self.cfg.distribution.strategy == "centralized":
             return list(placement.groups)
-        return [g for g in placement.groups if self.node_id in g.members]
+        dropped = self._dropped_groups()
+        hosted = [
+            g for g in placement.groups if self.node_id in g.members and g.id not in dropped
+        ]
+        if self.cfg.storage.backend != "memory":
+            ids = {g.id for g in hosted}
+            for spec in placement.groups:
+                path = group_path(self.cfg.storage_path(), spec.id)
+                # A file of a dropped group means the node joined it again since.
+                if spec.id not in ids and os.path.exists(path):
+                    hosted.append(GroupSpec(spec.id, (), (), spec.region))
+        return hosted
+
+    def _dropped_path(self) -> str:
+        root, _ = os.path.splitext(self.cfg.storage_path())
+        return f"{root}.groups/dropped.json"
+
+    def _dropped_groups(self) -> set[str]:
+        try:
+            with open(self._dropped_path(), encoding="utf-8") as f:
+                raw = json.load(f)
+        except FileNotFoundError:
+            return set()
+        except (OSError, ValueError) as exc:
+            raise ConfigError(f"{self._dropped_path()} is unreadable: {exc}") from exc
+        return {g for g in raw if isinstance(g, str)} if isinstance(raw, list) else set()
+
+    def _remove_storage(self, group: str) -> None:
+        """The files of a dropped group are deleted and the group remembered as left, so that
+        a restart does not host it again from the initial placement."""
+        if self.cfg.storage.backend == "memory":
+            return
+        path = group_path(self.cfg.storage_path(), group)
+        for suffix in ("", "-wal", "-shm", "-journal"):
+            try:
+                os.remove(path + suffix)
+            except FileNotFoundError:
+                pass
+        dropped = sorted(self._dropped_groups() | {group})
+        target = self._dropped_path()
+        os.makedirs(os.path.dirname(target), exist_ok=True)
+        tmp = target + ".tmp"
+        with open(tmp, "w", encoding="utf-8") as f:
+            json.dump(dropped, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, target)
 
     def stop(self) -> None:
         self._stop.set()

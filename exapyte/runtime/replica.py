@@ -47,6 +47,7 @@ import msgspec
 
 from exapyte import limits
 from exapyte.config import Config
+from exapyte.data.router import Descriptor
 from exapyte.distribution.base import GroupSpec
 from exapyte.errors import NotLeader, ProposalDropped, ProtocolMisuse, StorageError
 from exapyte.kv import Command, Outcome, encode_command
@@ -70,7 +71,14 @@ from exapyte.protocol.types import (
 from exapyte.runtime.service import ReplySink, ServiceBase, outcome_reply
 from exapyte.storage import Storage
 from exapyte.storage.base import decode_state
-from exapyte.wire import ClientReply, ClientRequest, MembershipOp, ReplyCode, TransferLeaderOp
+from exapyte.wire import (
+    ClientReply,
+    ClientRequest,
+    MembershipOp,
+    ReplyCode,
+    StatusOp,
+    TransferLeaderOp,
+)
 
 log = logging.getLogger(__name__)
 
@@ -141,9 +149,11 @@ class Replica(ServiceBase):
         self.send_to = send
         self.bugs = frozenset(cfg.unsafe.bugs if cfg.unsafe.enabled else ())
         persisted = storage.load_persisted()
+        founding = False
         if persisted.hard_state == HardState() and persisted.snapshot is None and not persisted.entries:
             voters = self.group.voters
             if self.node_id in voters:
+                founding = True
                 persisted = PersistedState(
                     conf=ConfState(voters=voters, learners=self.group.learners)
                 )
@@ -169,6 +179,13 @@ class Replica(ServiceBase):
             core_spec(cfg), persisted, rng, applied=self.sm.applied_index,
             snapshot_check=state_image_ok,
         )
+        campaign = getattr(self.core, "campaign", None)
+        first = self.group.voters[0] if self.group.voters else None
+        if founding and self.group.id != "default" and first == self.node_id and campaign:
+            # A shard's group is founded with a leader: its first voter campaigns at once (the
+            # placement spreads first voters over the nodes), so a node founding many groups
+            # does not wait out an election timeout, ticking, for each of them.
+            campaign()
         # index -> (term, requester, request): writes and membership changes awaiting apply
         self.pending_writes: dict[int, tuple[int, Any, ClientRequest]] = {}
         # request id -> (requester, request, tick it arrived), in arrival order
@@ -206,12 +223,53 @@ class Replica(ServiceBase):
                 leader_endpoint=self._leader_endpoint(leader),
             )
 
+    # -- configuration versions (docs/control-plane.md) ----------------------------------------
+
+    def descriptor(self) -> Descriptor:
+        """This group as this replica's applied log says: the members of its configuration
+        version (both from the state machine, so they always belong together) and the leader
+        this replica follows."""
+        conf = self.sm.conf
+        spec = GroupSpec(self.group.id, conf.voters, conf.learners, self.group.region)
+        leader = self.core.leader
+        return Descriptor(spec, conf.version, leader if leader in conf.voters else None)
+
+    def respond(self, identity: Any, req: ClientRequest, reply: ClientReply) -> None:
+        version = self.sm.conf_version
+        if req.config_version == version:
+            self.reply(identity, msgspec.structs.replace(reply, config_version=version))
+        else:  # the client routed by another version: tell it the current one
+            self.reply(identity, msgspec.structs.replace(
+                reply, config_version=version, descriptor=self.descriptor(),
+            ))
+
+    def on_request(self, identity: Any, req: ClientRequest) -> None:
+        version = req.config_version
+        if (
+            version != 0
+            and type(version) is int
+            and version != self.sm.conf_version
+            and not isinstance(req.op, StatusOp)
+            and "stale-config" not in self.bugs
+        ):
+            # Routed by another configuration of this group than the one this replica applied:
+            # an older one may send it to a replica that left, a newer one means this replica
+            # is behind. Either way the client learns this replica's descriptor and goes on.
+            self.count("requests_stale_config")
+            self.error(
+                identity, req, ReplyCode.STALE_CONFIG,
+                f"group {self.group.id} is at configuration {self.sm.conf_version} here; the "
+                f"request was routed by configuration {version}",
+            )
+            return
+        super().on_request(identity, req)
+
     # -- requests -----------------------------------------------------------------------------
 
     def on_write(self, identity: Any, req: ClientRequest) -> None:
         done = self.sm.cached_outcome(req.client_id, req.seq)
         if done is not None:  # a retry of a write that was already applied
-            self.reply(identity, outcome_reply(req, done, self.node_id))
+            self.respond(identity, req, outcome_reply(req, done, self.node_id))
             return
         if len(self.pending_writes) >= limits.PENDING_REQUESTS_MAX:
             self.error(identity, req, ReplyCode.OVERLOADED, "too many writes in flight")
@@ -229,7 +287,7 @@ class Replica(ServiceBase):
         self.count("writes_proposed")
         if "ack-before-fsync" in self.bugs:
             # Known bug: acknowledge now, before persisting or replicating.
-            self.reply(identity, outcome_reply(req, Outcome(ReplyCode.OK, None, 0, index), self.node_id))
+            self.respond(identity, req, outcome_reply(req, Outcome(ReplyCode.OK, None, 0, index), self.node_id))
             return
         self.pending_writes[index] = (term, identity, req)
 
@@ -245,8 +303,8 @@ class Replica(ServiceBase):
         try:
             if isinstance(op, TransferLeaderOp):
                 self.core.transfer_leadership(op.to)
-                self.reply(
-                    identity,
+                self.respond(
+                    identity, req,
                     ClientReply(req.client_id, req.seq, ReplyCode.OK, node=self.node_id,
                                 message=f"leadership transfer to {op.to} started"),
                 )
@@ -382,7 +440,7 @@ class Replica(ServiceBase):
             _, identity, req = self.pending_writes.pop(index)
             done = self.sm.cached_outcome(req.client_id, req.seq)
             if done is not None:
-                self.reply(identity, outcome_reply(req, done, self.node_id))
+                self.respond(identity, req, outcome_reply(req, done, self.node_id))
             else:
                 self.error(identity, req, ReplyCode.UNAVAILABLE, "superseded by a snapshot; retry")
 
@@ -398,10 +456,10 @@ class Replica(ServiceBase):
                 continue
             term, identity, req = waiting
             if term == entry.term and outcome is not None:
-                self.reply(identity, outcome_reply(req, outcome, self.node_id))
+                self.respond(identity, req, outcome_reply(req, outcome, self.node_id))
             elif term == entry.term and entry.kind == EntryKind.CONF_CHANGE:
-                self.reply(
-                    identity,
+                self.respond(
+                    identity, req,
                     ClientReply(req.client_id, req.seq, ReplyCode.OK, index=entry.index,
                                 node=self.node_id, message="membership change applied"),
                 )

@@ -39,6 +39,7 @@ from exapyte.wire import (
     ClientRequest,
     ClockOp,
     DeleteOp,
+    DropGroupOp,
     GetOp,
     MembershipOp,
     PutOp,
@@ -171,6 +172,19 @@ def _membership_problem(op: MembershipOp) -> str | None:
     ) or _text_problem("node", op.node, "NODE_ID_BYTES_MAX")
 
 
+def _drop_group_problem(op: DropGroupOp) -> str | None:
+    problem = _int_problem("version", op.version, 0, "SESSION_INDEX_MAX")
+    if problem is not None:
+        return problem
+    if type(op.members) is not tuple or len(op.members) > limits.GROUP_MEMBERS_MAX:
+        return f"members must be a list of at most GROUP_MEMBERS_MAX={limits.GROUP_MEMBERS_MAX} node ids"
+    for member in op.members:
+        problem = _text_problem("members[]", member, "NODE_ID_BYTES_MAX")
+        if problem is not None:
+            return problem
+    return None
+
+
 def _clock_problem(op: ClockOp) -> str | None:
     problem = _float_problem("shift_ms", op.shift_ms) or _float_problem("rate", op.rate)
     if problem is not None:
@@ -195,6 +209,7 @@ _OP_PROBLEMS: dict[type, Callable[[Any], str | None]] = {
     TransferLeaderOp: _transfer_problem,
     MembershipOp: _membership_problem,
     ClockOp: _clock_problem,
+    DropGroupOp: _drop_group_problem,
 }
 
 
@@ -212,6 +227,7 @@ def validate_request(req: ClientRequest) -> str | None:
         _text_problem("client_id", req.client_id, "CLIENT_ID_BYTES_MAX")
         or _int_problem("seq", req.seq, 0, "SEQ_MAX")
         or _int_problem("session_index", req.session_index, 0, "SESSION_INDEX_MAX")
+        or _int_problem("config_version", req.config_version, 0, "SESSION_INDEX_MAX")
         or _text_problem("group", req.group, "GROUP_NAME_BYTES_MAX")
         or _choice_problem("consistency", "consistency level", req.consistency, CONSISTENCY_LEVELS)
         or op_problem(req.op)
@@ -251,10 +267,14 @@ class ServiceBase:
     def count(self, name: str, n: int = 1) -> None:
         self.counters[name] = self.counters.get(name, 0) + n
 
+    def respond(self, identity: Any, req: ClientRequest, reply: ClientReply) -> None:
+        """Send ``reply`` to the request ``req`` (a replica adds its configuration version)."""
+        self.reply(identity, reply)
+
     def error(self, identity: bytes, req: ClientRequest, code: str, message: str, **kw: Any) -> None:
         self.count(f"reply_{code}")
-        self.reply(
-            identity,
+        self.respond(
+            identity, req,
             ClientReply(req.client_id, req.seq, code, node=self.node_id, message=message, **kw),
         )
 
@@ -294,7 +314,7 @@ class ServiceBase:
         else:
             raise AssertionError(f"read_local got {type(op).__name__}")
         self.count("reads")
-        self.reply(identity, reply)
+        self.respond(identity, req, reply)
 
     def status(self) -> dict[str, Any]:
         status: dict[str, Any] = {
@@ -327,8 +347,8 @@ class ServiceBase:
             )
             return
         if isinstance(req.op, StatusOp):
-            self.reply(
-                identity,
+            self.respond(
+                identity, req,
                 ClientReply(
                     req.client_id,
                     req.seq,
@@ -433,4 +453,4 @@ class DirectService(ServiceBase):
         self.count("batches")
         for (identity, req), (_, outcome) in zip(batch, results, strict=True):
             assert outcome is not None
-            self.reply(identity, outcome_reply(req, outcome, self.node_id))
+            self.respond(identity, req, outcome_reply(req, outcome, self.node_id))

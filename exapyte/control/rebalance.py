@@ -1,0 +1,318 @@
+"""Rebalancing by moving replicas, not keys: ``node add`` / ``node remove``.
+
+Theory of operation
+-------------------
+A shard's keys never change shard (the strategy's ``shard_of`` depends on the key alone); what a
+new or departing node changes is *where the shards' replicas live*. :func:`plan` computes the
+placement the strategy gives the new set of nodes and the moves from the groups' *current*
+memberships to it (:func:`exapyte.distribution.plan_moves`: per shard, one move at a time, each
+adding one replica and removing one). :func:`execute` carries each move out with membership
+changes in the shard's own log, through an :class:`Admin` (the running cluster, or a model in
+the tests):
+
+1. ``add-learner X``: X receives the log (a snapshot first: its node creates the group's replica
+   when the leader's first message for that group arrives);
+2. wait until X has **caught up**: its applied index has reached the commit index the group's
+   leader reported when the wait began, so promoting X cannot leave the group with fewer
+   up-to-date voters than a quorum needs;
+3. ``add-voter X`` (X is promoted);
+4. ``remove Y``; when Y leads the group, leadership moves to another voter first. Then Y is
+   told to drop its replica (``admin.drop_group`` with the configuration after the removal): a
+   removed replica may never learn of its removal from the log, and must not go on serving the
+   weaker read levels from a state that no longer advances.
+
+Reads and writes keep working throughout: each step is one single-server membership change, so
+every configuration along the way has a quorum of caught-up voters. A client whose routing table
+is older learns the new configuration from the ``stale_config`` answer of the first replica it
+asks (docs/control-plane.md). Plans are computed from what the groups hold *now*, so running the
+same ``node add`` again after an interruption finishes the remaining moves and repeats none.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Protocol
+
+from exapyte.distribution.base import GroupSpec, Move, Placement, PlacementError, Strategy, plan_moves
+from exapyte.errors import ExapyteError
+from exapyte.wire import DropGroupOp
+
+if TYPE_CHECKING:
+    from exapyte.config import Config
+
+CATCH_UP_TIMEOUT_S = 120.0
+POLL_S = 0.1
+
+
+class RebalanceError(ExapyteError):
+    """A move could not be carried out (a member never caught up, a change was refused)."""
+
+
+@dataclass(frozen=True)
+class GroupState:
+    """One group as its leader reports it."""
+
+    group: str
+    voters: tuple[str, ...]
+    learners: tuple[str, ...]
+    leader: str | None
+    commit: int
+
+
+class Admin(Protocol):
+    """What the rebalancer needs from a cluster."""
+
+    def groups(self) -> Mapping[str, GroupState]:
+        """Every group's current membership and leader (the groups with a leader)."""
+        ...
+
+    def applied(self, group: str, node: str) -> int | None:
+        """How far ``node``'s replica of ``group`` has applied (None: no such replica yet)."""
+        ...
+
+    def change(self, group: str, change: str, node: str) -> None:
+        """One membership change (``add-learner``, ``add-voter``, ``remove``), applied when
+        this returns; raises on refusal."""
+        ...
+
+    def transfer(self, group: str, to: str) -> None:
+        """Move ``group``'s leadership to voter ``to``."""
+        ...
+
+    def drop(self, group: str, node: str) -> None:
+        """Tell ``node``, which left ``group``, to drop its replica (best effort: a node that is
+        down keeps it until asked again; it serves nothing a current client routes to it)."""
+        ...
+
+
+@dataclass
+class Report:
+    moves: list[Move] = field(default_factory=list)
+    steps: list[str] = field(default_factory=list)
+    catch_up_s: dict[str, float] = field(default_factory=dict)
+
+
+def current_placement(groups: Mapping[str, GroupState]) -> Placement:
+    return Placement(tuple(
+        GroupSpec(g.group, g.voters, g.learners) for _, g in sorted(groups.items())
+    ))
+
+
+def plan(
+    strategy: Strategy,
+    groups: Mapping[str, GroupState],
+    nodes: Mapping[str, str],
+    replication_factor: int,
+) -> tuple[Placement, list[Move]]:
+    """The placement ``strategy`` gives ``nodes`` (id -> region) and the moves to it from the
+    groups' current memberships. Raises PlacementError when a shard has no leader to ask."""
+    missing = sorted(set(strategy.shards()) - set(groups))
+    if missing:
+        raise PlacementError(f"shards without a known leader: {', '.join(missing[:8])}; retry")
+    target = strategy.place(nodes, min(replication_factor, len(nodes)))
+    return target, plan_moves(current_placement(groups), target)
+
+
+def wait_caught_up(
+    admin: Admin, group: str, node: str, *, timeout_s: float = CATCH_UP_TIMEOUT_S,
+    sleep: Callable[[float], None] = time.sleep, clock: Callable[[], float] = time.monotonic,
+) -> float:
+    """Block until ``node``'s replica of ``group`` has applied what the leader had committed
+    when the wait began; returns the seconds it took."""
+    state = admin.groups().get(group)
+    if state is None:
+        raise RebalanceError(f"group {group} has no leader to report its commit index")
+    goal = state.commit
+    started = clock()
+    while True:
+        applied = admin.applied(group, node)
+        if applied is not None and applied >= goal:
+            return clock() - started
+        if clock() - started > timeout_s:
+            raise RebalanceError(
+                f"{node} did not catch up on group {group} within {timeout_s:g} s (applied "
+                f"{applied}, leader's commit {goal}); the move stops before promoting it"
+            )
+        sleep(POLL_S)
+
+
+def execute(
+    admin: Admin,
+    moves: Iterable[Move],
+    *,
+    timeout_s: float = CATCH_UP_TIMEOUT_S,
+    on_step: Callable[[str], None] | None = None,
+    sleep: Callable[[float], None] = time.sleep,
+    clock: Callable[[], float] = time.monotonic,
+) -> Report:
+    """Carry out ``moves`` in order (see the module docstring)."""
+    report = Report()
+
+    def step(text: str) -> None:
+        report.steps.append(text)
+        if on_step is not None:
+            on_step(text)
+
+    for move in moves:
+        report.moves.append(move)
+        group = move.shard
+        if move.add is not None:
+            admin.change(group, "add-learner", move.add)
+            step(f"{group}: {move.add} added as a learner")
+        if move.promote is not None:
+            took = wait_caught_up(
+                admin, group, move.promote, timeout_s=timeout_s, sleep=sleep, clock=clock
+            )
+            report.catch_up_s[f"{group}/{move.promote}"] = round(took, 3)
+            step(f"{group}: {move.promote} caught up in {took:.2f} s")
+            admin.change(group, "add-voter", move.promote)
+            step(f"{group}: {move.promote} promoted to voter")
+        if move.remove is not None:
+            state = admin.groups().get(group)
+            if state is not None and state.leader == move.remove:
+                others = [v for v in state.voters if v != move.remove]
+                if not others:
+                    raise RebalanceError(f"{group}: no other voter to lead before removing {move.remove}")
+                admin.transfer(group, others[0])
+                _wait_leader_not(admin, group, move.remove, timeout_s, sleep, clock)
+                step(f"{group}: leadership moved off {move.remove}")
+            admin.change(group, "remove", move.remove)
+            step(f"{group}: {move.remove} removed")
+            admin.drop(group, move.remove)
+            step(f"{group}: {move.remove} dropped its replica")
+    return report
+
+
+def _wait_leader_not(
+    admin: Admin, group: str, node: str, timeout_s: float,
+    sleep: Callable[[float], None], clock: Callable[[], float],
+) -> None:
+    started = clock()
+    while True:
+        state = admin.groups().get(group)
+        if state is not None and state.leader not in (None, node):
+            return
+        if clock() - started > timeout_s:
+            raise RebalanceError(f"{group}: leadership did not leave {node} within {timeout_s:g} s")
+        sleep(POLL_S)
+
+
+class ClusterAdmin:
+    """:class:`Admin` over a running cluster: membership changes through an admin client (which
+    routes each to its group's leader), progress from every node's ``status``."""
+
+    def __init__(self, cfg: Config, *, timeout_s: float = 10.0, credentials: Any = None) -> None:
+        from exapyte.client import Client
+
+        self.cfg = cfg
+        kwargs: dict[str, Any] = {"timeout_s": timeout_s}
+        if credentials is not None:
+            kwargs["credentials"] = credentials
+        self.client = Client.from_config(cfg, admin=True, **kwargs)
+        self._status_timeout_s = min(timeout_s, 2.0)
+
+    def close(self) -> None:
+        self.client.close()
+
+    def statuses(self) -> dict[str, dict[str, Any]]:
+        out: dict[str, dict[str, Any]] = {}
+        for node in self.cfg.cluster.nodes:
+            try:
+                out[node.id] = self.client.status(node.endpoint, timeout_s=self._status_timeout_s)
+            except ExapyteError:
+                continue  # a node that is down reports nothing
+        return out
+
+    def groups(self) -> dict[str, GroupState]:
+        out: dict[str, GroupState] = {}
+        known_terms: dict[str, int] = {}  # two nodes may both say leader: the higher term wins
+        for node_id, status in self.statuses().items():
+            for group, g in (status.get("groups") or {}).items():
+                if g.get("role") == "leader":
+                    if g["term"] > known_terms.get(group, -1):
+                        out[group] = GroupState(
+                            group, tuple(g["voters"]), tuple(g["learners"]), node_id, g["commit"]
+                        )
+                        known_terms[group] = g["term"]
+        return out
+
+    def applied(self, group: str, node: str) -> int | None:
+        spec = next((n for n in self.cfg.cluster.nodes if n.id == node), None)
+        if spec is None:
+            return None
+        try:
+            status = self.client.status(spec.endpoint, timeout_s=self._status_timeout_s)
+        except ExapyteError:
+            return None
+        g = (status.get("groups") or {}).get(group)
+        return None if g is None else int(g["applied"])
+
+    def change(self, group: str, change: str, node: str) -> None:
+        self.client.change_membership(change, node, group=group)
+
+    def transfer(self, group: str, to: str) -> None:
+        self.client.transfer_leader(to, group=group)
+
+    def drop(self, group: str, node: str) -> None:
+        state = self.groups().get(group)
+        spec = next((n for n in self.cfg.cluster.nodes if n.id == node), None)
+        if state is None or spec is None:
+            return
+        version = self._version(group, state.leader)
+        op = DropGroupOp(version, (*state.voters, *state.learners))
+        try:
+            self.client.request(op, endpoint=spec.endpoint, follow=False, group=group,
+                                timeout_s=self._status_timeout_s)
+        except ExapyteError:
+            pass  # best effort (see Admin.drop)
+
+    def _version(self, group: str, leader: str | None) -> int:
+        statuses = self.statuses()
+        g = (statuses.get(leader or "", {}).get("groups") or {}).get(group) or {}
+        return int(g.get("config_version", 0))
+
+
+def node_change(
+    cfg: Config, action: str, node: str, admin: Admin, *,
+    on_step: Callable[[str], None] | None = None, timeout_s: float = CATCH_UP_TIMEOUT_S,
+) -> dict[str, Any]:
+    """``node add ID`` / ``node remove ID``: move replicas so that the placement is the
+    strategy's for the nodes after the change. Returns what was done (for the CLI's JSON)."""
+    from exapyte import distribution
+
+    known = {n.id: n.region for n in cfg.cluster.nodes}
+    if action not in ("add", "remove"):
+        raise RebalanceError(f"unknown node change {action!r}; allowed: add, remove")
+    if node not in known:
+        raise RebalanceError(
+            f"node {node!r} is not in the cluster file; allowed: {', '.join(sorted(known))}"
+        )
+    groups = admin.groups()
+    if cfg.distribution.strategy == "centralized":
+        state = groups.get("default")
+        if state is None:
+            raise RebalanceError("the group has no leader to ask; retry")
+        members = set(state.voters) | set(state.learners)
+        if action == "add":
+            moves = [] if node in state.voters else [
+                Move("default", 0, add=None if node in members else node, promote=node)
+            ]
+        else:
+            moves = [Move("default", 0, remove=node)] if node in members else []
+    else:
+        strategy, _ = distribution.from_config(cfg)
+        members = {m for g in groups.values() for m in (*g.voters, *g.learners)}
+        nodes = members | {node} if action == "add" else members - {node}
+        if not nodes:
+            raise RebalanceError("removing the last node would leave the shards nowhere")
+        _, moves = plan(
+            strategy, groups, {n: known[n] for n in sorted(nodes)},
+            cfg.distribution.replication_factor,
+        )
+    report = execute(admin, moves, timeout_s=timeout_s, on_step=on_step)
+    return {
+        "action": action, "node": node, "moves": len(report.moves),
+        "steps": report.steps, "catch_up_s": report.catch_up_s,
+    }

@@ -1,0 +1,64 @@
+"""Mutants of the routing and rebalancing rules, each with the check that catches it.
+
+Nothing here is product code. Each mutant breaks one rule while its ``with`` block is active;
+``tests/mutants/test_routing_mutants.py`` runs each check without the mutant (it passes) and
+with it (it must fail).
+
+========================  ========================================================================
+mutant                    what is broken
+========================  ========================================================================
+stale-config-accepted     a replica serves a request routed by another configuration version
+                          (the ``stale-config`` known bug switched on)
+router-older-descriptor   the routing cache replaces a descriptor by an older one
+early-remove              a move promotes its learner and removes the source without waiting
+                          for the learner to catch up
+========================  ========================================================================
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+
+from exapyte.control import rebalance
+from exapyte.data.router import Router
+from exapyte.runtime.replica import Replica
+from tests.mutants.mutants import patched
+
+
+@contextlib.contextmanager
+def stale_config_accepted() -> Iterator[None]:
+    original = Replica.__dict__["__init__"]
+
+    def init(self: Replica, *args: object, **kwargs: object) -> None:
+        original(self, *args, **kwargs)
+        self.bugs = self.bugs | {"stale-config"}
+
+    with patched(Replica, "__init__", init):
+        yield
+
+
+@contextlib.contextmanager
+def router_older_descriptor() -> Iterator[None]:
+    def update(self: Router, descriptor: object) -> bool:
+        self._cache[descriptor.shard] = descriptor  # type: ignore[attr-defined]  # Broken
+        return True
+
+    with patched(Router, "update", update):
+        yield
+
+
+@contextlib.contextmanager
+def early_remove() -> Iterator[None]:
+    def no_wait(*_args: object, **_kwargs: object) -> float:
+        return 0.0  # Broken: the learner is promoted at once
+
+    with patched(rebalance, "wait_caught_up", no_wait):
+        yield
+
+
+ROUTING_MUTANTS = {
+    "stale-config-accepted": stale_config_accepted,
+    "router-older-descriptor": router_older_descriptor,
+    "early-remove": early_remove,
+}
