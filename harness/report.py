@@ -182,7 +182,8 @@ def _cluster(results: dict[str, Any]) -> str:
     cluster = results.get("cluster") or {}
     if not cluster:
         return ""
-    shape = {k: cluster[k] for k in ("protocol", "distribution", "shards", "groups", "replication_factor", "ops_per_key")
+    shape = {k: cluster[k] for k in ("protocol", "distribution", "shards", "groups", "replication_factor",
+                                            "voters_per_group", "ops_per_key")
              if k in cluster}
     out = [_kv_table(shape)]
     final = cluster.get("final_status")

@@ -585,7 +585,9 @@ def _cluster_info(spec: TestSpec, db: ClusterDB) -> dict[str, Any]:
         groups = db.groups()
     except DbError:
         return info  # the configs were refused: nothing placed
+    sizes = sorted({len(v) for v in groups.values()})
     return info | {"groups": len(groups), "placement": {g: list(v) for g, v in groups.items()},
+                   "voters_per_group": sizes[0] if len(sizes) == 1 else f"{sizes[0]}-{sizes[-1]}",
                    "ops_per_key": spec.resolved_ops_per_key(len(groups) if len(groups) > 1 else 1)}
 
 
@@ -794,7 +796,8 @@ def cluster_lines(cluster: dict[str, Any]) -> list[str]:
     shape = f"cluster: {cluster.get('protocol')}, {cluster.get('distribution')}"
     if cluster.get("distribution") != "centralized":
         shape += (f", {cluster.get('shards')} shards{' per region' if cluster.get('distribution') == 'hierarchical' else ''}"
-                  f" ({cluster.get('groups', '?')} groups, replication factor {cluster.get('replication_factor')})")
+                  f" ({cluster.get('groups', '?')} groups, replication factor {cluster.get('replication_factor')}:"
+                  f" {cluster.get('voters_per_group', '?')} voters per group)")
     lines = [shape]
     final = cluster.get("final_status")
     if final:

@@ -79,6 +79,7 @@ def test_sharded_run_under_partitions_and_kills_is_valid_and_routes_by_shard(tmp
     assert cfg["consensus"]["protocol"] == "raft"
     assert {f["fault"] for f in results["faults"]} <= {"partition", "kill"} and results["faults"]
     assert results["cluster"]["shards"] == 4 and results["cluster"]["groups"] == 4
+    assert results["cluster"]["voters_per_group"] == 3
     assert_routed_by_shard(outcome, 4)
     report = (outcome.run_dir / "report.html").read_text()
     assert "raft, sharded (4 shards)" in report and "Leaders at the end" in report
@@ -96,6 +97,8 @@ def test_hierarchical_run_on_three_regions_is_valid_and_keeps_shards_in_their_re
     assert {g.split("/")[0] for g in placement} == {"us-east", "us-west", "ap-northeast"}
     for group, voters in placement.items():
         assert {regions[v] for v in voters} == {group.split("/")[0]}, (group, voters)
+    # the replication factor is capped at the smallest region's size (ap-northeast: one node)
+    assert results["cluster"]["voters_per_group"] == 1
 
 
 @pytest.mark.parametrize("protocol", [p for p in registry.names() if p != "raft"])
@@ -109,8 +112,9 @@ def test_other_protocols_under_partitions_and_kills_are_valid(tmp_path: Path, pr
     assert results["cluster"]["final_status"]["without_leader"] == []
 
 
-def test_multipaxos_on_shards_is_valid(tmp_path: Path) -> None:
-    outcome = run(tmp_path, protocol="multipaxos", distribution="sharded", shards=3, nemesis=("kill",),
+@pytest.mark.parametrize("protocol", [p for p in registry.names() if p != "raft"])
+def test_other_protocols_on_shards_are_valid(tmp_path: Path, protocol: str) -> None:
+    outcome = run(tmp_path, protocol=protocol, distribution="sharded", shards=3, nemesis=("kill",),
                   time_s=6.0, nemesis_interval_s=1.5)
     assert outcome.valid is True, outcome.results["checkers"]
     assert_routed_by_shard(outcome, 3)
