@@ -21,6 +21,13 @@ Each worker has a *home* node: its reads are sent there first, as a Jepsen clien
 one node, so a node that answers strong reads without asking the leader is exercised; writes
 follow the leader. Values are stored as UTF-8 text; each workload's ``encode``/``decode`` turn its values (ints,
 JSON maps) into that text. The node that answered and the session (client id) are recorded.
+
+**Shards.** With a router (``router_factory``: the routing cache the cluster's config implies,
+:func:`exapyte.client.make_router`) every keyed request goes to its key's shard group, reads too
+(home node first: a node that does not host the shard redirects to a member). An outcome carries
+what the history records of a keyed op: ``group`` (the key's shard, ``default`` without shards),
+``index`` (the applied index the last definite reply reflects) and ``replica`` (the node whose
+state that reply came from).
 """
 
 from __future__ import annotations
@@ -32,12 +39,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from exapyte.client import Client
+from exapyte.data.router import Router
 from exapyte.security import Credentials
 from exapyte.errors import RequestFailed, RequestTimeout
-from exapyte.wire import GetOp, ReplyCode
+from exapyte.wire import ClientReply, GetOp, ReplyCode
 from harness.generator import Op
 
-__all__ = ["HarnessClient", "Outcome", "SET_PREFIX"]
+__all__ = ["HarnessClient", "Outcome", "RecordingClient", "SET_PREFIX"]
 
 SET_PREFIX = "set/"
 SET_END = "set0"  # "/" + 1: the end of the set's key range
@@ -50,6 +58,21 @@ class Outcome:
     value: Any = None
     error: str | None = None
     node: str | None = None
+    group: str | None = None  # the key's shard group (keyed ops only)
+    index: int | None = None  # the last definite reply's applied index
+    replica: str | None = None  # the node whose state that reply came from
+
+
+class RecordingClient(Client):
+    """An exapyte client that keeps the last definite reply (its index and node go into the
+    history)."""
+
+    last_reply: ClientReply | None = None
+
+    def request(self, op: Any, **kwargs: Any) -> ClientReply:  # type: ignore[override]
+        reply = super().request(op, **kwargs)
+        self.last_reply = reply
+        return reply
 
 
 class _Mismatch(Exception):
@@ -66,8 +89,9 @@ class HarnessClient:
         consistency: str = "strong",
         timeout_s: float = 2.0,
         home: str | None = None,
-        client_factory: Callable[..., Client] = Client,
+        client_factory: Callable[..., Client] = RecordingClient,
         credentials: Credentials | None = None,
+        router_factory: Callable[[], Router | None] | None = None,
     ) -> None:
         if home is not None and home not in endpoints:
             raise ValueError(f"home node {home!r} is not one of {sorted(endpoints)}")
@@ -77,6 +101,7 @@ class HarnessClient:
         self.timeout_s = timeout_s
         self._factory = client_factory
         self.credentials = credentials
+        self.router_factory = router_factory
         self.client = self._new_client()
 
     def _new_client(self) -> Client:
@@ -84,7 +109,10 @@ class HarnessClient:
         if self.home is not None:
             first = self.endpoints[self.home]
             order = [first] + [e for e in order if e != first]
-        extra = {"credentials": self.credentials} if self.credentials is not None else {}
+        extra: dict[str, Any] = {"credentials": self.credentials} if self.credentials is not None else {}
+        router = self.router_factory() if self.router_factory is not None else None
+        if router is not None:
+            extra["router"] = router
         return self._factory(
             order, node_endpoints=self.endpoints, timeout_s=self.timeout_s, consistency=self.consistency,
             **extra,
@@ -107,23 +135,41 @@ class HarnessClient:
 
     # -- dispatch -------------------------------------------------------------------------------
 
+    def group_of(self, key: str) -> str:
+        """The replica group that holds ``key`` (``default`` without shards)."""
+        group_of = getattr(self.client, "group_of", None)
+        return "default" if group_of is None else str(group_of(key))
+
     def invoke(self, op: Op) -> Outcome:
         handler = getattr(self, "_op_" + op.f.replace("-", "_"), None)
         if handler is None:
             return Outcome("fail", error=f"unknown op {op.f!r}")
+        if isinstance(self.client, RecordingClient):
+            self.client.last_reply = None
         try:
             value = handler(op)
         except RequestTimeout:
-            return Outcome("info", error="timeout", node=self.client.last_node)
+            return self._outcome(op, "info", error="timeout")
         except RequestFailed as exc:
-            return Outcome("fail", error=str(exc.code), node=self.client.last_node)
+            return self._outcome(op, "fail", error=str(exc.code))
         except _Mismatch:
-            return Outcome("fail", error="cas-mismatch", node=self.client.last_node)
+            return self._outcome(op, "fail", error="cas-mismatch")
         except _Failed as exc:
-            return Outcome("fail", error=exc.reason, node=self.client.last_node)
+            return self._outcome(op, "fail", error=exc.reason)
         except Exception as exc:  # noqa: BLE001 - unknown outcome, recorded, never dropped
-            return Outcome("info", error=f"{type(exc).__name__}: {exc}", node=self.client.last_node)
-        return Outcome("ok", value, node=self.client.last_node)
+            return self._outcome(op, "info", error=f"{type(exc).__name__}: {exc}")
+        return self._outcome(op, "ok", value)
+
+    def _outcome(self, op: Op, type: str, value: Any = None, *, error: str | None = None) -> Outcome:
+        """The outcome with the op's group and, for a definite outcome, the index and replica of
+        the op's last definite reply (a cas loop's last cas, a mismatch's refusal)."""
+        group = self.group_of(op.key) if op.key is not None else None
+        reply = getattr(self.client, "last_reply", None)
+        index = replica = None
+        if reply is not None and op.key is not None and type in ("ok", "fail"):
+            index, replica = reply.index, reply.node or None
+        return Outcome(type, value, error=error, node=self.client.last_node, group=group, index=index,
+                       replica=replica)
 
     # -- single-key register ops (values are ints or strings) -----------------------------------
 
@@ -131,7 +177,8 @@ class HarnessClient:
         """A read sent to this worker's home node first (as Jepsen binds a client to a node):
         a correct node redirects a strong read to the leader, a buggy one may answer it."""
         endpoint = self.endpoints[self.home] if self.home is not None else None
-        reply = self.client.request(GetOp(key), consistency=self.consistency, endpoint=endpoint)
+        reply = self.client.request(GetOp(key), consistency=self.consistency, endpoint=endpoint,
+                                    group=self.group_of(key))
         if reply.code == ReplyCode.NOT_FOUND:
             return None
         assert reply.value is not None

@@ -54,13 +54,19 @@ from typing import Any
 
 import networkx as nx
 
-from exapyte.config import KNOWN_BUGS
+from exapyte import config as config_mod
+from exapyte import distribution
+from exapyte.client import make_router
+from exapyte.config import KNOWN_BUGS, Config
 from exapyte.control import topology as topo
+from exapyte.distribution.base import PlacementError
+from exapyte.errors import ConfigError
 from exapyte.runtime.cluster import ClusterError, LocalCluster
 from harness import netns
 from harness.toxiproxy import ToxiproxyHandle, find_or_start
 
-__all__ = ["CUT_MODES", "HOST_MODES", "ClusterDB", "DbError", "HostsUnavailable", "check_hosts", "proxy_name"]
+__all__ = ["CUT_MODES", "HOST_MODES", "ClusterDB", "DbError", "HostsUnavailable", "check_hosts", "group_statuses",
+           "proxy_name"]
 
 WAN_TOXIC = "wan"
 CUT_TOXIC = "partition"
@@ -105,6 +111,19 @@ def check_hosts(hosts: str, faults: Sequence[str] = (), cut_mode: str | None = N
             raise HostsUnavailable(f"the {fault} nemesis cannot run with --hosts netns here: {reason}")
 
 
+def group_statuses(status: dict[str, Any] | None) -> dict[str, dict[str, Any]]:
+    """The per-group part of a node's status: ``status.groups`` (group -> role, leader, term,
+    commit, applied, quiesced); a status without it is the one group ``default``."""
+    if not status:
+        return {}
+    groups = status.get("groups")
+    if isinstance(groups, dict) and groups:
+        return {str(g): dict(v) for g, v in groups.items() if isinstance(v, dict)}
+    if "role" in status:
+        return {"default": {k: status.get(k) for k in ("role", "leader", "term", "commit", "applied")}}
+    return {}
+
+
 def proxy_name(src: str, dst: str) -> str:
     """The proxy node ``src`` dials ``dst`` through."""
     return f"{src}_to_{dst}"
@@ -146,6 +165,7 @@ class ClusterDB:
         seed: int | None = None,
         log: Any = None,
         hosts: str = "local",
+        overrides: dict[str, dict[str, Any]] | None = None,
     ) -> None:
         unknown = [b for b in bugs if b not in KNOWN_BUGS]
         if unknown:
@@ -179,6 +199,10 @@ class ClusterDB:
         self.netns: netns.NetnsHosts | None = None
         self._addresses: dict[str, str] = {}  # netns mode: node -> its namespace's address
         self.notes: list[str] = []  # what the run should report about its setup
+        # Config sections merged into every node's config (consensus.protocol, distribution...).
+        self.overrides: dict[str, dict[str, Any]] = {k: dict(v) for k, v in (overrides or {}).items()}
+        self._config: Config | None = None
+        self._placement: Any = None  # (strategy, placement) of distribution.from_config
 
     # -- setup and teardown ---------------------------------------------------------------------
 
@@ -261,6 +285,8 @@ class ClusterDB:
         security["keys_dir"] = str((self.run_dir / "keys").resolve())
         if self.unsafe:
             raw["unsafe"] = {"enabled": True, "bugs": list(self.bugs)}
+        for section, values in self.overrides.items():
+            raw.setdefault(section, {}).update(values)
         if self.hosts == "netns":
             # Every node on a host of its own, which peers dial directly and it binds; addresses
             # beyond loopback are served only with CURVE.
@@ -271,6 +297,11 @@ class ClusterDB:
         self.config_dir.mkdir(parents=True, exist_ok=True)
         base = dict(raw)
         (self.config_dir / "base.json").write_text(json.dumps(base, indent=2) + "\n")
+        try:
+            self._config = config_mod.load(self.config_dir / "base.json")
+            self._placement = distribution.from_config(self._config)
+        except (ConfigError, PlacementError) as exc:
+            raise DbError(f"the node config is refused: {exc}") from None
         paths: dict[str, Path] = {}
         for node in self.node_ids:
             cfg = json.loads(json.dumps(raw))
@@ -317,6 +348,22 @@ class ClusterDB:
         self.teardown()
 
     # -- what clients need ----------------------------------------------------------------------
+
+    def config(self) -> Config:
+        """The cluster's config as every node loads it (the base of the per-node files)."""
+        if self._config is None:
+            raise DbError("the configs are not written yet")
+        return self._config
+
+    def groups(self) -> dict[str, tuple[str, ...]]:
+        """Every replica group of the cluster and its voters, from the placement the config
+        implies (a pure function of it: the nodes compute the same)."""
+        self.config()
+        return {g.id: tuple(g.voters) for g in self._placement[1].groups}
+
+    def router(self) -> Any:
+        """A fresh routing cache for one client (None when one group holds every key)."""
+        return make_router(self.config())
 
     def credentials(self, *, admin: bool = False) -> Any:
         """The run's client (or admin) credentials; None when the topology turns security off."""
@@ -520,18 +567,30 @@ class ClusterDB:
         with self._lock:
             self._skewed.discard(node)
 
-    def transfer_leader(self, to: str) -> dict[str, Any]:
-        """Ask the leader (found through redirects) to hand leadership to ``to``, with the
-        run's admin key. Returns what happened: the leader's answer or why it was refused (no
-        leader during a partition, a transfer already running, ``to`` is the leader...)."""
+    def transfer_leader(self, to: str, group: str = "default") -> dict[str, Any]:
+        """Ask ``group``'s leader (found through redirects) to hand leadership to ``to``, with
+        the run's admin key. Returns what happened: the leader's answer or why it was refused
+        (no leader during a partition, a transfer already running, ``to`` is the leader...)."""
         from exapyte.errors import ExapyteError
 
         with self._cluster().admin_client(timeout_s=CLOCK_REQUEST_TIMEOUT_S) as client:
             try:
-                message = client.transfer_leader(to, timeout_s=CLOCK_REQUEST_TIMEOUT_S)
+                message = client.transfer_leader(to, timeout_s=CLOCK_REQUEST_TIMEOUT_S, group=group)
             except ExapyteError as exc:
-                return {"result": f"not transferred: {exc}", "from": None}
-            return {"result": message, "from": client.last_node}
+                return {"result": f"not transferred: {exc}", "from": None, "group": group}
+            return {"result": message, "from": client.last_node, "group": group}
+
+    def leaders(self, timeout_s: float = 1.0) -> dict[str, str]:
+        """Each group's leader as the nodes report it now (group -> node): a node that says it
+        leads a group, the highest term winning (a deposed leader may not know yet)."""
+        best: dict[str, tuple[int, str]] = {}
+        for node, status in self.statuses(timeout_s=timeout_s).items():
+            for group, st in group_statuses(status).items():
+                term = st.get("term")
+                if st.get("role") == "leader" and isinstance(term, int):
+                    if group not in best or term > best[group][0]:
+                        best[group] = (term, node)
+        return {g: n for g, (_, n) in sorted(best.items())}
 
     def heal_all(self) -> None:
         """Every link whole (WAN latency kept), every node running, not paused, true clock."""

@@ -3,12 +3,14 @@
 Theory of operation
 -------------------
 One thread per node asks it for its status (``Client.status``, no redirect) every
-``interval_s`` and appends ``{"time", "node", "role", "term", "leader", "commit"}`` to
-``status.jsonl`` in the run folder, on the history's time line. A node that is killed or paused
+``interval_s`` and appends ``{"time", "node", "role", "term", "leader", "commit", "groups"}`` to
+``status.jsonl`` in the run folder, on the history's time line; ``groups`` holds each replica
+group the node hosts (group -> role, term, leader, commit), so one sample per node covers all
+its groups however many there are. A node that is killed or paused
 does not answer; that sample is simply missing. The samples feed the ``election-safety``
 checker (:func:`harness.checker.invariants.check_election_safety`): Raft allows at most one
-leader per term, ever, so two nodes seen leading the same term is a violation, whatever the
-clients saw. Reading a node's status takes no part in consensus and changes nothing.
+leader per term, ever (Multi-Paxos one per ballot round, since a round belongs to one node), so
+two nodes seen leading the same term of the same group is a violation, whatever the clients saw. Reading a node's status takes no part in consensus and changes nothing.
 """
 
 from __future__ import annotations
@@ -19,10 +21,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
 
-__all__ = ["StatusMonitor", "read_samples"]
+__all__ = ["StatusMonitor", "read_samples", "sample_groups", "status_sample"]
 
 STATUS_INTERVAL_S = 0.2
 STATUS_TIMEOUT_S = 0.5
+SAMPLE_GROUP_FIELDS = ("role", "term", "leader", "commit")
 
 
 class StatusMonitor:
@@ -63,8 +66,7 @@ class StatusMonitor:
                     client.close()
                     client = fresh()
                     continue
-                sample = {"time": self.now_ns(), "node": node, "role": status.get("role"),
-                          "term": status.get("term"), "leader": status.get("leader"), "commit": status.get("commit")}
+                sample = status_sample(self.now_ns(), node, status)
                 with self._lock:
                     if self._file is not None:
                         self._file.write(json.dumps(sample, separators=(",", ":")) + "\n")
@@ -80,6 +82,28 @@ class StatusMonitor:
             if self._file is not None:
                 self._file.close()
                 self._file = None
+
+
+def status_sample(time_ns: int, node: str, status: dict[str, Any]) -> dict[str, Any]:
+    """One line of ``status.jsonl``: the node's own role, term, leader and commit (those of its
+    group ``default``; null on a node of shards), and with ``groups`` in the status, each group's
+    role, term, leader and commit."""
+    sample: dict[str, Any] = {"time": time_ns, "node": node, "role": status.get("role"), "term": status.get("term"),
+                              "leader": status.get("leader"), "commit": status.get("commit")}
+    groups = status.get("groups")
+    if isinstance(groups, dict) and groups:
+        sample["groups"] = {str(g): {k: st.get(k) for k in SAMPLE_GROUP_FIELDS}
+                            for g, st in sorted(groups.items()) if isinstance(st, dict)}
+    return sample
+
+
+def sample_groups(sample: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """A sample's per-group view: its ``groups``, else (samples of a single-group node, or
+    written before groups existed) the top-level fields as the group ``default``."""
+    groups = sample.get("groups")
+    if isinstance(groups, dict) and groups:
+        return groups
+    return {"default": {k: sample.get(k) for k in SAMPLE_GROUP_FIELDS}}
 
 
 def read_samples(path: str | Path) -> list[dict[str, Any]]:

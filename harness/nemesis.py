@@ -51,7 +51,7 @@ from __future__ import annotations
 
 import itertools
 import threading
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
@@ -76,6 +76,7 @@ __all__ = [
     "choose_fault",
     "cuts_between",
     "default_faults",
+    "is_sharded",
     "isolate_node",
     "isolate_region",
     "majority_minority",
@@ -102,6 +103,7 @@ CLOCK_SLOW_RATE = (0.05, 0.25)
 LATENCY_SPIKE_MS = 250
 LATENCY_JITTER_MS = 150
 BANDWIDTH_KBPS = 8
+LEADER_TARGET_SHARE = 0.5  # with many groups: the share of kill/pause/clock faults aimed at a leader
 
 
 class NemesisUnavailable(RuntimeError):
@@ -262,10 +264,43 @@ def _random_minority(graph: nx.Graph, rand: Rand) -> tuple[list[str], Rand]:
     return sorted(nodes[:count]), rand
 
 
-def choose_fault(graph: nx.Graph, kind: str, rand: Rand) -> tuple[dict[str, Any], Rand]:
-    """A random fault of ``kind`` as data (what :meth:`Nemesis.start` applies)."""
+def is_sharded(groups: Mapping[str, Sequence[str]] | None) -> bool:
+    """Whether ``groups`` (group -> voters) is more than the one centralized group."""
+    return groups is not None and len(groups) > 1
+
+
+def _leader_target(groups: Mapping[str, Sequence[str]], rand: Rand) -> tuple[str | None, Rand]:
+    """With many groups, half the process faults hit a leader: the group whose leader it is
+    (chosen here, seeded; the leader itself is looked up when the fault starts), else None
+    (a random minority, as without shards)."""
+    u, rand = rand.random()
+    if u >= LEADER_TARGET_SHARE:
+        return None, rand
+    group, rand = rand.choice(sorted(groups))
+    return group, rand
+
+
+def choose_fault(graph: nx.Graph, kind: str, rand: Rand,
+                 groups: Mapping[str, Sequence[str]] | None = None) -> tuple[dict[str, Any], Rand]:
+    """A random fault of ``kind`` as data (what :meth:`Nemesis.start` applies). ``groups``
+    (group -> voters, the cluster's placement) makes faults that name a leader pick a group:
+    ``transfer`` hands a random group's leadership to one of its voters; ``kill``, ``pause`` and
+    ``clock`` hit, half the time, a random group's leader (``"target": "leader"``, resolved
+    by :meth:`Nemesis.resolve` when the fault starts). Without groups, or with the one group
+    ``default``, the choices (and the random draws) are those of a centralized run."""
     if kind == "partition":
         return choose_partition(graph, rand)
+    if is_sharded(groups) and kind in ("kill", "pause", "clock"):
+        assert groups is not None
+        group, rand = _leader_target(groups, rand)
+        if group is not None:
+            if kind == "clock":
+                fault, rand = choose_clock_fault(graph, rand)
+                fault = fault | {"nodes": [], "description": fault["description"].replace(
+                    f"clock of {','.join(fault['nodes'])}", f"clock of {group}'s leader")}
+            else:
+                fault = {"kind": kind, "nodes": [], "description": f"{kind} {group}'s leader"}
+            return fault | {"target": "leader", "group": group}, rand
     if kind in ("kill", "pause"):
         nodes, rand = _random_minority(graph, rand)
         return {"kind": kind, "nodes": nodes, "description": f"{kind} {','.join(nodes)}"}, rand
@@ -287,6 +322,11 @@ def choose_fault(graph: nx.Graph, kind: str, rand: Rand) -> tuple[dict[str, Any]
     if kind == "transfer":
         # A forced leader change (thesis §3.10) through the admin key: the leader hands over to
         # ``to``. Nothing to undo; ``stop-transfer`` only closes the interval.
+        if is_sharded(groups):
+            assert groups is not None
+            group, rand = rand.choice(sorted(groups))
+            to, rand = rand.choice(sorted(groups[group]))
+            return {"kind": kind, "to": to, "group": group, "description": f"leadership of {group} to {to}"}, rand
         to, rand = rand.choice(_nodes(graph))
         return {"kind": kind, "to": to, "description": f"leadership to {to}"}, rand
     raise ValueError(f"unknown fault {kind!r}; allowed: {', '.join(FAULT_KINDS)}")
@@ -327,6 +367,7 @@ class FaultSchedule(Generator):
     rand: Rand
     next_ns: int | None = None
     active: dict[str, Any] | None = None
+    groups: Mapping[str, Sequence[str]] | None = None  # group -> voters (see choose_fault)
 
     def _gap(self, rand: Rand) -> tuple[int, Rand]:
         u, rand = rand.random()
@@ -346,7 +387,7 @@ class FaultSchedule(Generator):
         gap, rand = self._gap(self.rand)
         if self.active is None:
             kind, rand = rand.choice(self.kinds)
-            fault, rand = choose_fault(self.graph, kind, rand)
+            fault, rand = choose_fault(self.graph, kind, rand, self.groups)
             op = Op(f=f"start-{kind}", value=fault, process=process)
             return op, replace(self, rand=rand, next_ns=ctx.time_ns + gap, active=fault)
         op = Op(f=f"stop-{self.active['kind'] if self.active['kind'] not in PARTITION_KINDS else 'partition'}",
@@ -386,10 +427,28 @@ class Nemesis:
         """Run one nemesis op: ``start-X``/``stop-X``. Returns (completion type, value); a
         partition's value gains ``applied`` (:meth:`~harness.db.ClusterDB.applied_cuts`)."""
         if op.f.startswith("start-"):
-            return "info", self._with_applied(op.value, self.start(op.value))
+            fault = self.resolve(op.value)
+            return "info", self._with_applied(fault, self.start(fault))
         if op.f.startswith("stop-"):
             return "info", self._with_applied(op.value, self.stop(op.f[len("stop-"):]))
         raise ValueError(f"nemesis: unknown op {op.f!r}")
+
+    def resolve(self, fault: Any) -> Any:
+        """A fault aimed at a group's leader (``"target": "leader"``) with ``nodes`` set to the
+        leader the nodes report now (:meth:`~harness.db.ClusterDB.leaders`); when the group has
+        no known leader (an election is running), its first voter is hit instead, and the value
+        says so (``leader_known: false``). Any other fault is returned as it is."""
+        if not isinstance(fault, dict) or fault.get("target") != "leader":
+            return fault
+        group = str(fault["group"])
+        leader = self.db.leaders().get(group)
+        known = leader is not None
+        if leader is None:
+            leader = self.db.groups()[group][0]
+        description = str(fault.get("description", "")).replace(f"{group}'s leader", f"{group}'s leader {leader}")
+        if not known:
+            description += " (no leader known: its first voter)"
+        return fault | {"nodes": [leader], "leader_known": known, "description": description}
 
     @staticmethod
     def _with_applied(value: Any, applied: dict[str, Any] | None) -> Any:
@@ -428,7 +487,10 @@ class Nemesis:
             for node in fault["nodes"]:
                 self.db.clock_fault(node, shift_ms=float(fault["shift_ms"]), rate=float(fault["rate"]))
         elif kind == "transfer":
-            applied = self.db.transfer_leader(str(fault["to"]))
+            if "group" in fault:
+                applied = self.db.transfer_leader(str(fault["to"]), str(fault["group"]))
+            else:
+                applied = self.db.transfer_leader(str(fault["to"]))
             self._log(f"fault started: {fault.get('description', kind)}: {applied['result']}")
             return applied
         else:

@@ -1,7 +1,8 @@
 """``report.html``: one readable, self-contained page per run.
 
-Sections: the verdict and a one-line summary; every checker's verdict with its cause; the failing
-key's counterexample (the checker's own timeline, ``linearizability.html``, embedded in a frame
+Sections: the verdict and a one-line summary (with the protocol, the distribution and the shard
+count); every checker's verdict with its cause; the cluster (its shape and, from the final
+status, the groups each node leads); the failing key's counterexample (the checker's own timeline, ``linearizability.html``, embedded in a frame
 and linked, plus the evidence of the other checkers); a timeline of ops per process with the
 fault intervals; the latency, throughput and topology plots (embedded as data URIs); the faults;
 the options and the seed; the node logs. The page loads nothing from the network.
@@ -128,8 +129,16 @@ def _summary_line(results: dict[str, Any]) -> str:
     counts = results.get("counts", {})
     opts = results.get("options", {})
     failing = [n for n, v in results.get("checkers", {}).items() if v["valid"] is False]
+    cluster = results.get("cluster") or {}
+    shape = ""
+    if cluster:
+        shape = f"{cluster.get('protocol')}, {cluster.get('distribution')}"
+        if cluster.get("distribution") != "centralized":
+            shape += f" ({cluster.get('shards')} shards{' per region' if cluster.get('distribution') == 'hierarchical' else ''})"
+        shape = f" ({shape})"
     text = (f"{results.get('ops', 0)} ops (ok {counts.get('ok', 0)}, fail {counts.get('fail', 0)}, info "
-            f"{counts.get('info', 0)}) in {opts.get('time_s', '?')} s on {Path(str(opts.get('topology', '?'))).stem}, "
+            f"{counts.get('info', 0)}) in {opts.get('time_s', '?')} s on {Path(str(opts.get('topology', '?'))).stem}"
+            f"{shape}, "
             f"faults: {', '.join(opts.get('nemesis') or []) or 'none'}, bugs: {', '.join(opts.get('bugs') or []) or 'none'}")
     if failing:
         text += f". Failed: {', '.join(failing)}."
@@ -165,6 +174,33 @@ def _counterexample(run_dir: Path, results: dict[str, Any]) -> str:
     if not out:
         return ""
     return "<section><h2>Counterexample</h2>" + "".join(out) + "</section>"
+
+
+def _cluster(results: dict[str, Any]) -> str:
+    """The cluster's shape (protocol, distribution, shards, groups) and, from the final status,
+    how many groups each node leads and each group's leader, term and voters."""
+    cluster = results.get("cluster") or {}
+    if not cluster:
+        return ""
+    shape = {k: cluster[k] for k in ("protocol", "distribution", "shards", "groups", "replication_factor",
+                                            "voters_per_group", "ops_per_key")
+             if k in cluster}
+    out = [_kv_table(shape)]
+    final = cluster.get("final_status")
+    if final:
+        counts = final.get("leaders_per_node", {})
+        out.append("<h3>Leaders at the end (groups led per node)</h3><table><tr>"
+                   + "".join(f"<th>{_esc(n)}</th>" for n in counts) + "</tr><tr>"
+                   + "".join(f"<td>{_esc(k)}</td>" for k in counts.values()) + "</tr></table>")
+        if final.get("without_leader"):
+            out.append(f"<p><b>Groups without a leader:</b> {_esc(', '.join(final['without_leader']))}</p>")
+        if final.get("unanswered"):
+            out.append(f"<p><b>Nodes that did not answer:</b> {_esc(', '.join(final['unanswered']))}</p>")
+        rows = "".join(
+            f"<tr><td>{_esc(g)}</td><td>{_esc(v.get('leader') or '-')}</td><td>{_esc(v.get('term') if v.get('term') is not None else '-')}</td>"
+            f"<td>{_esc(', '.join(v.get('voters') or []))}</td></tr>" for g, v in final.get("groups", {}).items())
+        out.append(f"<table><tr><th>group</th><th>leader</th><th>term</th><th>voters</th></tr>{rows}</table>")
+    return "<section><h2>Cluster</h2>" + "".join(out) + "</section>"
 
 
 def _kv_table(items: dict[str, Any]) -> str:
@@ -211,6 +247,7 @@ def render_report(run_dir: Path, results: dict[str, Any]) -> str:
 <main>
 <section><h2>Verdicts</h2>{_verdicts(results)}{('<ul>' + notes + '</ul>') if notes else ''}</section>
 {_counterexample(run_dir, results)}
+{_cluster(results)}
 <section><h2>Operations over time</h2><p class="muted">One row per client process; a bar runs from invocation to
 completion (info: until the client gave up). Shaded: fault intervals. Hover for details.</p>{_timeline(ops, faults, end_ns)}</section>
 <section><h2>Latency and throughput</h2>{_img(run_dir / 'latency.png', 'latency')}<br><br>{_img(run_dir / 'rate.png', 'throughput')}

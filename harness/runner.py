@@ -40,6 +40,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from rich.console import Console
@@ -49,16 +50,25 @@ from rich.table import Table
 from exapyte.control import topology as topo
 from harness import generator as gen
 from harness.client import HarnessClient, Outcome
-from harness.db import CUT_MODES, ClusterDB, DbError, check_hosts
+from harness.db import CUT_MODES, ClusterDB, DbError, check_hosts, group_statuses
 from harness.generator import NEMESIS, Completion, Context, Generator, Op, Pending
 from harness.history import HistoryRecorder, nemesis_intervals, pair_ops, read_events
 from harness.monitor import StatusMonitor, read_samples
 from harness.nemesis import FaultSchedule, Nemesis, parse_faults
 from harness.workloads import WorkloadOptions, get_workload
 
-__all__ = ["RunOutcome", "TestSpec", "check_run", "exit_status", "run_test"]
+__all__ = ["DEFAULT_SHARDS", "DISTRIBUTIONS", "RunOutcome", "TestSpec", "check_run", "exit_status", "final_group_status", "run_test"]
 
 PROGRESS_REFRESH_S = 0.25
+DEFAULT_SHARDS = 8  # distribution.shards of a sharded or hierarchical run that names none
+DISTRIBUTIONS: tuple[str, ...] = ("centralized", "sharded", "hierarchical")
+OPS_PER_KEY_DEFAULT = 200
+OPS_PER_KEY_MIN = 10
+# With shards, ops per key are chosen for this many keys per shard, assuming this share of
+# rate x time completes: each process waits for its op, and with WAN latency a write to a leader
+# in another region takes 100-200 ms (0.15-0.2 seen on three-region; 0.6 on one region).
+KEYS_PER_SHARD_TARGET = 3
+EXPECTED_OPS_SHARE = 0.15
 FINAL_READ_DEADLINE_S = 30.0
 WORKER_JOIN_S = 10.0
 
@@ -81,18 +91,26 @@ class TestSpec:
     nemesis_interval_s: float = 5.0
     quiet_s: float = 5.0
     op_timeout_s: float = 2.0
-    ops_per_key: int = 200
+    ops_per_key: int | None = None  # register: None is 200, or fewer with shards (resolved_ops_per_key)
     cut_mode: str | None = None  # None: the host mode's default (harness.db.CUT_MODES)
     checker_timeout_s: float = 60.0
     wan_latency: bool = True
     name: str | None = None
     final_read_s: float = 30.0  # how long the final reads are retried before liveness fails
     hosts: str = "local"  # "local": every node on 127.0.0.1 behind proxies; "netns": a namespace each
+    protocol: str = "raft"  # consensus.protocol of every node (any name of exapyte.protocol.registry)
+    distribution: str = "centralized"  # distribution.strategy: centralized | sharded | hierarchical
+    shards: int | None = None  # distribution.shards (per region for hierarchical); None: 1 or DEFAULT_SHARDS
+    replication_factor: int = 3  # distribution.replication_factor (sharded, hierarchical)
 
     def test_name(self) -> str:
         if self.name:
             return self.name
         parts = [self.workload, Path(self.topology).stem]
+        if self.protocol != "raft":
+            parts.append(self.protocol)
+        if self.distribution != "centralized":
+            parts.append(f"{self.distribution}{self.resolved_shards()}")
         if self.nemesis:
             parts.append("+".join(self.nemesis))
         if self.bugs:
@@ -104,9 +122,33 @@ class TestSpec:
     def resolved_cut_mode(self) -> str:
         return self.cut_mode or CUT_MODES[self.hosts][0]
 
+    def resolved_ops_per_key(self, shard_count: int = 1) -> int:
+        """``ops_per_key``, else 200 for one group; with ``shard_count`` shards, few enough that
+        the run's expected ops cover :data:`KEYS_PER_SHARD_TARGET` keys of every shard."""
+        if self.ops_per_key is not None:
+            return self.ops_per_key
+        if shard_count <= 1:
+            return OPS_PER_KEY_DEFAULT
+        expected = self.rate * self.time_s * EXPECTED_OPS_SHARE
+        per_key = int(expected / (KEYS_PER_SHARD_TARGET * shard_count))
+        return max(OPS_PER_KEY_MIN, min(OPS_PER_KEY_DEFAULT, per_key))
+
+    def resolved_shards(self) -> int:
+        """``shards``, else 1 for centralized and :data:`DEFAULT_SHARDS` otherwise."""
+        if self.shards is not None:
+            return self.shards
+        return 1 if self.distribution == "centralized" else DEFAULT_SHARDS
+
+    def config_overrides(self) -> dict[str, Any]:
+        """The consensus and distribution sections every node's config gets."""
+        distribution: dict[str, Any] = {"strategy": self.distribution, "shards": self.resolved_shards()}
+        if self.distribution != "centralized":
+            distribution["replication_factor"] = self.replication_factor
+        return {"consensus": {"protocol": self.protocol}, "distribution": distribution}
+
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self) | {"nemesis": list(self.nemesis), "bugs": list(self.bugs),
-                                           "cut_mode": self.resolved_cut_mode()}
+                                           "cut_mode": self.resolved_cut_mode(), "shards": self.resolved_shards()}
 
 
 @dataclass
@@ -154,17 +196,40 @@ def make_run_dir(store: Path, test_name: str) -> Path:
     return run_dir
 
 
-def build_generator(spec: TestSpec, graph: Any) -> Generator:
-    """The main phase: client ops at ``rate`` and the fault schedule, for ``time_s``."""
+def build_generator(spec: TestSpec, graph: Any, groups: Mapping[str, Sequence[str]] | None = None,
+                    shard_of: Callable[[str], str] | None = None) -> Generator:
+    """The main phase: client ops at ``rate`` and the fault schedule, for ``time_s``. ``groups``
+    (group -> voters) and ``shard_of`` describe the cluster's shards: the register workload
+    spreads its keys over them and leader faults pick a group."""
     workload = get_workload(spec.workload)
-    options = WorkloadOptions(seed=spec.seed, concurrency=spec.concurrency, ops_per_key=spec.ops_per_key)
+    shards = tuple(sorted(groups)) if groups is not None and shard_of is not None else ()
+    options = WorkloadOptions(seed=spec.seed, concurrency=spec.concurrency,
+                              ops_per_key=spec.resolved_ops_per_key(max(1, len(shards))),
+                              shards=shards, shard_of=shard_of)
     client_gen = gen.clients(gen.rate_limit(spec.rate, workload.build(options), seed=spec.seed + 1))
     parts = [client_gen]
     if spec.nemesis:
         parts.append(gen.nemesis(FaultSchedule(
             graph, spec.nemesis, int(spec.nemesis_interval_s * 1e9), gen.Rand.seeded(spec.seed + 2),
+            groups=dict(groups) if groups is not None else None,
         )))
     return gen.time_limit(spec.time_s, gen.any_of(*parts))
+
+
+def check_cluster_options(spec: TestSpec) -> None:
+    """Refuse, before anything starts, a protocol or distribution the nodes would refuse."""
+    from exapyte.protocol import registry
+
+    if spec.protocol not in registry.names():
+        raise ValueError(f"unknown protocol {spec.protocol!r}; allowed: {', '.join(registry.names())}")
+    if spec.distribution not in DISTRIBUTIONS:
+        raise ValueError(f"unknown distribution {spec.distribution!r}; allowed: {', '.join(DISTRIBUTIONS)}")
+    if spec.shards is not None and spec.shards < 1:
+        raise ValueError(f"shards must be at least 1, got {spec.shards}")
+    if spec.distribution == "centralized" and spec.resolved_shards() != 1:
+        raise ValueError(f"{spec.shards} shards need --distribution sharded or hierarchical; centralized has 1")
+    if spec.replication_factor < 1:
+        raise ValueError(f"replication factor must be at least 1, got {spec.replication_factor}")
 
 
 # --- workers and the interpreter ---------------------------------------------------------------
@@ -198,13 +263,15 @@ class _ClientWorker(threading.Thread):
                 self.client.close()
                 return
             process = self.process
+            group = self.client.group_of(op.key) if op.key is not None else None
             self.recorder.record("invoke", process, op.f, op.key, None if op.f.startswith("read") else op.value,
-                                 consistency=self.consistency, session=self.client.session)
+                                 consistency=self.consistency, session=self.client.session, group=group)
             outcome = self.client.invoke(op)
             event = self.recorder.record(
                 outcome.type, process, op.f, op.key,
                 outcome.value if outcome.type == "ok" else (None if op.f.startswith("read") else op.value),
                 node=outcome.node, consistency=self.consistency, session=self.client.session, error=outcome.error,
+                group=outcome.group or group, index=outcome.index, replica=outcome.replica,
             )
             if outcome.type == "info":
                 self.process += self.concurrency
@@ -408,20 +475,25 @@ def run_test(spec: TestSpec, console: Console | None = None, stop: threading.Eve
     topology_path = resolve_topology(spec.topology)
     graph = topo.load(topology_path)
     check_hosts(spec.hosts, faults, spec.cut_mode)
+    check_cluster_options(spec)
     store = Path(spec.store)
     run_dir = make_run_dir(store, spec.test_name())
     console.print(f"[bold]exapyte test[/] {spec.test_name()}  seed={spec.seed}  run: {run_dir}")
+    console.print(f"  protocol {spec.protocol}, distribution {spec.distribution}"
+                  + (f", {spec.resolved_shards()} shards{' per region' if spec.distribution == 'hierarchical' else ''},"
+                     f" replication factor {spec.replication_factor}" if spec.distribution != "centralized" else ""))
     topo.draw(graph, run_dir / "topology.png", title=f"{topology_path.stem}: {graph.number_of_nodes()} nodes")
     handler = _log_to(run_dir / "toxiproxy.log")
     started_wall = datetime.now(timezone.utc).isoformat()
     db = ClusterDB(topology_path, run_dir, bugs=spec.bugs, unsafe=bool(spec.bugs) or "clock" in faults,
                    wan_latency=spec.wan_latency, seed=spec.seed, log=lambda text: console.print(f"  db: {text}"),
-                   hosts=spec.hosts)
+                   hosts=spec.hosts, overrides=spec.config_overrides())
     recorder: HistoryRecorder | None = None
     origin_unix: float | None = None
     monitor: StatusMonitor | None = None
     notes: list[str] = []
     final_start_ns = None
+    cluster_info: dict[str, Any] = {}
     try:
         console.print("[bold]setup[/]: " + ("starting nodes behind per-link proxies ..." if spec.hosts == "local"
                                             else "starting nodes, each in its own network namespace ..."))
@@ -432,8 +504,13 @@ def run_test(spec: TestSpec, console: Console | None = None, stop: threading.Eve
             notes.append(f"setup failed: {exc}")
             console.print(f"[red]setup failed[/]: {exc}")
             (run_dir / "history.jsonl").touch()
-            return _finish(spec, run_dir, topology_path, graph, None, notes, started_wall, console, setup_failed=True)
+            return _finish(spec, run_dir, topology_path, graph, None, notes, started_wall, console, setup_failed=True,
+                           cluster=_cluster_info(spec, db))
         notes.extend(db.notes)
+        groups = db.groups()
+        router = db.router()
+        shard_of = router.strategy.shard_of if router is not None else None
+        cluster_info = _cluster_info(spec, db)
         # Time 0 of the history is when the cluster is up and the first op may go out.
         recorder = HistoryRecorder(run_dir / "history.jsonl")
         origin_unix = time.time() - recorder.now_ns() / 1e9
@@ -444,7 +521,7 @@ def run_test(spec: TestSpec, console: Console | None = None, stop: threading.Eve
         workers = [
             _ClientWorker(i, spec.concurrency,
                           HarnessClient(endpoints, timeout_s=spec.op_timeout_s, home=db.node_ids[i % len(db.node_ids)],
-                                        credentials=credentials),
+                                        credentials=credentials, router_factory=db.router),
                           recorder, done, "strong")
             for i in range(spec.concurrency)
         ]
@@ -459,7 +536,7 @@ def run_test(spec: TestSpec, console: Console | None = None, stop: threading.Eve
         interpreter = Interpreter(workers, nemesis_worker, recorder, done, progress, stop)
         with progress:
             try:
-                interpreter.run(build_generator(spec, graph))
+                interpreter.run(build_generator(spec, graph, groups, shard_of))
             except KeyboardInterrupt:
                 stop.set()
                 notes.append("interrupted (Ctrl-C) during the main phase")
@@ -477,6 +554,7 @@ def run_test(spec: TestSpec, console: Console | None = None, stop: threading.Eve
             final_start_ns = recorder.now_ns()
             keys = {e.get("key") for e in read_events(recorder.path) if e.get("process") != NEMESIS}
             _final_reads(workload.final_ops(keys), interpreter, progress, spec.final_read_s)
+            cluster_info["final_status"] = final_group_status(db.statuses(), groups)
             for w in workers:
                 w.inbox.put(None)
             if nemesis_worker is not None:
@@ -496,7 +574,44 @@ def run_test(spec: TestSpec, console: Console | None = None, stop: threading.Eve
             logging.getLogger("harness.toxiproxy").removeHandler(handler)
             handler.close()
     return _finish(spec, run_dir, topology_path, graph, final_start_ns, notes, started_wall, console,
-                   origin_unix=origin_unix)
+                   origin_unix=origin_unix, cluster=cluster_info)
+
+
+def _cluster_info(spec: TestSpec, db: ClusterDB) -> dict[str, Any]:
+    """What the report shows of the cluster's shape: protocol, distribution, shards, placement."""
+    info: dict[str, Any] = {"protocol": spec.protocol, "distribution": spec.distribution,
+                            "shards": spec.resolved_shards(), "replication_factor": spec.replication_factor}
+    try:
+        groups = db.groups()
+    except DbError:
+        return info  # the configs were refused: nothing placed
+    sizes = sorted({len(v) for v in groups.values()})
+    return info | {"groups": len(groups), "placement": {g: list(v) for g, v in groups.items()},
+                   "voters_per_group": sizes[0] if len(sizes) == 1 else f"{sizes[0]}-{sizes[-1]}",
+                   "ops_per_key": spec.resolved_ops_per_key(len(groups) if len(groups) > 1 else 1)}
+
+
+def final_group_status(statuses: Mapping[str, dict[str, Any] | None],
+                       groups: Mapping[str, Sequence[str]]) -> dict[str, Any]:
+    """From each node's status at the end of a run: every group's leader (a node that says it
+    leads it; the highest term wins) and term, how many groups each node leads, the groups
+    without a leader, and the nodes that did not answer."""
+    best: dict[str, tuple[int, str]] = {}
+    for node, status in sorted(statuses.items()):
+        for group, st in group_statuses(status).items():
+            term = st.get("term")
+            if st.get("role") == "leader" and isinstance(term, int) and (group not in best or term > best[group][0]):
+                best[group] = (term, node)
+    leaders_per_node = {n: 0 for n in sorted(statuses)}
+    for _, node in best.values():
+        leaders_per_node[node] = leaders_per_node.get(node, 0) + 1
+    return {
+        "groups": {g: {"leader": best[g][1] if g in best else None, "term": best[g][0] if g in best else None,
+                       "voters": list(groups.get(g, ()))} for g in sorted(set(groups) | set(best))},
+        "leaders_per_node": leaders_per_node,
+        "without_leader": sorted(g for g in groups if g not in best),
+        "unanswered": sorted(n for n, st in statuses.items() if st is None),
+    }
 
 
 def _heal(nemesis: Nemesis, db: ClusterDB, recorder: HistoryRecorder, notes: list[str]) -> None:
@@ -607,7 +722,7 @@ def check_run(run_dir: Path, workload_name: str, final_start_ns: int | None, che
 
 def _finish(spec: TestSpec, run_dir: Path, topology_path: Path, graph: Any, final_start_ns: int | None,
             notes: list[str], started_wall: str, console: Console, *, setup_failed: bool = False,
-            origin_unix: float | None = None) -> RunOutcome:
+            origin_unix: float | None = None, cluster: dict[str, Any] | None = None) -> RunOutcome:
     from harness import plots, report
 
     results: dict[str, Any] = {
@@ -617,6 +732,7 @@ def _finish(spec: TestSpec, run_dir: Path, topology_path: Path, graph: Any, fina
         "seed": spec.seed,
         "options": spec.to_dict() | {"topology_file": str(topology_path)},
         "topology": topo.describe(graph),
+        "cluster": cluster or {},
         "notes": notes,
     }
     if setup_failed:
@@ -662,6 +778,8 @@ def _print_summary(console: Console, results: dict[str, Any], run_dir: Path) -> 
     counts = results["counts"]
     console.print(f"ops: {results['ops']} (ok {counts['ok']}, fail {counts['fail']}, info {counts['info']}); "
                   f"faults: {len(results['faults'])}")
+    for line in cluster_lines(results.get("cluster") or {}):
+        console.print(line)
     for note in results.get("notes", []):
         console.print(f"[yellow]note[/]: {note}")
     valid = results["valid"]
@@ -669,3 +787,21 @@ def _print_summary(console: Console, results: dict[str, Any], run_dir: Path) -> 
     colour = "green" if valid is True else "red" if valid is False else "yellow"
     console.print(f"[bold {colour}]{word}[/]  report: {run_dir / 'report.html'}")
 
+
+
+def cluster_lines(cluster: dict[str, Any]) -> list[str]:
+    """The cluster's shape and its final leaders, as the summary prints them."""
+    if not cluster:
+        return []
+    shape = f"cluster: {cluster.get('protocol')}, {cluster.get('distribution')}"
+    if cluster.get("distribution") != "centralized":
+        shape += (f", {cluster.get('shards')} shards{' per region' if cluster.get('distribution') == 'hierarchical' else ''}"
+                  f" ({cluster.get('groups', '?')} groups, replication factor {cluster.get('replication_factor')}:"
+                  f" {cluster.get('voters_per_group', '?')} voters per group)")
+    lines = [shape]
+    final = cluster.get("final_status")
+    if final:
+        counts = ", ".join(f"{n} {k}" for n, k in final["leaders_per_node"].items())
+        lines.append(f"final leaders per node: {counts}"
+                     + (f"; without a leader: {', '.join(final['without_leader'])}" if final["without_leader"] else ""))
+    return lines

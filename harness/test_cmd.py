@@ -13,6 +13,10 @@ With ``--bugs`` and no ``--nemesis``, each bug brings the fault mix that exposes
 partition,kill; no-term-check -> partition,clock,kill. ``--nemesis none`` runs a bug without
 faults.
 
+``--protocol`` (any registered consensus protocol), ``--distribution centralized|sharded|
+hierarchical``, ``--shards`` and ``--replication-factor`` go into every node's config; clients
+then route each key to its shard's group.
+
 ``--hosts netns`` runs every node in a network namespace of its own, with partitions as iptables
 rules in the kernel (needs root, ``ip`` and ``iptables``; it fails at once, saying what is
 missing, where they are not available).
@@ -39,7 +43,7 @@ from harness.nemesis import (
     default_faults,
     parse_faults,
 )
-from harness.runner import TestSpec, run_test
+from harness.runner import DEFAULT_SHARDS, DISTRIBUTIONS, TestSpec, run_test
 from harness.workloads import WORKLOADS
 
 __all__ = ["SUBCOMMAND"]
@@ -58,6 +62,18 @@ def _faults(text: str) -> tuple[str, ...]:
         return parse_faults(text)
     except (ValueError, NemesisUnavailable) as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _protocols() -> tuple[str, ...]:
+    from exapyte.protocol import registry
+
+    return tuple(registry.names())
+
+
+def _protocol(text: str) -> str:
+    if text not in _protocols():
+        raise argparse.ArgumentTypeError(f"unknown protocol {text!r}; allowed: {', '.join(_protocols())}")
+    return text
 
 
 def _positive(kind: type) -> object:
@@ -89,7 +105,17 @@ def _add_arguments(p: argparse.ArgumentParser) -> None:
                    help="mean seconds between fault transitions (default 5)")
     p.add_argument("--quiet", type=float, default=5.0, metavar="S", help="quiet period after the heal (default 5)")
     p.add_argument("--op-timeout", type=_positive(float), default=2.0, metavar="S", help="client timeout per op (default 2)")
-    p.add_argument("--ops-per-key", type=_positive(int), default=200, metavar="N", help="register: ops per key (default 200)")
+    p.add_argument("--ops-per-key", type=_positive(int), default=None, metavar="N",
+                   help="register: ops per key (default 200; with shards fewer, so that every shard gets keys)")
+    p.add_argument("--protocol", type=_protocol, default="raft", metavar="P",
+                   help=f"consensus.protocol of every node: {', '.join(_protocols())} (default raft)")
+    p.add_argument("--distribution", choices=DISTRIBUTIONS, default="centralized",
+                   help="distribution.strategy of every node (default centralized: one group holds every key)")
+    p.add_argument("--shards", type=_positive(int), default=None, metavar="N",
+                   help=f"distribution.shards (per region with hierarchical; default {DEFAULT_SHARDS} when not centralized)")
+    p.add_argument("--replication-factor", type=_positive(int), default=3, metavar="R",
+                   help="distribution.replication_factor of each shard (default 3; capped at the nodes, per region "
+                        "with hierarchical)")
     p.add_argument("--hosts", choices=HOST_MODES, default="local",
                    help="where the nodes run: local (all on 127.0.0.1, every peer link through a proxy) or "
                         "netns (a network namespace each, partitions as iptables rules; needs root) (default local)")
@@ -114,6 +140,8 @@ def _run(args: argparse.Namespace) -> int:
         nemesis_interval_s=args.nemesis_interval, quiet_s=args.quiet, op_timeout_s=args.op_timeout,
         ops_per_key=args.ops_per_key, cut_mode=args.cut, checker_timeout_s=args.checker_timeout,
         wan_latency=not args.no_wan_latency, name=args.name, hosts=args.hosts,
+        protocol=args.protocol, distribution=args.distribution, shards=args.shards,
+        replication_factor=args.replication_factor,
     )
     try:
         with _sigterm_as_interrupt():

@@ -9,7 +9,8 @@ linearizability model, when one applies). Every workload uses consistency ``stro
 ``register``
     read / write / cas on a few keys, many ops per key: groups of client processes work on one
     key at a time (:func:`~harness.generator.concurrent_keys`) with values from a small domain,
-    so compare-and-sets often match. Checked per key against ``cas-register`` (a ``fail`` cas
+    so compare-and-sets often match. With shards, successive keys go round-robin over them
+    (:class:`ShardKeys`), so every shard gets keys as the run goes on. Checked per key against ``cas-register`` (a ``fail`` cas
     with ``error: cas-mismatch`` is a compare that did not match), plus "no acknowledged write
     lost" on the final reads.
 ``kv``
@@ -36,7 +37,7 @@ from dataclasses import dataclass
 from harness import generator as gen
 from harness.generator import Generator, Op, Rand
 
-__all__ = ["WORKLOADS", "Workload", "WorkloadOptions", "get_workload"]
+__all__ = ["WORKLOADS", "ShardKeys", "Workload", "WorkloadOptions", "get_workload"]
 
 REGISTER_VALUES = 5
 KV_KEYS = 8
@@ -46,6 +47,7 @@ BANK_ACCOUNTS = ("a0", "a1", "a2", "a3", "a4")
 BANK_BALANCE = 100
 BANK_TRANSFER_MAX = 20
 COUNTER_DELTA_MAX = 5
+SHARD_KEY_SEARCH_MAX = 1000  # names tried per wanted key before a shard is declared unreachable
 
 
 @dataclass(frozen=True)
@@ -54,6 +56,39 @@ class WorkloadOptions:
     concurrency: int = 5
     ops_per_key: int = 200
     group_size: int | None = None  # register: processes per key (default: up to 5)
+    # register with shards: the cluster's shards and a key's shard (the strategy's shard_of);
+    # the keys then go round-robin over the shards
+    shards: tuple[str, ...] = ()
+    shard_of: Callable[[str], str] | None = None
+
+
+class ShardKeys:
+    """Register keys spread over shards: key ``i`` is the ``i // S``-th of the names ``r0, r1,
+    ...`` that fall in shard ``shards[i % S]``, so any ``k·S`` consecutive keys hold ``k`` keys
+    of every shard. A pure function of its arguments (the lists it builds are only a cache)."""
+
+    def __init__(self, shards: tuple[str, ...], shard_of: Callable[[str], str], prefix: str = "r") -> None:
+        if not shards:
+            raise ValueError("ShardKeys needs at least one shard")
+        self.shards = tuple(shards)
+        self.shard_of = shard_of
+        self.prefix = prefix
+        self._by_shard: dict[str, list[str]] = {s: [] for s in self.shards}
+        self._next = 0
+
+    def __call__(self, i: int) -> str:
+        shard = self.shards[i % len(self.shards)]
+        wanted = i // len(self.shards)
+        keys = self._by_shard[shard]
+        while len(keys) <= wanted:
+            if self._next > SHARD_KEY_SEARCH_MAX * (wanted + 1) * len(self.shards):
+                raise ValueError(f"no key of shard {shard!r} among {self._next} names: is it one of the strategy's?")
+            name = f"{self.prefix}{self._next}"
+            self._next += 1
+            owner = self.shard_of(name)
+            if owner in self._by_shard:
+                self._by_shard[owner].append(name)
+        return keys[wanted]
 
 
 @dataclass(frozen=True)
@@ -99,7 +134,10 @@ def register_generator(options: WorkloadOptions) -> Generator:
             seed,
         ))
 
-    return gen.concurrent_keys(group, per_key, key_fn=lambda i: f"r{i}")
+    key_fn: Callable[[int], str] = lambda i: f"r{i}"
+    if options.shards and options.shard_of is not None and len(options.shards) > 1:
+        key_fn = ShardKeys(options.shards, options.shard_of)
+    return gen.concurrent_keys(group, per_key, key_fn=key_fn)
 
 
 def _final_reads(keys: Iterable[str | None]) -> list[Op]:

@@ -338,26 +338,33 @@ def check_crashes(logs: dict[str, str], origin_unix: float | None = None) -> Ver
 
 
 def check_election_safety(samples: Sequence[dict[str, Any]]) -> Verdict:
-    """``samples``: ``{"time", "node", "role", "term", ...}`` from the status monitor."""
+    """``samples``: ``{"time", "node", "role", "term", ..., "groups"}`` from the status monitor.
+    At most one leader per term of each replica group (``groups``; a sample without it is the
+    group ``default``)."""
+    from harness.monitor import sample_groups
+
     name = "election-safety"
-    leaders: dict[int, dict[str, list[int]]] = {}  # term -> node -> times seen leading it
+    leaders: dict[tuple[str, int], dict[str, list[int]]] = {}  # (group, term) -> node -> times seen leading
     for s in samples:
-        if s.get("role") == "leader" and isinstance(s.get("term"), int):
-            leaders.setdefault(s["term"], {}).setdefault(str(s["node"]), []).append(int(s["time"]))
+        for group, st in sample_groups(s).items():
+            if st.get("role") == "leader" and isinstance(st.get("term"), int):
+                leaders.setdefault((str(group), st["term"]), {}).setdefault(str(s["node"]), []).append(int(s["time"]))
     bad = []
-    for term, nodes in sorted(leaders.items()):
+    for (group, term), nodes in sorted(leaders.items()):
         if len(nodes) > 1:
-            bad.append({"term": term, "leaders": {
+            bad.append({"group": group, "term": term, "leaders": {
                 n: {"first_ms": round(min(t) / 1e6, 1), "last_ms": round(max(t) / 1e6, 1), "samples": len(t)}
                 for n, t in sorted(nodes.items())}})
-    evidence: dict[str, Any] = {"samples": len(samples), "terms_with_a_leader": len(leaders),
+    groups = sorted({g for g, _ in leaders})
+    evidence: dict[str, Any] = {"samples": len(samples), "terms_with_a_leader": len(leaders), "groups": len(groups),
                                 "violations": bad[:EVIDENCE_MAX], "violation_count": len(bad)}
     if not samples:
         return Verdict(name, "unknown", "no node status was sampled", evidence)
     if bad:
         first = bad[0]
         seen = ", ".join(f"{n} (from {v['first_ms']} ms)" for n, v in first["leaders"].items())
-        return Verdict(name, False, (f"{len(bad)} term(s) with two leaders: e.g. term {first['term']} was led by "
+        where = "" if groups == ["default"] else f" of group {first['group']}"
+        return Verdict(name, False, (f"{len(bad)} term(s) with two leaders: e.g. term {first['term']}{where} was led by "
                                      f"{seen}"), evidence)
     return Verdict(name, True, None, evidence)
 
