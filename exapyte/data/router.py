@@ -21,8 +21,9 @@ Scans: :meth:`Router.scan_plan` lists, in shard id order, the shards that may ho
 range with each one's descriptor; the client asks each for its first ``limit`` keys and merges
 them with :func:`exapyte.distribution.merge_scan`.
 
-Not wired yet: the runtime's client still talks to one group; this module is the cache it will
-use (docs/distribution.md, "What runs today").
+The client (:class:`exapyte.client.Client`, built by ``Client.from_config`` for the sharded and
+hierarchical strategies) routes through this cache; replicas answer ``stale_config`` with their
+descriptor (docs/distribution.md, "Configuration versions").
 """
 
 from __future__ import annotations

@@ -88,7 +88,8 @@ def from_config(cfg: Config) -> tuple[Strategy, Placement]:
     are now).
 
     The replication factor is ``distribution.replication_factor`` capped at the nodes available
-    (per region for ``hierarchical``). Raises PlacementError when the shards cannot be placed.
+    (per region for ``hierarchical``: a region of two nodes gets groups of two voters while one of
+    three gets three). Raises PlacementError when the shards cannot be placed.
     """
     d = cfg.distribution
     founders = set(cfg.initial_voters())
@@ -104,9 +105,7 @@ def from_config(cfg: Config) -> tuple[Strategy, Placement]:
         rules=dict(d.rules),
         voters=cfg.initial_voters(),
     )
-    if d.strategy == "hierarchical":
-        smallest = min(sum(1 for r in nodes.values() if r == region) for region in regions)
-        factor = min(d.replication_factor, smallest)
-    else:
-        factor = min(d.replication_factor, len(nodes))
+    # Capped at the nodes available: the whole cluster, or each region's own nodes for the
+    # hierarchical strategy (its placement caps region by region).
+    factor = min(d.replication_factor, len(nodes))
     return strategy, strategy.place(nodes, factor)
