@@ -26,7 +26,7 @@ on its own (:meth:`GroupTable.create`, :meth:`GroupTable.drop`). The table is wh
 - **Node liveness.** Instead of every group heartbeating, the host sends one ``beat`` per peer
   node every ``beat_ticks`` ticks (:attr:`GroupTable.beat_ticks`), and reports every frame it
   receives from a peer (:meth:`heard_from`, with the peer's instance id when the frame says it).
-  A peer unheard for an election timeout is down; a peer that comes back, or comes back as a new
+  A peer unheard for two election timeouts is down; a peer that comes back, or comes back as a new
   instance (it restarted and lost its volatile state), wakes every group it is a member of.
 - **Only dirty replicas are flushed**: those that got input since the last flush, so a loop
   iteration costs what changed, not the number of groups. They are driven together
@@ -100,8 +100,10 @@ class GroupTable:
         c = cfg.consensus
         self.ticks = 0
         self.quiesce_after_ticks = QUIESCE_AFTER_HEARTBEATS * c.heartbeat_ticks + 1
-        self.beat_ticks = max(c.heartbeat_ticks, c.election_timeout_ticks // 4)
-        self.down_after_ticks = c.election_timeout_ticks
+        self.beat_ticks = max(c.heartbeat_ticks, c.election_timeout_ticks // 8)
+        # Two election timeouts: a loaded peer's beats come late (its ticks slow down), and a
+        # false "down" wakes every group it is a member of.
+        self.down_after_ticks = 2 * c.election_timeout_ticks
         peers = [n for n in cfg.node_ids() if n != self.node_id]
         self._heard: dict[str, int] = {p: 0 for p in peers}  # peer -> tick last heard
         self._instance: dict[str, str] = {}
