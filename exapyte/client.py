@@ -52,22 +52,21 @@ from typing import Any
 import msgspec
 import zmq
 
-from exapyte import limits
-from exapyte import distribution
+from exapyte import distribution, limits
 from exapyte.config import CONSISTENCY_LEVELS, Config
 from exapyte.data.router import Descriptor, Router
 from exapyte.errors import RequestFailed, RequestTimeout
 from exapyte.security import Credentials, load_credentials
 from exapyte.wire import (
+    MEMBERSHIP_CHANGES,
     CasOp,
     ClientOp,
-    ClockOp,
     ClientReply,
     ClientRequest,
+    ClockOp,
     Codec,
     DeleteOp,
     FrameError,
-    MEMBERSHIP_CHANGES,
     GetOp,
     MembershipOp,
     PutOp,

@@ -59,7 +59,8 @@ import msgspec
 
 from exapyte import limits
 from exapyte.errors import StorageError
-from exapyte.protocol.types import ConfChangeKind, Entry, EntryKind, decode_conf_change
+from exapyte.protocol.membership import apply_change, valid_change
+from exapyte.protocol.types import ConfState, Entry, EntryKind, decode_conf_change
 from exapyte.storage import Delete, Put, Record, Storage
 from exapyte.storage.base import check_key, check_value
 from exapyte.wire import CasOp, DeleteOp, PutOp, ReplyCode
@@ -81,22 +82,17 @@ class GroupConf(msgspec.Struct, frozen=True, array_like=True):
     learners: tuple[str, ...] = ()
 
     def changed(self, index: int, data: bytes) -> GroupConf:
-        """The configuration after the membership change ``data`` applied at ``index`` (an
-        entry that does not decode changes only the version: the core applies it as no change)."""
+        """The configuration after the membership change ``data`` applied at ``index``, read
+        exactly as the consensus cores read it (``exapyte.protocol.membership.apply_change``); an
+        entry that does not decode changes only the version (the cores apply it as no change)."""
         try:
             change = decode_conf_change(data)
         except (msgspec.DecodeError, msgspec.ValidationError):
             return GroupConf(index, self.voters, self.learners)
-        voters = [v for v in self.voters if v != change.node_id]
-        learners = [n for n in self.learners if n != change.node_id]
-        if change.kind == ConfChangeKind.ADD_VOTER:
-            voters.append(change.node_id)
-        elif change.kind == ConfChangeKind.ADD_LEARNER:
-            if change.node_id in self.voters:  # a voter is not demoted by ADD_LEARNER
-                voters.append(change.node_id)
-            else:
-                learners.append(change.node_id)
-        return GroupConf(index, tuple(sorted(voters)), tuple(sorted(learners)))
+        if not valid_change(change):
+            return GroupConf(index, self.voters, self.learners)
+        conf = apply_change(ConfState(voters=self.voters, learners=self.learners), change)
+        return GroupConf(index, conf.voters, conf.learners)
 
 
 _CONF_ENCODER = msgspec.msgpack.Encoder()

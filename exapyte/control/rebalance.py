@@ -35,7 +35,14 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
-from exapyte.distribution.base import GroupSpec, Move, Placement, PlacementError, Strategy, plan_moves
+from exapyte.distribution.base import (
+    GroupSpec,
+    Move,
+    Placement,
+    PlacementError,
+    Strategy,
+    plan_moves,
+)
 from exapyte.errors import ExapyteError
 from exapyte.wire import DropGroupOp
 

@@ -12,7 +12,14 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
-from exapyte.distribution.base import GroupSpec, NodeId, Placement, PlacementError, RegionId, ShardId
+from exapyte.distribution.base import (
+    GroupSpec,
+    NodeId,
+    Placement,
+    PlacementError,
+    RegionId,
+    ShardId,
+)
 
 __all__ = ["CentralizedStrategy", "THE_SHARD"]
 

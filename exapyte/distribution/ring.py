@@ -37,7 +37,14 @@ import math
 from collections.abc import Mapping, Sequence
 
 from exapyte import limits
-from exapyte.distribution.base import GroupSpec, NodeId, PlacementError, RegionId, ShardId, stable_hash64
+from exapyte.distribution.base import (
+    GroupSpec,
+    NodeId,
+    PlacementError,
+    RegionId,
+    ShardId,
+    stable_hash64,
+)
 
 __all__ = ["Ring", "place_on_ring"]
 

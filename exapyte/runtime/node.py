@@ -37,8 +37,8 @@ storage (which syncs it) and closes its sockets.
 from __future__ import annotations
 
 import json
-import math
 import logging
+import math
 import os
 import queue
 import random
@@ -54,6 +54,7 @@ from apscheduler.schedulers.background import BackgroundScheduler
 
 from exapyte import distribution, limits
 from exapyte.config import Config, is_wildcard
+from exapyte.distribution.base import GroupSpec
 from exapyte.errors import ConfigError, ExapyteError
 from exapyte.runtime.auth import (
     PUB_DOMAIN,
@@ -62,7 +63,6 @@ from exapyte.runtime.auth import (
     HandshakeMonitor,
     ZapHandler,
 )
-from exapyte.distribution.base import GroupSpec
 from exapyte.runtime.clock import Clock
 from exapyte.runtime.groups import GroupTable
 from exapyte.runtime.service import DirectService, ServiceBase, validate_request

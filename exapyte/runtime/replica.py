@@ -51,8 +51,8 @@ from exapyte.data.router import Descriptor
 from exapyte.distribution.base import GroupSpec
 from exapyte.errors import NotLeader, ProposalDropped, ProtocolMisuse, StorageError
 from exapyte.kv import Command, Outcome, encode_command
-from exapyte.protocol.drive import drive
 from exapyte.protocol.core import RandomSource
+from exapyte.protocol.drive import drive
 from exapyte.protocol.registry import make_core
 from exapyte.protocol.types import (
     ConfChange,

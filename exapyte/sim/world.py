@@ -50,7 +50,14 @@ from exapyte.sim.network import Network
 from exapyte.sim.scheduler import NS_PER_MS, NS_PER_S, Scheduler, derive_seed
 from exapyte.sim.storage import SimStorage
 from exapyte.sim.workload import History, Op, SimClient, Workload
-from exapyte.wire import ClientReply, ClientRequest, GetOp, NodeBeat, PeerMessage, ScanOp
+from exapyte.wire import (
+    ClientReply,
+    ClientRequest,
+    GetOp,
+    NodeBeat,
+    PeerMessage,
+    ScanOp,
+)
 
 TICK_MS = 10
 ELECTION_TIMEOUT_TICKS = 10

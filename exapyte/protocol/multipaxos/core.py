@@ -123,6 +123,7 @@ from exapyte.errors import NotLeader, ProposalDropped, ProtocolMisuse
 from exapyte.protocol.core import ConsensusCore, RandomSource
 from exapyte.protocol.invariants import NodeView
 from exapyte.protocol.log import ENTRY_OVERHEAD_BYTES, ReplicatedLog
+from exapyte.protocol.membership import apply_change, check_proposal, valid_change
 from exapyte.protocol.multipaxos.messages import (
     PAXOS_MESSAGE_TYPES,
     Accept,
@@ -133,9 +134,11 @@ from exapyte.protocol.multipaxos.messages import (
     Prepare,
     Promise,
     Reject,
-    Snapshot as SnapshotMsg,
     SnapshotAck,
     TimeoutNow,
+)
+from exapyte.protocol.multipaxos.messages import (
+    Snapshot as SnapshotMsg,
 )
 from exapyte.protocol.quorum import JointConfig, VoteResult
 from exapyte.protocol.readindex import ReadIndexTracker
@@ -163,7 +166,6 @@ ACCEPT_WINDOW_BYTES = limits.FRAME_BYTES_MAX // 2  # ... and their bytes: a Prom
 
 _NUMBER_MAX = limits.RAFT_TERM_INDEX_MAX
 _ENTRY_KINDS = frozenset(int(k) for k in EntryKind)
-_CHANGE_KINDS = frozenset(int(k) for k in ConfChangeKind)
 _HANDLED = frozenset(PAXOS_MESSAGE_TYPES)
 _LEADER_MESSAGES = (Accept, Heartbeat, SnapshotMsg)
 
@@ -226,10 +228,6 @@ def _in_range(*values: int) -> bool:
     return True
 
 
-def _valid_change(change: ConfChange) -> bool:
-    return change.kind in _CHANGE_KINDS and isinstance(change.node_id, str) and bool(change.node_id)
-
-
 def _valid_entry(entry: Entry, max_term: int) -> bool:
     if not _in_range(entry.index, entry.term) or entry.index == 0 or entry.term > max_term:
         return False
@@ -240,7 +238,7 @@ def _valid_entry(entry: Entry, max_term: int) -> bool:
             change = decode_conf_change(entry.data)
         except (msgspec.DecodeError, msgspec.ValidationError):
             return False
-        return _valid_change(change)
+        return valid_change(change)
     return True
 
 
@@ -318,23 +316,6 @@ def malformed(m: Any) -> str | None:
     if kind is TimeoutNow:
         return None if m.round > 0 and _in_range(m.commit) else "malformed"
     return None
-
-
-def apply_change(conf: ConfState, change: ConfChange) -> ConfState:
-    """The configuration after ``change`` (lenient: a no-op change is harmless)."""
-    voters = set(conf.voters)
-    learners = set(conf.learners)
-    node = change.node_id
-    if change.kind == ConfChangeKind.ADD_VOTER:
-        learners.discard(node)
-        voters.add(node)
-    elif change.kind == ConfChangeKind.ADD_LEARNER:
-        voters.discard(node)
-        learners.add(node)
-    elif change.kind == ConfChangeKind.REMOVE_NODE:
-        voters.discard(node)
-        learners.discard(node)
-    return ConfState(voters=tuple(sorted(voters)), learners=tuple(sorted(learners)))
 
 
 def _size(entry: Entry) -> int:
@@ -807,32 +788,9 @@ class MultiPaxos(ConsensusCore):
         self._check_not_in_ready()
         self._check_can_propose(0)
         conf = self._conf
-        node = change.node_id
-        if not isinstance(node, str) or not node:
-            raise ProtocolMisuse(f"conf change node_id must be a non-empty string, got {node!r}")
-        if change.kind == ConfChangeKind.ADD_VOTER:
-            if node in conf.voters:
-                raise ProtocolMisuse(f"{node} is already a voter")
-        elif change.kind == ConfChangeKind.ADD_LEARNER:
-            if node in conf.learners:
-                raise ProtocolMisuse(f"{node} is already a learner")
-            if node == self._id:
-                raise ProtocolMisuse("the leader cannot demote itself: transfer leadership first")
-        elif change.kind == ConfChangeKind.REMOVE_NODE:
-            if node not in conf.voters and node not in conf.learners:
-                raise ProtocolMisuse(f"{node} is not a member of {conf}")
-            if conf.voters == (node,):
-                raise ProtocolMisuse(f"cannot remove {node}, the last voter")
-        else:
-            raise ProtocolMisuse(
-                f"unknown conf change kind {change.kind!r}; allowed: "
-                f"{[k.name for k in ConfChangeKind]}"
-            )
-        if self._pending_conf_index > self.log.applied:
-            raise ProposalDropped(
-                f"a membership change (or this leader's NOOP) at slot {self._pending_conf_index} "
-                f"is not applied yet (applied={self.log.applied})"
-            )
+        check_proposal(
+            conf, change, self._id, self._pending_conf_index, self.log.applied, "this leader's NOOP"
+        )
         index, term = self._append_own(EntryKind.CONF_CHANGE, encode_conf_change(change))
         self._pending_conf_index = index
         return index, term
@@ -1344,7 +1302,7 @@ class MultiPaxos(ConsensusCore):
             change = decode_conf_change(entry.data)
         except (msgspec.DecodeError, msgspec.ValidationError):
             change = None
-        valid = change is not None and _valid_change(change)
+        valid = change is not None and valid_change(change)
         conf = apply_change(self._conf, change) if change is not None and valid else None
         if conf is None or not conf.voters:
             self._count("conf_change_ignored")

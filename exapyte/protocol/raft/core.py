@@ -137,10 +137,16 @@ from typing import Any
 import msgspec
 
 from exapyte import limits
-from exapyte.errors import InvariantViolation, NotLeader, ProposalDropped, ProtocolMisuse
+from exapyte.errors import (
+    InvariantViolation,
+    NotLeader,
+    ProposalDropped,
+    ProtocolMisuse,
+)
 from exapyte.protocol.core import ConsensusCore, RandomSource
 from exapyte.protocol.invariants import NodeView
 from exapyte.protocol.log import ReplicatedLog
+from exapyte.protocol.membership import apply_change, check_proposal, valid_change
 from exapyte.protocol.progress import ProgressState, ProgressTracker
 from exapyte.protocol.quorum import VoteResult
 from exapyte.protocol.raft.messages import (
@@ -159,10 +165,10 @@ from exapyte.protocol.raft.messages import (
 )
 from exapyte.protocol.readindex import ReadIndexTracker
 from exapyte.protocol.types import (
-    CoreSpec,
     ConfChange,
     ConfChangeKind,
     ConfState,
+    CoreSpec,
     Entry,
     EntryKind,
     HardState,
@@ -249,7 +255,6 @@ _RESPONSES = frozenset({AppendResp, HeartbeatResp, InstallSnapshotResp, VoteResp
 
 _HANDLED = frozenset(RAFT_MESSAGE_TYPES)
 _ENTRY_KINDS = frozenset(int(k) for k in EntryKind)
-_CHANGE_KINDS = frozenset(int(k) for k in ConfChangeKind)
 _NUMBER_MAX = limits.RAFT_TERM_INDEX_MAX
 
 
@@ -258,11 +263,6 @@ def _in_range(*values: int) -> bool:
         if not 0 <= value <= _NUMBER_MAX:
             return False
     return True
-
-
-def valid_change(change: ConfChange) -> bool:
-    """Whether ``change`` names a known kind and a node (a change may still be a no-op)."""
-    return change.kind in _CHANGE_KINDS and isinstance(change.node_id, str) and bool(change.node_id)
 
 
 def _entries_follow(m: Append) -> bool:
@@ -348,27 +348,6 @@ def malformed(m: Any) -> str | None:
     if kind is InstallSnapshotResp:
         return None if _in_range(m.index, m.received) else "malformed"
     return None  # VoteResp, PreVoteResp, TimeoutNow: only the term
-
-
-def apply_change(conf: ConfState, change: ConfChange) -> ConfState:
-    """The configuration after ``change`` (lenient: applying a no-op change is harmless)."""
-    voters = set(conf.voters)
-    learners = set(conf.learners)
-    node = change.node_id
-    if change.kind == ConfChangeKind.ADD_VOTER:
-        learners.discard(node)
-        voters.add(node)
-    elif change.kind == ConfChangeKind.ADD_LEARNER:
-        voters.discard(node)
-        learners.add(node)
-    elif change.kind == ConfChangeKind.REMOVE_NODE:
-        voters.discard(node)
-        learners.discard(node)
-    return ConfState(
-        voters=tuple(sorted(voters)),
-        learners=tuple(sorted(learners)),
-        voters_outgoing=conf.voters_outgoing,
-    )
 
 
 class Raft(ConsensusCore):
@@ -666,32 +645,10 @@ class Raft(ConsensusCore):
         self._check_not_in_ready()
         self._check_can_propose()
         conf = self.trk.conf_state()
-        node = change.node_id
-        if not isinstance(node, str) or not node:
-            raise ProtocolMisuse(f"conf change node_id must be a non-empty string, got {node!r}")
-        if change.kind == ConfChangeKind.ADD_VOTER:
-            if node in conf.voters:
-                raise ProtocolMisuse(f"{node} is already a voter")
-        elif change.kind == ConfChangeKind.ADD_LEARNER:
-            if node in conf.learners:
-                raise ProtocolMisuse(f"{node} is already a learner")
-            if node == self._id:
-                raise ProtocolMisuse("the leader cannot demote itself: transfer leadership first")
-        elif change.kind == ConfChangeKind.REMOVE_NODE:
-            if node not in conf.voters and node not in conf.learners:
-                raise ProtocolMisuse(f"{node} is not a member of {conf}")
-            if conf.voters == (node,):
-                raise ProtocolMisuse(f"cannot remove {node}, the last voter")
-        else:
-            raise ProtocolMisuse(
-                f"unknown conf change kind {change.kind!r}; allowed: "
-                f"{[k.name for k in ConfChangeKind]}"
-            )
-        if self._pending_conf_index > self.log.applied:
-            raise ProposalDropped(
-                f"a membership change (or this leader's first entry) at index "
-                f"{self._pending_conf_index} is not applied yet (applied={self.log.applied})"
-            )
+        check_proposal(
+            conf, change, self._id, self._pending_conf_index, self.log.applied,
+            "this leader's first entry",
+        )
         index, term = self._append_local(EntryKind.CONF_CHANGE, encode_conf_change(change))
         self._pending_conf_index = index
         return index, term

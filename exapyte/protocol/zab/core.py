@@ -106,13 +106,18 @@ from typing import Any
 import msgspec
 
 from exapyte import limits
-from exapyte.errors import InvariantViolation, NotLeader, ProposalDropped, ProtocolMisuse
+from exapyte.errors import (
+    InvariantViolation,
+    NotLeader,
+    ProposalDropped,
+    ProtocolMisuse,
+)
 from exapyte.protocol.core import ConsensusCore, RandomSource
 from exapyte.protocol.invariants import NodeView
 from exapyte.protocol.log import ReplicatedLog
+from exapyte.protocol.membership import apply_change, check_proposal, valid_change
 from exapyte.protocol.progress import Inflights
 from exapyte.protocol.quorum import JointConfig
-from exapyte.protocol.raft.core import apply_change, valid_change
 from exapyte.protocol.readindex import ReadIndexTracker
 from exapyte.protocol.types import (
     ConfChange,
@@ -896,32 +901,10 @@ class Zab(ConsensusCore):
         self._check_not_in_ready()
         self._check_can_propose()
         conf = self._conf
-        node = change.node_id
-        if not isinstance(node, str) or not node:
-            raise ProtocolMisuse(f"conf change node_id must be a non-empty string, got {node!r}")
-        if change.kind == ConfChangeKind.ADD_VOTER:
-            if node in conf.voters:
-                raise ProtocolMisuse(f"{node} is already a voter")
-        elif change.kind == ConfChangeKind.ADD_LEARNER:
-            if node in conf.learners:
-                raise ProtocolMisuse(f"{node} is already a learner")
-            if node == self._id:
-                raise ProtocolMisuse("the leader cannot demote itself: transfer leadership first")
-        elif change.kind == ConfChangeKind.REMOVE_NODE:
-            if node not in conf.voters and node not in conf.learners:
-                raise ProtocolMisuse(f"{node} is not a member of {conf}")
-            if conf.voters == (node,):
-                raise ProtocolMisuse(f"cannot remove {node}, the last voter")
-        else:
-            raise ProtocolMisuse(
-                f"unknown conf change kind {change.kind!r}; allowed: "
-                f"{[k.name for k in ConfChangeKind]}"
-            )
-        if self._pending_conf_index > self.log.applied:
-            raise ProposalDropped(
-                f"a membership change (or this epoch's first entry) at index "
-                f"{self._pending_conf_index} is not applied yet (applied={self.log.applied})"
-            )
+        check_proposal(
+            conf, change, self._id, self._pending_conf_index, self.log.applied,
+            "this epoch's first entry",
+        )
         index, term = self._append_local(EntryKind.CONF_CHANGE, encode_conf_change(change))
         self._pending_conf_index = index
         return index, term
