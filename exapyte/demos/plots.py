@@ -58,7 +58,7 @@ def throughput_around_kill(results: dict[str, Any], path: Path) -> Path:
     ax.axvline(0, color="red", linestyle="--", label="leader killed")
     ax.set_xlabel("simulated seconds from the leader kill")
     ax.set_ylabel("committed writes/s (over the last second)")
-    ax.set_title("throughput around the leader kill (dotted: back to 90%)")
+    ax.set_title("throughput around the leader kill (dotted: first 1-s window back at 90%)")
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
