@@ -90,6 +90,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="--client: keep the session token in FILE across calls (read-your-writes)")
     p.add_argument("--limit", type=int, default=1000, metavar="N", help="--client scan: at most N records")
     p.add_argument("--after", metavar="KEY", help="--client scan: start after KEY (see next_after)")
+    p.add_argument("--out", metavar="DIR", help="--demo: where results.json and the plots go "
+                   "(default: demo-out/NAME/)")
+    p.add_argument("--real", action="store_true", help="--demo: run on real processes, not the simulator")
+    p.add_argument("--param", metavar="KEY=VALUE", action="append", default=[],
+                   help="--demo consensus: a run parameter (seed, elections, steady_s, workers, ...; "
+                        "see docs/demos.md); repeatable")
     p.add_argument("--verbose", "-v", action="store_true", help="log debug detail")
     p.add_argument("args", nargs="*", help="--client: the operation and its arguments")
     return p
@@ -374,6 +380,15 @@ def run_demo(ns: argparse.Namespace) -> int:
     if ns.demo not in DEMOS:
         print(f"error: unknown demo {ns.demo!r}; allowed: {', '.join(DEMOS)}", file=sys.stderr)
         return 2
+    if ns.demo == "consensus":
+        from exapyte.demos import consensus
+
+        try:
+            params = consensus.params_from(ns.param)
+        except ValueError as exc:
+            print(f"error: --param: {exc}", file=sys.stderr)
+            return 2
+        return consensus.main(ns.out, real=ns.real, params=params)
     print(
         f"error: the {ns.demo!r} demo ({DEMOS[ns.demo]}) is not part of this release yet; "
         "it needs the replication and distribution layers",

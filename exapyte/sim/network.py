@@ -87,6 +87,7 @@ class Network:
         queue_max: int = LINK_QUEUE_MAX_DEFAULT,
         client_delay: Delay = Delay("uniform", 0.05, 0.5),
         on_delivered: Callable[[str, str, Any], None] | None = None,
+        on_sent: Callable[[str, str, Any], None] | None = None,
     ) -> None:
         self.sched = scheduler
         self.rng = rng
@@ -94,6 +95,7 @@ class Network:
         self._node_set = frozenset(self.nodes)
         self.deliver = deliver
         self.on_delivered = on_delivered
+        self.on_sent = on_sent  # sees every message handed to the network, before its fate
         self.queue_max = queue_max
         self.client_delay = client_delay
         self.links: dict[tuple[str, str], Link] = {}
@@ -124,6 +126,17 @@ class Network:
         self.blocked = frozenset()
         self.loss = self.dup = self.reorder = 0.0
 
+    def set_delay(self, frm: str, to: str, delay: Delay) -> None:
+        """Give the directed link ``frm -> to`` (node or client endpoint) this delay from now on.
+
+        Draws nothing from the network's rng, so a run that never calls it is unchanged (a
+        demo places nodes and clients in a topology's regions with it)."""
+        link = self.links.get((frm, to))
+        if link is None:
+            self.links[(frm, to)] = Link(delay)
+        else:
+            link.delay = delay
+
     def link_up(self, frm: str, to: str) -> bool:
         return (frm, to) not in self.blocked
 
@@ -137,6 +150,8 @@ class Network:
 
     def send(self, frm: str, to: str, msg: Any) -> None:
         self.counters["sent"] += 1
+        if self.on_sent is not None:
+            self.on_sent(frm, to, msg)
         faulty = frm in self._node_set and to in self._node_set
         link = self._link(frm, to)
         if faulty:

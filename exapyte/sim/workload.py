@@ -154,6 +154,7 @@ class SimClient:
         on_done: Callable[[SimClient], None],
         *,
         deadline_ms: float = OP_DEADLINE_MS,
+        attempt_timeout_ms: float = ATTEMPT_TIMEOUT_MS,
         route: Callable[[str], tuple[str, tuple[str, ...]]] | None = None,
     ) -> None:
         self.process = process
@@ -171,6 +172,7 @@ class SimClient:
         self.send = send
         self.on_done = on_done
         self.deadline_ns = int(deadline_ms * NS_PER_MS)
+        self.attempt_timeout_ns = int(attempt_timeout_ms * NS_PER_MS)  # WAN clients wait longer
         self.seq = 0
         self.op: Op | None = None
         self.attempt = 0
@@ -219,7 +221,7 @@ class SimClient:
         self.last_node = node
         request = op_request(self.client_id, self.seq, self.op, self.group)
         self.send(self.endpoint, node, (self.process, self.attempt, request))
-        self.sched.after(ATTEMPT_TIMEOUT_MS * NS_PER_MS, self._on_timeout, self.seq, self.attempt)
+        self.sched.after(self.attempt_timeout_ns, self._on_timeout, self.seq, self.attempt)
 
     def _retry(self, node: str | None, backoff: bool) -> None:
         if self.sched.now_ns >= self.op_deadline_ns:

@@ -124,10 +124,17 @@ class SimSpec:
 
 
 def sim_config(
-    nodes: int, snapshot_entries: int = SNAPSHOT_ENTRIES, protocol: str = "raft", shards: int = 1
+    nodes: int,
+    snapshot_entries: int = SNAPSHOT_ENTRIES,
+    protocol: str = "raft",
+    shards: int = 1,
+    *,
+    election_timeout_ticks: int = ELECTION_TIMEOUT_TICKS,
+    heartbeat_ticks: int = HEARTBEAT_TICKS,
 ) -> Config:
     """The cluster config every simulated node shares (memory storage, ``protocol``; with
-    ``shards`` > 1 the sharded distribution, three replicas per shard)."""
+    ``shards`` > 1 the sharded distribution, three replicas per shard). The timers default to
+    the simulator's LAN-sized ones; a run over WAN latencies needs longer ones."""
     raw = {
         "cluster": {
             "nodes": [
@@ -139,8 +146,8 @@ def sim_config(
         "network": {"tick_ms": TICK_MS},
         "consensus": {
             "protocol": protocol,
-            "election_timeout_ticks": ELECTION_TIMEOUT_TICKS,
-            "heartbeat_ticks": HEARTBEAT_TICKS,
+            "election_timeout_ticks": election_timeout_ticks,
+            "heartbeat_ticks": heartbeat_ticks,
             "snapshot_entries": snapshot_entries,
             # small, so that snapshots cross the simulated network in several chunks
             "snapshot_chunk_bytes": SNAPSHOT_CHUNK_BYTES,

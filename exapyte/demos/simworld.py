@@ -1,0 +1,364 @@
+"""A simulated cluster placed on a topology, with a meter at the transport: the consensus demo's
+laboratory.
+
+Theory of operation
+-------------------
+:class:`TopologyWorld` is the simulator's :class:`~exapyte.sim.world.World` (the product
+``Replica`` on simulated storage, the simulated network and clock, the invariant judges after
+every step), with three differences that only a demo needs:
+
+- **Placement.** The i-th simulated node (``n1``, ``n2``, ...) lives in the region of the i-th
+  node of a topology file (:mod:`exapyte.control.topology`), every node-to-node link takes the
+  topology's one-way latency (a small LAN delay inside a region), and each client sits in a
+  region: its links to that region's nodes are LAN links, to the others WAN links. The delays
+  are set after the network drew its own (:meth:`~exapyte.sim.network.Network.set_delay` draws
+  nothing), so every other random choice of the seed stays what it was.
+- **Timers from the topology.** A WAN round trip of 180 ms would outlast the simulator's LAN
+  election timeout (100 ms): the nodes run the topology's ``election_timeout_ticks`` and
+  ``heartbeat_ticks`` (``network.tick_ms`` must be the simulator's 10 ms).
+- **No scripted run.** Instead of :meth:`World.run` (random faults, then heal and judge), the
+  demo drives the clock itself (:meth:`run_for`, :meth:`run_until`) and injects the faults it
+  means (:meth:`crash`, :meth:`restart`, :meth:`cut`, :meth:`heal_links`). Clients write in a
+  closed loop (:class:`WriteLoop`) and their latencies are recorded.
+
+The meter (:class:`Meter`) sees every message the network is handed (its ``on_sent`` hook),
+before any fate: its kind (the consensus message's tag, ``node.beat``, ``client.request`` or
+``client.reply``) and its size as the real wire codec frames it (:class:`~exapyte.wire.Codec`).
+Peer messages are framed one per frame here; a real node may batch several peer messages for one
+node in one frame (``PeerBatch``), which saves a few bytes of envelope per message.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from exapyte.config import Config
+from exapyte.errors import ExapyteError
+from exapyte.control import topology as topo
+from exapyte.protocol.types import Role
+from exapyte.sim.faults import Fault
+from exapyte.sim.network import Delay
+from exapyte.sim.scheduler import NS_PER_MS, NS_PER_S, derive_seed
+from exapyte.sim.workload import Op, SimClient
+from exapyte.sim.world import TICK_MS, SimNode, SimSpec, World, sim_config
+from exapyte.wire import ClientReply, ClientRequest, Codec, NodeBeat, PeerMessage
+
+LAN_DELAY_MS = (0.2, 1.0)  # one-way delay inside a region (the topology says 0)
+WAN_JITTER = 0.05  # a WAN link's delay is uniform in [latency, latency * (1 + this)]
+CLIENT_ATTEMPT_TIMEOUT_MS = 1_500  # above any WAN commit round trip of the topology
+CLIENT_DEADLINE_MS = 10_000  # a write retries this long before it is given up
+BACKGROUND_KINDS = frozenset({
+    # sent on a timer whether or not anything is written: not part of a write's cost
+    "node.beat",
+    "raft.heartbeat", "raft.heartbeat_resp",
+    "paxos.heartbeat", "paxos.heartbeat_ack",
+    "zab.ping", "zab.ping_ack",
+})
+
+
+def message_kind(msg: Any) -> str:
+    """The meter's name for a message on the simulated network."""
+    if isinstance(msg, PeerMessage):
+        tag = type(msg.msg).__struct_config__.tag
+        return str(tag)
+    if isinstance(msg, NodeBeat):
+        return "node.beat"
+    if isinstance(msg, tuple) and len(msg) == 3 and isinstance(msg[2], ClientRequest):
+        return "client.request"
+    if isinstance(msg, tuple) and len(msg) == 2 and isinstance(msg[1], ClientReply):
+        return "client.reply"
+    return type(msg).__name__
+
+
+def frame_body(msg: Any) -> Any:
+    """What the real transport would frame for this simulated message."""
+    if isinstance(msg, tuple):
+        return msg[-1]  # (process, attempt, request) or (attempt, reply): the payload
+    return msg
+
+
+@dataclass
+class Meter:
+    """Counts of messages and framed bytes per kind, while :attr:`on` is set."""
+
+    on: bool = False
+    messages: dict[str, int] = field(default_factory=dict)
+    bytes: dict[str, int] = field(default_factory=dict)
+    codec: Codec = field(default_factory=Codec)
+
+    def __call__(self, frm: str, to: str, msg: Any) -> None:
+        if not self.on:
+            return
+        kind = message_kind(msg)
+        size = len(self.codec.encode(frame_body(msg)))
+        self.messages[kind] = self.messages.get(kind, 0) + 1
+        self.bytes[kind] = self.bytes.get(kind, 0) + size
+
+    def reset(self) -> None:
+        self.messages.clear()
+        self.bytes.clear()
+
+    def totals(self, *, peer_only: bool = True, background: bool | None = None) -> tuple[int, int]:
+        """(messages, bytes) over the kinds selected: peer kinds only (no client traffic), and
+        background kinds only (True), write-path kinds only (False) or both (None)."""
+        msgs = size = 0
+        for kind, count in self.messages.items():
+            if peer_only and kind.startswith("client."):
+                continue
+            if background is not None and (kind in BACKGROUND_KINDS) != background:
+                continue
+            msgs += count
+            size += self.bytes[kind]
+        return msgs, size
+
+
+@dataclass
+class WriteLoop:
+    """One closed-loop writer: a new write as soon as the previous one completes."""
+
+    client: SimClient
+    region: str
+    key: str
+    latencies_ms: list[float] = field(default_factory=list)
+    acked_at_ns: list[int] = field(default_factory=list)
+    failed: int = 0
+    running: bool = False
+    writes_max: int | None = None
+    _counter: int = 0
+    _started_ns: int = 0
+
+    def start(self) -> None:
+        self.running = True
+        self._next()
+
+    def stop(self) -> None:
+        self.running = False
+
+    def _next(self) -> None:
+        if not self.running or self.client.busy:
+            return
+        if self.writes_max is not None and self._counter >= self.writes_max:
+            self.running = False
+            return
+        self._counter += 1
+        self._started_ns = self.client.sched.now_ns
+        self.client.start(Op("write", self.key, f"{self.client.process}-{self._counter}"))
+
+    def on_done(self, client: SimClient) -> None:
+        kind = client.result[0] if client.result is not None else "fail"
+        now = client.sched.now_ns
+        if kind == "ok":
+            self.latencies_ms.append((now - self._started_ns) / NS_PER_MS)
+            self.acked_at_ns.append(now)
+        else:
+            self.failed += 1
+        self._next()
+
+
+def serving_term(node: SimNode) -> int | None:
+    """The term ``node`` leads and serves in (it committed an entry of that term), or None."""
+    if not node.up:
+        return None
+    for _, replica in node.replicas():
+        view = replica.core.observe()
+        if not view.is_leader or view.commit <= view.offset:
+            return None
+        position = view.commit - view.offset - 1
+        if position >= len(view.entries) or view.entries[position].term != view.term:
+            return None
+        return view.term
+    return None
+
+
+class TopologyWorld(World):
+    """See the module docstring. ``graph`` is a topology (:func:`exapyte.control.topology.load`)
+    and ``topo_cfg`` the config it was read from (for its consensus timers)."""
+
+    def __init__(self, spec: SimSpec, graph: Any, topo_cfg: Config) -> None:
+        topo_nodes = [n.id for n in topo_cfg.cluster.nodes]
+        if len(topo_nodes) != spec.nodes:
+            raise ValueError(f"the topology has {len(topo_nodes)} nodes, the spec {spec.nodes}")
+        if topo_cfg.network.tick_ms != TICK_MS:
+            raise ValueError(
+                f"field 'network.tick_ms' of the topology is {topo_cfg.network.tick_ms}; the "
+                f"simulator ticks every {TICK_MS} ms"
+            )
+        super().__init__(spec)
+        consensus = topo_cfg.consensus
+        self.election_timeout_ticks = consensus.election_timeout_ticks
+        self.cfg = sim_config(
+            spec.nodes,
+            protocol=spec.protocol,
+            election_timeout_ticks=consensus.election_timeout_ticks,
+            heartbeat_ticks=consensus.heartbeat_ticks,
+        )
+        self.graph = graph
+        self.topo_node = dict(zip(self.node_ids, topo_nodes, strict=True))
+        self.region = {n: topo.region_of(graph, self.topo_node[n]) for n in self.node_ids}
+        self.regions = list(dict.fromkeys(self.region[n] for n in self.node_ids))
+        self.meter = Meter()
+        self.network.on_sent = self.meter
+        self.clients_by_endpoint: dict[str, SimClient] = {}
+        self.loops: list[WriteLoop] = []
+        # the serving leader of the highest term seen so far, and when it began to serve
+        self.serving: tuple[str, int] | None = None
+        self.serving_since_ns = 0
+        self.leader_changes: list[tuple[int, str, int]] = []  # (time, node, term)
+        for a in self.node_ids:
+            for b in self.node_ids:
+                if a != b:
+                    self.network.set_delay(a, b, self._delay(self.region[a], self.region[b]))
+
+    # --- placement ------------------------------------------------------------------------------
+
+    def _delay(self, region_a: str, region_b: str) -> Delay:
+        if region_a == region_b:
+            return Delay("uniform", *LAN_DELAY_MS)
+        ms = self.region_latency_ms(region_a, region_b)
+        return Delay("uniform", ms, ms * (1.0 + WAN_JITTER))
+
+    def region_latency_ms(self, region_a: str, region_b: str) -> float:
+        if region_a == region_b:
+            return 0.0
+        a = next(n for n in self.node_ids if self.region[n] == region_a)
+        b = next(n for n in self.node_ids if self.region[n] == region_b)
+        return float(topo.latency_ms(self.graph, self.topo_node[a], self.topo_node[b]))
+
+    # --- driving --------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Boot every node."""
+        for node_id in self.node_ids:
+            self._boot(self.nodes[node_id])
+
+    def run_for(self, seconds: float) -> None:
+        self.sched.run_until(self.sched.now_ns + int(seconds * NS_PER_S))
+
+    def run_until(self, predicate: Callable[[], bool], timeout_s: float, poll_ms: float = 10.0) -> bool:
+        """Advance the clock until ``predicate()`` holds (checked every ``poll_ms``); False if it
+        did not within ``timeout_s``."""
+        deadline = self.sched.now_ns + int(timeout_s * NS_PER_S)
+        step = int(poll_ms * NS_PER_MS)
+        while self.sched.now_ns < deadline:
+            if predicate():
+                return True
+            self.sched.run_until(min(deadline, self.sched.now_ns + step))
+        return predicate()
+
+    @property
+    def now_s(self) -> float:
+        return self.sched.now_ns / NS_PER_S
+
+    def add_writer(self, region: str, key: str, writes_max: int | None = None) -> WriteLoop:
+        """A closed-loop writer sitting in ``region`` (not started)."""
+        process = len(self.loops)
+        holder: list[WriteLoop] = []
+        client = SimClient(
+            process,
+            self.sched,
+            random.Random(derive_seed(self.spec.seed, "demo-client", process)),
+            self.node_ids,
+            self.history,
+            self._client_send,
+            lambda c: holder[0].on_done(c),
+            deadline_ms=CLIENT_DEADLINE_MS,
+            attempt_timeout_ms=CLIENT_ATTEMPT_TIMEOUT_MS,
+        )
+        loop = WriteLoop(client, region, key, writes_max=writes_max)
+        holder.append(loop)
+        self.loops.append(loop)
+        self.clients_by_endpoint[client.endpoint] = client
+        for node_id in self.node_ids:
+            delay = self._delay(region, self.region[node_id])
+            self.network.set_delay(client.endpoint, node_id, delay)
+            self.network.set_delay(node_id, client.endpoint, delay)
+        return loop
+
+    # --- faults ---------------------------------------------------------------------------------
+
+    def crash(self, node_id: str) -> Fault:
+        now = self.sched.now_ns
+        fault = Fault(now, now, "crash", node=node_id)
+        self._fault_start(fault)
+        return fault
+
+    def restart(self, fault: Fault) -> None:
+        self._fault_end(fault)
+
+    def cut(self, links: set[tuple[str, str]]) -> Fault:
+        """Cut these links, both directions of each."""
+        both = {(a, b) for a, b in links} | {(b, a) for a, b in links}
+        now = self.sched.now_ns
+        fault = Fault(now, now, "partition", shape="demo", links=tuple(sorted(both)))
+        self._fault_start(fault)
+        return fault
+
+    def heal_links(self, fault: Fault) -> None:
+        self._fault_end(fault)
+
+    # --- what the cluster looks like ------------------------------------------------------------
+
+    def _after(self, node: SimNode) -> None:
+        super()._after(node)
+        term = serving_term(node)
+        if term is not None and (self.serving is None or term > self.serving[1]):
+            self.serving = (node.id, term)
+            self.serving_since_ns = self.sched.now_ns
+            self.leader_changes.append((self.sched.now_ns, node.id, term))
+
+    def leader(self) -> tuple[str, int] | None:
+        """The up node that leads the highest term and has committed an entry of that term (so
+        it serves writes), with its term; None while there is none."""
+        best: tuple[str, int] | None = None
+        for node_id in self.node_ids:
+            node = self.nodes[node_id]
+            if node.paused:
+                continue
+            term = serving_term(node)
+            if term is not None and (best is None or term > best[1]):
+                best = (node_id, term)
+        return best
+
+    def wait_new_leader(self, above_term: int, timeout_s: float) -> tuple[str, int] | None:
+        """Run until a leader of a term above ``above_term`` serves (checked after every event,
+        so the clock stops at the very event); None if none did within ``timeout_s``."""
+
+        def elected() -> bool:
+            return self.serving is not None and self.serving[1] > above_term
+
+        if not elected():
+            self.sched.run_until(self.sched.now_ns + int(timeout_s * NS_PER_S), stop=elected)
+        return self.serving if elected() else None
+
+    def role_of(self, node_id: str) -> Role | None:
+        node = self.nodes[node_id]
+        for _, replica in node.replicas():
+            return replica.core.role
+        return None
+
+    def transfer_to(self, target: str, timeout_s: float = 10.0) -> bool:
+        """Make ``target`` the serving leader (leadership transfer, retried); False if it could
+        not within ``timeout_s``."""
+        deadline = self.now_s + timeout_s
+        while self.now_s < deadline:
+            if not self.run_until(lambda: self.leader() is not None, deadline - self.now_s):
+                return False
+            current = self.leader()
+            assert current is not None
+            if current[0] == target:
+                return True
+            node = self.nodes[current[0]]
+            for _, replica in node.replicas():
+                try:
+                    replica.core.transfer_leadership(target)
+                except ExapyteError:  # refused (one already under way, not leader): retry
+                    pass
+            self._after(node)
+            self.run_until(
+                lambda: (lead := self.leader()) is not None and lead[0] == target,
+                timeout_s=min(2.0, max(0.0, deadline - self.now_s)),
+            )
+        return False
