@@ -72,6 +72,7 @@ WAN_TOXIC = "wan"
 CUT_TOXIC = "partition"
 NODE_READY_TIMEOUT_S = 30.0
 CLOCK_REQUEST_TIMEOUT_S = 2.0
+REBALANCE_TIMEOUT_S = 20.0  # a learner must catch up within this, or the move stops
 
 
 #: Where the nodes run: all on 127.0.0.1 behind proxies, or each in a network namespace.
@@ -579,6 +580,27 @@ class ClusterDB:
             except ExapyteError as exc:
                 return {"result": f"not transferred: {exc}", "from": None, "group": group}
             return {"result": message, "from": client.last_node, "group": group}
+
+    def rebalance(self, action: str, node: str) -> dict[str, Any]:
+        """``node add`` / ``node remove`` ``node`` with the run's admin key: replicas move by
+        membership changes in each group's log (exapyte/control/rebalance.py). Returns what was
+        done, or why it stopped (a group without a leader during a partition, a learner that did
+        not catch up in time): a rebalance that stops half way leaves every group with a quorum
+        of caught-up voters, and the next one finishes it."""
+        from exapyte.control.rebalance import ClusterAdmin, node_change
+        from exapyte.errors import ExapyteError
+
+        cfg = self.config()
+        admin = ClusterAdmin(cfg, timeout_s=CLOCK_REQUEST_TIMEOUT_S,
+                             credentials=self.credentials(admin=True))
+        try:
+            done = node_change(cfg, action, node, admin, timeout_s=REBALANCE_TIMEOUT_S)
+            return {"result": f"{action} {node}: {done['moves']} move(s)", "moves": done["moves"],
+                    "steps": done["steps"][-20:]}
+        except ExapyteError as exc:
+            return {"result": f"{action} {node} stopped: {exc}", "moves": None}
+        finally:
+            admin.close()
 
     def leaders(self, timeout_s: float = 1.0) -> dict[str, str]:
         """Each group's leader as the nodes report it now (group -> node): a node that says it

@@ -90,7 +90,7 @@ Cut = tuple[str, str]  # (src, dst): src's messages do not reach dst
 
 #: Fault kinds ``--nemesis`` accepts.
 FAULT_KINDS: tuple[str, ...] = (
-    "partition", "kill", "pause", "latency", "bandwidth", "reset", "clock", "transfer",
+    "partition", "kill", "pause", "latency", "bandwidth", "reset", "clock", "transfer", "rebalance",
 )
 PARTITION_KINDS: tuple[str, ...] = (
     "isolate-node", "isolate-region", "majority-minority", "bridge", "ring", "one-way",
@@ -329,6 +329,11 @@ def choose_fault(graph: nx.Graph, kind: str, rand: Rand,
             return {"kind": kind, "to": to, "group": group, "description": f"leadership of {group} to {to}"}, rand
         to, rand = rand.choice(_nodes(graph))
         return {"kind": kind, "to": to, "description": f"leadership to {to}"}, rand
+    if kind == "rebalance":
+        # Moves replicas, not keys: ``node remove`` moves every replica off ``node`` (learner,
+        # catch-up, promotion, removal in each group's log) and the stop adds it back.
+        node, rand = rand.choice(_nodes(graph))
+        return {"kind": kind, "node": node, "description": f"move replicas off {node} and back"}, rand
     raise ValueError(f"unknown fault {kind!r}; allowed: {', '.join(FAULT_KINDS)}")
 
 
@@ -493,6 +498,10 @@ class Nemesis:
                 applied = self.db.transfer_leader(str(fault["to"]))
             self._log(f"fault started: {fault.get('description', kind)}: {applied['result']}")
             return applied
+        elif kind == "rebalance":
+            applied = self.db.rebalance("remove", str(fault["node"]))
+            self._log(f"fault started: {fault.get('description', kind)}: {applied['result']}")
+            return applied
         else:
             raise ValueError(f"nemesis: cannot start {kind!r}")
         self._log(f"fault started: {fault.get('description', kind)}")
@@ -527,6 +536,10 @@ class Nemesis:
         elif kind == "clock":
             for node in fault["nodes"]:
                 self.db.reset_clock(node)
+        elif kind == "rebalance":
+            applied = self.db.rebalance("add", str(fault["node"]))
+            self._log(f"fault stopped: {fault.get('description', kind)}: {applied['result']}")
+            return applied
         # transfer: nothing to undo (the new leader stays)
         self._log(f"fault stopped: {fault.get('description', kind)}")
         return self.db.applied_cuts() if family == "partition" else None
@@ -536,7 +549,12 @@ class Nemesis:
         (WAN latency stays). Returns the families that were still active."""
         with self._lock:
             families = list(self.active)
+        # A rebalance is undone last, on a whole cluster: adding the node back needs its groups'
+        # leaders reachable.
         for family in families:
-            self.stop(family)
+            if family != "rebalance":
+                self.stop(family)
         self.db.heal_all()
+        if "rebalance" in families:
+            self.stop("rebalance")
         return families

@@ -19,7 +19,7 @@ __all__ = ["FAULT_COLOURS", "TYPE_COLOURS", "write_plots"]
 TYPE_COLOURS = {"ok": "#2ca02c", "fail": "#ff7f0e", "info": "#d62728"}
 FAULT_COLOURS = {
     "partition": "#9467bd", "kill": "#d62728", "pause": "#8c564b", "latency": "#17becf",
-    "bandwidth": "#bcbd22", "reset": "#e377c2", "clock": "#1f77b4", "transfer": "#7f7f7f",
+    "bandwidth": "#bcbd22", "reset": "#e377c2", "clock": "#1f77b4", "transfer": "#7f7f7f", "rebalance": "#8c564b",
 }
 RATE_BUCKET_S = 1.0
 
