@@ -117,9 +117,21 @@ DEFAULT_CLIENTS = (1, 16, 64)
 # Two rounds per point, in the order A B then B A: a steady drift of the shared machine's load
 # during the pair weighs on both systems alike.
 DEFAULT_ROUNDS = 2
-EXAPYTE, EXAPYTE_CURVE = "exapyte", "exapyte+curve"  # security.mode off, and curve
-EXAPYTE_SYSTEMS = (EXAPYTE, EXAPYTE_CURVE)
-SYSTEMS = (EXAPYTE, EXAPYTE_CURVE, "etcd", "pysyncobj")
+EXAPYTE, EXAPYTE_CURVE = "exapyte", "exapyte+curve"  # Raft, security.mode off, and curve
+EXAPYTE_MULTIPAXOS, EXAPYTE_ZAB = "exapyte-multipaxos", "exapyte-zab"  # security.mode off
+# Every exapyte system as (consensus.protocol, security.mode). They are up together and their
+# points alternate (run_group).
+EXAPYTE_SYSTEMS: dict[str, tuple[str, str]] = {
+    EXAPYTE: ("raft", "off"),
+    EXAPYTE_CURVE: ("raft", "curve"),
+    EXAPYTE_MULTIPAXOS: ("multipaxos", "off"),
+    EXAPYTE_ZAB: ("zab", "off"),
+}
+# The consensus protocols compared with one another and with etcd, all with security.mode off;
+# the first is the reference the others' ratios are taken to.
+PROTOCOL_SYSTEMS = (EXAPYTE, EXAPYTE_MULTIPAXOS, EXAPYTE_ZAB)
+READ_SYSTEMS = (EXAPYTE, EXAPYTE_CURVE)  # the systems whose strong gets are measured
+SYSTEMS = (*EXAPYTE_SYSTEMS, "etcd", "pysyncobj")
 
 # The performance targets exapyte holds itself to (2-core machine).
 TARGET_ETCD_THROUGHPUT_64 = 1.5  # exapyte / etcd put throughput at 64 clients, at least
@@ -909,11 +921,16 @@ class CpuSample:
         return cls(time.monotonic(), {n: thread_ticks(p) for n, p in pids.items()}, machine_ticks())
 
 
-def cpu_shares(before: CpuSample, after: CpuSample, leader: str | None) -> dict[str, float]:
+def cpu_shares(
+    before: CpuSample, after: CpuSample, leader: str | None,
+    neighbours: set[str] | frozenset[str] = frozenset(),
+) -> dict[str, float]:
     """Percent of one core each part used between two samples: ``leader`` and ``followers``
-    (all other members together) in total and in libzmq's I/O threads, and ``machine``
-    (percent of all cores busy, anyone's work). The load generator's workers measure their own
-    CPU time over the window (``load_generator``, added by :func:`run_point`)."""
+    (all other members together) in total and in libzmq's I/O threads, ``neighbours`` (the
+    processes named in ``neighbours``: the idle systems up beside the measured one), and
+    ``machine`` (percent of all cores busy, anyone's work). The load generator's workers
+    measure their own CPU time over the window (``load_generator``, added by
+    :func:`run_point`)."""
     hz = os.sysconf("SC_CLK_TCK")
     wall = after.at - before.at
     if wall <= 0:
@@ -926,7 +943,7 @@ def cpu_shares(before: CpuSample, after: CpuSample, leader: str | None) -> dict[
     for name, (io, other) in after.threads.items():
         io0, other0 = before.threads.get(name, (0, 0))
         d_io, d_other = max(0, io - io0), max(0, other - other0)
-        part = "leader" if name == leader else "followers"
+        part = "neighbours" if name in neighbours else "leader" if name == leader else "followers"
         add(part, d_io + d_other)
         add(f"{part}_zmq_io", d_io)
     busy = after.machine[0] - before.machine[0]
@@ -956,6 +973,8 @@ def run_point(
         procs.append(proc)
         first += count
     pids = spec.get("pids", {})
+    neighbours = spec.get("neighbour_pids", {})
+    pids = {**pids, **neighbours}
     window = (start_at + WARMUP_S, start_at + WARMUP_S + seconds)  # as the workers count it
     samples: list[CpuSample] = []
     parts: list[dict[str, Any]] = []
@@ -984,7 +1003,7 @@ def run_point(
     point.resends = sum(p["resends"] for p in parts)
     point.redirects = sum(p["redirects"] for p in parts)
     if len(samples) == 2:
-        point.cpu = cpu_shares(samples[0], samples[1], spec.get("leader_name"))
+        point.cpu = cpu_shares(samples[0], samples[1], spec.get("leader_name"), set(neighbours))
     point.cpu["load_generator"] = round(100.0 * sum(p["cpu_s"] for p in parts) / seconds, 1)
     return point
 
@@ -1025,11 +1044,16 @@ class Missing(Exception):
 
 @contextlib.contextmanager
 def exapyte_cluster(
-    scratch: Path, profile_dir: str | None, *, curve: bool
+    scratch: Path, profile_dir: str | None, *, curve: bool, protocol: str = "raft"
 ) -> Iterator[dict[str, Any]]:
-    """A 3-node cluster with ``security.mode`` ``curve`` (keys made by LocalCluster under
-    ``scratch/keys``; the load generator's CURVE adapter loads the client key from there) or
-    ``off`` (plain ZMTP, the NULL mechanism)."""
+    """A 3-node cluster running ``consensus.protocol`` ``protocol``, with ``security.mode``
+    ``curve`` (keys made by LocalCluster under ``scratch/keys``; the load generator's CURVE
+    adapter loads the client key from there) or ``off`` (plain ZMTP, the NULL mechanism).
+
+    The leader is the node whose status says ``role: leader`` and names itself ``leader``; the
+    cluster is ready once a put through an ordinary client has been acknowledged, since a
+    protocol's leader may report its role before it can commit (a ZAB leader is ``leader``
+    from its discovery phase on, a Multi-Paxos leader before its first slot is chosen)."""
     from exapyte.runtime.cluster import LocalCluster
 
     if curve:
@@ -1044,6 +1068,7 @@ def exapyte_cluster(
     topo["storage"] = {"backend": "sqlite", "path": str(scratch / "{node_id}" / "store.db")}
     keys_dir = scratch / "keys"
     topo["security"] = {"mode": "curve", "keys_dir": str(keys_dir)} if curve else {"mode": "off"}
+    topo["consensus"]["protocol"] = protocol
     config_path = scratch / "cluster.json"
     config_path.write_text(json.dumps(topo, indent=2))
     env = dict(os.environ)
@@ -1062,7 +1087,16 @@ def exapyte_cluster(
                     return node_id
             return None
 
-        leader_id = wait_for("exapyte leader", leader)
+        leader_id = wait_for(f"exapyte ({protocol}) leader", leader)
+
+        def acknowledged() -> bool:
+            with cluster.client(timeout_s=2.0) as client:
+                client.put("bench-ready", b"1")
+            return True
+
+        wait_for(f"exapyte ({protocol}) acknowledging a put", acknowledged)
+        # The put may have gone to a new leader: find it again (it is then known at once).
+        leader_id = wait_for(f"exapyte ({protocol}) leader", leader)
         spec = {
             "kind": "exapyte",
             "endpoints": endpoints,
@@ -1071,6 +1105,7 @@ def exapyte_cluster(
             "pids": {n: proc.pid for n, proc in cluster.procs.items()},
             "version": "working tree",
             "security": topo["security"]["mode"],
+            "protocol": protocol,
             "durability": "fsync (SQLite WAL, synchronous=FULL) on a majority before the ack",
         }
         if curve:
@@ -1326,7 +1361,8 @@ def start_system(
     if system in EXAPYTE_SYSTEMS:
         # One profile directory per system: both clusters' nodes are called n1, n2, n3.
         profile = os.path.join(profile_dir, system) if profile_dir else None
-        return exapyte_cluster(directory, profile, curve=system == EXAPYTE_CURVE)
+        protocol, security = EXAPYTE_SYSTEMS[system]
+        return exapyte_cluster(directory, profile, curve=security == "curve", protocol=protocol)
     if system == "etcd":
         return etcd_cluster(directory)
     return syncobj_cluster(directory)
@@ -1353,7 +1389,7 @@ def run_group(
     ...), so that two systems compared with each other are measured seconds apart and a drift
     of the shared machine's load weighs on both alike. A point's rounds are pooled."""
     plan = [("put", clients) for clients in args.clients]
-    if args.reads and any(s in EXAPYTE_SYSTEMS for s in systems):
+    if args.reads and any(s in READ_SYSTEMS for s in systems):
         plan.append(("get", max(args.clients)))
     measured: dict[tuple[str, str, int], list[Point]] = {}
 
@@ -1383,7 +1419,7 @@ def run_group(
                 # A B in one round, B A in the next; the next point starts with the last system.
                 order = list(specs) if (round_ + i) % 2 == 0 else list(reversed(specs))
                 for system in order:
-                    if system in outcome.missing or (op == "get" and system not in EXAPYTE_SYSTEMS):
+                    if system in outcome.missing or (op == "get" and system not in READ_SYSTEMS):
                         continue
                     workers = workers_for(clients, args.workers)
                     what = "put" if op == "put" else "strong get"
@@ -1392,7 +1428,9 @@ def run_group(
                         + (f" (round {round_ + 1} of {args.rounds})" if args.rounds > 1 else "")
                         + " ..."
                     )
-                    spec = specs[system] if op == "put" else dict(specs[system], consistency="strong")
+                    spec = dict(specs[system], neighbour_pids=neighbour_pids(specs, system))
+                    if op == "get":
+                        spec["consistency"] = "strong"
                     try:
                         point = run_point(system, spec, op, clients, workers, args.seconds)
                     except Exception as exc:  # noqa: BLE001 - reported as a missing system
@@ -1404,6 +1442,16 @@ def run_group(
             rounds = measured.get((system, op, clients))
             if rounds:
                 outcome.points.append(pool_rounds(rounds))
+
+
+def neighbour_pids(specs: dict[str, dict[str, Any]], system: str) -> dict[str, int]:
+    """The processes of the other systems that are up while ``system`` is measured (idle, but
+    their ticks and heartbeats share the cores), named ``<system>/<member>``."""
+    return {
+        f"{other}/{name}": pid
+        for other, spec in specs.items() if other != system
+        for name, pid in spec.get("pids", {}).items()
+    }
 
 
 def pool_rounds(rounds: list[Point]) -> Point:
@@ -1494,6 +1542,42 @@ def report(outcome: Outcome, args: argparse.Namespace, console: Any) -> dict[str
         rt.add_row(str(clients), *(f"{v:.2f}x" if v is not None else "missing" for v in row.values()))
     console.print(rt)
 
+    # Each consensus protocol (security.mode off) against etcd and against exapyte's Raft, the
+    # same run's figures: throughput as a / b (above 1: faster), latency as a / b (above 1: slower).
+    protocols: dict[str, dict[str, dict[str, float | None]]] = {}
+    pt = Table(title="consensus protocols (exapyte, security.mode off) vs etcd and vs exapyte-Raft")
+    for col in ("system", "clients", "puts/s", "p50 ms", "p99 ms", "puts/s vs etcd",
+                "p50 vs etcd", "p99 vs etcd", "puts/s vs Raft", "p50 vs Raft", "p99 vs Raft"):
+        pt.add_column(col, justify="left" if col == "system" else "right")
+    raft_system = PROTOCOL_SYSTEMS[0]
+    for system in (s for s in PROTOCOL_SYSTEMS if s in args.systems):
+        by_clients: dict[str, dict[str, float | None]] = {}
+        for clients in args.clients:
+            p, et, rf = put(system, clients), put("etcd", clients), put(raft_system, clients)
+            row: dict[str, float | None] = {
+                "ops_per_s": round(p.ops_per_s, 1) if p else None,
+                "p50_ms": round(p.p50_ms, 3) if p else None,
+                "p99_ms": round(p.p99_ms, 3) if p else None,
+            }
+            for other, name in ((et, "etcd"), (rf, "raft")):
+                row[f"throughput_vs_{name}"] = ratio(p.ops_per_s, other.ops_per_s) \
+                    if p and other else None
+                row[f"p50_vs_{name}"] = ratio(p.p50_ms, other.p50_ms) if p and other else None
+                row[f"p99_vs_{name}"] = ratio(p.p99_ms, other.p99_ms) if p and other else None
+            by_clients[str(clients)] = row
+            shown = [
+                "missing" if row["ops_per_s"] is None else f"{row['ops_per_s']:,.0f}",
+                *("-" if row[k] is None else f"{row[k]:.2f}" for k in ("p50_ms", "p99_ms")),
+                *("-" if row[k] is None else f"{row[k]:.2f}x" for k in (
+                    "throughput_vs_etcd", "p50_vs_etcd", "p99_vs_etcd",
+                    "throughput_vs_raft", "p50_vs_raft", "p99_vs_raft",
+                )),
+            ]
+            pt.add_row(system, str(clients), *shown)
+        protocols[system] = by_clients
+    if protocols:
+        console.print(pt)
+
     # CURVE's cost: how much put throughput it takes away (1 - on/off) and how much it adds to
     # the median latency (on/off - 1), at each client count, and for the strong reads.
     curve: dict[str, Any] = {"put_throughput_cost": {}, "put_p50_cost": {}}
@@ -1536,7 +1620,7 @@ def report(outcome: Outcome, args: argparse.Namespace, console: Any) -> dict[str
             "zmq io: libzmq's I/O threads)"
         )
         columns = ("leader", "leader_zmq_io", "followers", "followers_zmq_io", "load_generator",
-                   "machine")
+                   "neighbours", "machine")
         cpu_table.add_column("system")
         for col in columns:
             cpu_table.add_column(col.replace("_zmq_io", " zmq io").replace("_", " "),
@@ -1545,7 +1629,8 @@ def report(outcome: Outcome, args: argparse.Namespace, console: Any) -> dict[str
             cpu_table.add_row(p.system, *(f"{p.cpu[c]:.0f}" if c in p.cpu else "-"
                                           for c in columns))
         console.print(cpu_table)
-        console.print("(machine: % of all cores busy, with everyone's work on it)")
+        console.print("(neighbours: the idle systems up beside it; machine: % of all cores "
+                      "busy, with everyone's work on it)")
 
     reads = [p for p in outcome.points if p.system == EXAPYTE and p.op == "get"]
     top = max(args.clients)
@@ -1580,8 +1665,8 @@ def report(outcome: Outcome, args: argparse.Namespace, console: Any) -> dict[str
         verdict = {True: "[green]met[/]", False: "[red]missed[/]", None: "[yellow]not measured[/]"}
         console.print(f"target {t['target']} {sign} {show(t['goal'])}: {shown} "
                       f"{verdict[t['met']]}")
-    return {"ratios": ratios, "read_write_ratio_at_max_clients": read_write, "curve": curve,
-            "targets": targets}
+    return {"ratios": ratios, "protocols": protocols,
+            "read_write_ratio_at_max_clients": read_write, "curve": curve, "targets": targets}
 
 
 def machine_info(scratch: Path, versions: dict[str, str]) -> dict[str, Any]:
@@ -1663,8 +1748,10 @@ def main(argv: list[str] | None = None) -> int:
             "warmup_s": WARMUP_S,
             "workers": args.workers,
             "members": 3,
-            "reads": f"exapyte get, consistency strong, {max(args.clients)} clients",
-            "exapyte_security": {EXAPYTE: "off", EXAPYTE_CURVE: "curve"},
+            "reads": f"exapyte get, consistency strong, {max(args.clients)} clients, "
+            f"systems {', '.join(READ_SYSTEMS)}",
+            "exapyte_security": {s: mode for s, (_p, mode) in EXAPYTE_SYSTEMS.items()},
+            "exapyte_protocol": {s: proto for s, (proto, _m) in EXAPYTE_SYSTEMS.items()},
         },
         "machine": info,
         "durability": outcome.durability,
