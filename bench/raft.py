@@ -1,7 +1,9 @@
-"""Raft benchmark: durable closed-loop puts against exapyte, etcd and PySyncObj on one machine.
+"""Consensus benchmark: durable closed-loop puts against exapyte (Raft, Multi-Paxos, ZAB), etcd
+and PySyncObj on one machine.
 
     python bench/raft.py [--seconds S] [--clients 1,16,64]
-                         [--systems exapyte,exapyte+curve,etcd,pysyncobj] [--workers auto|K]
+                         [--systems exapyte,exapyte+curve,exapyte-multipaxos,exapyte-zab,etcd,
+                                    pysyncobj] [--workers auto|K]
                          [--rounds 2] [--json bench/results/raft.json] [--profile DIR]
 
 Theory of operation
@@ -15,7 +17,12 @@ on the same (non-tmpfs) file system as ``--json``, started and stopped by this s
   off`` (plain ZMTP) and ``exapyte+curve`` with ``security.mode: curve`` (every link, between the
   nodes and from each client, is CurveZMQ; LocalCluster makes the keys in the scratch directory).
   The two clusters run side by side and their points alternate (below), so that CURVE's cost is
-  measured on the same machine within seconds.
+  measured on the same machine within seconds. Two more systems run the same cluster with
+  another ``consensus.protocol`` and ``security.mode: off``: ``exapyte-multipaxos`` and
+  ``exapyte-zab``. Every exapyte system's leader is the node whose status says ``role:
+  leader`` and names itself ``leader``; a cluster counts as started once an ordinary client's
+  put has been acknowledged (a ZAB leader says ``leader`` from its discovery phase on, before it
+  can commit), and the leader is looked up again after that put.
 - **etcd** (Debian's ``etcd-server``): three members with their own data dirs, fsync on (no
   ``--unsafe-no-fsync``), driven through the JSON gateway, ``POST /v3/kv/put``.
 - **PySyncObj**: three processes of this script (``--syncobj-node``), each a ``SyncObj`` with a
@@ -51,22 +58,25 @@ warm-up, then ``--seconds`` of measurement; only requests completed inside the w
 
 **Rounds.** Every point is measured ``--rounds`` times (default 2) and its rounds pooled (all
 their requests and latencies together; the JSON keeps each round's throughput). The systems run
-one after the other, except the two exapyte systems, which are up together: for each point one
-is measured, then the other, in the order A B in one round and B A in the next (and reversed
-from one point to the next). The machine is shared, and its load drifts; in that order a steady
-drift weighs on both alike, and the idle cluster's ticks and heartbeats cost both the same.
-Strong (linearizable, ReadIndex) exapyte ``get``s at the largest client count are measured
-after the writes, over the keys the writes created, in both security modes.
+one after the other, except the exapyte systems, which are all up together: for each point
+each is measured in turn, in the order A B C D in one round and D C B A in the next (and
+reversed from one point to the next). The machine is shared, and its load drifts; in that
+order a steady drift weighs on all alike, and the idle clusters' ticks and heartbeats cost each
+the same (their CPU is counted as ``neighbours``). Strong (linearizable, ReadIndex) exapyte
+``get``s at the largest client count are measured after the writes, over the keys the writes
+created, for Raft in both security modes (``READ_SYSTEMS``).
 
 **CPU accounting.** At the start and the end of each measurement window the bench reads
 ``/proc``: the CPU time of the leader and of the followers, each split into libzmq's I/O threads
-and the rest (for an exapyte node, its loop), and how busy the machine was; the load
-generator's workers count their own CPU time over the window. The load generator shares the two
+and the rest (for an exapyte node, its loop), the CPU time of the idle systems up beside the
+measured one (``neighbours``), and how busy the machine was; the load generator's workers count
+their own CPU time over the window. The load generator shares the two
 cores with the systems it measures, so its own CPU (more of it with CURVE: it encrypts too) is
 part of every figure.
 
-The table, the ratios, CURVE's cost (put throughput: 1 - on/off, p50: on/off - 1) and the
-targets go to the terminal; measured numbers, the CPU shares, the machine and the settings go
+The table, the ratios, each protocol's puts/s, p50 and p99 with their ratios to etcd and to
+exapyte's Raft (``protocols`` in the JSON), CURVE's cost (put throughput: 1 - on/off, p50:
+on/off - 1) and the targets go to the terminal; measured numbers, the CPU shares, the machine and the settings go
 to ``--json``. The exit code is 0 whether or not targets are met (a benchmark, not a
 test); a system that cannot be installed or started is reported as **missing**.
 
