@@ -152,6 +152,8 @@ TARGET_READ_WRITE_64 = 2.0  # exapyte strong reads / exapyte puts at 64 clients,
 # What security.mode curve may cost against off, the same cluster in the same invocation:
 TARGET_CURVE_COST_64 = 0.15  # 1 - (on / off) put throughput at 64 clients, at most
 
+CONSOLE_COLUMNS_PIPED = 132  # the tables' width when stdout is not a terminal
+
 
 def key_of(n: int) -> bytes:
     return b"k%015d" % n
@@ -1379,8 +1381,12 @@ def start_system(
 
 
 def run_all(args: argparse.Namespace, scratch: Path, console: Any) -> Outcome:
-    """Each system in the order given; the exapyte systems side by side (see run_group)."""
+    """Each system in the order given; the exapyte systems side by side (see run_group), or,
+    with ``--side-by-side all``, every system."""
     outcome = Outcome()
+    if getattr(args, "side_by_side", "exapyte") == "all":
+        run_group(list(args.systems), args, scratch, console, outcome)
+        return outcome
     exapytes = [s for s in args.systems if s in EXAPYTE_SYSTEMS]
     for system in args.systems:
         if system in EXAPYTE_SYSTEMS:
@@ -1555,10 +1561,11 @@ def report(outcome: Outcome, args: argparse.Namespace, console: Any) -> dict[str
     # Each consensus protocol (security.mode off) against etcd and against exapyte's Raft, the
     # same run's figures: throughput as a / b (above 1: faster), latency as a / b (above 1: slower).
     protocols: dict[str, dict[str, dict[str, float | None]]] = {}
-    pt = Table(title="consensus protocols (exapyte, security.mode off) vs etcd and vs exapyte-Raft")
-    for col in ("system", "clients", "puts/s", "p50 ms", "p99 ms", "puts/s vs etcd",
-                "p50 vs etcd", "p99 vs etcd", "puts/s vs Raft", "p50 vs Raft", "p99 vs Raft"):
-        pt.add_column(col, justify="left" if col == "system" else "right")
+    pt = Table(title="consensus protocols (exapyte, security.mode off): puts, and each as a ratio "
+               "to etcd's and to exapyte-Raft's")
+    for col in ("protocol", "clients", "puts/s", "p50 ms", "p99 ms", "puts/s etcd",
+                "p50 etcd", "p99 etcd", "puts/s Raft", "p50 Raft", "p99 Raft"):
+        pt.add_column(col, justify="left" if col == "protocol" else "right")
     raft_system = PROTOCOL_SYSTEMS[0]
     for system in (s for s in PROTOCOL_SYSTEMS if s in args.systems):
         by_clients: dict[str, dict[str, float | None]] = {}
@@ -1583,7 +1590,7 @@ def report(outcome: Outcome, args: argparse.Namespace, console: Any) -> dict[str
                     "throughput_vs_raft", "p50_vs_raft", "p99_vs_raft",
                 )),
             ]
-            pt.add_row(system, str(clients), *shown)
+            pt.add_row(EXAPYTE_SYSTEMS[system][0], str(clients), *shown)
         protocols[system] = by_clients
     if protocols:
         console.print(pt)
@@ -1710,6 +1717,11 @@ def main(argv: list[str] | None = None) -> int:
         "--rounds", type=int, default=DEFAULT_ROUNDS,
         help="measurements per point, alternating between systems measured side by side",
     )
+    parser.add_argument(
+        "--side-by-side", choices=("exapyte", "all"), default="exapyte",
+        help="which systems are up together and alternate point by point: the exapyte systems "
+        "(etcd and PySyncObj then run alone, one after the other), or all of them",
+    )
     parser.add_argument("--json", default=str(REPO_ROOT / "bench" / "results" / "raft.json"))
     parser.add_argument("--dir", default=None, help="data directories (default: beside --json)")
     parser.add_argument("--profile", default=None, help="cProfile the exapyte nodes into DIR")
@@ -1731,7 +1743,9 @@ def main(argv: list[str] | None = None) -> int:
 
     from rich.console import Console
 
-    console = Console()
+    # Wide enough for the protocols table when the output is a file or a pipe (rich's default
+    # there is 80 columns); a terminal keeps its own width.
+    console = Console() if sys.stdout.isatty() else Console(width=CONSOLE_COLUMNS_PIPED)
     results_dir = Path(args.json).resolve().parent
     results_dir.mkdir(parents=True, exist_ok=True)
     scratch = Path(tempfile.mkdtemp(prefix="raft-bench-", dir=args.dir or results_dir))
@@ -1755,6 +1769,7 @@ def main(argv: list[str] | None = None) -> int:
             "clients": args.clients,
             "seconds_per_point": args.seconds,
             "rounds": args.rounds,
+            "side_by_side": args.side_by_side,
             "warmup_s": WARMUP_S,
             "workers": args.workers,
             "members": 3,

@@ -227,4 +227,30 @@ def test_each_protocol_is_compared_with_etcd_and_with_exapytes_raft() -> None:
     assert zab["ops_per_s"] is None and zab["throughput_vs_etcd"] is None
     text = out.getvalue()
     assert "consensus protocols" in text and "0.75x" in text
-    assert "exapyte-zab" in text and "missing" in text
+    zab_rows = [line for line in text.splitlines() if line.startswith("│ zab ")]
+    assert len(zab_rows) == 2 and all("missing" in line for line in zab_rows)
+
+
+def test_side_by_side_all_alternates_etcd_with_the_exapyte_systems(tmp_path: Path) -> None:
+    bench = load_bench()
+    order: list[str] = []
+    neighbours: dict[str, set[str]] = {}
+
+    def start_system(system: str, directory: Path, profile_dir: str | None) -> Any:
+        return contextlib.nullcontext({"version": "v", "durability": "d", "pids": {"m1": 1}})
+
+    def run_point(system: str, spec: Any, op: str, clients: int, workers: int,
+                  seconds: float) -> Any:
+        order.append(system)
+        neighbours[system] = set(spec["neighbour_pids"])
+        point = bench.Point(system, op, clients, workers, ops=1, seconds=seconds)
+        point.latencies = [0.001]
+        return point
+
+    bench.start_system, bench.run_point = start_system, run_point
+    args = argparse.Namespace(systems=["exapyte", "exapyte-zab", "etcd"], clients=[1, 64],
+                              reads=False, rounds=1, workers="auto", seconds=1.0, profile=None,
+                              side_by_side="all")
+    bench.run_all(args, tmp_path, Console(file=io.StringIO()))
+    assert order == ["exapyte", "exapyte-zab", "etcd", "etcd", "exapyte-zab", "exapyte"]
+    assert neighbours["etcd"] == {"exapyte/m1", "exapyte-zab/m1"}
