@@ -4,7 +4,8 @@ and PySyncObj on one machine.
     python bench/raft.py [--seconds S] [--clients 1,16,64]
                          [--systems exapyte,exapyte+curve,exapyte-multipaxos,exapyte-zab,etcd,
                                     pysyncobj] [--workers auto|K]
-                         [--rounds 2] [--json bench/results/raft.json] [--profile DIR]
+                         [--rounds 2] [--side-by-side exapyte|all]
+                         [--json bench/results/raft.json] [--profile DIR]
 
 Theory of operation
 -------------------
@@ -64,7 +65,9 @@ reversed from one point to the next). The machine is shared, and its load drifts
 order a steady drift weighs on all alike, and the idle clusters' ticks and heartbeats cost each
 the same (their CPU is counted as ``neighbours``). Strong (linearizable, ReadIndex) exapyte
 ``get``s at the largest client count are measured after the writes, over the keys the writes
-created, for Raft in both security modes (``READ_SYSTEMS``).
+created, for Raft in both security modes (``READ_SYSTEMS``). With ``--side-by-side all`` etcd
+and PySyncObj join that alternation too: every system is then measured with all the others idle
+beside it, and seconds from each of them.
 
 **CPU accounting.** At the start and the end of each measurement window the bench reads
 ``/proc``: the CPU time of the leader and of the followers, each split into libzmq's I/O threads
