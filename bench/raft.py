@@ -1,8 +1,11 @@
-"""Raft benchmark: durable closed-loop puts against exapyte, etcd and PySyncObj on one machine.
+"""Consensus benchmark: durable closed-loop puts against exapyte (Raft, Multi-Paxos, ZAB), etcd
+and PySyncObj on one machine.
 
     python bench/raft.py [--seconds S] [--clients 1,16,64]
-                         [--systems exapyte,exapyte+curve,etcd,pysyncobj] [--workers auto|K]
-                         [--rounds 2] [--json bench/results/raft.json] [--profile DIR]
+                         [--systems exapyte,exapyte+curve,exapyte-multipaxos,exapyte-zab,etcd,
+                                    pysyncobj] [--workers auto|K]
+                         [--rounds 2] [--side-by-side exapyte|all]
+                         [--json bench/results/raft.json] [--profile DIR]
 
 Theory of operation
 -------------------
@@ -15,7 +18,12 @@ on the same (non-tmpfs) file system as ``--json``, started and stopped by this s
   off`` (plain ZMTP) and ``exapyte+curve`` with ``security.mode: curve`` (every link, between the
   nodes and from each client, is CurveZMQ; LocalCluster makes the keys in the scratch directory).
   The two clusters run side by side and their points alternate (below), so that CURVE's cost is
-  measured on the same machine within seconds.
+  measured on the same machine within seconds. Two more systems run the same cluster with
+  another ``consensus.protocol`` and ``security.mode: off``: ``exapyte-multipaxos`` and
+  ``exapyte-zab``. Every exapyte system's leader is the node whose status says ``role:
+  leader`` and names itself ``leader``; a cluster counts as started once an ordinary client's
+  put has been acknowledged (a ZAB leader says ``leader`` from its discovery phase on, before it
+  can commit), and the leader is looked up again after that put.
 - **etcd** (Debian's ``etcd-server``): three members with their own data dirs, fsync on (no
   ``--unsafe-no-fsync``), driven through the JSON gateway, ``POST /v3/kv/put``.
 - **PySyncObj**: three processes of this script (``--syncobj-node``), each a ``SyncObj`` with a
@@ -51,22 +59,27 @@ warm-up, then ``--seconds`` of measurement; only requests completed inside the w
 
 **Rounds.** Every point is measured ``--rounds`` times (default 2) and its rounds pooled (all
 their requests and latencies together; the JSON keeps each round's throughput). The systems run
-one after the other, except the two exapyte systems, which are up together: for each point one
-is measured, then the other, in the order A B in one round and B A in the next (and reversed
-from one point to the next). The machine is shared, and its load drifts; in that order a steady
-drift weighs on both alike, and the idle cluster's ticks and heartbeats cost both the same.
-Strong (linearizable, ReadIndex) exapyte ``get``s at the largest client count are measured
-after the writes, over the keys the writes created, in both security modes.
+one after the other, except the exapyte systems, which are all up together: for each point
+each is measured in turn, in the order A B C D in one round and D C B A in the next (and
+reversed from one point to the next). The machine is shared, and its load drifts; in that
+order a steady drift weighs on all alike, and the idle clusters' ticks and heartbeats cost each
+the same (their CPU is counted as ``neighbours``). Strong (linearizable, ReadIndex) exapyte
+``get``s at the largest client count are measured after the writes, over the keys the writes
+created, for Raft in both security modes (``READ_SYSTEMS``). With ``--side-by-side all`` etcd
+and PySyncObj join that alternation too: every system is then measured with all the others idle
+beside it, and seconds from each of them.
 
 **CPU accounting.** At the start and the end of each measurement window the bench reads
 ``/proc``: the CPU time of the leader and of the followers, each split into libzmq's I/O threads
-and the rest (for an exapyte node, its loop), and how busy the machine was; the load
-generator's workers count their own CPU time over the window. The load generator shares the two
+and the rest (for an exapyte node, its loop), the CPU time of the idle systems up beside the
+measured one (``neighbours``), and how busy the machine was; the load generator's workers count
+their own CPU time over the window. The load generator shares the two
 cores with the systems it measures, so its own CPU (more of it with CURVE: it encrypts too) is
 part of every figure.
 
-The table, the ratios, CURVE's cost (put throughput: 1 - on/off, p50: on/off - 1) and the
-targets go to the terminal; measured numbers, the CPU shares, the machine and the settings go
+The table, the ratios, each protocol's puts/s, p50 and p99 with their ratios to etcd and to
+exapyte's Raft (``protocols`` in the JSON), CURVE's cost (put throughput: 1 - on/off, p50:
+on/off - 1) and the targets go to the terminal; measured numbers, the CPU shares, the machine and the settings go
 to ``--json``. The exit code is 0 whether or not targets are met (a benchmark, not a
 test); a system that cannot be installed or started is reported as **missing**.
 
@@ -117,9 +130,21 @@ DEFAULT_CLIENTS = (1, 16, 64)
 # Two rounds per point, in the order A B then B A: a steady drift of the shared machine's load
 # during the pair weighs on both systems alike.
 DEFAULT_ROUNDS = 2
-EXAPYTE, EXAPYTE_CURVE = "exapyte", "exapyte+curve"  # security.mode off, and curve
-EXAPYTE_SYSTEMS = (EXAPYTE, EXAPYTE_CURVE)
-SYSTEMS = (EXAPYTE, EXAPYTE_CURVE, "etcd", "pysyncobj")
+EXAPYTE, EXAPYTE_CURVE = "exapyte", "exapyte+curve"  # Raft, security.mode off, and curve
+EXAPYTE_MULTIPAXOS, EXAPYTE_ZAB = "exapyte-multipaxos", "exapyte-zab"  # security.mode off
+# Every exapyte system as (consensus.protocol, security.mode). They are up together and their
+# points alternate (run_group).
+EXAPYTE_SYSTEMS: dict[str, tuple[str, str]] = {
+    EXAPYTE: ("raft", "off"),
+    EXAPYTE_CURVE: ("raft", "curve"),
+    EXAPYTE_MULTIPAXOS: ("multipaxos", "off"),
+    EXAPYTE_ZAB: ("zab", "off"),
+}
+# The consensus protocols compared with one another and with etcd, all with security.mode off;
+# the first is the reference the others' ratios are taken to.
+PROTOCOL_SYSTEMS = (EXAPYTE, EXAPYTE_MULTIPAXOS, EXAPYTE_ZAB)
+READ_SYSTEMS = (EXAPYTE, EXAPYTE_CURVE)  # the systems whose strong gets are measured
+SYSTEMS = (*EXAPYTE_SYSTEMS, "etcd", "pysyncobj")
 
 # The performance targets exapyte holds itself to (2-core machine).
 TARGET_ETCD_THROUGHPUT_64 = 1.5  # exapyte / etcd put throughput at 64 clients, at least
@@ -129,6 +154,8 @@ TARGET_READ_WRITE_64 = 2.0  # exapyte strong reads / exapyte puts at 64 clients,
 
 # What security.mode curve may cost against off, the same cluster in the same invocation:
 TARGET_CURVE_COST_64 = 0.15  # 1 - (on / off) put throughput at 64 clients, at most
+
+CONSOLE_COLUMNS_PIPED = 132  # the tables' width when stdout is not a terminal
 
 
 def key_of(n: int) -> bytes:
@@ -909,11 +936,16 @@ class CpuSample:
         return cls(time.monotonic(), {n: thread_ticks(p) for n, p in pids.items()}, machine_ticks())
 
 
-def cpu_shares(before: CpuSample, after: CpuSample, leader: str | None) -> dict[str, float]:
+def cpu_shares(
+    before: CpuSample, after: CpuSample, leader: str | None,
+    neighbours: set[str] | frozenset[str] = frozenset(),
+) -> dict[str, float]:
     """Percent of one core each part used between two samples: ``leader`` and ``followers``
-    (all other members together) in total and in libzmq's I/O threads, and ``machine``
-    (percent of all cores busy, anyone's work). The load generator's workers measure their own
-    CPU time over the window (``load_generator``, added by :func:`run_point`)."""
+    (all other members together) in total and in libzmq's I/O threads, ``neighbours`` (the
+    processes named in ``neighbours``: the idle systems up beside the measured one), and
+    ``machine`` (percent of all cores busy, anyone's work). The load generator's workers
+    measure their own CPU time over the window (``load_generator``, added by
+    :func:`run_point`)."""
     hz = os.sysconf("SC_CLK_TCK")
     wall = after.at - before.at
     if wall <= 0:
@@ -926,7 +958,7 @@ def cpu_shares(before: CpuSample, after: CpuSample, leader: str | None) -> dict[
     for name, (io, other) in after.threads.items():
         io0, other0 = before.threads.get(name, (0, 0))
         d_io, d_other = max(0, io - io0), max(0, other - other0)
-        part = "leader" if name == leader else "followers"
+        part = "neighbours" if name in neighbours else "leader" if name == leader else "followers"
         add(part, d_io + d_other)
         add(f"{part}_zmq_io", d_io)
     busy = after.machine[0] - before.machine[0]
@@ -956,6 +988,8 @@ def run_point(
         procs.append(proc)
         first += count
     pids = spec.get("pids", {})
+    neighbours = spec.get("neighbour_pids", {})
+    pids = {**pids, **neighbours}
     window = (start_at + WARMUP_S, start_at + WARMUP_S + seconds)  # as the workers count it
     samples: list[CpuSample] = []
     parts: list[dict[str, Any]] = []
@@ -984,7 +1018,7 @@ def run_point(
     point.resends = sum(p["resends"] for p in parts)
     point.redirects = sum(p["redirects"] for p in parts)
     if len(samples) == 2:
-        point.cpu = cpu_shares(samples[0], samples[1], spec.get("leader_name"))
+        point.cpu = cpu_shares(samples[0], samples[1], spec.get("leader_name"), set(neighbours))
     point.cpu["load_generator"] = round(100.0 * sum(p["cpu_s"] for p in parts) / seconds, 1)
     return point
 
@@ -1025,11 +1059,16 @@ class Missing(Exception):
 
 @contextlib.contextmanager
 def exapyte_cluster(
-    scratch: Path, profile_dir: str | None, *, curve: bool
+    scratch: Path, profile_dir: str | None, *, curve: bool, protocol: str = "raft"
 ) -> Iterator[dict[str, Any]]:
-    """A 3-node cluster with ``security.mode`` ``curve`` (keys made by LocalCluster under
-    ``scratch/keys``; the load generator's CURVE adapter loads the client key from there) or
-    ``off`` (plain ZMTP, the NULL mechanism)."""
+    """A 3-node cluster running ``consensus.protocol`` ``protocol``, with ``security.mode``
+    ``curve`` (keys made by LocalCluster under ``scratch/keys``; the load generator's CURVE
+    adapter loads the client key from there) or ``off`` (plain ZMTP, the NULL mechanism).
+
+    The leader is the node whose status says ``role: leader`` and names itself ``leader``; the
+    cluster is ready once a put through an ordinary client has been acknowledged, since a
+    protocol's leader may report its role before it can commit (a ZAB leader is ``leader``
+    from its discovery phase on, a Multi-Paxos leader before its first slot is chosen)."""
     from exapyte.runtime.cluster import LocalCluster
 
     if curve:
@@ -1044,6 +1083,7 @@ def exapyte_cluster(
     topo["storage"] = {"backend": "sqlite", "path": str(scratch / "{node_id}" / "store.db")}
     keys_dir = scratch / "keys"
     topo["security"] = {"mode": "curve", "keys_dir": str(keys_dir)} if curve else {"mode": "off"}
+    topo["consensus"]["protocol"] = protocol
     config_path = scratch / "cluster.json"
     config_path.write_text(json.dumps(topo, indent=2))
     env = dict(os.environ)
@@ -1062,7 +1102,16 @@ def exapyte_cluster(
                     return node_id
             return None
 
-        leader_id = wait_for("exapyte leader", leader)
+        leader_id = wait_for(f"exapyte ({protocol}) leader", leader)
+
+        def acknowledged() -> bool:
+            with cluster.client(timeout_s=2.0) as client:
+                client.put("bench-ready", b"1")
+            return True
+
+        wait_for(f"exapyte ({protocol}) acknowledging a put", acknowledged)
+        # The put may have gone to a new leader: find it again (it is then known at once).
+        leader_id = wait_for(f"exapyte ({protocol}) leader", leader)
         spec = {
             "kind": "exapyte",
             "endpoints": endpoints,
@@ -1071,6 +1120,7 @@ def exapyte_cluster(
             "pids": {n: proc.pid for n, proc in cluster.procs.items()},
             "version": "working tree",
             "security": topo["security"]["mode"],
+            "protocol": protocol,
             "durability": "fsync (SQLite WAL, synchronous=FULL) on a majority before the ack",
         }
         if curve:
@@ -1326,15 +1376,20 @@ def start_system(
     if system in EXAPYTE_SYSTEMS:
         # One profile directory per system: both clusters' nodes are called n1, n2, n3.
         profile = os.path.join(profile_dir, system) if profile_dir else None
-        return exapyte_cluster(directory, profile, curve=system == EXAPYTE_CURVE)
+        protocol, security = EXAPYTE_SYSTEMS[system]
+        return exapyte_cluster(directory, profile, curve=security == "curve", protocol=protocol)
     if system == "etcd":
         return etcd_cluster(directory)
     return syncobj_cluster(directory)
 
 
 def run_all(args: argparse.Namespace, scratch: Path, console: Any) -> Outcome:
-    """Each system in the order given; the exapyte systems side by side (see run_group)."""
+    """Each system in the order given; the exapyte systems side by side (see run_group), or,
+    with ``--side-by-side all``, every system."""
     outcome = Outcome()
+    if getattr(args, "side_by_side", "exapyte") == "all":
+        run_group(list(args.systems), args, scratch, console, outcome)
+        return outcome
     exapytes = [s for s in args.systems if s in EXAPYTE_SYSTEMS]
     for system in args.systems:
         if system in EXAPYTE_SYSTEMS:
@@ -1353,7 +1408,7 @@ def run_group(
     ...), so that two systems compared with each other are measured seconds apart and a drift
     of the shared machine's load weighs on both alike. A point's rounds are pooled."""
     plan = [("put", clients) for clients in args.clients]
-    if args.reads and any(s in EXAPYTE_SYSTEMS for s in systems):
+    if args.reads and any(s in READ_SYSTEMS for s in systems):
         plan.append(("get", max(args.clients)))
     measured: dict[tuple[str, str, int], list[Point]] = {}
 
@@ -1383,7 +1438,7 @@ def run_group(
                 # A B in one round, B A in the next; the next point starts with the last system.
                 order = list(specs) if (round_ + i) % 2 == 0 else list(reversed(specs))
                 for system in order:
-                    if system in outcome.missing or (op == "get" and system not in EXAPYTE_SYSTEMS):
+                    if system in outcome.missing or (op == "get" and system not in READ_SYSTEMS):
                         continue
                     workers = workers_for(clients, args.workers)
                     what = "put" if op == "put" else "strong get"
@@ -1392,7 +1447,9 @@ def run_group(
                         + (f" (round {round_ + 1} of {args.rounds})" if args.rounds > 1 else "")
                         + " ..."
                     )
-                    spec = specs[system] if op == "put" else dict(specs[system], consistency="strong")
+                    spec = dict(specs[system], neighbour_pids=neighbour_pids(specs, system))
+                    if op == "get":
+                        spec["consistency"] = "strong"
                     try:
                         point = run_point(system, spec, op, clients, workers, args.seconds)
                     except Exception as exc:  # noqa: BLE001 - reported as a missing system
@@ -1404,6 +1461,16 @@ def run_group(
             rounds = measured.get((system, op, clients))
             if rounds:
                 outcome.points.append(pool_rounds(rounds))
+
+
+def neighbour_pids(specs: dict[str, dict[str, Any]], system: str) -> dict[str, int]:
+    """The processes of the other systems that are up while ``system`` is measured (idle, but
+    their ticks and heartbeats share the cores), named ``<system>/<member>``."""
+    return {
+        f"{other}/{name}": pid
+        for other, spec in specs.items() if other != system
+        for name, pid in spec.get("pids", {}).items()
+    }
 
 
 def pool_rounds(rounds: list[Point]) -> Point:
@@ -1494,6 +1561,43 @@ def report(outcome: Outcome, args: argparse.Namespace, console: Any) -> dict[str
         rt.add_row(str(clients), *(f"{v:.2f}x" if v is not None else "missing" for v in row.values()))
     console.print(rt)
 
+    # Each consensus protocol (security.mode off) against etcd and against exapyte's Raft, the
+    # same run's figures: throughput as a / b (above 1: faster), latency as a / b (above 1: slower).
+    protocols: dict[str, dict[str, dict[str, float | None]]] = {}
+    pt = Table(title="consensus protocols (exapyte, security.mode off): puts, and each as a ratio "
+               "to etcd's and to exapyte-Raft's")
+    for col in ("protocol", "clients", "puts/s", "p50 ms", "p99 ms", "puts/s etcd",
+                "p50 etcd", "p99 etcd", "puts/s Raft", "p50 Raft", "p99 Raft"):
+        pt.add_column(col, justify="left" if col == "protocol" else "right")
+    raft_system = PROTOCOL_SYSTEMS[0]
+    for system in (s for s in PROTOCOL_SYSTEMS if s in args.systems):
+        by_clients: dict[str, dict[str, float | None]] = {}
+        for clients in args.clients:
+            p, et, rf = put(system, clients), put("etcd", clients), put(raft_system, clients)
+            row: dict[str, float | None] = {
+                "ops_per_s": round(p.ops_per_s, 1) if p else None,
+                "p50_ms": round(p.p50_ms, 3) if p else None,
+                "p99_ms": round(p.p99_ms, 3) if p else None,
+            }
+            for other, name in ((et, "etcd"), (rf, "raft")):
+                row[f"throughput_vs_{name}"] = ratio(p.ops_per_s, other.ops_per_s) \
+                    if p and other else None
+                row[f"p50_vs_{name}"] = ratio(p.p50_ms, other.p50_ms) if p and other else None
+                row[f"p99_vs_{name}"] = ratio(p.p99_ms, other.p99_ms) if p and other else None
+            by_clients[str(clients)] = row
+            shown = [
+                "missing" if row["ops_per_s"] is None else f"{row['ops_per_s']:,.0f}",
+                *("-" if row[k] is None else f"{row[k]:.2f}" for k in ("p50_ms", "p99_ms")),
+                *("-" if row[k] is None else f"{row[k]:.2f}x" for k in (
+                    "throughput_vs_etcd", "p50_vs_etcd", "p99_vs_etcd",
+                    "throughput_vs_raft", "p50_vs_raft", "p99_vs_raft",
+                )),
+            ]
+            pt.add_row(EXAPYTE_SYSTEMS[system][0], str(clients), *shown)
+        protocols[system] = by_clients
+    if protocols:
+        console.print(pt)
+
     # CURVE's cost: how much put throughput it takes away (1 - on/off) and how much it adds to
     # the median latency (on/off - 1), at each client count, and for the strong reads.
     curve: dict[str, Any] = {"put_throughput_cost": {}, "put_p50_cost": {}}
@@ -1536,7 +1640,7 @@ def report(outcome: Outcome, args: argparse.Namespace, console: Any) -> dict[str
             "zmq io: libzmq's I/O threads)"
         )
         columns = ("leader", "leader_zmq_io", "followers", "followers_zmq_io", "load_generator",
-                   "machine")
+                   "neighbours", "machine")
         cpu_table.add_column("system")
         for col in columns:
             cpu_table.add_column(col.replace("_zmq_io", " zmq io").replace("_", " "),
@@ -1545,7 +1649,8 @@ def report(outcome: Outcome, args: argparse.Namespace, console: Any) -> dict[str
             cpu_table.add_row(p.system, *(f"{p.cpu[c]:.0f}" if c in p.cpu else "-"
                                           for c in columns))
         console.print(cpu_table)
-        console.print("(machine: % of all cores busy, with everyone's work on it)")
+        console.print("(neighbours: the idle systems up beside it; machine: % of all cores "
+                      "busy, with everyone's work on it)")
 
     reads = [p for p in outcome.points if p.system == EXAPYTE and p.op == "get"]
     top = max(args.clients)
@@ -1580,8 +1685,8 @@ def report(outcome: Outcome, args: argparse.Namespace, console: Any) -> dict[str
         verdict = {True: "[green]met[/]", False: "[red]missed[/]", None: "[yellow]not measured[/]"}
         console.print(f"target {t['target']} {sign} {show(t['goal'])}: {shown} "
                       f"{verdict[t['met']]}")
-    return {"ratios": ratios, "read_write_ratio_at_max_clients": read_write, "curve": curve,
-            "targets": targets}
+    return {"ratios": ratios, "protocols": protocols,
+            "read_write_ratio_at_max_clients": read_write, "curve": curve, "targets": targets}
 
 
 def machine_info(scratch: Path, versions: dict[str, str]) -> dict[str, Any]:
@@ -1615,6 +1720,11 @@ def main(argv: list[str] | None = None) -> int:
         "--rounds", type=int, default=DEFAULT_ROUNDS,
         help="measurements per point, alternating between systems measured side by side",
     )
+    parser.add_argument(
+        "--side-by-side", choices=("exapyte", "all"), default="exapyte",
+        help="which systems are up together and alternate point by point: the exapyte systems "
+        "(etcd and PySyncObj then run alone, one after the other), or all of them",
+    )
     parser.add_argument("--json", default=str(REPO_ROOT / "bench" / "results" / "raft.json"))
     parser.add_argument("--dir", default=None, help="data directories (default: beside --json)")
     parser.add_argument("--profile", default=None, help="cProfile the exapyte nodes into DIR")
@@ -1636,7 +1746,9 @@ def main(argv: list[str] | None = None) -> int:
 
     from rich.console import Console
 
-    console = Console()
+    # Wide enough for the protocols table when the output is a file or a pipe (rich's default
+    # there is 80 columns); a terminal keeps its own width.
+    console = Console() if sys.stdout.isatty() else Console(width=CONSOLE_COLUMNS_PIPED)
     results_dir = Path(args.json).resolve().parent
     results_dir.mkdir(parents=True, exist_ok=True)
     scratch = Path(tempfile.mkdtemp(prefix="raft-bench-", dir=args.dir or results_dir))
@@ -1660,11 +1772,14 @@ def main(argv: list[str] | None = None) -> int:
             "clients": args.clients,
             "seconds_per_point": args.seconds,
             "rounds": args.rounds,
+            "side_by_side": args.side_by_side,
             "warmup_s": WARMUP_S,
             "workers": args.workers,
             "members": 3,
-            "reads": f"exapyte get, consistency strong, {max(args.clients)} clients",
-            "exapyte_security": {EXAPYTE: "off", EXAPYTE_CURVE: "curve"},
+            "reads": f"exapyte get, consistency strong, {max(args.clients)} clients, "
+            f"systems {', '.join(READ_SYSTEMS)}",
+            "exapyte_security": {s: mode for s, (_p, mode) in EXAPYTE_SYSTEMS.items()},
+            "exapyte_protocol": {s: proto for s, (proto, _m) in EXAPYTE_SYSTEMS.items()},
         },
         "machine": info,
         "durability": outcome.durability,
