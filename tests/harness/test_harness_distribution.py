@@ -119,3 +119,17 @@ def test_other_protocols_on_shards_are_valid(tmp_path: Path, protocol: str) -> N
                   time_s=6.0, nemesis_interval_s=1.5)
     assert outcome.valid is True, outcome.results["checkers"]
     assert_routed_by_shard(outcome, 3)
+
+
+def test_rebalance_nemesis_moves_replicas_and_the_run_stays_valid(tmp_path: Path) -> None:
+    outcome = run(tmp_path, topology=topology_on_free_ports(tmp_path, "three-region"),
+                  distribution="sharded", shards=4, nemesis=("rebalance",), time_s=10.0,
+                  nemesis_interval_s=1.0, ops_per_key=6)
+    assert outcome.valid is True, outcome.results["checkers"]
+    moves = [
+        e["value"]["applied"]["moves"]
+        for e in read_events(outcome.run_dir / "history.jsonl")
+        if e["process"] == "nemesis" and e["f"].endswith("-rebalance") and e["type"] == "info"
+        and isinstance(e.get("value"), dict) and "applied" in e["value"]
+    ]
+    assert moves and any(m for m in moves), moves  # replicas moved off a node and back
