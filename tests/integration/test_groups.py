@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from exapyte.runtime.cluster import LocalCluster
+from exapyte.runtime.groups import GroupTable
 from tests.integration.test_raft_cluster import leader_of, statuses, wait_for
 
 pytestmark = pytest.mark.integration
@@ -48,10 +49,11 @@ def test_an_idle_group_quiesces_and_sends_only_node_beats(cluster: LocalCluster)
     time.sleep(1.0)
     after = statuses(cluster)
     elapsed_ticks = (time.monotonic() - started) * 1000 / TICK_MS
-    beat_ticks = max(HEARTBEAT_TICKS, ELECTION_TICKS // 4)
+    table = GroupTable(cluster.cfg.with_node("n1"), open_storage=None, rng_for=None,  # type: ignore[arg-type]
+                       reply=None, send=None)  # type: ignore[arg-type]
     # Two peers per node, one beat each per beat interval (a tick never runs early, so this is
-    # an upper bound on a loaded machine too); a heartbeating group would send five times more.
-    beats_max = 2 * (elapsed_ticks / beat_ticks + 2)
+    # an upper bound on a loaded machine too); a heartbeating leader would send twice as much.
+    beats_max = 1.5 * 2 * (elapsed_ticks / table.beat_ticks) + 4
     for node_id, st in after.items():
         sent = st["frames"].get("peer_frames_sent", 0) - before[node_id]["frames"].get(
             "peer_frames_sent", 0

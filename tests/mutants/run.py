@@ -42,7 +42,7 @@ from exapyte.sim.scheduler import NS_PER_S
 from exapyte.sim.world import SimSpec
 from tests.mutants.mutants import MUTANTS, MUTANTS_BY_NAME, Mutant
 
-SEEDS_MAX_DEFAULT = 40
+SEEDS_MAX_DEFAULT = 100
 BASELINE_SEEDS_DEFAULT = 1_000
 BASELINE_LINES = 10  # plain progress lines over a baseline run (not on a terminal)
 PIPE_WIDTH = 110  # columns of the summary table when stdout is not a terminal
