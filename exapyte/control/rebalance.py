@@ -233,17 +233,7 @@ class ClusterAdmin:
         return out
 
     def groups(self) -> dict[str, GroupState]:
-        out: dict[str, GroupState] = {}
-        known_terms: dict[str, int] = {}  # two nodes may both say leader: the higher term wins
-        for node_id, status in self.statuses().items():
-            for group, g in (status.get("groups") or {}).items():
-                if g.get("role") == "leader":
-                    if g["term"] > known_terms.get(group, -1):
-                        out[group] = GroupState(
-                            group, tuple(g["voters"]), tuple(g["learners"]), node_id, g["commit"]
-                        )
-                        known_terms[group] = g["term"]
-        return out
+        return _groups_of(self.statuses())
 
     def applied(self, group: str, node: str) -> int | None:
         spec = next((n for n in self.cfg.cluster.nodes if n.id == node), None)
@@ -263,23 +253,33 @@ class ClusterAdmin:
         self.client.transfer_leader(to, group=group)
 
     def drop(self, group: str, node: str) -> None:
-        state = self.groups().get(group)
+        statuses = self.statuses()  # one round of status requests: membership and version
+        state = _groups_of(statuses).get(group)
         spec = next((n for n in self.cfg.cluster.nodes if n.id == node), None)
         if state is None or spec is None:
             return
-        version = self._version(group, state.leader)
-        op = DropGroupOp(version, (*state.voters, *state.learners))
+        leading = (statuses[state.leader or ""].get("groups") or {}).get(group) or {}
+        op = DropGroupOp(int(leading.get("config_version", 0)), (*state.voters, *state.learners))
         try:
             self.client.request(op, endpoint=spec.endpoint, follow=False, group=group,
                                 timeout_s=self._status_timeout_s)
         except ExapyteError:
             pass  # best effort (see Admin.drop)
 
-    def _version(self, group: str, leader: str | None) -> int:
-        statuses = self.statuses()
-        g = (statuses.get(leader or "", {}).get("groups") or {}).get(group) or {}
-        return int(g.get("config_version", 0))
 
+def _groups_of(statuses: Mapping[str, Mapping[str, Any]]) -> dict[str, GroupState]:
+    """Each group as its leader reports it, from the nodes' statuses (two nodes may both say
+    they lead a group: the higher term wins)."""
+    out: dict[str, GroupState] = {}
+    terms: dict[str, int] = {}
+    for node_id, status in statuses.items():
+        for group, g in (status.get("groups") or {}).items():
+            if g.get("role") == "leader" and g["term"] > terms.get(group, -1):
+                out[group] = GroupState(
+                    group, tuple(g["voters"]), tuple(g["learners"]), node_id, g["commit"]
+                )
+                terms[group] = g["term"]
+    return out
 
 def node_change(
     cfg: Config, action: str, node: str, admin: Admin, *,

@@ -34,10 +34,24 @@ does not have to call anything else.
 from __future__ import annotations
 
 import abc
-from typing import Protocol
+from collections.abc import Collection
+from typing import Any, Protocol
 
 from exapyte.protocol.invariants import NodeView
 from exapyte.protocol.types import ConfChange, Ready, Role, Snapshot, Status
+
+
+def misaddressed(message: Any, handled: Collection[type], me: str) -> str | None:
+    """Why a peer message never reaches a core's handlers (the drop counter to bump), or None:
+    a type the core does not handle, addressed to another node, or from no sender or itself."""
+    if type(message) not in handled:
+        return "unknown_message"
+    if message.to != me:
+        return "misrouted"
+    frm = message.frm
+    if not isinstance(frm, str) or not frm or frm == me:
+        return "bad_sender"
+    return None
 
 
 class RandomSource(Protocol):
@@ -133,6 +147,11 @@ class ConsensusCore(abc.ABC):
 
         Raises NotLeader(leader_hint) on a non-leader, ProtocolMisuse for an id still pending.
         """
+
+    @abc.abstractmethod
+    def campaign(self) -> None:
+        """Try to become leader now, as if the election timeout fired (a group's founding voter,
+        tests, operator tools)."""
 
     @abc.abstractmethod
     def transfer_leadership(self, to: str) -> None:

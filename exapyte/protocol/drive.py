@@ -46,7 +46,7 @@ from typing import Protocol
 import msgspec
 
 from exapyte.protocol.core import ConsensusCore
-from exapyte.protocol.types import Entry, HardState, ReadState, Snapshot
+from exapyte.protocol.types import Entry, HardState, Ready, ReadState, Snapshot
 
 
 class Host(Protocol):
@@ -71,15 +71,28 @@ class Host(Protocol):
     def fail_reads(self, request_ids: Sequence[bytes]) -> None: ...
 
 
-def drive(core: ConsensusCore, host: Host) -> bool:
-    """Apply at most one Ready of ``core`` to ``host``; returns whether there was one."""
+def drive(
+    core: ConsensusCore, host: Host, before_sync: Callable[[], None] | None = None
+) -> bool:
+    """Apply at most one Ready of ``core`` to ``host``; returns whether there was one.
+
+    ``before_sync`` runs just before a persist that fsyncs (a node sends the peer messages
+    queued so far, so that they travel while the log syncs)."""
     if not core.has_ready():
         return False
     rd = core.ready()
     if rd.early_messages:
         host.send(rd.early_messages)
     if rd.hard_state is not None or rd.entries or rd.snapshot is not None:
+        if before_sync is not None and rd.must_sync:
+            before_sync()
         host.persist(rd.hard_state, rd.entries, rd.snapshot, rd.must_sync)
+    _after_persist(core, host, rd)
+    return True
+
+
+def _after_persist(core: ConsensusCore, host: Host, rd: Ready) -> None:
+    """Steps 2-5 of the Ready order (module docstring)."""
     if rd.messages:
         host.send(rd.messages)
     if rd.snapshot is not None:
@@ -91,7 +104,6 @@ def drive(core: ConsensusCore, host: Host) -> bool:
     if rd.failed_reads:
         host.fail_reads(rd.failed_reads)
     core.advance(rd)
-    return True
 
 
 def drive_until_idle(core: ConsensusCore, host: Host, max_rounds: int = 1_000) -> int:
@@ -117,7 +129,7 @@ PersistRunner = Callable[[Sequence[Callable[[], None]]], None]
 def drive_many(
     pairs: Sequence[tuple[ConsensusCore, Host]],
     run_persists: PersistRunner | None = None,
-    before_persist: Callable[[], None] | None = None,
+    before_sync: Callable[[], None] | None = None,
 ) -> int:
     """:func:`drive` for many cores at once (the replica groups of one node), until none has
     a Ready; returns the number of rounds.
@@ -127,9 +139,8 @@ def drive_many(
     for each core its messages, snapshot, entries, reads and ``advance``. So each core sees
     exactly the order :func:`drive` gives it, and the persists of a round, which touch
     independent logs, may run together through ``run_persists`` (sequentially when it is None
-    or when fewer than two are due). ``before_persist`` runs once before the persists of a round
-    that has any (a node sends the peer messages queued so far, so that appends travel while
-    the logs sync). If a host call raises, the cores of that round are mid-Ready and must be
+    or when fewer than two are due). ``before_sync`` runs once before the persists of a round
+    when any of them fsyncs, as in :func:`drive`. If a host call raises, the cores of that round are mid-Ready and must be
     discarded, as with :func:`drive`.
     """
     rounds = 0
@@ -141,28 +152,21 @@ def drive_many(
         for _, host, rd in batch:
             if rd.early_messages:
                 host.send(rd.early_messages)
-        persists = [
-            functools.partial(host.persist, rd.hard_state, rd.entries, rd.snapshot, rd.must_sync)
-            for _, host, rd in batch
+        due = [
+            (host, rd) for _, host, rd in batch
             if rd.hard_state is not None or rd.entries or rd.snapshot is not None
         ]
+        persists = [
+            functools.partial(host.persist, rd.hard_state, rd.entries, rd.snapshot, rd.must_sync)
+            for host, rd in due
+        ]
         if persists:
-            if before_persist is not None:
-                before_persist()
+            if before_sync is not None and any(rd.must_sync for _, rd in due):
+                before_sync()
             if run_persists is None or len(persists) < 2:
                 for persist in persists:
                     persist()
             else:
                 run_persists(persists)
         for core, host, rd in batch:
-            if rd.messages:
-                host.send(rd.messages)
-            if rd.snapshot is not None:
-                host.install_snapshot(rd.snapshot)
-            if rd.committed_entries:
-                host.apply(rd.committed_entries)
-            if rd.read_states:
-                host.answer_reads(rd.read_states)
-            if rd.failed_reads:
-                host.fail_reads(rd.failed_reads)
-            core.advance(rd)
+            _after_persist(core, host, rd)

@@ -324,16 +324,10 @@ class GroupTable:
         dirty, self._dirty = self._dirty, {}
         if len(dirty) == 1:
             (replica,) = dirty.values()
-            replica.before_sync = self._before_sync
-            try:
-                replica.flush()
-            finally:
-                replica.before_sync = None
+            replica.flush(self._before_sync)
             return
         runner = self._run_persists if self._parallel_persist else None
-        drive_many(
-            [(r.core, r) for r in dirty.values()], runner, before_persist=self._before_sync
-        )
+        drive_many([(r.core, r) for r in dirty.values()], runner, before_sync=self._before_sync)
 
     def _run_persists(self, persists: Sequence[Callable[[], None]]) -> None:
         pool = self._pool

@@ -135,9 +135,6 @@ class Replica(ServiceBase):
         # The group this replica belongs to; a node of the centralized strategy has only
         # "default", whose founding voters are the config's initial voters.
         self.group = group if group is not None else GroupSpec("default", cfg.initial_voters())
-        # Called before each fsync of this replica's log (the group table sends the peer
-        # messages queued so far, so that a leader's appends leave while it syncs).
-        self.before_sync: Callable[[], None] | None = None
         # Applied state needs no fsync of its own and is stored behind the requests (the state
         # machine's write-behind, stored from idle(), see has_idle_work()): every applied entry
         # is already persisted in the log and committed on a quorum, so writes lost to a crash
@@ -179,13 +176,12 @@ class Replica(ServiceBase):
             core_spec(cfg), persisted, rng, applied=self.sm.applied_index,
             snapshot_check=state_image_ok,
         )
-        campaign = getattr(self.core, "campaign", None)
         first = self.group.voters[0] if self.group.voters else None
-        if founding and self.group.id != "default" and first == self.node_id and campaign:
+        if founding and self.group.id != "default" and first == self.node_id:
             # A shard's group is founded with a leader: its first voter campaigns at once (the
             # placement spreads first voters over the nodes), so a node founding many groups
             # does not wait out an election timeout, ticking, for each of them.
-            campaign()
+            self.core.campaign()
         # index -> (term, requester, request): writes and membership changes awaiting apply
         self.pending_writes: dict[int, tuple[int, Any, ClientRequest]] = {}
         # request id -> (requester, request, tick it arrived), in arrival order
@@ -405,8 +401,11 @@ class Replica(ServiceBase):
 
     # -- driving the core (this object is the drive() host) ------------------------------------
 
-    def flush(self) -> None:
-        while drive(self.core, self):
+    def flush(self, before_sync: Callable[[], None] | None = None) -> None:
+        """Drive the core until it has nothing left; ``before_sync`` runs before each fsync of
+        the log (the group table sends the peer messages queued so far, so that a leader's
+        appends leave while it syncs)."""
+        while drive(self.core, self, before_sync):
             pass
 
     def persist(
@@ -424,8 +423,6 @@ class Replica(ServiceBase):
         if hard_state is None:
             hard_state = self._deferred_hard_state
         self._deferred_hard_state = None
-        if sync and self.before_sync is not None:
-            self.before_sync()
         self.storage.persist(hard_state, entries, snapshot, sync=sync)
 
     def send(self, messages: Sequence[Any]) -> None:

@@ -120,10 +120,17 @@ import msgspec
 
 from exapyte import limits
 from exapyte.errors import NotLeader, ProposalDropped, ProtocolMisuse
-from exapyte.protocol.core import ConsensusCore, RandomSource
+from exapyte.protocol.core import ConsensusCore, RandomSource, misaddressed
 from exapyte.protocol.invariants import NodeView
 from exapyte.protocol.log import ENTRY_OVERHEAD_BYTES, ReplicatedLog
-from exapyte.protocol.membership import apply_change, check_proposal, valid_change
+from exapyte.protocol.membership import (
+    apply_change,
+    check_proposal,
+    conf_at,
+    sane_conf,
+    valid_change,
+)
+from exapyte.protocol.membership import compact as compact_log
 from exapyte.protocol.multipaxos.messages import (
     PAXOS_MESSAGE_TYPES,
     Accept,
@@ -242,18 +249,6 @@ def _valid_entry(entry: Entry, max_term: int) -> bool:
     return True
 
 
-def _sane_conf(conf: ConfState) -> bool:
-    voters, learners = conf.voters, conf.learners
-    return (
-        bool(voters)
-        and not conf.voters_outgoing
-        and all(isinstance(n, str) and n for n in voters + learners)
-        and len(set(voters)) == len(voters)
-        and len(set(learners)) == len(learners)
-        and not set(voters) & set(learners)
-    )
-
-
 def malformed(m: Any) -> str | None:
     """Why a Multi-Paxos message cannot have been sent by a correct peer, or None."""
     kind = type(m)
@@ -303,7 +298,7 @@ def malformed(m: Any) -> str | None:
         meta = m.meta
         if m.round == 0 or not _in_range(meta.index, meta.term, m.offset):
             return "malformed"
-        if meta.index == 0 or meta.term == 0 or meta.term > m.round or not _sane_conf(meta.conf):
+        if meta.index == 0 or meta.term == 0 or meta.term > m.round or not sane_conf(meta.conf):
             return "malformed_snapshot"
         end = m.offset + len(m.data)
         if not 1 <= m.size <= limits.RAFT_SNAPSHOT_BYTES_MAX or end > m.size:
@@ -564,12 +559,8 @@ class MultiPaxos(ConsensusCore):
         return isinstance(m.round, int) and isinstance(m.frm, str) and self._takes((m.round, m.frm))
 
     def conf_at(self, index: int) -> ConfState:
-        found = self._confs[0][1]
-        for at, conf in self._confs:
-            if at > index:
-                break
-            found = conf
-        return found
+        """The applied configuration as of ``index`` (``index`` >= the snapshot index)."""
+        return conf_at(self._confs, index)
 
     # === ballots ===========================================================================
 
@@ -823,25 +814,7 @@ class MultiPaxos(ConsensusCore):
 
     def compact(self, snapshot: Snapshot) -> Snapshot:
         self._check_not_in_ready()
-        meta = snapshot.meta
-        index = meta.index
-        held = self.log.term(index)
-        if held is None or index <= self.log.offset:
-            raise ProtocolMisuse(
-                f"cannot compact to {index}: the log holds {self.log.first_index}.."
-                f"{self.log.last_index}"
-            )
-        if not 1 <= len(snapshot.data) <= limits.RAFT_SNAPSHOT_BYTES_MAX:
-            raise ProtocolMisuse(
-                f"a snapshot's data must hold 1..{limits.RAFT_SNAPSHOT_BYTES_MAX} bytes, "
-                f"not {len(snapshot.data)}"
-            )
-        term = meta.term or held
-        conf = meta.conf if meta.conf != ConfState() else self.conf_at(index)
-        full = Snapshot(SnapshotMeta(index=index, term=term, conf=conf), snapshot.data)
-        self.log.compact(full)
-        base = (index, self.conf_at(index))
-        self._confs = [base] + [(at, c) for at, c in self._confs if at > index]
+        full, self._confs = compact_log(self.log, self._confs, snapshot)
         return full
 
     # === step ==============================================================================
@@ -850,14 +823,9 @@ class MultiPaxos(ConsensusCore):
         self._check_not_in_ready()
         m: Any = message
         kind = type(m)
-        if kind not in _HANDLED:
-            self._count("unknown_message")
-            return
-        if m.to != self._id:
-            self._count("misrouted")
-            return
-        if m.frm == self._id or not m.frm:
-            self._count("bad_sender")
+        problem = misaddressed(m, _HANDLED, self._id)
+        if problem is not None:
+            self._count(problem)
             return
         cause = malformed(m)
         if cause is not None:

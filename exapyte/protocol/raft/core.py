@@ -143,10 +143,18 @@ from exapyte.errors import (
     ProposalDropped,
     ProtocolMisuse,
 )
-from exapyte.protocol.core import ConsensusCore, RandomSource
+from exapyte.protocol.core import ConsensusCore, RandomSource, misaddressed
 from exapyte.protocol.invariants import NodeView
 from exapyte.protocol.log import ReplicatedLog
-from exapyte.protocol.membership import apply_change, check_proposal, valid_change
+from exapyte.protocol.membership import (
+    apply_change,
+    check_proposal,
+    conf_at,
+    entries_follow,
+    sane_conf,
+    valid_change,
+)
+from exapyte.protocol.membership import compact as compact_log
 from exapyte.protocol.progress import ProgressState, ProgressTracker
 from exapyte.protocol.quorum import VoteResult
 from exapyte.protocol.raft.messages import (
@@ -265,42 +273,6 @@ def _in_range(*values: int) -> bool:
     return True
 
 
-def _entries_follow(m: Append) -> bool:
-    """Entries continue (prev_index, prev_term) one index at a time, with terms that never
-    decrease and never pass the sender's term, of known kinds, and conf changes decode."""
-    expected = m.prev_index + 1
-    floor = m.prev_term
-    for entry in m.entries:
-        if entry.index != expected or not floor <= entry.term <= m.term:
-            return False
-        if entry.kind not in _ENTRY_KINDS:
-            return False
-        if entry.kind == EntryKind.CONF_CHANGE:
-            try:
-                change = decode_conf_change(entry.data)
-            except (msgspec.DecodeError, msgspec.ValidationError):
-                return False
-            if not valid_change(change):
-                return False
-        expected += 1
-        floor = entry.term
-    return True
-
-
-def _sane_conf(conf: ConfState) -> bool:
-    """A configuration this core could have produced: voters, named, disjoint from learners,
-    single-server changes only (no joint configuration)."""
-    voters, learners = conf.voters, conf.learners
-    return (
-        bool(voters)
-        and not conf.voters_outgoing
-        and all(isinstance(n, str) and n for n in voters + learners)
-        and len(set(voters)) == len(voters)
-        and len(set(learners)) == len(learners)
-        and not set(voters) & set(learners)
-    )
-
-
 def malformed(m: Any) -> str | None:
     """Why a Raft message cannot have been sent by a correct peer (the drop counter's name), or
     None. Checks only the message itself; the receiver's state decides the rest."""
@@ -312,7 +284,7 @@ def malformed(m: Any) -> str | None:
             return "malformed"
         if m.prev_index == 0 and m.prev_term != 0:
             return "malformed"  # index 0 is the empty log, of term 0
-        return None if _entries_follow(m) else "malformed_entries"
+        return None if entries_follow(m.prev_index, m.prev_term, m.entries, m.term) else "malformed_entries"
     if kind is AppendResp:
         if not _in_range(m.index, m.hint_index, m.hint_term):
             return "malformed"
@@ -335,7 +307,7 @@ def malformed(m: Any) -> str | None:
         meta = m.meta
         if not _in_range(meta.index, meta.term, m.offset):
             return "malformed"
-        if meta.index == 0 or meta.term == 0 or meta.term > m.term or not _sane_conf(meta.conf):
+        if meta.index == 0 or meta.term == 0 or meta.term > m.term or not sane_conf(meta.conf):
             return "malformed_snapshot"
         # A chunk lies inside an image of 1..RAFT_SNAPSHOT_BYTES_MAX bytes (a state machine's
         # image is never empty), and the last chunk is the one that reaches its end.
@@ -523,12 +495,7 @@ class Raft(ConsensusCore):
 
     def conf_at(self, index: int) -> ConfState:
         """The applied configuration as of ``index`` (``index`` >= the snapshot index)."""
-        found = self._confs[0][1]
-        for at, conf in self._confs:
-            if at > index:
-                break
-            found = conf
-        return found
+        return conf_at(self._confs, index)
 
     # === transitions =======================================================================
 
@@ -685,26 +652,7 @@ class Raft(ConsensusCore):
 
     def compact(self, snapshot: Snapshot) -> Snapshot:
         self._check_not_in_ready()
-        meta = snapshot.meta
-        index = meta.index
-        held = self.log.term(index)
-        if held is None or index <= self.log.offset:
-            raise ProtocolMisuse(
-                f"cannot compact to {index}: the log holds {self.log.first_index}.."
-                f"{self.log.last_index}"
-            )
-        if not 1 <= len(snapshot.data) <= limits.RAFT_SNAPSHOT_BYTES_MAX:
-            # Followers refuse any other size (see malformed()), so it could never be sent.
-            raise ProtocolMisuse(
-                f"a snapshot's data must hold 1..{limits.RAFT_SNAPSHOT_BYTES_MAX} bytes, "
-                f"not {len(snapshot.data)}"
-            )
-        term = meta.term or held
-        conf = meta.conf if meta.conf != ConfState() else self.conf_at(index)
-        full = Snapshot(SnapshotMeta(index=index, term=term, conf=conf), snapshot.data)
-        self.log.compact(full)
-        base = (index, self.conf_at(index))
-        self._confs = [base] + [(at, c) for at, c in self._confs if at > index]
+        full, self._confs = compact_log(self.log, self._confs, snapshot)
         return full
 
     # === step ==============================================================================
@@ -713,14 +661,9 @@ class Raft(ConsensusCore):
         self._check_not_in_ready()
         m: Any = message
         kind = type(m)
-        if kind not in _HANDLED:
-            self._count("unknown_message")
-            return
-        if m.to != self._id:
-            self._count("misrouted")
-            return
-        if m.frm == self._id or not m.frm:
-            self._count("bad_sender")
+        problem = misaddressed(m, _HANDLED, self._id)
+        if problem is not None:
+            self._count(problem)
             return
         cause = malformed(m)
         if cause is not None:

@@ -112,10 +112,18 @@ from exapyte.errors import (
     ProposalDropped,
     ProtocolMisuse,
 )
-from exapyte.protocol.core import ConsensusCore, RandomSource
+from exapyte.protocol.core import ConsensusCore, RandomSource, misaddressed
 from exapyte.protocol.invariants import NodeView
 from exapyte.protocol.log import ReplicatedLog
-from exapyte.protocol.membership import apply_change, check_proposal, valid_change
+from exapyte.protocol.membership import (
+    apply_change,
+    check_proposal,
+    conf_at,
+    entries_follow,
+    sane_conf,
+    valid_change,
+)
+from exapyte.protocol.membership import compact as compact_log
 from exapyte.protocol.progress import Inflights
 from exapyte.protocol.quorum import JointConfig
 from exapyte.protocol.readindex import ReadIndexTracker
@@ -310,40 +318,6 @@ def _in_range(*values: int) -> bool:
     return True
 
 
-def _entries_ok(prev_index: int, prev_term: int, entries: tuple[Entry, ...], epoch: int) -> bool:
-    """Entries continue (prev_index, prev_term) one index at a time, with epochs that never
-    decrease nor pass ``epoch``, of known kinds, and conf changes decode."""
-    expected = prev_index + 1
-    floor = prev_term
-    for entry in entries:
-        if entry.index != expected or not floor <= entry.term <= epoch:
-            return False
-        if entry.kind not in _ENTRY_KINDS:
-            return False
-        if entry.kind == EntryKind.CONF_CHANGE:
-            try:
-                change = decode_conf_change(entry.data)
-            except (msgspec.DecodeError, msgspec.ValidationError):
-                return False
-            if not valid_change(change):
-                return False
-        expected += 1
-        floor = entry.term
-    return True
-
-
-def _sane_conf(conf: ConfState) -> bool:
-    voters, learners = conf.voters, conf.learners
-    return (
-        bool(voters)
-        and not conf.voters_outgoing
-        and all(isinstance(n, str) and n for n in voters + learners)
-        and len(set(voters)) == len(voters)
-        and len(set(learners)) == len(learners)
-        and not set(voters) & set(learners)
-    )
-
-
 def malformed(m: Any) -> str | None:
     """Why a ZAB message cannot have been sent by a correct peer (the drop counter), or None."""
     kind = type(m)
@@ -371,7 +345,7 @@ def malformed(m: Any) -> str | None:
             return "malformed"
         if m.prev_term > m.epoch or (m.prev_index == 0 and m.prev_term != 0):
             return "malformed"
-        ok = _entries_ok(m.prev_index, m.prev_term, m.entries, m.epoch)
+        ok = entries_follow(m.prev_index, m.prev_term, m.entries, m.epoch)
         return None if ok else "malformed_entries"
     if kind is Proposal:
         if not _in_range(m.prev_index, m.prev_term, m.zxid, m.commit) or m.prev_term > m.epoch:
@@ -380,13 +354,13 @@ def malformed(m: Any) -> str | None:
             return "malformed"
         if not m.entries or any(e.term != m.epoch for e in m.entries):
             return "malformed_entries"
-        ok = _entries_ok(m.prev_index, m.prev_term, m.entries, m.epoch)
+        ok = entries_follow(m.prev_index, m.prev_term, m.entries, m.epoch)
         return None if ok else "malformed_entries"
     if kind is SnapChunk:
         meta = m.meta
         if not _in_range(meta.index, meta.term, m.offset):
             return "malformed"
-        if meta.index == 0 or meta.term > m.epoch or not _sane_conf(meta.conf):
+        if meta.index == 0 or meta.term > m.epoch or not sane_conf(meta.conf):
             return "malformed_snapshot"
         end = m.offset + len(m.data)
         if not 1 <= m.size <= limits.RAFT_SNAPSHOT_BYTES_MAX or end > m.size:
@@ -686,12 +660,8 @@ class Zab(ConsensusCore):
         )
 
     def conf_at(self, index: int) -> ConfState:
-        found = self._confs[0][1]
-        for at, conf in self._confs:
-            if at > index:
-                break
-            found = conf
-        return found
+        """The applied configuration as of ``index`` (``index`` >= the snapshot index)."""
+        return conf_at(self._confs, index)
 
     # === helpers ===========================================================================
 
@@ -937,25 +907,7 @@ class Zab(ConsensusCore):
 
     def compact(self, snapshot: Snapshot) -> Snapshot:
         self._check_not_in_ready()
-        meta = snapshot.meta
-        index = meta.index
-        held = self.log.term(index)
-        if held is None or index <= self.log.offset:
-            raise ProtocolMisuse(
-                f"cannot compact to {index}: the log holds {self.log.first_index}.."
-                f"{self.log.last_index}"
-            )
-        if not 1 <= len(snapshot.data) <= limits.RAFT_SNAPSHOT_BYTES_MAX:
-            raise ProtocolMisuse(
-                f"a snapshot's data must hold 1..{limits.RAFT_SNAPSHOT_BYTES_MAX} bytes, "
-                f"not {len(snapshot.data)}"
-            )
-        term = meta.term if meta.term else held
-        conf = meta.conf if meta.conf != ConfState() else self.conf_at(index)
-        full = Snapshot(SnapshotMeta(index=index, term=term, conf=conf), snapshot.data)
-        self.log.compact(full)
-        base = (index, self.conf_at(index))
-        self._confs = [base] + [(at, c) for at, c in self._confs if at > index]
+        full, self._confs = compact_log(self.log, self._confs, snapshot)
         return full
 
     # === step ==============================================================================
@@ -964,14 +916,9 @@ class Zab(ConsensusCore):
         self._check_not_in_ready()
         m: Any = message
         kind = type(m)
-        if kind not in _HANDLED:
-            self._count("unknown_message")
-            return
-        if m.to != self._id:
-            self._count("misrouted")
-            return
-        if not isinstance(m.frm, str) or m.frm == self._id or not m.frm:
-            self._count("bad_sender")
+        problem = misaddressed(m, _HANDLED, self._id)
+        if problem is not None:
+            self._count(problem)
             return
         cause = malformed(m)
         if cause is not None:
