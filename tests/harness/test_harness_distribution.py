@@ -3,8 +3,8 @@
 Each starts real nodes behind per-link proxies on free ports (a copy of the topology), as
 test_harness_smoke.py does; a run whose cluster does not form fails with the setup error, it
 is never skipped. What they check beyond a valid verdict: every node's config carries the
-protocol and the distribution; the register workload's keys cover every shard (at least two
-keys each); each keyed event records its key's shard as ``group``, and each definite completion
+protocol and the distribution; the register workload's keys cover every shard, round-robin (no
+shard has two keys more than another, however few keys a slow run reached); each keyed event records its key's shard as ``group``, and each definite completion
 the ``index`` and ``replica`` of its reply; the final status names a leader for every group.
 """
 
@@ -54,7 +54,7 @@ def assert_routed_by_shard(outcome: RunOutcome, groups_expected: int) -> None:
             assert e["replica"] in placement[e["group"]], e
     keys_per_shard = Counter(of(k) for k in {e["key"] for e in events if e["f"] != "read" or e["type"] != "invoke"})
     assert set(keys_per_shard) == set(groups), keys_per_shard
-    assert min(keys_per_shard.values()) >= 2, keys_per_shard
+    assert max(keys_per_shard.values()) - min(keys_per_shard.values()) <= 1, keys_per_shard
     final = results["cluster"]["final_status"]
     assert final["without_leader"] == [], final
     assert sum(final["leaders_per_node"].values()) == groups_expected
@@ -71,7 +71,7 @@ def node_config(outcome: RunOutcome) -> dict:
 
 def test_sharded_run_under_partitions_and_kills_is_valid_and_routes_by_shard(tmp_path: Path) -> None:
     outcome = run(tmp_path, topology=topology_on_free_ports(tmp_path, "three-region"), distribution="sharded",
-                  shards=4, nemesis=("partition", "kill"), time_s=8.0, nemesis_interval_s=1.5, ops_per_key=6)
+                  shards=4, nemesis=("partition", "kill"), time_s=8.0, nemesis_interval_s=1.5, ops_per_key=4)
     results = outcome.results
     assert outcome.valid is True, results["checkers"]
     cfg = node_config(outcome)
@@ -87,7 +87,7 @@ def test_sharded_run_under_partitions_and_kills_is_valid_and_routes_by_shard(tmp
 
 def test_hierarchical_run_on_three_regions_is_valid_and_keeps_shards_in_their_region(tmp_path: Path) -> None:
     outcome = run(tmp_path, topology=topology_on_free_ports(tmp_path, "three-region"), distribution="hierarchical",
-                  shards=2, nemesis=("partition",), time_s=8.0, nemesis_interval_s=1.5, ops_per_key=4)
+                  shards=2, nemesis=("partition",), time_s=8.0, nemesis_interval_s=1.5, ops_per_key=3)
     results = outcome.results
     assert outcome.valid is True, results["checkers"]
     assert node_config(outcome)["distribution"]["strategy"] == "hierarchical"
