@@ -184,6 +184,7 @@ CLIENT_ARITY = {
 
 def run_client(ns: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     from exapyte.client import Client
+    from exapyte.control.group import control_spec
 
     if not ns.args:
         parser.error("--client needs an operation: put, get, delete, cas, scan or status")
@@ -215,7 +216,9 @@ def run_client(ns: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     if session is not None:
         kwargs["session_index"] = _read_session(session)
     try:
-        with Client.from_config(cfg, admin=op in ADMIN_CLI_OPS, **kwargs) as client:
+        # A one-shot call has no use for the control plane's feed: a stale descriptor costs it
+        # one redirect (docs/control-plane.md).
+        with Client.from_config(cfg, admin=op in ADMIN_CLI_OPS, subscribe=False, **kwargs) as client:
             if op == "put":
                 out.update(key=args[0], version=client.put(args[0], args[1]))
             elif op == "get":
@@ -252,6 +255,8 @@ def run_client(ns: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
                 out.update(_node_change(cfg, args[0], args[1], client))
             else:
                 out["status"] = client.status()
+                if control_spec(cfg) is not None:
+                    out["shard_map"] = _shard_map(client)
             out["ok"] = True
             out["node"] = client.last_node
             if session is not None:
@@ -270,6 +275,24 @@ def run_client(ns: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
 
 
 ADMIN_CLI_OPS = ("transfer", "member", "node")
+
+
+def _shard_map(client: Any) -> dict[str, Any]:
+    """The shard map as the control plane committed it (a linearizable read of its group)."""
+    from exapyte.data.feed import read_plane
+
+    try:
+        plane = read_plane(client)
+    except ExapyteError as exc:
+        return {"error": str(exc)}
+    return {
+        "version": plane.version, "epoch": plane.epoch, "nodes": sorted(plane.nodes),
+        "shards": {
+            s: {"voters": list(e.group.voters), "learners": list(e.group.learners),
+                "config_version": e.conf_version, "leader": e.leader}
+            for s, e in sorted(plane.shards.items())
+        },
+    }
 
 
 def _node_change(cfg: Any, action: str, node: str, client: Any) -> dict[str, Any]:

@@ -54,7 +54,9 @@ import zmq
 
 from exapyte import distribution, limits
 from exapyte.config import CONSISTENCY_LEVELS, Config
-from exapyte.data.router import Descriptor, Router
+from exapyte.control.group import control_spec
+from exapyte.data.feed import ClientFeed
+from exapyte.data.router import WEAK_LEVELS, Descriptor, Proximity, Router
 from exapyte.errors import RequestFailed, RequestTimeout
 from exapyte.security import Credentials, load_credentials
 from exapyte.wire import (
@@ -159,6 +161,38 @@ def make_router(cfg: Config) -> Router | None:
     return Router(strategy, [Descriptor(g, 0, endpoints=ends) for g in placement.groups])
 
 
+def proximity_of(cfg: Config) -> Proximity:
+    """How far each node of ``cfg`` is from the client's region (the config's ``region_id``:
+    the region of the node the config names, when it names one)."""
+    return Proximity(
+        cfg.region_id, {n.id: n.region for n in cfg.cluster.nodes},
+        [(link.a, link.b, link.latency_ms) for link in cfg.cluster.links],
+    )
+
+
+def _weak_read(req: ClientRequest, proximity: Proximity | None) -> bool:
+    """Whether ``req`` is a read of a level weaker than strong by a client that knows its
+    region: it goes to the nearest replica first."""
+    return (
+        proximity is not None and proximity.region is not None
+        and isinstance(req.op, (GetOp, ScanOp)) and req.consistency in WEAK_LEVELS
+    )
+
+
+def feed_setup(cfg: Config, credentials: Credentials | None) -> tuple[list[str], Credentials | None]:
+    """What a client needs to follow the control plane's feed of the cluster in ``cfg``: every
+    node's PUB endpoint (none without a control group), and ``credentials`` that also know the
+    node's key at its PUB endpoint."""
+    if control_spec(cfg) is None:
+        return [], credentials
+    pubs = {n.pub_endpoint: n.endpoint for n in cfg.cluster.nodes}
+    if credentials is not None:
+        keys = dict(credentials.server_keys)
+        keys.update({pub: credentials.server_key(ep) for pub, ep in pubs.items()})
+        credentials = msgspec.structs.replace(credentials, server_keys=keys)
+    return list(pubs), credentials
+
+
 class ScanPage(msgspec.Struct, frozen=True):
     """One scan's records, and whether the scan stopped at its limit (more keys may follow:
     continue from ``records[-1][0] + "\\0"``)."""
@@ -183,6 +217,8 @@ class Client:
         credentials: Credentials | None = None,
         session_index: int = 0,
         router: Router | None = None,
+        feed_endpoints: Sequence[str] = (),
+        proximity: Proximity | None = None,
     ) -> None:
         self.endpoints = [endpoints] if isinstance(endpoints, str) else list(endpoints)
         if not self.endpoints:
@@ -211,6 +247,13 @@ class Client:
         self._current = 0
         self._group_current: dict[str, int] = {}
         self.config_redirects = 0  # requests re-sent by a newer descriptor (stale_config)
+        # Where reads of the weaker levels go first: the nearest replica (exapyte/data/router.py).
+        self.proximity = proximity
+        # The control plane's feed, keeping the router fresh (exapyte/data/feed.py).
+        self.feed: ClientFeed | None = None
+        if feed_endpoints and router is not None:
+            self.feed = ClientFeed(list(feed_endpoints), router, context=self._ctx,
+                                   credentials=credentials)
 
     @property
     def session_index(self) -> int:
@@ -227,12 +270,13 @@ class Client:
 
     @classmethod
     def from_config(cls, cfg: Config, *, admin: bool = False, key_name: str | None = None,
-                    **kwargs: Any) -> Client:
+                    subscribe: bool = True, **kwargs: Any) -> Client:
         """A client of the cluster in ``cfg``: its timeout is ``network.request_timeout_ms``, its
         default level ``data_plane.default_consistency`` (both unless given), and with
         ``security.mode: curve`` its credentials come from ``security.keys_dir`` (``admins/``
         with ``admin``, else ``clients/``; ``key_name`` picks the key, default ``admin`` or
-        ``client``)."""
+        ``client``). With shards and ``subscribe``, the client follows the control plane's feed
+        (:class:`~exapyte.data.feed.ClientFeed`)."""
         nodes = {n.id: n.endpoint for n in cfg.cluster.nodes}
         first = cfg.node.endpoint
         ordered = [first] + [e for e in nodes.values() if e != first]
@@ -244,6 +288,9 @@ class Client:
             kwargs["credentials"] = load_credentials(
                 cfg.security.keys_dir, nodes, role="admins" if admin else "clients", name=key_name,
             )
+        kwargs.setdefault("proximity", proximity_of(cfg))
+        if subscribe and kwargs["router"] is not None:
+            kwargs["feed_endpoints"], kwargs["credentials"] = feed_setup(cfg, kwargs.get("credentials"))
         return cls(ordered, node_endpoints=nodes, **kwargs)
 
     # -- the API ------------------------------------------------------------------------------
@@ -401,7 +448,7 @@ class Client:
         descriptor = self.router.descriptor(group) if self.router is not None else None
         if descriptor is not None:
             return self._request_group(req, deadline, endpoint, follow)
-        target = endpoint or self.endpoints[self._current % len(self.endpoints)]
+        target = endpoint or self._nearest(req) or self.endpoints[self._current % len(self.endpoints)]
         last_problem = "no reply"
         while True:
             remaining = deadline - time.monotonic()
@@ -449,15 +496,24 @@ class Client:
         ``stale_config`` sends the request again by the newest descriptor known."""
         router = self.router
         assert router is not None
+        feed = self.feed
+        if feed is not None and feed.drain():
+            feed.resync(self)
         group = req.group
         last_problem = "no reply"
         target: str | None = endpoint
         while True:
             descriptor = router.descriptor(group)
             assert descriptor is not None
-            voters = descriptor.group.voters
+            # A weaker read asks the members nearest first; everything else the leader (hint),
+            # else the voters in turn.
+            weak = _weak_read(req, self.proximity)
+            voters = (
+                self.proximity.order(descriptor.group.members) if weak and self.proximity
+                else descriptor.group.voters
+            )
             if target is None:
-                node = descriptor.target()
+                node = voters[0] if weak else descriptor.target()
                 target = descriptor.endpoint(node) or self.node_endpoints.get(node, "")
             remaining = deadline - time.monotonic()
             if remaining <= 0:
@@ -507,6 +563,12 @@ class Client:
             self._group_current[group] = turn
             node = voters[turn % len(voters)]
             target = descriptor.endpoint(node) or self.node_endpoints.get(node)
+
+    def _nearest(self, req: ClientRequest) -> str | None:
+        """The endpoint of the node nearest to this client, for a weaker read; else None."""
+        if self.proximity is None or not _weak_read(req, self.proximity) or not self.node_endpoints:
+            return None
+        return self.node_endpoints[self.proximity.order(self.node_endpoints)[0]]
 
     def _rotate(self) -> str:
         self._current = (self._current + 1) % len(self.endpoints)
@@ -561,6 +623,9 @@ class Client:
             # A late reply to an earlier attempt or call: ignore it.
 
     def close(self) -> None:
+        if self.feed is not None:
+            self.feed.close()
+            self.feed = None
         for sock in self._sockets.values():
             sock.close(linger=0)
         self._sockets.clear()

@@ -159,8 +159,10 @@ class DistributionSection(_Section):
 
 
 class ControlPlaneSection(_Section):
-    # Seconds between re-publications of the current topology version on the PUB socket.
+    # Seconds between the control leader's beats (its current version) on the PUB socket.
     publish_interval_s: Annotated[float, msgspec.Meta(gt=0, le=3600)] = 5.0
+    # Voters of the control group: the first this many initial voters (sharded, hierarchical).
+    replicas: Annotated[int, msgspec.Meta(ge=1, le=9)] = 3
 
 
 class DataPlaneSection(_Section):

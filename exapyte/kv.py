@@ -53,7 +53,7 @@ from __future__ import annotations
 import logging
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
-from typing import Union
+from typing import Any, Union
 
 import msgspec
 
@@ -63,11 +63,12 @@ from exapyte.protocol.membership import apply_change, valid_change
 from exapyte.protocol.types import ConfState, Entry, EntryKind, decode_conf_change
 from exapyte.storage import Delete, Put, Record, Storage
 from exapyte.storage.base import check_key, check_value
-from exapyte.wire import CasOp, DeleteOp, PutOp, ReplyCode
+from exapyte.wire import CasOp, ControlOp, DeleteOp, PutOp, ReplyCode
 
 log = logging.getLogger(__name__)
 
-WriteOp = Union[PutOp, DeleteOp, CasOp]
+# ControlOp is applied only by the control group's state machine (exapyte/control/group.py).
+WriteOp = Union[PutOp, DeleteOp, CasOp, ControlOp]
 
 APPLIED_META = "applied_index"
 # The group's configuration as the applied log says: the index of the last membership change
@@ -186,7 +187,7 @@ class _Refused(msgspec.Struct, frozen=True):
     reason: str
 
 
-def _admit(entry: Entry) -> Command | _Refused:
+def _admit(entry: Entry, problem_of: Callable[[Command], str | None]) -> Command | _Refused:
     """The command a NORMAL entry holds, or why it is not applied."""
     try:
         cmd = decode_command(entry.data)
@@ -196,7 +197,7 @@ def _admit(entry: Entry) -> Command | _Refused:
             f"log entry {entry.index} does not hold a valid command ({len(entry.data)} bytes); "
             f"nothing was applied"
         )
-    problem = command_problem(cmd)
+    problem = problem_of(cmd)
     if problem is not None:
         log.warning("log entry %d is not applied: %s", entry.index, problem)
         return _Refused(f"{problem}; nothing was applied")
@@ -301,7 +302,7 @@ class KVStateMachine:
             if entry.kind != EntryKind.NORMAL or not entry.data:
                 commands.append((entry, None))
             else:
-                commands.append((entry, _admit(entry)))
+                commands.append((entry, _admit(entry, self.command_problem)))
         if last == self.applied_index:
             return []
         results: list[tuple[Entry, Outcome | None]] = []
@@ -411,7 +412,17 @@ class KVStateMachine:
                     0,
                     index,
                 )
-        op = cmd.op
+        outcome = self._apply_op(cmd.op, index, overlay, batch)
+        touched[cmd.client_id] = _Session(cmd.seq, outcome)
+        return outcome
+
+    def command_problem(self, cmd: Command) -> str | None:
+        """Why this state machine does not apply ``cmd`` (see :func:`command_problem`)."""
+        return command_problem(cmd)
+
+    def _apply_op(
+        self, op: Any, index: int, overlay: dict[str, Record | None], batch: list[Put | Delete]
+    ) -> Outcome:
         key = op.key
         current = overlay[key]
         if isinstance(op, PutOp):
@@ -441,7 +452,6 @@ class KVStateMachine:
                 overlay[key] = new
                 batch.append(Put(key, op.new))
                 outcome = Outcome(ReplyCode.OK, None, new.version, index)
-        touched[cmd.client_id] = _Session(cmd.seq, outcome)
         return outcome
 
     def _session(self, client_id: str) -> _Session | None:

@@ -71,4 +71,5 @@ READ_HELD_ELECTIONS_MAX = 3  # a replica fails a read its core has neither answe
 # --- distribution (exapyte/distribution/) -------------------------------------------------------
 VIRTUAL_NODES_DEFAULT = 1024  # ring points per node: arc noise ~1/sqrt(V) = 3% (docs/distribution.md)
 PLACEMENT_LOAD_FACTOR = 1.1  # a node holds at most ceil(1.1 x the mean) shard replicas
+CONTROL_COMMANDS_MAX = 4096  # control-plane commands in one ControlOp (the founding batch is the largest)
 SHARDS_MAX = 1024  # shards of one strategy (per region for the hierarchical one)

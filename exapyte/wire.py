@@ -15,8 +15,8 @@ Nothing a remote sends can crash the receiver.
 
 Messages fall in four families, told apart by the tag prefix: ``client.*`` (requests and
 replies), ``peer``/``peers`` (a consensus message for one replica group, or a batch of them for
-any groups), ``node.beat`` (a node's liveness beat to a peer) and ``control.*`` (topology
-publications on the PUB/SUB plane).
+any groups), ``node.*`` (between nodes: a liveness beat, shard reports to the control leader, a
+resync request) and ``control.*`` (the control plane's feed on the PUB/SUB plane).
 """
 
 from __future__ import annotations
@@ -97,11 +97,24 @@ class ClockOp(msgspec.Struct, frozen=True, tag="admin.clock"):
     reset: bool = False
 
 
+CONTROL_GROUP = "control"  # the control plane's replica group (docs/control-plane.md)
+PLANE_KEY = "plane"  # the one record of the control group: the plane's state image
+
+
+class ControlOp(msgspec.Struct, frozen=True, tag="admin.control"):
+    """Control-plane commands (``exapyte.control.plane``, each msgpack-encoded) for the group
+    ``control``, applied in order in one log entry. ``key`` is always :data:`PLANE_KEY`: the
+    record the plane's state lives in."""
+
+    commands: tuple[bytes, ...]
+    key: str = PLANE_KEY
+
+
 ClientOp = Union[
     GetOp, PutOp, DeleteOp, CasOp, ScanOp, StatusOp, TransferLeaderOp, MembershipOp, ClockOp,
-    DropGroupOp,
+    DropGroupOp, ControlOp,
 ]
-ADMIN_OPS = (TransferLeaderOp, MembershipOp, DropGroupOp)
+ADMIN_OPS = (TransferLeaderOp, MembershipOp, DropGroupOp, ControlOp)
 WriteOp = Union[PutOp, DeleteOp, CasOp]
 WRITE_OPS = (PutOp, DeleteOp, CasOp)
 
@@ -187,15 +200,61 @@ class NodeBeat(msgspec.Struct, frozen=True, tag="node.beat"):
     instance: str
 
 
-class TopologyUpdate(msgspec.Struct, frozen=True, tag="control.topology"):
-    """A topology version, published by the control plane on its PUB socket."""
+class ShardReports(msgspec.Struct, frozen=True, tag="node.reports"):
+    """Shard leaders' reports (``exapyte.control.plane.ShardReport``, each msgpack-encoded) from
+    node ``frm`` to the control group's leader ``to``, which proposes them."""
 
+    frm: str
+    to: str
+    reports: tuple[bytes, ...]
+
+
+class FeedResync(msgspec.Struct, frozen=True, tag="node.resync"):
+    """Node ``frm``'s copy of the plane is at ``version`` and missed a publication: the control
+    leader ``to`` answers by publishing a :class:`FeedSnapshot`."""
+
+    frm: str
+    to: str
     version: int
+
+
+class FeedDelta(msgspec.Struct, frozen=True, tag="control.delta"):
+    """Version ``version`` of the control plane: the command (msgpack-encoded) committed at log
+    ``index`` that made it, published by the control group's leader ``publisher`` of ``term``."""
+
     publisher: str
-    topology: bytes  # the cluster section, JSON-encoded
+    term: int
+    version: int
+    epoch: int
+    index: int
+    command: bytes
 
 
-Message = Union[ClientRequest, ClientReply, PeerMessage, PeerBatch, NodeBeat, TopologyUpdate]
+class FeedBeat(msgspec.Struct, frozen=True, tag="control.beat"):
+    """The control leader's current version, published every ``control_plane.publish_interval_s``
+    so that a subscriber that missed the last delta learns it is behind."""
+
+    publisher: str
+    term: int
+    version: int
+    epoch: int
+
+
+class FeedSnapshot(msgspec.Struct, frozen=True, tag="control.snapshot"):
+    """The whole plane at ``version`` (its snapshot image): the answer to a resync."""
+
+    publisher: str
+    term: int
+    version: int
+    image: bytes
+
+
+FEED_MESSAGES = (FeedDelta, FeedBeat, FeedSnapshot)
+
+Message = Union[
+    ClientRequest, ClientReply, PeerMessage, PeerBatch, NodeBeat, ShardReports, FeedResync,
+    FeedDelta, FeedBeat, FeedSnapshot,
+]
 
 
 class Envelope(msgspec.Struct, frozen=True, array_like=True):

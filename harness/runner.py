@@ -48,6 +48,7 @@ from rich.live import Live
 from rich.table import Table
 
 from exapyte.control import topology as topo
+from exapyte.wire import CONTROL_GROUP
 from harness import generator as gen
 from harness.client import HarnessClient, Outcome
 from harness.db import CUT_MODES, ClusterDB, DbError, check_hosts, group_statuses
@@ -595,13 +596,15 @@ def final_group_status(statuses: Mapping[str, dict[str, Any] | None],
                        groups: Mapping[str, Sequence[str]]) -> dict[str, Any]:
     """From each node's status at the end of a run: every group's leader (a node that says it
     leads it; the highest term wins) and term, how many groups each node leads, the groups
-    without a leader, and the nodes that did not answer."""
+    without a leader, and the nodes that did not answer (the control plane's group apart: its
+    leader as ``control_leader``)."""
     best: dict[str, tuple[int, str]] = {}
     for node, status in sorted(statuses.items()):
         for group, st in group_statuses(status).items():
             term = st.get("term")
             if st.get("role") == "leader" and isinstance(term, int) and (group not in best or term > best[group][0]):
                 best[group] = (term, node)
+    control = best.pop(CONTROL_GROUP, None)  # the control plane's group, placed by the config
     leaders_per_node = {n: 0 for n in sorted(statuses)}
     for _, node in best.values():
         leaders_per_node[node] = leaders_per_node.get(node, 0) + 1
@@ -611,6 +614,7 @@ def final_group_status(statuses: Mapping[str, dict[str, Any] | None],
         "leaders_per_node": leaders_per_node,
         "without_leader": sorted(g for g in groups if g not in best),
         "unanswered": sorted(n for n, st in statuses.items() if st is None),
+        **({"control_leader": control[1]} if control is not None else {}),
     }
 
 

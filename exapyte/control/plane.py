@@ -15,22 +15,25 @@ State:
 - **topology**: regions (id -> name), links ({a, b} -> one-way latency ms), nodes (id -> region,
   endpoint);
 - **shard map**: shard -> :class:`ShardEntry` (the group's :class:`GroupSpec`, its configuration
-  version, a leader hint with the term it was seen in, and the node being moved in, if any);
+  version, a leader hint with the term it was seen in);
 - **epoch**: the membership epoch, one more with each node added or removed;
 - **version**: one more with every command that changes anything; the feed publishes each one
   (:mod:`exapyte.control.pubsub`).
 
 Commands (tagged msgspec structs, :data:`Command`): ``RegionSet``, ``LinkSet``, ``NodeAdd``,
-``NodeRemove``, ``ShardCreate``, ``ShardDrop``, the three move steps ``ReplicaAddLearner``,
-``ReplicaPromote``, ``ReplicaRemove`` (each names the shard's configuration version it expects,
-so a step decided on an old map fails), and ``LeaderHint``. The rules that keep a move safe:
-one move per shard at a time (a second ``ReplicaAddLearner(move=True)`` fails while one is in
-progress), and a voter cannot be removed while the incoming replica is still a learner (the
-source stays until its replacement has caught up and been promoted); no step leaves a shard
-without voters; a node still holding a replica cannot be removed.
+``NodeRemove``, ``ShardCreate``, ``ShardDrop`` (which names the shard's configuration version it
+expects, so a drop decided on an old map fails) and ``ShardReport``: a shard's leader reporting
+the group as it applied it. A shard's membership changes in the shard's own log (a rebalance
+moves replicas with membership changes there, exapyte/control/rebalance.py), so the plane records
+what the group did, never the other way round: a report is taken when its configuration version
+is newer than the one held (the members are replaced, the leader hint set), or, at the same
+version and the same members, when it names a leader of a later term. An older version, other
+members at a version already held, a node the topology does not hold, no voter: refused. So the
+map only moves forward, version by version, whatever order reports arrive in. A node still
+holding a replica cannot be removed.
 
-Not wired yet: the runtime still re-publishes each node's static ``cluster`` section; it will
-host this state machine in the control-plane group (docs/control-plane.md).
+The runtime hosts this state machine in the control-plane group (exapyte/control/service.py,
+docs/control-plane.md).
 """
 
 from __future__ import annotations
@@ -47,7 +50,6 @@ __all__ = [
     "Command",
     "ControlPlane",
     "ControlState",
-    "LeaderHint",
     "LinkSet",
     "NodeAdd",
     "NodeInfo",
@@ -55,12 +57,10 @@ __all__ = [
     "Outcome",
     "PlaneError",
     "RegionSet",
-    "ReplicaAddLearner",
-    "ReplicaPromote",
-    "ReplicaRemove",
     "ShardCreate",
     "ShardDrop",
     "ShardEntry",
+    "ShardReport",
     "decode_command",
     "encode_command",
 ]
@@ -97,6 +97,7 @@ class NodeRemove(_Cmd, frozen=True, tag="node_remove"):
 
 class ShardCreate(_Cmd, frozen=True, tag="shard_create"):
     group: GroupSpec
+    conf_version: int = 0  # the group's configuration version when it is entered
 
 
 class ShardDrop(_Cmd, frozen=True, tag="shard_drop"):
@@ -104,36 +105,20 @@ class ShardDrop(_Cmd, frozen=True, tag="shard_drop"):
     expect_version: int
 
 
-class ReplicaAddLearner(_Cmd, frozen=True, tag="replica_add_learner"):
-    shard: ShardId
-    node: NodeId
-    expect_version: int
-    move: bool = True  # the first step of a move (False: a learner that stays one)
+class ShardReport(_Cmd, frozen=True, tag="shard_report"):
+    """A shard's group as its leader applied it: the configuration version (the index of the
+    group's last applied membership change), the members of that version, and the leader with
+    its term."""
 
-
-class ReplicaPromote(_Cmd, frozen=True, tag="replica_promote"):
-    shard: ShardId
-    node: NodeId
-    expect_version: int
-
-
-class ReplicaRemove(_Cmd, frozen=True, tag="replica_remove"):
-    shard: ShardId
-    node: NodeId
-    expect_version: int
-
-
-class LeaderHint(_Cmd, frozen=True, tag="leader_hint"):
     shard: ShardId
     conf_version: int
-    leader: NodeId
-    term: int
+    voters: tuple[NodeId, ...]
+    learners: tuple[NodeId, ...] = ()
+    leader: NodeId | None = None
+    term: int = 0
 
 
-Command = Union[
-    RegionSet, LinkSet, NodeAdd, NodeRemove, ShardCreate, ShardDrop,
-    ReplicaAddLearner, ReplicaPromote, ReplicaRemove, LeaderHint,
-]
+Command = Union[RegionSet, LinkSet, NodeAdd, NodeRemove, ShardCreate, ShardDrop, ShardReport]
 
 _encoder = msgspec.msgpack.Encoder()
 _decoder: msgspec.msgpack.Decoder[Command] = msgspec.msgpack.Decoder(Command)
@@ -154,10 +139,9 @@ class NodeInfo(msgspec.Struct, frozen=True):
 
 class ShardEntry(msgspec.Struct, frozen=True):
     group: GroupSpec
-    conf_version: int = 1
+    conf_version: int = 0  # the group's own configuration version (its founding one is 0)
     leader: NodeId | None = None
     leader_term: int = 0
-    moving: NodeId | None = None  # added as a learner by a move, not promoted yet
 
 
 class ControlState(msgspec.Struct, frozen=True):
@@ -333,7 +317,9 @@ class ControlPlane:
                 raise _Refused(f"shard {g.id!r} names unknown node {n!r}")
         if g.region is not None and g.region not in self.regions:
             raise _Refused(f"shard {g.id!r} names unknown region {g.region!r}")
-        self.shards[g.id] = ShardEntry(g)
+        if type(c.conf_version) is not int or c.conf_version < 0:
+            raise _Refused(f"shard {g.id!r}: a configuration version is an int >= 0")
+        self.shards[g.id] = ShardEntry(g, c.conf_version)
 
     def _entry(self, shard: ShardId, expect_version: int) -> ShardEntry:
         entry = self.shards.get(shard)
@@ -350,68 +336,40 @@ class ControlPlane:
         self._entry(c.shard, c.expect_version)
         del self.shards[c.shard]
 
-    def _add_learner(self, c: ReplicaAddLearner) -> None:
-        e = self._entry(c.shard, c.expect_version)
-        if c.node not in self.nodes:
-            raise _Refused(f"node {c.node!r} is not in the topology")
-        if c.node in e.group.members:
-            raise _Refused(f"node {c.node!r} is already a member of {c.shard!r}")
-        if c.move and e.moving is not None:
-            raise _Refused(f"shard {c.shard!r} is already moving {e.moving!r} in")
-        g = msgspec.structs.replace(e.group, learners=e.group.learners + (c.node,))
-        self.shards[c.shard] = msgspec.structs.replace(
-            e, group=g, conf_version=e.conf_version + 1, moving=c.node if c.move else e.moving
-        )
-
-    def _promote(self, c: ReplicaPromote) -> None:
-        e = self._entry(c.shard, c.expect_version)
-        if c.node not in e.group.learners:
-            raise _Refused(f"node {c.node!r} is not a learner of {c.shard!r}")
-        g = msgspec.structs.replace(
-            e.group,
-            voters=e.group.voters + (c.node,),
-            learners=tuple(n for n in e.group.learners if n != c.node),
-        )
-        self.shards[c.shard] = msgspec.structs.replace(
-            e, group=g, conf_version=e.conf_version + 1,
-            moving=None if e.moving == c.node else e.moving,
-        )
-
-    def _remove(self, c: ReplicaRemove) -> None:
-        e = self._entry(c.shard, c.expect_version)
-        g = e.group
-        if c.node not in g.members:
-            raise _Refused(f"node {c.node!r} is not a member of {c.shard!r}")
-        if c.node in g.voters:
-            if e.moving is not None:
-                raise _Refused(
-                    f"shard {c.shard!r}: {e.moving!r} is still a learner; a voter leaves only "
-                    "once its replacement is promoted"
-                )
-            if len(g.voters) == 1:
-                raise _Refused(f"shard {c.shard!r} would have no voter")
-        g = msgspec.structs.replace(
-            g,
-            voters=tuple(n for n in g.voters if n != c.node),
-            learners=tuple(n for n in g.learners if n != c.node),
-        )
-        self.shards[c.shard] = msgspec.structs.replace(
-            e, group=g, conf_version=e.conf_version + 1,
-            leader=None if e.leader == c.node else e.leader,
-            moving=None if e.moving == c.node else e.moving,
-        )
-
-    def _leader_hint(self, c: LeaderHint) -> None:
+    def _shard_report(self, c: ShardReport) -> None:
         e = self.shards.get(c.shard)
         if e is None:
             raise _Refused(f"shard {c.shard!r} does not exist")
-        if c.conf_version != e.conf_version:
-            raise _Refused(f"hint for version {c.conf_version}, shard is at {e.conf_version}")
-        if c.leader not in e.group.voters:
+        members = c.voters + c.learners
+        if c.conf_version < e.conf_version:
+            raise _Refused(
+                f"shard {c.shard!r} is at configuration version {e.conf_version}; the report "
+                f"is of version {c.conf_version}"
+            )
+        if c.leader is not None and c.leader not in c.voters:
             raise _Refused(f"{c.leader!r} is not a voter of {c.shard!r}")
-        if c.term < e.leader_term or (c.term == e.leader_term and c.leader == e.leader):
-            raise _Refused(f"hint of term {c.term} is not newer than term {e.leader_term}")
-        self.shards[c.shard] = msgspec.structs.replace(e, leader=c.leader, leader_term=c.term)
+        if c.conf_version == e.conf_version:
+            if (c.voters, c.learners) != (e.group.voters, e.group.learners):
+                raise _Refused(
+                    f"shard {c.shard!r}: configuration version {c.conf_version} is known with "
+                    "other members"
+                )
+            if c.leader is None or c.term < e.leader_term or (
+                c.term == e.leader_term and (c.leader == e.leader or e.leader is not None)
+            ):
+                raise _Refused(f"the report on {c.shard!r} changes nothing")
+            self.shards[c.shard] = msgspec.structs.replace(e, leader=c.leader, leader_term=c.term)
+            return
+        if not c.voters:
+            raise _Refused(f"shard {c.shard!r} would have no voter")
+        if len(set(members)) != len(members):
+            raise _Refused(f"the report on {c.shard!r} names a node twice")
+        for n in members:
+            if n not in self.nodes:
+                raise _Refused(f"the report on {c.shard!r} names unknown node {n!r}")
+        group = msgspec.structs.replace(e.group, voters=c.voters, learners=c.learners)
+        leader, term = (c.leader, c.term) if c.leader is not None else (None, e.leader_term)
+        self.shards[c.shard] = ShardEntry(group, c.conf_version, leader, max(term, e.leader_term))
 
 
 def _ident(value: str, what: str) -> None:
@@ -426,8 +384,5 @@ _HANDLERS: dict[type, Callable[[ControlPlane, Any], None]] = {
     NodeRemove: ControlPlane._node_remove,
     ShardCreate: ControlPlane._shard_create,
     ShardDrop: ControlPlane._shard_drop,
-    ReplicaAddLearner: ControlPlane._add_learner,
-    ReplicaPromote: ControlPlane._promote,
-    ReplicaRemove: ControlPlane._remove,
-    LeaderHint: ControlPlane._leader_hint,
+    ShardReport: ControlPlane._shard_report,
 }

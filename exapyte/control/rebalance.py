@@ -21,6 +21,12 @@ the tests):
    removed replica may never learn of its removal from the log, and must not go on serving the
    weaker read levels from a state that no longer advances.
 
+With a control group (sharded and hierarchical strategies), ``node add`` first enters the node
+in the control plane's topology (``NodeAdd``, a new membership epoch) and ``node remove`` takes it
+out last (``NodeRemove``), once the shard leaders' reports show it holds no replica; the shard
+map itself follows the groups' own logs through those reports (exapyte/control/group.py). The
+control group stays where the config put it: a node holding one of its replicas keeps it.
+
 Reads and writes keep working throughout: each step is one single-server membership change, so
 every configuration along the way has a quorum of caught-up voters. A client whose routing table
 is older learns the new configuration from the ``stale_config`` answer of the first replica it
@@ -44,7 +50,7 @@ from exapyte.distribution.base import (
     plan_moves,
 )
 from exapyte.errors import ExapyteError
-from exapyte.wire import DropGroupOp
+from exapyte.wire import CONTROL_GROUP, DropGroupOp
 
 if TYPE_CHECKING:
     from exapyte.config import Config
@@ -252,6 +258,42 @@ class ClusterAdmin:
     def transfer(self, group: str, to: str) -> None:
         self.client.transfer_leader(to, group=group)
 
+    def record_topology(self, action: str, node: str, timeout_s: float) -> str | None:
+        """Commit the node change in the control plane's topology (a new membership epoch), once
+        the shard reports show the moves done; None when the cluster has no control group. A
+        node that holds a control-plane replica keeps it, and stays in the topology."""
+        from exapyte.control.group import control_spec
+        from exapyte.control.plane import NodeAdd, NodeRemove
+        from exapyte.data.feed import read_plane, submit
+
+        control = control_spec(self.cfg)
+        if control is None:
+            return None
+        spec = self.cfg.node_by_id(node)
+        if action == "add":
+            if node in read_plane(self.client).nodes:
+                return f"{node} is in the topology"
+            (changed, version, why), = submit(self.client, [NodeAdd(node, spec.region, spec.endpoint)])
+            return f"topology: {node} added at version {version}" if changed else f"topology: {why}"
+        if node in control.members:
+            return f"{node} keeps its control-plane replica and stays in the topology"
+        deadline = time.monotonic() + timeout_s
+        while True:
+            plane = read_plane(self.client)
+            if node not in plane.nodes:
+                return f"{node} is not in the topology"
+            held = plane.shards_of_node(node)
+            if not held:
+                break
+            if time.monotonic() > deadline:
+                raise RebalanceError(
+                    f"the control plane still lists {node} in {held[:5]} after {timeout_s:g} s "
+                    "(the shard leaders' reports did not arrive)"
+                )
+            time.sleep(POLL_S * 5)
+        (changed, version, why), = submit(self.client, [NodeRemove(node)])
+        return f"topology: {node} removed at version {version}" if changed else f"topology: {why}"
+
     def drop(self, group: str, node: str) -> None:
         statuses = self.statuses()  # one round of status requests: membership and version
         state = _groups_of(statuses).get(group)
@@ -274,6 +316,8 @@ def _groups_of(statuses: Mapping[str, Mapping[str, Any]]) -> dict[str, GroupStat
     terms: dict[str, int] = {}
     for node_id, status in statuses.items():
         for group, g in (status.get("groups") or {}).items():
+            if group == CONTROL_GROUP:
+                continue  # placed by the config, not by the strategy: it does not move
             if g.get("role") == "leader" and g["term"] > terms.get(group, -1):
                 out[group] = GroupState(
                     group, tuple(g["voters"]), tuple(g["learners"]), node_id, g["commit"]
@@ -318,8 +362,16 @@ def node_change(
             strategy, groups, {n: known[n] for n in sorted(nodes)},
             cfg.distribution.replication_factor,
         )
+    record = getattr(admin, "record_topology", None)
+    topology = None
+    if record is not None and action == "add":
+        topology = record(action, node, timeout_s)
     report = execute(admin, moves, timeout_s=timeout_s, on_step=on_step)
+    if record is not None and action == "remove":
+        topology = record(action, node, timeout_s)
+    if topology is not None and on_step is not None:
+        on_step(topology)
     return {
         "action": action, "node": node, "moves": len(report.moves),
-        "steps": report.steps, "catch_up_s": report.catch_up_s,
+        "steps": report.steps, "catch_up_s": report.catch_up_s, "topology": topology,
     }

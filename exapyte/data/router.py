@@ -137,3 +137,53 @@ class Router:
     def table(self) -> dict[ShardId, Descriptor]:
         """A copy of the cache (for ``status``)."""
         return dict(self._cache)
+
+
+WEAK_LEVELS = ("session", "bounded_staleness", "consistent_prefix", "eventual")
+
+
+class Proximity:
+    """How far each node is from a client's region, by the topology's one-way link latencies:
+    0 within the region, the cheapest path over the links between regions, infinite without
+    one. :meth:`order` lists nodes nearest first (ties by node id), which is where a read of a
+    weaker level than ``strong`` goes first: any replica can serve it within its level's promise,
+    and the nearest one answers soonest (docs/distribution.md, "Serving reads near the client").
+    """
+
+    def __init__(
+        self,
+        region: str | None,
+        node_regions: dict[NodeId, str],
+        links: Iterable[tuple[str, str, float]] = (),
+    ) -> None:
+        self.region = region
+        self.node_regions = dict(node_regions)
+        regions = set(self.node_regions.values()) | ({region} if region else set())
+        cost: dict[tuple[str, str], float] = {}
+        for a, b, ms in links:
+            regions |= {a, b}
+            key = (a, b)
+            cost[key] = cost[(b, a)] = min(float(ms), cost.get(key, float("inf")))
+        for r in regions:
+            cost[(r, r)] = 0.0
+        ordered = sorted(regions)
+        for k in ordered:  # Floyd-Warshall over a handful of regions
+            for i in ordered:
+                ik = cost.get((i, k))
+                if ik is None:
+                    continue
+                for j in ordered:
+                    kj = cost.get((k, j))
+                    if kj is not None and ik + kj < cost.get((i, j), float("inf")):
+                        cost[(i, j)] = ik + kj
+        self._cost = cost
+
+    def latency_ms(self, node: NodeId) -> float:
+        """One-way latency from the client's region to ``node``'s (0 when either is unknown)."""
+        there = self.node_regions.get(node)
+        if self.region is None or there is None:
+            return 0.0
+        return self._cost.get((self.region, there), float("inf"))
+
+    def order(self, nodes: Iterable[NodeId]) -> list[NodeId]:
+        return sorted(nodes, key=lambda n: (self.latency_ms(n), n))

@@ -35,7 +35,7 @@ from typing import Any
 import zmq
 
 from exapyte import config as config_mod
-from exapyte.client import Client, make_router
+from exapyte.client import Client, feed_setup, make_router
 from exapyte.config import Config, canonical_host
 from exapyte.errors import ExapyteError
 from exapyte.security import Credentials, generate, load_credentials
@@ -123,10 +123,13 @@ class LocalCluster:
     def endpoints(self) -> dict[str, str]:
         return {n.id: n.endpoint for n in self.cfg.cluster.nodes}
 
-    def client(self, *, admin: bool = False, **kwargs: Any) -> Client:
-        """A client of the whole cluster (follows redirects to the leader)."""
+    def client(self, *, admin: bool = False, subscribe: bool = True, **kwargs: Any) -> Client:
+        """A client of the whole cluster (follows redirects to the leader); with shards and
+        ``subscribe``, it follows the control plane's feed."""
         kwargs.setdefault("credentials", self.credentials(admin=admin))
         kwargs.setdefault("router", make_router(self.cfg))
+        if subscribe and kwargs["router"] is not None and "feed_endpoints" not in kwargs:
+            kwargs["feed_endpoints"], kwargs["credentials"] = feed_setup(self.cfg, kwargs["credentials"])
         return Client(
             list(self.endpoints().values()), node_endpoints=self.endpoints(), **kwargs
         )

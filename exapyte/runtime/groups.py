@@ -89,6 +89,7 @@ class GroupTable:
         self._parallel_persist = parallel_persist
         self._remove_storage = remove_storage
         self._left: dict[str, Descriptor] = {}  # groups this node dropped: what it was told
+        self._left_at: dict[str, int] = {}  # group -> the tick it was dropped at
         self._pool: ThreadPoolExecutor | None = None
         self.replicas: dict[str, Replica] = {}
         self.placement: dict[str, GroupSpec] = {}  # every group of the cluster, hosted or not
@@ -230,6 +231,7 @@ class GroupTable:
             self._left[req.group] = Descriptor(
                 GroupSpec(req.group, op.members, (), region), op.version,
             )
+            self._left_at[req.group] = self.ticks
             if self._remove_storage is not None:
                 self._remove_storage(req.group)
             self.count("groups_dropped")
@@ -245,6 +247,12 @@ class GroupTable:
             spec = self.placement.get(group)
             if spec is None:
                 self.count("peer_unknown_group")
+                return
+            left = self._left_at.get(group)
+            if left is not None and self.ticks - left < self.down_after_ticks:
+                # Just dropped: what its members sent before they applied the removal is still
+                # arriving. Re-added since (a later rebalance), the leader retries past this.
+                self.count("peer_left_group")
                 return
             # A group of the cluster this node does not host yet: it was just added to it (as a
             # learner, by a rebalance). Its replica starts empty (this node is not among the

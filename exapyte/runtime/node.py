@@ -17,9 +17,11 @@ Sockets (every one bound to or dialling 127.0.0.1 unless the config says otherwi
   of the iteration and before each fsync (so a leader's appends travel while it syncs). One
   ``node.beat`` per peer every few ticks carries the node's liveness for all its groups, so idle
   groups quiesce (``exapyte/runtime/groups.py``).
-- **PUB** on ``pub_port``: topology versions for subscribers.
-- **SUB** dialling every node's PUB: the topology versions others publish (gaps are logged and
-  trigger a resync request on the next publication).
+- **PUB** on ``pub_port``: the control plane's feed, when this node leads the control group
+  (``exapyte/control/group.py``): every new version, a beat with the current one every
+  ``control_plane.publish_interval_s``, the whole plane on a resync request.
+- **SUB** dialling every node's PUB: the feed, kept as this node's copy of the plane (a gap or
+  a beat ahead of it sends a resync request to the publisher).
 
 Every socket has high-water marks, a zero send timeout (a full queue drops the message; the
 protocols tolerate loss) and zero linger. ZeroMQ reconnects dropped TCP links by itself.
@@ -48,12 +50,13 @@ import time
 import uuid
 from typing import Any
 
-import msgspec
 import zmq
 from apscheduler.schedulers.background import BackgroundScheduler
 
 from exapyte import distribution, limits
 from exapyte.config import Config, is_wildcard
+from exapyte.control.group import ControlAgent, control_spec
+from exapyte.control.plane import ControlPlane
 from exapyte.distribution.base import GroupSpec
 from exapyte.errors import ConfigError, ExapyteError
 from exapyte.runtime.auth import (
@@ -70,16 +73,18 @@ from exapyte.security import KeyRing, load_keyring, make_curve_client
 from exapyte.storage import Storage, group_path, open_storage
 from exapyte.wire import (
     ADMIN_OPS,
+    FEED_MESSAGES,
     ClientReply,
     ClientRequest,
     ClockOp,
     Codec,
+    FeedResync,
     FrameError,
     NodeBeat,
     PeerBatch,
     PeerMessage,
     ReplyCode,
-    TopologyUpdate,
+    ShardReports,
 )
 
 log = logging.getLogger(__name__)
@@ -88,7 +93,7 @@ DRAIN_FRAMES_MAX = 4096  # frames taken from one socket per loop iteration
 # Plain ints: pyzmq's flag enums cost an enum operation per call on the hot path.
 _NOBLOCK = int(zmq.NOBLOCK)
 _NOBLOCK_SNDMORE = int(zmq.NOBLOCK) | int(zmq.SNDMORE)
-TOPOLOGY_TOPIC = b"topology"
+FEED_TOPIC = b"control"
 _PRIVILEGED_OPS = (*ADMIN_OPS, ClockOp)
 
 
@@ -125,8 +130,7 @@ class Node:
         self.counters: dict[str, int] = {}
         self._stop = threading.Event()
         self._jobs: queue.SimpleQueue[str] = queue.SimpleQueue()
-        self.topology_version = 1
-        self.topology_seen: dict[str, int] = {}
+        self.control: ControlAgent | None = None
         self._ctx: zmq.Context[Any] | None = None
         self.router: zmq.Socket[Any] | None = None
         self.pub: zmq.Socket[Any] | None = None
@@ -190,7 +194,7 @@ class Node:
         self.pub.bind(f"tcp://{bind_host}:{me.resolved_pub_port}")
         self.sub = self._ctx.socket(zmq.SUB)
         configure_socket(self.sub, cfg)
-        self.sub.setsockopt(zmq.SUBSCRIBE, TOPOLOGY_TOPIC)
+        self.sub.setsockopt(zmq.SUBSCRIBE, FEED_TOPIC)
         for spec in cfg.cluster.nodes:
             if keyring is not None:
                 make_curve_client(
@@ -218,7 +222,6 @@ class Node:
             seconds=cfg.control_plane.publish_interval_s, id="publish",
         )
         self._scheduler.start()
-        self._jobs.put("publish")
         log.info(
             "node %s serving on %s (pub %s, bound on %s), storage %s at %s, consensus %s, "
             "security %s, instance %s",
@@ -256,6 +259,12 @@ class Node:
             remove_storage=self._remove_storage,
         )
         self.groups = groups
+        agent = ControlAgent(
+            cfg, replicas=lambda: groups.replicas, send=self._send_node_frame,
+            publish=self._publish_feed, on_map=self._on_map,
+        )
+        if agent.enabled:
+            self.control = agent
         try:
             for spec in self._hosted_groups():
                 groups.create(spec)
@@ -270,17 +279,19 @@ class Node:
         the shards the initial placement gives it, less those it left since (it dropped them),
         plus those whose storage it holds (it joined them by a rebalance)."""
         _, placement = distribution.from_config(self.cfg)
+        control = control_spec(self.cfg)
+        groups = list(placement.groups) + ([control] if control is not None else [])
         if self.groups is not None:
-            self.groups.set_placement(placement.groups)
+            self.groups.set_placement(groups)
         if self.cfg.distribution.strategy == "centralized":
             return list(placement.groups)
         dropped = self._dropped_groups()
         hosted = [
-            g for g in placement.groups if self.node_id in g.members and g.id not in dropped
+            g for g in groups if self.node_id in g.members and g.id not in dropped
         ]
         if self.cfg.storage.backend != "memory":
             ids = {g.id for g in hosted}
-            for spec in placement.groups:
+            for spec in groups:
                 path = group_path(self.cfg.storage_path(), spec.id)
                 # A file of a dropped group means the node joined it again since.
                 if spec.id not in ids and os.path.exists(path):
@@ -401,8 +412,11 @@ class Node:
             now = self.clock.now()
             ticks = 0
             ticking_since = time.monotonic()
+            control = self.control
             while now >= next_tick and ticks < catch_up_ticks_max:
                 service.tick()
+                if control is not None:
+                    control.tick()
                 next_tick += tick_s
                 ticks += 1
                 if ticks > 1 and time.monotonic() - ticking_since > tick_s:
@@ -417,6 +431,9 @@ class Node:
             elif next_tick - now > tick_s:  # the clock moved back (a clock fault was reset)
                 next_tick = now + tick_s
             service.flush()
+            if control is not None:
+                control.after_flush()
+                service.flush()  # what the agent proposed
             if self._outbox:
                 self._flush_outbox()
             while not self._jobs.empty():
@@ -491,6 +508,15 @@ class Node:
         elif isinstance(msg, NodeBeat):
             if self.groups is not None and self.gate.admit_peer(user_id, msg.frm, msg.to):
                 self.groups.heard_from(msg.frm, msg.instance)
+        elif isinstance(msg, (ShardReports, FeedResync)):
+            control = self.control
+            if control is None:
+                self.count("frames_dropped_unexpected")
+            elif self.gate.admit_peer(user_id, msg.frm, msg.to):
+                if isinstance(msg, ShardReports):
+                    control.on_reports(msg)
+                else:
+                    control.on_resync(msg)
         else:
             self.count("frames_dropped_unexpected")
 
@@ -512,24 +538,17 @@ class Node:
             except zmq.Again:
                 return
             if len(frames) != 2:
-                self.count("topology_dropped")
+                self.count("feed_dropped")
                 continue
             try:
                 msg = self.codec.decode(frames[1])
             except FrameError:
-                self.count("topology_dropped")
+                self.count("feed_dropped")
                 continue
-            if not isinstance(msg, TopologyUpdate):
-                self.count("topology_dropped")
+            if not isinstance(msg, FEED_MESSAGES) or self.control is None:
+                self.count("feed_dropped")
                 continue
-            known = self.topology_seen.get(msg.publisher, 0)
-            if msg.version > known + 1 and known:
-                log.info(
-                    "topology gap from %s: version %d after %d; resyncing",
-                    msg.publisher, msg.version, known,
-                )
-                self.count("topology_gaps")
-            self.topology_seen[msg.publisher] = max(known, msg.version)
+            self.control.on_feed(msg)
 
     def _on_clock(self, identity: bytes, req: ClientRequest) -> None:
         """Clock-fault injection (harness only): shift and/or re-rate this node's clock."""
@@ -620,18 +639,32 @@ class Node:
         if name == "maintenance":
             self.service.maintenance()
             log.debug("node %s metrics %s", self.node_id, json.dumps(self.status()))
-        elif name == "publish":
-            self._publish_topology()
+        elif name == "publish" and self.control is not None:
+            self.control.beat()
 
-    def _publish_topology(self) -> None:
+    def _publish_feed(self, msg: Any) -> None:
         assert self.pub is not None
-        update = TopologyUpdate(
-            self.topology_version, self.node_id, msgspec.json.encode(self.cfg.cluster)
-        )
         try:
-            self.pub.send_multipart([TOPOLOGY_TOPIC, self.codec.encode(update)], zmq.NOBLOCK)
+            self.pub.send_multipart([FEED_TOPIC, self.codec.encode(msg)], zmq.NOBLOCK)
         except zmq.Again:
-            self.count("topology_publish_dropped")
+            self.count("feed_publish_dropped")
+
+    def _send_node_frame(self, to: str, msg: Any) -> None:
+        if to in self.dealers:
+            self._send_frame(to, self.codec.encode(msg))
+        else:
+            self.count("peer_unknown")
+
+    def _on_map(self, plane: ControlPlane) -> None:
+        """The node's copy of the plane moved: redirects for groups it does not host follow the
+        plane's shard map from now on."""
+        if self.groups is None:
+            return
+        specs = [e.group for e in plane.shards.values()]
+        control = control_spec(self.cfg)
+        if control is not None:
+            specs.append(control)
+        self.groups.set_placement(specs)
 
     def count(self, name: str) -> None:
         self.counters[name] = self.counters.get(name, 0) + 1
@@ -644,8 +677,7 @@ class Node:
             "refused": dict(sorted(self.gate.counters.items())),
             "frames": dict(sorted(self.counters.items())),
             "uptime_s": round(time.monotonic() - self.started_at, 3),
-            "topology_version": self.topology_version,
-            "topology_seen": dict(sorted(self.topology_seen.items())),
+            **({"control": self.control.status()} if self.control is not None else {}),
         }
 
     def status(self) -> dict[str, Any]:

@@ -47,6 +47,7 @@ import msgspec
 
 from exapyte import limits
 from exapyte.config import Config
+from exapyte.control.group import ControlStateMachine
 from exapyte.data.router import Descriptor
 from exapyte.distribution.base import GroupSpec
 from exapyte.errors import NotLeader, ProposalDropped, ProtocolMisuse, StorageError
@@ -72,8 +73,10 @@ from exapyte.runtime.service import ReplySink, ServiceBase, outcome_reply
 from exapyte.storage import Storage
 from exapyte.storage.base import decode_state
 from exapyte.wire import (
+    CONTROL_GROUP,
     ClientReply,
     ClientRequest,
+    ControlOp,
     MembershipOp,
     ReplyCode,
     StatusOp,
@@ -135,6 +138,8 @@ class Replica(ServiceBase):
         # The group this replica belongs to; a node of the centralized strategy has only
         # "default", whose founding voters are the config's initial voters.
         self.group = group if group is not None else GroupSpec("default", cfg.initial_voters())
+        if self.group.id == CONTROL_GROUP:
+            self.sm = ControlStateMachine(storage, sync=self.sm.sync)
         # Applied state needs no fsync of its own and is stored behind the requests (the state
         # machine's write-behind, stored from idle(), see has_idle_work()): every applied entry
         # is already persisted in the log and committed on a quorum, so writes lost to a crash
@@ -287,8 +292,27 @@ class Replica(ServiceBase):
             return
         self.pending_writes[index] = (term, identity, req)
 
+    def propose_internal(self, command: Command) -> bool:
+        """Propose a command this node makes itself (the control plane's founding batch and
+        shard reports); nobody waits on its outcome. False when this replica cannot propose."""
+        try:
+            self.core.propose(encode_command(command))
+        except (NotLeader, ProposalDropped):
+            return False
+        self.count("writes_proposed")
+        return True
+
     def on_admin(self, identity: Any, req: ClientRequest) -> None:
         op = req.op
+        if isinstance(op, ControlOp):
+            if self.group.id != CONTROL_GROUP:
+                self.error(
+                    identity, req, ReplyCode.BAD_REQUEST,
+                    f"control-plane commands go to group {CONTROL_GROUP!r}, not {self.group.id!r}",
+                )
+                return
+            self.on_write(identity, req)
+            return
         target = op.node if isinstance(op, MembershipOp) else op.to  # type: ignore[union-attr]
         if target not in self.cfg.node_ids():
             self.error(

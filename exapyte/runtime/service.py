@@ -33,11 +33,13 @@ from exapyte.storage import Storage
 from exapyte.wire import (
     ADMIN_OPS,
     MEMBERSHIP_CHANGES,
+    PLANE_KEY,
     WRITE_OPS,
     CasOp,
     ClientReply,
     ClientRequest,
     ClockOp,
+    ControlOp,
     DeleteOp,
     DropGroupOp,
     GetOp,
@@ -185,6 +187,14 @@ def _drop_group_problem(op: DropGroupOp) -> str | None:
     return None
 
 
+def _control_problem(op: ControlOp) -> str | None:
+    if op.key != PLANE_KEY:
+        return f"a control op's key is {PLANE_KEY!r}"
+    if type(op.commands) is not tuple or not 0 < len(op.commands) <= limits.CONTROL_COMMANDS_MAX:
+        return f"a control op holds 1..CONTROL_COMMANDS_MAX={limits.CONTROL_COMMANDS_MAX} commands"
+    return None
+
+
 def _clock_problem(op: ClockOp) -> str | None:
     problem = _float_problem("shift_ms", op.shift_ms) or _float_problem("rate", op.rate)
     if problem is not None:
@@ -210,6 +220,7 @@ _OP_PROBLEMS: dict[type, Callable[[Any], str | None]] = {
     MembershipOp: _membership_problem,
     ClockOp: _clock_problem,
     DropGroupOp: _drop_group_problem,
+    ControlOp: _control_problem,
 }
 
 

@@ -19,6 +19,7 @@ import pytest
 from exapyte import config as config_mod
 from exapyte import distribution
 from exapyte.protocol import registry
+from exapyte.wire import CONTROL_GROUP
 from harness.history import read_events
 from harness.runner import RunOutcome
 from tests.harness.test_harness_smoke import run, topology_on_free_ports
@@ -60,9 +61,11 @@ def assert_routed_by_shard(outcome: RunOutcome, groups_expected: int) -> None:
     assert sum(final["leaders_per_node"].values()) == groups_expected
     for group, st in final["groups"].items():
         assert st["leader"] in placement[group], (group, st)
+    assert final["control_leader"] in {"n1", "n2", "n3"}  # the control plane's group
     samples = [json.loads(line) for line in (outcome.run_dir / "status.jsonl").read_text().splitlines()]
-    assert any(set(s.get("groups", {})) and set(s["groups"]) <= set(groups) for s in samples)
-    assert results["checkers"]["election-safety"]["evidence"]["groups"] == groups_expected
+    assert any(set(s.get("groups", {})) and set(s["groups"]) <= {*groups, CONTROL_GROUP} for s in samples)
+    # election safety is checked in every group, the control group's included
+    assert results["checkers"]["election-safety"]["evidence"]["groups"] == groups_expected + 1
 
 
 def node_config(outcome: RunOutcome) -> dict:

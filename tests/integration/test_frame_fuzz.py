@@ -57,7 +57,7 @@ def junk(rng: random.Random, depth: int = 0) -> Any:
     if kind == 4:
         return rng.choice([None, True, False])
     if kind == 5:
-        return rng.choice(["client.request", "peer", "raft.append", "control.topology", "client.reply"])
+        return rng.choice(["client.request", "peer", "raft.append", "control.beat", "client.reply"])
     if kind == 6:
         return [junk(rng, depth + 1) for _ in range(rng.randrange(5))]
     if kind == 7:

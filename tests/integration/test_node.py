@@ -74,7 +74,7 @@ def test_node_survives_garbage_oversized_and_unknown_frames(node: LocalCluster) 
             msgspec.msgpack.encode([limits.PROTOCOL_VERSION, {"type": "client.teleport", "to": "mars"}]),
             msgspec.msgpack.encode([limits.PROTOCOL_VERSION, {"type": "client.request", "client_id": 1}]),
             msgspec.msgpack.encode(
-                [999, {"type": "control.topology", "version": 1, "publisher": "x", "topology": b""}]
+                [999, {"type": "control.beat", "publisher": "x", "term": 1, "version": 1, "epoch": 1}]
             ),
             msgspec.msgpack.encode({"just": "a map"}),
         ]

@@ -11,7 +11,7 @@ import pytest
 from exapyte import distribution
 from exapyte.client import Client
 from exapyte.runtime.cluster import LocalCluster
-from exapyte.wire import GetOp
+from exapyte.wire import CONTROL_GROUP, GetOp
 from tests.integration.test_raft_cluster import statuses, wait_for
 
 pytestmark = pytest.mark.integration
@@ -38,7 +38,7 @@ def leaders(cluster: LocalCluster) -> dict[str, str]:
     out: dict[str, set[str]] = {}
     for node_id, st in statuses(cluster).items():
         for group, g in st["groups"].items():
-            if g["role"] == "leader":
+            if g["role"] == "leader" and group != CONTROL_GROUP:
                 out.setdefault(group, set()).add(node_id)
     return {g: next(iter(n)) for g, n in out.items() if len(n) == 1}
 
@@ -49,7 +49,9 @@ def test_keys_go_to_their_shard_and_scans_merge_the_shards(cluster: LocalCluster
     assert all(len(p.voters) == 3 for p in placement.groups)
     wait_for(lambda: len(leaders(cluster)) == SHARDS, "a leader in every shard")
     for node_id, st in statuses(cluster).items():
-        assert set(st["groups"]) == hosted[node_id], node_id  # exactly its shards
+        # exactly its shards, and the control group on the first three nodes
+        assert set(st["groups"]) - {CONTROL_GROUP} == hosted[node_id], node_id
+        assert (CONTROL_GROUP in st["groups"]) == (node_id in ("n1", "n2", "n3"))
     keys = [f"key-{i:03d}" for i in range(40)]
     with cluster.client(timeout_s=10) as c:
         assert c.router is not None
@@ -66,7 +68,7 @@ def test_keys_go_to_their_shard_and_scans_merge_the_shards(cluster: LocalCluster
         assert c.delete("key-007") and c.get("key-007") is None
     # Each key sits in its own shard's state machine only.
     for node_id, st in statuses(cluster).items():
-        assert sum(1 for g in st["groups"].values() if g["applied"] > 0) == len(hosted[node_id])
+        assert sum(1 for s, g in st["groups"].items() if g["applied"] > 0 and s != CONTROL_GROUP) == len(hosted[node_id])
 
 
 def test_a_node_outside_a_group_redirects_to_a_member(cluster: LocalCluster) -> None:

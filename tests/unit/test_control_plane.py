@@ -11,17 +11,14 @@ from hypothesis import strategies as st
 
 from exapyte.control.plane import (
     ControlPlane,
-    LeaderHint,
     LinkSet,
     NodeAdd,
     NodeRemove,
     PlaneError,
     RegionSet,
-    ReplicaAddLearner,
-    ReplicaPromote,
-    ReplicaRemove,
     ShardCreate,
     ShardDrop,
+    ShardReport,
     encode_command,
 )
 from exapyte.control.pubsub import FeedState, Mirror, Publication, Verdict
@@ -61,14 +58,15 @@ def test_a_bad_command_is_a_failed_outcome_that_changes_nothing() -> None:
         ShardCreate(GroupSpec("s0001", ())),
         ShardCreate(GroupSpec("s0001", ("n1", "n1"))),
         ShardCreate(GroupSpec("s0001", ("n77",))),
-        ReplicaAddLearner("s0000", "n4", expect_version=7),  # stale version
-        ReplicaAddLearner("s0000", "n1", expect_version=1),  # already a member
-        ReplicaAddLearner("s9999", "n4", expect_version=1),
-        ReplicaPromote("s0000", "n4", expect_version=1),  # not a learner
-        ReplicaRemove("s0000", "n5", expect_version=1),  # not a member
+        ShardCreate(GroupSpec("s0001", ("n1",)), conf_version=-1),
+        ShardReport("s9999", 4, ("n1", "n2", "n3")),  # no such shard
+        ShardReport("s0000", 0, ("n1", "n2", "n4")),  # version 0 is known with other members
+        ShardReport("s0000", 0, ("n1", "n2", "n3")),  # changes nothing
+        ShardReport("s0000", 5, ()),  # no voter
+        ShardReport("s0000", 5, ("n1", "n1")),
+        ShardReport("s0000", 5, ("n1", "n77")),  # unknown node
+        ShardReport("s0000", 5, ("n1", "n2"), leader="n5", term=1),  # the leader is not a voter
         ShardDrop("s0000", expect_version=2),
-        LeaderHint("s0000", 1, "n5", 1),  # not a voter
-        LeaderHint("s0000", 2, "n1", 1),  # another configuration version
     ]
     index = p.applied_index
     for c in bad:
@@ -95,7 +93,7 @@ def test_replayed_indexes_are_skipped_and_gaps_are_a_broken_invariant() -> None:
         p.apply(p.applied_index + 2, RegionSet("x"))
 
 
-def test_a_move_adds_promotes_then_removes_and_each_step_bumps_the_shards_version() -> None:
+def test_reports_move_the_shard_map_forward_only() -> None:
     p = _booted()
     i = p.applied_index
 
@@ -106,23 +104,25 @@ def test_a_move_adds_promotes_then_removes_and_each_step_bumps_the_shards_versio
         assert out is not None
         return out.ok
 
-    assert run(LeaderHint("s0000", 1, "n3", 4))
-    assert run(ReplicaAddLearner("s0000", "n4", expect_version=1))
-    assert not run(ReplicaAddLearner("s0000", "n5", expect_version=2))  # one move at a time
-    assert not run(ReplicaRemove("s0000", "n3", expect_version=2))  # the learner is not promoted
-    assert run(ReplicaPromote("s0000", "n4", expect_version=2))
-    assert run(ReplicaRemove("s0000", "n3", expect_version=3))
+    assert run(ShardReport("s0000", 0, ("n1", "n2", "n3"), leader="n3", term=4))  # a leader hint
+    assert not run(ShardReport("s0000", 0, ("n1", "n2", "n3"), leader="n2", term=3))  # older term
+    assert not run(ShardReport("s0000", 0, ("n1", "n2", "n3"), leader="n2", term=4))  # one per term
+    assert run(ShardReport("s0000", 12, ("n1", "n2", "n3"), ("n4",), leader="n3", term=4))  # learner
+    assert run(ShardReport("s0000", 15, ("n1", "n2", "n3", "n4"), leader="n3", term=4))  # promoted
+    assert not run(ShardReport("s0000", 12, ("n1", "n2", "n3"), ("n4",), leader="n3", term=4))  # late
+    assert run(ShardReport("s0000", 19, ("n1", "n2", "n4")))  # removed n3, the leader
     e = p.shard("s0000")
     assert e is not None
-    assert (e.group.voters, e.group.learners, e.conf_version, e.moving) == (("n1", "n2", "n4"), (), 4, None)
-    assert e.leader is None  # the hinted leader left
-    assert not run(LeaderHint("s0000", 4, "n1", 3))  # an older term than the last hint
-    assert run(LeaderHint("s0000", 4, "n1", 5))
+    assert (e.group.voters, e.group.learners, e.conf_version) == (("n1", "n2", "n4"), (), 19)
+    assert e.leader is None and e.leader_term == 4  # the hint left with the version it was seen in
+    assert not run(ShardReport("s0000", 19, ("n1", "n2", "n4"), leader="n1", term=3))  # older term
+    assert run(ShardReport("s0000", 19, ("n1", "n2", "n4"), leader="n1", term=5))
     assert run(NodeRemove("n3"))
+    assert not run(ShardReport("s0000", 25, ("n1", "n3")))  # n3 left the topology
 
 
 def test_a_rebalance_plan_runs_as_commands() -> None:
-    """plan_moves' output, as move-step commands, applies cleanly on the plane."""
+    """plan_moves' output, step by step as the shard leaders report it, applies cleanly."""
     p = ControlPlane()
     cmds: list[object] = [RegionSet("r")] + [NodeAdd(f"n{i}", "r", f"tcp://h:{i}") for i in range(1, 7)]
     strategy = ShardedStrategy(8)
@@ -132,12 +132,21 @@ def test_a_rebalance_plan_runs_as_commands() -> None:
     for i, c in enumerate(cmds, 1):
         assert p.apply(i, c).ok  # type: ignore[arg-type, union-attr]
     i = len(cmds)
+    version = 0
     for move in plan_moves(old, new):
         for step in move.steps():
-            version = p.shards[step.shard].conf_version
-            cls = {"add_learner": ReplicaAddLearner, "promote": ReplicaPromote, "remove": ReplicaRemove}[step.step.value]
+            e = p.shards[step.shard]
+            voters, learners = list(e.group.voters), list(e.group.learners)
+            if step.step.value == "add_learner":
+                learners.append(step.node)
+            elif step.step.value == "promote":
+                learners.remove(step.node)
+                voters.append(step.node)
+            else:
+                voters = [n for n in voters if n != step.node]
             i += 1
-            out = p.apply(i, cls(step.shard, step.node, expect_version=version))
+            version += 1  # each step's membership change is a later entry of the shard's log
+            out = p.apply(i, ShardReport(step.shard, version, tuple(voters), tuple(learners)))
             assert out is not None and out.ok, (step, out)
     for g in new.groups:
         assert set(p.shards[g.id].group.voters) == set(g.voters)
@@ -149,10 +158,10 @@ _cmds = st.one_of(
     st.builds(NodeAdd, st.sampled_from(["n1", "n2", "n3", "n4"]), st.sampled_from(["a", "b"]), st.just("tcp://h:1")),
     st.builds(NodeRemove, st.sampled_from(["n1", "n2", "n3", "n4"])),
     st.builds(ShardCreate, st.builds(GroupSpec, st.sampled_from(["s0", "s1"]), st.lists(st.sampled_from(["n1", "n2", "n3"]), max_size=3, unique=True).map(tuple))),
-    st.builds(ReplicaAddLearner, st.sampled_from(["s0", "s1"]), st.sampled_from(["n1", "n2", "n3", "n4"]), st.integers(1, 4), st.booleans()),
-    st.builds(ReplicaPromote, st.sampled_from(["s0", "s1"]), st.sampled_from(["n1", "n2", "n3", "n4"]), st.integers(1, 4)),
-    st.builds(ReplicaRemove, st.sampled_from(["s0", "s1"]), st.sampled_from(["n1", "n2", "n3", "n4"]), st.integers(1, 4)),
-    st.builds(LeaderHint, st.sampled_from(["s0", "s1"]), st.integers(1, 4), st.sampled_from(["n1", "n2", "n3", "n4"]), st.integers(0, 3)),
+    st.builds(ShardReport, st.sampled_from(["s0", "s1"]), st.integers(0, 4),
+              st.lists(st.sampled_from(["n1", "n2", "n3", "n4"]), max_size=3, unique=True).map(tuple),
+              st.lists(st.sampled_from(["n3", "n4"]), max_size=1).map(tuple),
+              st.sampled_from([None, "n1", "n2"]), st.integers(0, 3)),
 )
 
 
@@ -169,7 +178,7 @@ def test_replicas_agree_and_snapshots_restore_exactly(cmds: list[object], cut: i
         for e in a.shards.values():
             assert e.group.voters  # never a shard without voters
             assert all(n in a.nodes for n in e.group.members)  # never a replica on a removed node
-            assert e.moving is None or e.moving in e.group.learners
+            assert e.leader is None or e.leader in e.group.voters
     assert a.snapshot() == b.snapshot()
     c_plane = ControlPlane()
     for i, c in enumerate(cmds[:cut], 1):
