@@ -402,7 +402,8 @@ def run_strategy(job: Job) -> dict[str, Any]:
     world.start()
     if not world.run_until(world.all_groups_led, BOOT_TIMEOUT_S):
         raise RuntimeError(f"{job.strategy}: not every group had a leader {BOOT_TIMEOUT_S:g} s after boot")
-    pinned = sum(world.transfer_group(g.id, g.voters[0], PIN_TIMEOUT_S) for g in world.placement)
+    admin = SimAdmin(world, regions[0])
+    pinned = sum(admin.pin(g.id, g.voters[0], PIN_TIMEOUT_S) for g in world.placement)
     _report(job.strategy, "boot")
 
     # preload: every key written once, by its region's clients
@@ -440,7 +441,6 @@ def run_strategy(job: Job) -> dict[str, Any]:
     served = dict(meter.served)
     world.run_until(lambda: not any(loop.client.busy for loop in loops), 30.0)  # type: ignore[union-attr]
     world.run_for(IDLE_S)
-    admin = SimAdmin(world, regions[0])
     before = placement_view(world, admin)
     held = keys_held(world)
     _report(job.strategy, "load")
@@ -619,8 +619,8 @@ def run(params: DistParams, on_phase: Callable[[str, str], None] | None = None) 
         for job in jobs:
             results[job.strategy] = _run_reporting(job, on_phase)
     else:
-        ctx = multiprocessing.get_context("spawn")
-        progress = ctx.Manager().Queue()
+        ctx = multiprocessing.get_context()
+        progress = ctx.Queue()  # handed to the workers as they start (initargs)
         with ProcessPoolExecutor(max_workers=params.workers, mp_context=ctx,
                                  initializer=_set_progress, initargs=(progress,)) as pool:
             futures: dict[Future[dict[str, Any]], Job] = {pool.submit(run_strategy, j): j for j in jobs}
@@ -664,7 +664,8 @@ def assemble(params: DistParams, results: dict[str, dict[str, Any]]) -> dict[str
         "params": asdict(params),
         "topology": {
             "nodes": {n.id: n.region for n in cfg.cluster.nodes},
-            "links_ms": {f"{link.a}-{link.b}": link.latency_ms for link in cfg.cluster.links},
+            "links": [{"a": link.a, "b": link.b, "latency_ms": link.latency_ms}
+                      for link in cfg.cluster.links],
             "regions": topo.regions(graph),
             "election_timeout_ticks": cfg.consensus.election_timeout_ticks,
             "heartbeat_ticks": cfg.consensus.heartbeat_ticks,

@@ -484,31 +484,6 @@ class TopologyWorld(World):
     def all_groups_led(self) -> bool:
         return all(self.group_leader(g) is not None for g in self.groups())
 
-    def transfer_group(self, group: str, target: str, timeout_s: float = 10.0) -> bool:
-        """Make ``target`` the serving leader of ``group`` (leadership transfer, retried);
-        False if it could not within ``timeout_s``."""
-        deadline = self.now_s + timeout_s
-        while self.now_s < deadline:
-            if not self.run_until(lambda: self.group_leader(group) is not None,
-                                  deadline - self.now_s):
-                return False
-            current = self.group_leader(group)
-            assert current is not None
-            if current[0] == target:
-                return True
-            node = self.nodes[current[0]]
-            replica = self.group_replica(group, current[0])
-            try:
-                replica.core.transfer_leadership(target)
-            except ExapyteError:  # refused (one already under way, not a voter): retry
-                pass
-            self._after(node)
-            self.run_until(
-                lambda: (lead := self.group_leader(group)) is not None and lead[0] == target,
-                timeout_s=min(2.0, max(0.0, deadline - self.now_s)),
-            )
-        return False
-
 
 def replica_serving_term(replica: Any) -> int | None:
     """The term ``replica`` leads and serves in (it committed an entry of that term), or None."""
@@ -610,6 +585,29 @@ class SimAdmin:
 
     def transfer(self, group: str, to: str) -> None:
         self.request(TransferLeaderOp(to), group, self._leader(group))
+
+    def pin(self, group: str, target: str, timeout_s: float = 10.0) -> bool:
+        """Make ``target`` the serving leader of ``group`` (the admin's leadership transfer,
+        retried); False if it could not within ``timeout_s``."""
+        world = self.world
+        deadline = world.now_s + timeout_s
+        while world.now_s < deadline:
+            if not world.run_until(lambda: world.group_leader(group) is not None,
+                                   deadline - world.now_s):
+                return False
+            current = world.group_leader(group)
+            assert current is not None
+            if current[0] == target:
+                return True
+            try:
+                self.request(TransferLeaderOp(target), group, current[0])
+            except ExapyteError:  # refused (one already under way): wait and retry
+                pass
+            world.run_until(
+                lambda: (lead := world.group_leader(group)) is not None and lead[0] == target,
+                timeout_s=min(2.0, max(0.0, deadline - world.now_s)),
+            )
+        return False
 
     def drop(self, group: str, node: str) -> None:
         leader = self._leader(group)
