@@ -215,6 +215,8 @@ class TrafficMeter:
         self.world = world
         self.count_served = False
         self.served: dict[str, int] = dict.fromkeys(world.node_ids, 0)
+        self.count_refusals = False
+        self.refusals: dict[str, int] = {}  # answers that are no result, by reply code
         self.hops_on = False
         self.hops: dict[str, int] = {}
         self.kinds: dict[str, int] = {}  # the same messages by kind
@@ -230,10 +232,13 @@ class TrafficMeter:
 
     def __call__(self, frm: str, to: str, msg: Any) -> None:
         world = self.world
-        if self.count_served and isinstance(msg, tuple) and len(msg) == 2:
+        if isinstance(msg, tuple) and len(msg) == 2 and isinstance(msg[1], ClientReply):
             reply = msg[1]
-            if isinstance(reply, ClientReply) and reply.code in RESULT_CODES and frm in self.served:
-                self.served[frm] += 1
+            if reply.code in RESULT_CODES:
+                if self.count_served and frm in self.served:
+                    self.served[frm] += 1
+            elif self.count_refusals:
+                self.refusals[reply.code] = self.refusals.get(reply.code, 0) + 1
         if not self.hops_on:
             return
         if world.region_of_endpoint(frm) == world.region_of_endpoint(to):
@@ -548,6 +553,9 @@ def add_node(world: TopologyWorld, admin: SimAdmin, node: str, loops: list[Reque
     planned = {g.id: g.members for g in target.groups}
     changed, moved = moved_fractions(world, all_keys, old, planned)
     marks = [len(loop.done) for loop in loops]
+    meter = getattr(world, "meter_hook", None)
+    if meter is not None:
+        meter.count_refusals = True
     for loop in loops:
         loop.start()
     started = world.now_s
@@ -562,6 +570,8 @@ def add_node(world: TopologyWorld, admin: SimAdmin, node: str, loops: list[Reque
     duration = world.now_s - started
     for loop in loops:
         loop.stop()
+    if meter is not None:
+        meter.count_refusals = False
     during = [d for loop, m in zip(loops, marks, strict=True) for d in loop.done[m:]]
     world.run_until(lambda: not any(loop.client.busy for loop in loops), 30.0)  # type: ignore[union-attr]
     world.run_for(AFTER_MOVE_S)
@@ -592,7 +602,8 @@ def add_node(world: TopologyWorld, admin: SimAdmin, node: str, loops: list[Reque
         "catch_up_s": report.catch_up_s if report is not None else {},
         "duration_s": round(duration, 3),
         "ops_during": {"ok": sum(1 for d in during if d[3] == "ok"),
-                       "not_ok": sum(1 for d in during if d[3] != "ok")},
+                       "not_ok": sum(1 for d in during if d[3] != "ok"),
+                       "refusals": dict(sorted(meter.refusals.items())) if meter is not None else {}},
         "after_source": source,
         "after_matches_plan": matches,
         "planned_after": {g.id: {"voters": list(g.voters), "learners": list(g.learners)}
