@@ -94,8 +94,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "(default: demo-out/NAME/)")
     p.add_argument("--real", action="store_true", help="--demo: run on real processes, not the simulator")
     p.add_argument("--param", metavar="KEY=VALUE", action="append", default=[],
-                   help="--demo consensus: a run parameter (seed, elections, steady_s, workers, ...; "
-                        "see docs/demos.md); repeatable")
+                   help="--demo consensus, distribution: a run parameter (seed, steady_s, workers, "
+                        "...; see docs/demos.md); repeatable")
     p.add_argument("--verbose", "-v", action="store_true", help="log debug detail")
     p.add_argument("args", nargs="*", help="--client: the operation and its arguments")
     return p
@@ -412,6 +412,15 @@ def run_demo(ns: argparse.Namespace) -> int:
             print(f"error: --param: {exc}", file=sys.stderr)
             return 2
         return consensus.main(ns.out, real=ns.real, params=params)
+    if ns.demo == "distribution":
+        from exapyte.demos import distribution
+
+        try:
+            dist_params = distribution.params_from(ns.param)
+        except ValueError as exc:
+            print(f"error: --param: {exc}", file=sys.stderr)
+            return 2
+        return distribution.main(ns.out, real=ns.real, params=dist_params)
     print(
         f"error: the {ns.demo!r} demo ({DEMOS[ns.demo]}) is not part of this release yet; "
         "it needs the replication and distribution layers",

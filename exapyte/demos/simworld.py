@@ -30,26 +30,46 @@ node in one frame (``PeerBatch``), which saves a few bytes of envelope per messa
 
 from __future__ import annotations
 
+import json
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from exapyte.config import Config
+import msgspec
+
+from exapyte import distribution as dist
+from exapyte.config import Config, loads
 from exapyte.errors import ExapyteError
 from exapyte.control import topology as topo
 from exapyte.protocol.types import Role
 from exapyte.sim.faults import Fault
+from exapyte.sim.judge import StepJudge
 from exapyte.sim.network import Delay
 from exapyte.sim.scheduler import NS_PER_MS, NS_PER_S, derive_seed
 from exapyte.sim.workload import Op, SimClient
 from exapyte.sim.world import TICK_MS, SimNode, SimSpec, World, sim_config
-from exapyte.wire import ClientReply, ClientRequest, Codec, NodeBeat, PeerMessage
+from exapyte.wire import (
+    ClientReply,
+    ClientRequest,
+    Codec,
+    DropGroupOp,
+    MembershipOp,
+    NodeBeat,
+    PeerMessage,
+    ReplyCode,
+    TransferLeaderOp,
+)
 
 LAN_DELAY_MS = (0.2, 1.0)  # one-way delay inside a region (the topology says 0)
 WAN_JITTER = 0.05  # a WAN link's delay is uniform in [latency, latency * (1 + this)]
 CLIENT_ATTEMPT_TIMEOUT_MS = 1_500  # above any WAN commit round trip of the topology
 CLIENT_DEADLINE_MS = 10_000  # a write retries this long before it is given up
+ADMIN_PROCESS = 9_999  # the process number of the admin endpoint (c9999), above any client's
+# A placed cluster (distribution demo) compacts its logs now and then, so that a replica added
+# by a rebalance catches up by snapshot, in chunks of a realistic size.
+PLACED_SNAPSHOT_ENTRIES = 300
+PLACED_SNAPSHOT_CHUNK_BYTES = 16 * 1024
 BACKGROUND_KINDS = frozenset({
     # sent on a timer whether or not anything is written: not part of a write's cost
     "node.beat",
@@ -78,6 +98,41 @@ def frame_body(msg: Any) -> Any:
     if isinstance(msg, tuple):
         return msg[-1]  # (process, attempt, request) or (attempt, reply): the payload
     return msg
+
+
+def placed_config(
+    topo_cfg: Config,
+    node_ids: Sequence[str],
+    region: Mapping[str, str],
+    protocol: str,
+    *,
+    distribution: Mapping[str, Any],
+    founders: Sequence[str],
+) -> Config:
+    """The simulated nodes' config for a placed cluster: the simulator's (memory storage, its
+    ports) with every node in its region, the topology's regions, links and consensus timers,
+    ``distribution`` as the ``distribution`` section, and ``founders`` as the initial voters
+    (a spare node starts empty and joins by a rebalance)."""
+    consensus = topo_cfg.consensus
+    base = sim_config(
+        len(node_ids), protocol=protocol,
+        election_timeout_ticks=consensus.election_timeout_ticks,
+        heartbeat_ticks=consensus.heartbeat_ticks,
+    )
+    raw = msgspec.to_builtins(base)
+    for node in raw["cluster"]["nodes"]:
+        node["region"] = region[node["id"]]
+    raw["cluster"]["regions"] = msgspec.to_builtins(topo_cfg.cluster.regions)
+    raw["cluster"]["links"] = msgspec.to_builtins(topo_cfg.cluster.links)
+    raw["consensus"].update(
+        initial_voters=list(founders),
+        snapshot_entries=PLACED_SNAPSHOT_ENTRIES,
+        snapshot_chunk_bytes=PLACED_SNAPSHOT_CHUNK_BYTES,
+    )
+    raw["distribution"] = dict(distribution)
+    raw.pop("node_id", None)
+    raw.pop("region_id", None)
+    return loads(json.dumps(raw), source="<placed simulator>")
 
 
 @dataclass
@@ -162,14 +217,8 @@ def serving_term(node: SimNode) -> int | None:
     """The term ``node`` leads and serves in (it committed an entry of that term), or None."""
     if not node.up:
         return None
-    for _, replica in node.replicas():
-        view = replica.core.observe()
-        if not view.is_leader or view.commit <= view.offset:
-            return None
-        position = view.commit - view.offset - 1
-        if position >= len(view.entries) or view.entries[position].term != view.term:
-            return None
-        return view.term
+    for _, replica in node.replicas():  # the first group: the only one of a one-group world
+        return replica_serving_term(replica)
     return None
 
 
@@ -177,10 +226,21 @@ class TopologyWorld(World):
     """See the module docstring. ``graph`` is a topology (:func:`exapyte.control.topology.load`)
     and ``topo_cfg`` the config it was read from (for its consensus timers)."""
 
-    def __init__(self, spec: SimSpec, graph: Any, topo_cfg: Config) -> None:
+    def __init__(
+        self,
+        spec: SimSpec,
+        graph: Any,
+        topo_cfg: Config,
+        *,
+        distribution: Mapping[str, Any] | None = None,
+        spares: Sequence[str] = (),
+    ) -> None:
         topo_nodes = [n.id for n in topo_cfg.cluster.nodes]
-        if len(topo_nodes) != spec.nodes:
-            raise ValueError(f"the topology has {len(topo_nodes)} nodes, the spec {spec.nodes}")
+        if len(topo_nodes) + len(spares) != spec.nodes:
+            raise ValueError(
+                f"the topology has {len(topo_nodes)} nodes and {len(spares)} spare(s), the spec "
+                f"{spec.nodes}"
+            )
         if topo_cfg.network.tick_ms != TICK_MS:
             raise ValueError(
                 f"field 'network.tick_ms' of the topology is {topo_cfg.network.tick_ms}; the "
@@ -189,19 +249,34 @@ class TopologyWorld(World):
         super().__init__(spec)
         consensus = topo_cfg.consensus
         self.election_timeout_ticks = consensus.election_timeout_ticks
-        self.cfg = sim_config(
-            spec.nodes,
-            protocol=spec.protocol,
-            election_timeout_ticks=consensus.election_timeout_ticks,
-            heartbeat_ticks=consensus.heartbeat_ticks,
-        )
         self.graph = graph
-        self.topo_node = dict(zip(self.node_ids, topo_nodes, strict=True))
-        self.region = {n: topo.region_of(graph, self.topo_node[n]) for n in self.node_ids}
+        self.topo_node = dict(zip(self.node_ids, topo_nodes, strict=False))
+        self.region = {n: topo.region_of(graph, t) for n, t in self.topo_node.items()}
+        for node_id, region in zip(self.node_ids[len(topo_nodes):], spares, strict=True):
+            if region not in self.region.values():
+                raise ValueError(f"spare region {region!r} holds no node of the topology")
+            self.region[node_id] = region
         self.regions = list(dict.fromkeys(self.region[n] for n in self.node_ids))
+        if distribution is None and not spares:
+            self.cfg = sim_config(
+                spec.nodes,
+                protocol=spec.protocol,
+                election_timeout_ticks=consensus.election_timeout_ticks,
+                heartbeat_ticks=consensus.heartbeat_ticks,
+            )
+        else:
+            self.cfg = placed_config(
+                topo_cfg, self.node_ids, self.region, spec.protocol,
+                distribution=distribution or {}, founders=self.node_ids[: len(topo_nodes)],
+            )
+            self.strategy, placement = dist.from_config(self.cfg)
+            self.placement = placement.groups
+            self.group_members = {g.id: g.members for g in self.placement}
+            self.judges = {g.id: StepJudge() for g in self.placement}
         self.meter = Meter()
         self.network.on_sent = self.meter
-        self.clients_by_endpoint: dict[str, SimClient] = {}
+        self.clients_by_endpoint: dict[str, Any] = {}  # SimClient or SimAdmin, by endpoint
+        self.endpoint_region: dict[str, str] = {}
         self.loops: list[WriteLoop] = []
         # the serving leader of the highest term seen so far, and when it began to serve
         self.serving: tuple[str, int] | None = None
@@ -254,8 +329,20 @@ class TopologyWorld(World):
 
     def add_writer(self, region: str, key: str, writes_max: int | None = None) -> WriteLoop:
         """A closed-loop writer sitting in ``region`` (not started)."""
-        process = len(self.loops)
         holder: list[WriteLoop] = []
+        client = self.add_client(region, lambda c: holder[0].on_done(c))
+        loop = WriteLoop(client, region, key, writes_max=writes_max)
+        holder.append(loop)
+        self.loops.append(loop)
+        return loop
+
+    def add_client(
+        self, region: str, on_done: Callable[[SimClient], None], *, routed: bool = False
+    ) -> SimClient:
+        """A client sitting in ``region``: LAN links to that region's nodes, WAN to the others.
+        ``routed``: it sends each key to its shard's group (the placement's members), else to
+        the one group every node hosts."""
+        process = len(self.clients_by_endpoint)
         client = SimClient(
             process,
             self.sched,
@@ -263,19 +350,25 @@ class TopologyWorld(World):
             self.node_ids,
             self.history,
             self._client_send,
-            lambda c: holder[0].on_done(c),
+            on_done,
             deadline_ms=CLIENT_DEADLINE_MS,
             attempt_timeout_ms=CLIENT_ATTEMPT_TIMEOUT_MS,
+            route=self._route if routed else None,
         )
-        loop = WriteLoop(client, region, key, writes_max=writes_max)
-        holder.append(loop)
-        self.loops.append(loop)
         self.clients_by_endpoint[client.endpoint] = client
+        self.endpoint_region[client.endpoint] = region
+        self._place_endpoint(client.endpoint, region)
+        return client
+
+    def _place_endpoint(self, endpoint: str, region: str) -> None:
         for node_id in self.node_ids:
             delay = self._delay(region, self.region[node_id])
-            self.network.set_delay(client.endpoint, node_id, delay)
-            self.network.set_delay(node_id, client.endpoint, delay)
-        return loop
+            self.network.set_delay(endpoint, node_id, delay)
+            self.network.set_delay(node_id, endpoint, delay)
+
+    def region_of_endpoint(self, endpoint: str) -> str:
+        """The region of a node or of a client endpoint."""
+        return self.region.get(endpoint) or self.endpoint_region[endpoint]
 
     # --- faults ---------------------------------------------------------------------------------
 
@@ -362,3 +455,166 @@ class TopologyWorld(World):
                 timeout_s=min(2.0, max(0.0, deadline - self.now_s)),
             )
         return False
+
+    # --- many groups ----------------------------------------------------------------------------
+
+    def group_leader(self, group: str) -> tuple[str, int] | None:
+        """The up node that leads ``group`` in the highest term and has committed an entry of
+        that term (it serves), with its term; None while there is none."""
+        best: tuple[str, int] | None = None
+        for node_id in self.node_ids:
+            node = self.nodes[node_id]
+            if node.paused or not node.up:
+                continue
+            assert node.table is not None
+            replica = node.table.replicas.get(group)
+            term = None if replica is None else replica_serving_term(replica)
+            if term is not None and (best is None or term > best[1]):
+                best = (node_id, term)
+        return best
+
+    def group_replica(self, group: str, node_id: str) -> Any:
+        """``node_id``'s replica of ``group`` (None: not hosted, or the node is down)."""
+        table = self.nodes[node_id].table
+        return None if table is None else table.replicas.get(group)
+
+    def groups(self) -> tuple[str, ...]:
+        return tuple(g.id for g in self.placement)
+
+    def all_groups_led(self) -> bool:
+        return all(self.group_leader(g) is not None for g in self.groups())
+
+
+def replica_serving_term(replica: Any) -> int | None:
+    """The term ``replica`` leads and serves in (it committed an entry of that term), or None."""
+    view = replica.core.observe()
+    if not view.is_leader or view.commit <= view.offset:
+        return None
+    position = view.commit - view.offset - 1
+    if position >= len(view.entries) or view.entries[position].term != view.term:
+        return None
+    return int(view.term)
+
+
+class SimAdmin:
+    """:class:`exapyte.control.rebalance.Admin` over a :class:`TopologyWorld`: the very admin
+    requests ``--client member ...`` sends (``MembershipOp``, ``TransferLeaderOp``,
+    ``DropGroupOp``), from an admin endpoint in ``region`` over the simulated network, each
+    waited for on the simulated clock (``wait`` advances it). Pass ``sleep=world.run_for`` and
+    ``clock=lambda: world.now_s`` to :func:`~exapyte.control.rebalance.execute`."""
+
+    def __init__(self, world: TopologyWorld, region: str, timeout_s: float = 20.0) -> None:
+        self.world = world
+        self.process = ADMIN_PROCESS
+        self.endpoint = f"c{self.process}"
+        self.timeout_s = timeout_s
+        self.seq = 0
+        self.reply: ClientReply | None = None
+        world.clients_by_endpoint[self.endpoint] = self
+        world.endpoint_region[self.endpoint] = region
+        world._place_endpoint(self.endpoint, region)
+
+    def on_reply(self, attempt: int, reply: ClientReply) -> None:
+        if reply.seq == self.seq:
+            self.reply = reply
+
+    def request(self, op: Any, group: str, node: str, *, follow: bool = True) -> ClientReply:
+        """Send ``op`` for ``group`` to ``node`` and wait for the answer (following redirects
+        when ``follow``); raises RebalanceError on silence or refusal."""
+        from exapyte.control.rebalance import RebalanceError
+
+        deadline = self.world.now_s + self.timeout_s
+        target = node
+        while True:
+            self.seq += 1
+            self.reply = None
+            req = ClientRequest("sim-admin", self.seq, op, consistency="strong", group=group)
+            self.world.network.send(self.endpoint, target, (self.process, 1, req))
+            self.world.run_until(lambda: self.reply is not None, max(0.0, deadline - self.world.now_s),
+                                 poll_ms=1.0)
+            reply = self.reply
+            if reply is None:
+                raise RebalanceError(f"{group}: {type(op).__name__} to {target} went unanswered")
+            if reply.code in (ReplyCode.OK, ReplyCode.NOT_FOUND):
+                return reply
+            retry = follow and reply.code in (ReplyCode.NOT_LEADER, ReplyCode.UNAVAILABLE)
+            if not retry or self.world.now_s >= deadline:
+                raise RebalanceError(f"{group}: {type(op).__name__} refused: {reply.code} {reply.message}")
+            if reply.leader_hint:
+                target = reply.leader_hint
+            self.world.run_for(0.05)
+
+    # -- rebalance.Admin -------------------------------------------------------------------------
+
+    def groups(self) -> dict[str, Any]:
+        from exapyte.control.rebalance import GroupState
+
+        out: dict[str, Any] = {}
+        for group in self.world.groups():
+            lead = self.world.group_leader(group)
+            if lead is None:
+                continue
+            replica = self.world.group_replica(group, lead[0])
+            st = replica.core.status()
+            out[group] = GroupState(group, tuple(st.conf.voters), tuple(st.conf.learners),
+                                    lead[0], int(st.commit))
+        return out
+
+    def applied(self, group: str, node: str) -> int | None:
+        replica = self.world.group_replica(group, node)
+        return None if replica is None else int(replica.sm.applied_index)
+
+    def _leader(self, group: str) -> str:
+        lead = self.world.group_leader(group)
+        if lead is None:
+            self.world.run_until(lambda: self.world.group_leader(group) is not None, self.timeout_s)
+            lead = self.world.group_leader(group)
+        if lead is None:
+            from exapyte.control.rebalance import RebalanceError
+
+            raise RebalanceError(f"group {group} has no leader")
+        return lead[0]
+
+    def change(self, group: str, change: str, node: str) -> None:
+        self.request(MembershipOp(change, node), group, self._leader(group))
+        # The simulated clients route by the world's member lists (the routing table a real
+        # client learns from replies): they follow the group to its new members.
+        state = self.groups().get(group)
+        if state is not None:
+            self.world.group_members[group] = (*state.voters, *state.learners)
+
+    def transfer(self, group: str, to: str) -> None:
+        self.request(TransferLeaderOp(to), group, self._leader(group))
+
+    def pin(self, group: str, target: str, timeout_s: float = 10.0) -> bool:
+        """Make ``target`` the serving leader of ``group`` (the admin's leadership transfer,
+        retried); False if it could not within ``timeout_s``."""
+        world = self.world
+        deadline = world.now_s + timeout_s
+        while world.now_s < deadline:
+            if not world.run_until(lambda: world.group_leader(group) is not None,
+                                   deadline - world.now_s):
+                return False
+            current = world.group_leader(group)
+            assert current is not None
+            if current[0] == target:
+                return True
+            try:
+                self.request(TransferLeaderOp(target), group, current[0])
+            except ExapyteError:  # refused (one already under way): wait and retry
+                pass
+            world.run_until(
+                lambda: (lead := world.group_leader(group)) is not None and lead[0] == target,
+                timeout_s=min(2.0, max(0.0, deadline - world.now_s)),
+            )
+        return False
+
+    def drop(self, group: str, node: str) -> None:
+        leader = self._leader(group)
+        replica = self.world.group_replica(group, leader)
+        conf = replica.sm.conf
+        op = DropGroupOp(int(replica.sm.conf_version), (*conf.voters, *conf.learners))
+        try:
+            self.request(op, group, node, follow=False)
+        except ExapyteError:
+            pass  # best effort, as on a real cluster (rebalance.Admin.drop)
