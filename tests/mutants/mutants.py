@@ -412,6 +412,13 @@ UNCAUGHT_MUTANTS: tuple[Mutant, ...] = (
 )
 
 
+# Leaders stranded one after another at their commits (see exapyte.sim.faults: "strand"), most
+# of the fault window, with loss and reordering around them.
+STRANDS = FaultProfile(
+    gap_ms={**FaultProfile().gap_ms, "strand": 400.0, "partition": 2_500.0},
+    duration_ms={**FaultProfile().duration_ms, "strand": (1_000.0, 3_000.0)},
+)
+
 ZAB_CRASHY = FaultProfile(
     gap_ms={**FaultProfile().gap_ms, "crash": 200.0, "partition": 600.0},
     duration_ms={**FaultProfile().duration_ms, "crash": (10.0, 300.0)},
