@@ -22,7 +22,7 @@ from rich.console import Console
 from rich.table import Table
 
 from exapyte.protocol import registry
-from exapyte.sim.faults import FAULT_KINDS
+from exapyte.sim.faults import ALL_FAULT_KINDS, FAULT_KINDS
 from exapyte.sim.runner import SimResult, run_seed, run_seeds, shrink
 from exapyte.sim.scheduler import NS_PER_S
 from exapyte.sim.world import SimSpec
@@ -34,10 +34,10 @@ def _faults(text: str) -> tuple[str, ...]:
     if text == "all":
         return FAULT_KINDS
     kinds = tuple(k.strip() for k in text.split(",") if k.strip())
-    unknown = [k for k in kinds if k not in FAULT_KINDS]
+    unknown = [k for k in kinds if k not in ALL_FAULT_KINDS]
     if unknown:
         raise argparse.ArgumentTypeError(
-            f"unknown fault kind(s) {', '.join(unknown)}; allowed: {', '.join(FAULT_KINDS)}, all, none"
+            f"unknown fault kind(s) {', '.join(unknown)}; allowed: {', '.join(ALL_FAULT_KINDS)}, all, none"
         )
     return kinds
 

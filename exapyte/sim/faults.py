@@ -20,7 +20,17 @@ loss       drop ``rate`` of node-to-node messages       back to 0 (unless anothe
 dup        deliver ``rate`` of messages twice           idem
 reorder    ``rate`` of messages take a random detour    idem
 drift      ``node`` ticks ``rate`` times as often       back to the node's nominal rate
+strand     armed: the next leader to commit is cut off  release the stranded node
 =========  ===========================================  ========================================
+
+``strand`` is planned only when a spec names it (it is not in :data:`FAULT_KINDS`, the default
+mix, so runs that do not ask for it are unchanged). It is the one fault that looks at the
+cluster: while a strand is active, the step in which a leader's commit point advances cuts that
+leader off from every node (both ways), so the commit news it just sent dies in flight and its
+followers hold accepted slots they do not know are chosen; the node stranded before is released
+at that same instant. Stranding one leader after another at their commits makes the phase 1s
+that find accepted-but-unchosen values: the node released holds values only it accepted while
+it led alone (clients still reach it), and the next leader's quorum reports the newer ones.
 
 Overlapping faults compose: the cut links are the union of the active partitions, a rate is
 the maximum of the active ones, a node stays down while any crash of it is active. Partition
@@ -37,6 +47,9 @@ from dataclasses import dataclass, field
 from exapyte.sim.scheduler import NS_PER_MS, NS_PER_S
 
 FAULT_KINDS: tuple[str, ...] = ("partition", "crash", "pause", "loss", "dup", "reorder", "drift")
+# Kinds planned only when a spec names them (not part of the default mix).
+NAMED_FAULT_KINDS: tuple[str, ...] = ("strand",)
+ALL_FAULT_KINDS: tuple[str, ...] = FAULT_KINDS + NAMED_FAULT_KINDS
 PARTITION_SHAPES: tuple[str, ...] = ("isolate", "halves", "bridge", "one-way", "random")
 
 # Mean gap between two starts of one kind, and (min, max) duration, in milliseconds.
@@ -48,6 +61,7 @@ FAULT_GAP_MS_DEFAULT: dict[str, float] = {
     "dup": 2_500,
     "reorder": 2_500,
     "drift": 2_500,
+    "strand": 1_500,
 }
 FAULT_DURATION_MS: dict[str, tuple[float, float]] = {
     "partition": (200, 2_500),
@@ -57,6 +71,7 @@ FAULT_DURATION_MS: dict[str, tuple[float, float]] = {
     "dup": (300, 2_000),
     "reorder": (300, 2_000),
     "drift": (500, 3_000),
+    "strand": (600, 3_000),
 }
 
 
@@ -163,7 +178,9 @@ def plan_faults(
     start, stop = window_ns
     ordered = sorted(nodes)
     faults: list[Fault] = []
-    for kind in FAULT_KINDS:  # a fixed order, so the draws do not depend on the caller's order
+    # A fixed order, so the draws do not depend on the caller's order; the named-only kinds come
+    # last, so asking for one leaves every other kind's draws as they were.
+    for kind in ALL_FAULT_KINDS:
         if kind not in kinds:
             continue
         gap_ns = prof.gap_ms[kind] * NS_PER_MS
@@ -188,13 +205,17 @@ def plan_faults(
             elif kind == "drift":
                 rate = rng.uniform(0.4, 0.8) if rng.random() < 0.5 else rng.uniform(1.25, 2.5)
                 faults.append(Fault(t, end, kind, node=node, rate=rate))
+            elif kind == "strand":
+                faults.append(Fault(t, end, kind))
             t += int(rng.expovariate(1.0 / gap_ns)) + 1
-    faults.sort(key=lambda f: (f.start_ns, FAULT_KINDS.index(f.kind), f.node or ""))
+    faults.sort(key=lambda f: (f.start_ns, ALL_FAULT_KINDS.index(f.kind), f.node or ""))
     return tuple(faults)
 
 
 __all__ = [
+    "ALL_FAULT_KINDS",
     "FAULT_KINDS",
+    "NAMED_FAULT_KINDS",
     "PARTITION_SHAPES",
     "Fault",
     "FaultProfile",

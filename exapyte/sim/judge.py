@@ -44,6 +44,7 @@ INVARIANT_NAMES: tuple[str, ...] = (
     "log matching",
     "leader completeness",
     "state-machine safety",
+    "entry identity",
 )
 LINEARIZABILITY_TIMEOUT_S = 30.0
 
@@ -82,6 +83,11 @@ class StepJudge(InvariantChecker):
         super().__init__()
         self._pairs: dict[tuple[int, int], tuple[int, bytes, int, str]] = {}
         self._log_copies: dict[str, tuple[int, int, list[Entry]]] = {}
+        # entry identity (views without log matching): (index, term) -> (kind, data, node), and
+        # how far each node's chosen prefix / each leader's ballot stream was checked
+        self._identities: dict[tuple[int, int], tuple[int, bytes, str]] = {}
+        self._identity_commit: dict[str, int] = {}
+        self._identity_stream: dict[tuple[str, int], int] = {}
         self.applied_commands: dict[tuple[str, int], list[int]] = {}
         self.checks = 0
 
@@ -91,6 +97,8 @@ class StepJudge(InvariantChecker):
         self.checks += 1
         check_election_safety(self.leaders, (view,))
         self._check_log_matching(view)
+        if not view.log_matching:
+            self._check_entry_identity(view)
         self._record_commits(view)
         if view.is_leader:
             key = (view.node_id, view.term)
@@ -142,6 +150,44 @@ class StepJudge(InvariantChecker):
                     f"{entry.term} but differ before it (terms {known_prev} vs {prev_term})"
                 )
         self._log_copies[view.node_id] = (view.offset, view.offset_term, list(entries))
+
+    def _check_entry_identity(self, view: NodeView) -> None:
+        """An ``(index, term)`` names one value on every replica for ever, uncommitted slots
+        included (Multi-Paxos's identity rule: one node leads a round and fills each slot of it
+        once; a re-proposal re-sends the very entry). Log matching compares only the chosen
+        prefix of such a view; this also takes in the slots a leader shows of its own ballot, so
+        a leader that gives an old ``(index, term)`` another value (a value moved to another
+        slot, say) is caught even if no quorum ever accepts it.
+
+        Incremental: a chosen prefix only grows and a leader's stream of one round only grows, so
+        each node's entries are looked up once."""
+        node = view.node_id
+        checked = self._identity_commit.get(node, 0)
+        self._identity_commit[node] = view.commit
+        self._check_identities(view, max(checked, view.offset) + 1, view.commit)
+        if view.is_leader:
+            stream = (node, view.term)
+            checked = max(self._identity_stream.get(stream, 0), view.commit)
+            self._identity_stream[stream] = view.last_index
+            self._check_identities(view, checked + 1, view.last_index)
+
+    def _check_identities(self, view: NodeView, first: int, last: int) -> None:
+        node = view.node_id
+        identities = self._identities
+        for index in range(first, last + 1):
+            entry = view.entry_at(index)
+            if entry is None:
+                continue
+            key = (index, entry.term)
+            known = identities.get(key)
+            if known is None:
+                identities[key] = (entry.kind, entry.data, node)
+            elif known[0] != entry.kind or known[1] != entry.data:
+                raise InvariantViolation(
+                    f"entry identity: {known[2]} and {node} hold different values at index "
+                    f"{index} term {entry.term} ({'chosen' if index <= view.commit else 'accepted'}"
+                    f" on {node})"
+                )
 
     def on_apply(self, node_id: str, entries: Iterable[Entry]) -> None:
         entries = tuple(entries)

@@ -268,6 +268,11 @@ class World:
             self.faults = tuple(planned[i] for i in spec.keep_faults if i < len(planned))
         self._active: list[Fault] = []
         self.counters: dict[str, int] = {kind: 0 for kind in FAULT_KINDS}
+        for kind in spec.faults:
+            self.counters.setdefault(kind, 0)  # a named-only kind (strand)
+        self._strands: list[Fault] = []  # active strand faults
+        self._stranded: str | None = None  # the node they cut off now
+        self._strand_commits: dict[tuple[str, str], int] = {}  # (node, group) -> commit seen
         self.counters.update(dropped_node_down=0, dropped_paused=0, queued_paused=0,
                              restarts=0, unsynced_writes_lost=0, heals=0)
         self.final_clients: list[SimClient] = []
@@ -349,8 +354,25 @@ class World:
         table = node.table
         assert table is not None
         table.flush()
+        advanced = False
         for group, replica in node.replicas():
-            self.judges[group].observe_node(view_of(node.id, replica.core))
+            view = view_of(node.id, replica.core)
+            self.judges[group].observe_node(view)
+            if self._strands:
+                key = (node.id, group)
+                if view.is_leader and view.commit > self._strand_commits.get(key, view.commit):
+                    advanced = True
+                self._strand_commits[key] = view.commit
+        if advanced:
+            self._strand(node)
+
+    def _strand(self, node: SimNode) -> None:
+        """A strand is active and ``node`` led a commit in this step: cut it off now (the commit
+        news it just sent dies in flight); the node stranded before goes free."""
+        if node.id != self._stranded:
+            self._stranded = node.id
+            self.history.nemesis("info", "strand", {"node": node.id}, self.sched.now_ns)
+            self._apply_network()
 
     def _check_open_reads(self, node: SimNode) -> None:
         for token, arrivals in list(node.open_reads.items()):
@@ -430,6 +452,8 @@ class World:
             node.pause_queues = fault.queue
         elif fault.kind == "drift":
             self.nodes[fault.node or ""].drift.append(fault.rate)
+        elif fault.kind == "strand":
+            self._strands.append(fault)
         self._apply_network()
 
     def _fault_end(self, fault: Fault) -> None:
@@ -453,6 +477,11 @@ class World:
                         self._handle(node, frm, msg)
         elif fault.kind == "drift":
             self.nodes[fault.node or ""].drift.remove(fault.rate)
+        elif fault.kind == "strand":
+            self._strands.remove(fault)
+            if not self._strands:
+                self._stranded = None
+                self._strand_commits.clear()
         self._apply_network()
 
     def _apply_network(self) -> None:
@@ -464,6 +493,11 @@ class World:
                 blocked.update(fault.links)
             elif fault.kind in rates:
                 rates[fault.kind] = max(rates[fault.kind], fault.rate)
+        if self._stranded is not None:
+            blocked.update(
+                link for other in self.node_ids if other != self._stranded
+                for link in ((self._stranded, other), (other, self._stranded))
+            )
         net.set_blocked(blocked)
         net.loss, net.dup, net.reorder = rates["loss"], rates["dup"], rates["reorder"]
 

@@ -70,7 +70,7 @@ class MutantOutcome:
 
 def mutant_spec(mutant: Mutant, seed: int, **overrides: object) -> SimSpec:
     spec = SimSpec(seed=seed, nodes=mutant.nodes, faults=mutant.faults, profile=mutant.profile,
-                   protocol=mutant.protocol)
+                   protocol=mutant.protocol, **mutant.extra)
     if overrides:
         from dataclasses import replace
 
