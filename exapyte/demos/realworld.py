@@ -57,6 +57,7 @@ import json
 import os
 import random
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -126,6 +127,7 @@ class RealParams:
     lag_s: float = 2.0
     bin_ms: float = 100.0
     toxiproxy: str = "auto"
+    scenarios: tuple[str, ...] = SCENARIOS
 
 
 # --- Toxiproxy ------------------------------------------------------------------------------
@@ -517,6 +519,12 @@ class RealCluster:
     def teardown(self) -> None:
         if self.monitor is not None:
             self.monitor.stop()
+        cluster = self.db.cluster
+        if cluster is not None:  # every node stops at once; the db role then waits for each
+            for node in self.node_ids:
+                if cluster.alive(node):
+                    cluster.resume(node)
+                    cluster.signal(node, signal.SIGTERM)
         try:
             self.db.teardown()
         finally:
@@ -849,7 +857,7 @@ def steps(params: RealParams) -> list[tuple[str, str]]:
     out: list[tuple[str, str]] = []
     for protocol in params.protocols:
         out += [(protocol, "set-up"), (protocol, "counts"), (protocol, "main")]
-        out += [(protocol, name) for name in SCENARIOS]
+        out += [(protocol, name) for name in params.scenarios]
     return out
 
 
@@ -866,7 +874,7 @@ def run_protocol(protocol: str, params: RealParams, run_dir: Path, toxiproxy: An
         on_step(protocol, "main")
         entry["main"] = run_main(rc)
         entry["scenarios"] = {}
-        for name in SCENARIOS:
+        for name in params.scenarios:
             on_step(protocol, name)
             entry["scenarios"][name] = run_scenario(rc, name)
         entry["elections"] = {"measured": False, "note": ELECTIONS_NOTE}
