@@ -667,6 +667,7 @@ def _main_real(target: Path, params: Any, console: Any) -> int:
 
     from exapyte.demos import realworld
     from exapyte.errors import ExapyteError
+    from harness.db import DbError
 
     plan = realworld.steps(params)
     with _progress(console) as progress:
@@ -685,7 +686,7 @@ def _main_real(target: Path, params: Any, console: Any) -> int:
         except realworld.RealUnavailable as exc:
             print(f"error: --real cannot run here: {exc}", file=sys.stderr)
             return 2
-        except ExapyteError as exc:
+        except (ExapyteError, DbError) as exc:  # e.g. a cluster that did not form
             print(f"error: the real run failed: {exc}", file=sys.stderr)
             return 1
         progress.update(task, advance=1, description="done")

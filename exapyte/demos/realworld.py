@@ -405,7 +405,8 @@ class Monitor:
 
     def _run(self) -> None:
         db = self.cluster.db
-        clients = {n: db._cluster().node_client(n, timeout_s=STATUS_TIMEOUT_S) for n in db.node_ids}
+        assert db.cluster is not None
+        clients = {n: db.cluster.node_client(n, timeout_s=STATUS_TIMEOUT_S) for n in db.node_ids}
         try:
             while not self._stop.is_set():
                 for node, client in clients.items():
@@ -430,9 +431,8 @@ class Monitor:
             self.latest[node] = status
             term = status.get("term")
             if status.get("role") == "leader" and isinstance(term, int):
-                if self.best is None or (term, node) > self.best:
-                    if self.best is None or term > self.best[0]:
-                        self.leader_changes.append((now, node, term))
+                if self.best is None or term > self.best[0]:  # a leader of a newer term
+                    self.leader_changes.append((now, node, term))
                     self.best = (term, node)
 
     def leader(self) -> tuple[str, int] | None:

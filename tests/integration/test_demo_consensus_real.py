@@ -105,3 +105,19 @@ def test_real_parameters_are_checked(capsys: pytest.CaptureFixture[str]) -> None
     assert "KEY one of" in capsys.readouterr().err
     params = consensus.params_from(["steady_s=30", "protocols=zab"], real=True)
     assert isinstance(params, RealParams) and (params.steady_s, params.protocols) == (30.0, ("zab",))
+
+
+def test_a_cluster_that_does_not_form_fails_the_run(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from harness.db import ClusterDB, DbError
+
+    def refuse(self: ClusterDB) -> None:
+        raise DbError("the cluster did not start: node n1 exited with exit code 1")
+
+    monkeypatch.setattr(ClusterDB, "setup", refuse)
+    code = cli.main(["--demo", "consensus", "--real", "--out", str(tmp_path),
+                     "--param", "protocols=raft"])
+    assert code == 1
+    assert "the real run failed: the cluster did not start" in capsys.readouterr().err
+    assert not (tmp_path / "results.json").exists()
