@@ -19,10 +19,10 @@ from exapyte.demos import consensus, realworld
 from exapyte.demos.realworld import RealParams
 
 TOPOLOGY = Path(__file__).resolve().parents[2] / "topologies" / "three-region.json"
-# One protocol and two scenarios (the third is the same mechanics), to stay fast.
+# One protocol and one scenario, to stay fast: the constrained election goes through every
+# step the others take (cuts, heals, a restart-free recovery of the links) and the hub's lag.
 TINY = RealParams(topology=str(TOPOLOGY), protocols=("raft",), steady_s=2.0, after_kill_s=2.0,
-                  count_writes=10, scenario_s=2.0, lag_s=0.5,
-                  scenarios=("quorum-loss", "constrained-election"))
+                  count_writes=10, scenario_s=2.0, lag_s=0.5, scenarios=("constrained-election",))
 
 
 def test_a_tiny_real_run_writes_sane_results_and_plots(tmp_path: Path) -> None:
