@@ -146,8 +146,7 @@ def start_toxiproxy(prefer: str, seed: int, log_path: Path) -> Any:
     if prefer not in TOXIPROXY_CHOICES:
         raise ValueError(f"toxiproxy: {prefer!r}; allowed: {', '.join(TOXIPROXY_CHOICES)}")
     try:
-        from harness.toxiproxy import ToxiproxyHandle, find_or_start
-        from harness.toxiproxy.__init__ import fetch_version
+        from harness.toxiproxy import ToxiproxyHandle, fetch_version, find_or_start
         from harness.toxiproxy.limits import SERVER_BINARY_NAME
     except ImportError as exc:
         raise RealUnavailable(f"--real needs the harness package (harness/toxiproxy): {exc}") from None
@@ -797,6 +796,10 @@ def run_main(rc: RealCluster) -> dict[str, Any]:
     return result
 
 
+def _link(x: str, y: str) -> tuple[str, str]:
+    return (x, y) if x < y else (y, x)
+
+
 def run_scenario(rc: RealCluster, name: str) -> dict[str, Any]:
     p = rc.params
     assert rc.monitor is not None
@@ -811,16 +814,16 @@ def run_scenario(rc: RealCluster, name: str) -> dict[str, Any]:
         time.sleep(BASELINE_S)
         baseline = sum(1 for t in _acks(loops) if t >= base_start) / BASELINE_S
         lag = None
-        cut = {tuple(sorted(pair)) for pair in scenario_links(name, a, c, tuple(rc.node_ids))}
+        cut = {_link(x, y) for x, y in scenario_links(name, a, c, tuple(rc.node_ids))}
         if name == "constrained-election":
-            isolate = {tuple(sorted((c, x))) for x in rc.node_ids if x != c}
-            rc.cut(isolate)  # type: ignore[arg-type]
+            isolate = {_link(c, x) for x in rc.node_ids if x != c}
+            rc.cut(isolate)
             time.sleep(p.lag_s)
             lag = rc.commit_lag(c)
-            rc.cut(cut)  # type: ignore[arg-type]  # before C's isolation ends: C never hears A again
-            rc.uncut(isolate - cut)  # type: ignore[arg-type]
+            rc.cut(cut)  # before C's isolation ends, so that C never hears A again
+            rc.uncut(isolate - cut)
         else:
-            rc.cut(cut)  # type: ignore[arg-type]
+            rc.cut(cut)
         fault_ns = time.monotonic_ns()
         changes_before = len(rc.monitor.leader_changes)
         time.sleep(p.scenario_s)

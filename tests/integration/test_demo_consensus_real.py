@@ -20,7 +20,7 @@ from exapyte.demos.realworld import RealParams
 
 TOPOLOGY = Path(__file__).resolve().parents[2] / "topologies" / "three-region.json"
 # One protocol and one scenario, to stay fast: the constrained election goes through every
-# step the others take (cuts, heals, a restart-free recovery of the links) and the hub's lag.
+# step the others take (cuts, partial heals, the heal) and measures the hub's commit lag.
 TINY = RealParams(topology=str(TOPOLOGY), protocols=("raft",), steady_s=2.0, after_kill_s=2.0,
                   count_writes=10, scenario_s=2.0, lag_s=0.5, scenarios=("constrained-election",))
 
