@@ -91,8 +91,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=int, default=1000, metavar="N", help="--client scan: at most N records")
     p.add_argument("--after", metavar="KEY", help="--client scan: start after KEY (see next_after)")
     p.add_argument("--out", metavar="DIR", help="--demo: where results.json and the plots go "
-                   "(default: demo-out/NAME/)")
-    p.add_argument("--real", action="store_true", help="--demo: run on real processes, not the simulator")
+                   "(default: demo-out/NAME/, with --real demo-out/NAME-real/)")
+    p.add_argument("--real", action="store_true",
+                   help="--demo: run on real node processes behind Toxiproxy, not the simulator")
     p.add_argument("--param", metavar="KEY=VALUE", action="append", default=[],
                    help="--demo consensus, distribution: a run parameter (seed, steady_s, workers, "
                         "...; see docs/demos.md); repeatable")
@@ -407,7 +408,7 @@ def run_demo(ns: argparse.Namespace) -> int:
         from exapyte.demos import consensus
 
         try:
-            params = consensus.params_from(ns.param)
+            params = consensus.params_from(ns.param, real=ns.real)
         except ValueError as exc:
             print(f"error: --param: {exc}", file=sys.stderr)
             return 2

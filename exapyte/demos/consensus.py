@@ -453,19 +453,24 @@ def run(params: DemoParams, on_done: Callable[[Job], None] | None = None) -> dic
     return assemble(params, results)
 
 
-def assemble(params: DemoParams, results: list[tuple[Job, dict[str, Any]]]) -> dict[str, Any]:
-    cfg = load_config(params.topology)
+def topology_summary(path: str) -> dict[str, Any]:
+    """``results.json``'s ``topology``: nodes and regions, link latencies, timers."""
+    cfg = load_config(path)
     graph = topo.from_config(cfg)
+    return {
+        "nodes": {n.id: n.region for n in cfg.cluster.nodes},
+        "links_ms": {f"{l.a}-{l.b}": l.latency_ms for l in cfg.cluster.links},
+        "election_timeout_ticks": cfg.consensus.election_timeout_ticks,
+        "heartbeat_ticks": cfg.consensus.heartbeat_ticks,
+        "tick_ms": cfg.network.tick_ms,
+        "regions": topo.regions(graph),
+    }
+
+
+def assemble(params: DemoParams, results: list[tuple[Job, dict[str, Any]]]) -> dict[str, Any]:
     out: dict[str, Any] = {
         "params": asdict(params),
-        "topology": {
-            "nodes": {n.id: n.region for n in cfg.cluster.nodes},
-            "links_ms": {f"{l.a}-{l.b}": l.latency_ms for l in cfg.cluster.links},
-            "election_timeout_ticks": cfg.consensus.election_timeout_ticks,
-            "heartbeat_ticks": cfg.consensus.heartbeat_ticks,
-            "tick_ms": cfg.network.tick_ms,
-            "regions": topo.regions(graph),
-        },
+        "topology": topology_summary(params.topology),
         "protocols": {},
     }
     order = {job: i for i, job in enumerate(plan_jobs(params))}
@@ -518,8 +523,11 @@ def table(results: dict[str, Any]) -> Any:
 
     protocols = list(results["protocols"])
     regions = results["topology"]["regions"]
+    real = results.get("mode") == "real"
+    how = (f"real processes, Toxiproxy ({results['toxiproxy']['kind']})" if real
+           else f"seed {results['params']['seed']}, simulated")
     t = Table(title=f"consensus demo: {', '.join(protocols)} on {results['params']['topology']} "
-                    f"(seed {results['params']['seed']}, simulated)")
+                    f"({how})")
     t.add_column("measure")
     for protocol in protocols:
         t.add_column(protocol, justify="right")
@@ -546,9 +554,13 @@ def table(results: dict[str, Any]) -> Any:
     row("gap after leader kill", lambda e: _s(e["main"]["gap_s"], "not back"))
     row("throughput at the end, writes/s", lambda e: f"{e['main']['after_kill_wps']:.1f}")
     row("new leader (region)", lambda e: f"{e['main']['new_leader']} ({e['main']['new_leader_region']})")
-    row("elections", lambda e: f"{e['elections']['elected']}/{e['elections']['failures']}")
-    row("election p50 / p90", lambda e: f"{_s(e['elections']['p50_s'])} / {_s(e['elections']['p90_s'])}")
-    row("election p99 / max", lambda e: f"{_s(e['elections']['p99_s'])} / {_s(e['elections']['max_s'])}")
+    row("new leader after the kill", lambda e: _s(e["main"]["new_leader_after_s"]))
+    if real:
+        row("election times (1,000 failures)", lambda e: "simulator only")
+    else:
+        row("elections", lambda e: f"{e['elections']['elected']}/{e['elections']['failures']}")
+        row("election p50 / p90", lambda e: f"{_s(e['elections']['p50_s'])} / {_s(e['elections']['p90_s'])}")
+        row("election p99 / max", lambda e: f"{_s(e['elections']['p99_s'])} / {_s(e['elections']['max_s'])}")
     for name in SCENARIOS:
         row(name, lambda e, n=name: e["scenarios"][n]["outcome"])
     return t
@@ -562,17 +574,24 @@ def _s(value: float | None, none: str = "-") -> str:
     return none if value is None else f"{value:.2f} s"
 
 
-def params_from(pairs: list[str]) -> DemoParams:
-    """DemoParams from ``KEY=VALUE`` strings (the CLI's ``--param``); raises ValueError naming
-    the key and the allowed ones."""
-    defaults = DemoParams(workers=min(DemoParams().workers, os.cpu_count() or 1))
-    fields = {f.name: f for f in dataclasses.fields(DemoParams)}
+def params_from(pairs: list[str], *, real: bool = False) -> Any:
+    """DemoParams (or, with ``real``, :class:`~exapyte.demos.realworld.RealParams`) from
+    ``KEY=VALUE`` strings (the CLI's ``--param``); raises ValueError naming the key and the
+    allowed ones."""
+    if real:
+        from exapyte.demos.realworld import TOXIPROXY_CHOICES, RealParams
+
+        defaults: Any = RealParams()
+    else:
+        defaults = DemoParams(workers=min(DemoParams().workers, os.cpu_count() or 1))
+    fields = {f.name: f for f in dataclasses.fields(defaults)}
     changes: dict[str, Any] = {}
     for pair in pairs:
         key, sep, text = pair.partition("=")
         key = key.strip().replace("-", "_")
         if not sep or key not in fields:
-            raise ValueError(f"{pair!r}: want KEY=VALUE with KEY one of {', '.join(fields)}")
+            mode = "--real" if real else "the simulator"
+            raise ValueError(f"{pair!r}: want KEY=VALUE with KEY one of {', '.join(fields)} ({mode})")
         current = getattr(defaults, key)
         try:
             if isinstance(current, tuple):
@@ -585,42 +604,51 @@ def params_from(pairs: list[str]) -> DemoParams:
             raise ValueError(f"{key}: {text!r} is not a {type(current).__name__}") from None
         changes[key] = value
     params = dataclasses.replace(defaults, **changes)
-    numbers = ("steady_s", "after_kill_s", "count_writes", "scenario_s", "bin_ms", "workers")
+    numbers = ["steady_s", "after_kill_s", "count_writes", "scenario_s", "bin_ms"]
+    if not real:
+        numbers.append("workers")
     for key in numbers:
         if getattr(params, key) <= 0:
             raise ValueError(f"{key} must be > 0")
-    if params.elections < 0 or params.lag_s < 0:
+    if params.lag_s < 0 or (not real and params.elections < 0):
         raise ValueError("elections and lag_s must be >= 0")
     if params.after_kill_s < 2 * WINDOW_S or params.scenario_s < 2 * WINDOW_S:
         raise ValueError(f"after_kill_s and scenario_s must be >= {2 * WINDOW_S:g}")
     unknown = [p for p in params.protocols if p not in registry.names()]
     if unknown or not params.protocols:
         raise ValueError(f"protocols: {unknown or '(none)'}; allowed: {', '.join(registry.names())}")
+    if real and params.toxiproxy not in TOXIPROXY_CHOICES:
+        raise ValueError(f"toxiproxy: {params.toxiproxy!r}; allowed: {', '.join(TOXIPROXY_CHOICES)}")
+    if real and (not params.scenarios or set(params.scenarios) - set(SCENARIOS)):
+        raise ValueError(f"scenarios: {params.scenarios or '(none)'}; allowed: {', '.join(SCENARIOS)}")
     return params
 
 
-def main(out_dir: str | None = None, real: bool = False, params: DemoParams | None = None) -> int:
-    """The CLI's entry: run, print the table, write the files. Returns the exit status."""
-    import sys
+DEFAULT_OUT = "demo-out/consensus"
+DEFAULT_OUT_REAL = "demo-out/consensus-real"
 
-    from rich.console import Console
+
+def _progress(console: Any) -> Any:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    if real:
-        print(
-            "error: --real (the consensus demo on real processes) is not available yet; "
-            "run it without --real for the simulator",
-            file=sys.stderr,
-        )
-        return 2
-    params = params or params_from([])
+    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                    TimeElapsedColumn(), console=console, transient=False)
+
+
+def main(out_dir: str | None = None, real: bool = False, params: Any = None) -> int:
+    """The CLI's entry: run, print the table, write the files. Returns the exit status."""
+    from rich.console import Console
+
     # the replicas log every snapshot at INFO: thousands of lines over a run
     logging.getLogger("exapyte").setLevel(logging.WARNING)
-    target = Path(out_dir or "demo-out/consensus")
     console = Console(highlight=False, soft_wrap=True)
+    if real:
+        return _main_real(Path(out_dir or DEFAULT_OUT_REAL), params or params_from([], real=True),
+                          console)
+    params = params or params_from([])
+    target = Path(out_dir or DEFAULT_OUT)
     jobs = plan_jobs(params)
-    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                  TimeElapsedColumn(), console=console, transient=False) as progress:
+    with _progress(console) as progress:
         task = progress.add_task("simulating", total=len(jobs))
 
         def done(job: Job) -> None:
@@ -633,7 +661,46 @@ def main(out_dir: str | None = None, real: bool = False, params: DemoParams | No
     return 0
 
 
+def _main_real(target: Path, params: Any, console: Any) -> int:
+    """``--real``: every protocol on real processes (:mod:`exapyte.demos.realworld`)."""
+    import sys
+
+    from exapyte.demos import realworld
+    from exapyte.errors import ExapyteError
+    from harness.db import DbError
+
+    plan = realworld.steps(params)
+    with _progress(console) as progress:
+        task = progress.add_task("real processes", total=len(plan))
+        started: list[tuple[str, str]] = []
+
+        def on_step(protocol: str, step: str) -> None:
+            if started:
+                progress.update(task, advance=1)
+            started.append((protocol, step))
+            progress.update(task, description=f"{protocol}: {step}")
+
+        try:
+            results = realworld.run(params, target / "run", on_step=on_step,
+                                    say=lambda text: progress.console.print(text))
+        except realworld.RealUnavailable as exc:
+            print(f"error: --real cannot run here: {exc}", file=sys.stderr)
+            return 2
+        except (ExapyteError, DbError) as exc:  # e.g. a cluster that did not form
+            print(f"error: the real run failed: {exc}", file=sys.stderr)
+            return 1
+        progress.update(task, advance=1, description="done")
+    results["topology"] = topology_summary(params.topology)
+    console.print(table(results))
+    console.print(f"note: {realworld.ELECTIONS_NOTE}")
+    for path in write_results(results, target):
+        console.print(f"wrote {path}")
+    return 0
+
+
 __all__ = [
+    "DEFAULT_OUT",
+    "DEFAULT_OUT_REAL",
     "DOCUMENTED_COUNTS",
     "DemoParams",
     "Job",
@@ -641,5 +708,7 @@ __all__ = [
     "plan_jobs",
     "run",
     "scenario_links",
+    "table",
+    "topology_summary",
     "write_results",
 ]

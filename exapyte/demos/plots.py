@@ -56,7 +56,8 @@ def throughput_around_kill(results: dict[str, Any], path: Path) -> Path:
         if gap is not None:
             ax.axvline(gap, color=COLORS.get(protocol), linestyle=":", alpha=0.7)
     ax.axvline(0, color="red", linestyle="--", label="leader killed")
-    ax.set_xlabel("simulated seconds from the leader kill")
+    clock = "seconds" if results.get("mode") == "real" else "simulated seconds"
+    ax.set_xlabel(f"{clock} from the leader kill")
     ax.set_ylabel("committed writes/s (over the last second)")
     ax.set_title("throughput around the leader kill (dotted: first 1-s window back at 90%)")
     ax.grid(alpha=0.3)
@@ -87,8 +88,11 @@ def election_times(results: dict[str, Any], path: Path) -> Path:
 
 
 def write_all(results: dict[str, Any], out_dir: Path) -> list[Path]:
-    return [
+    """Every plot; the election times only when they were measured (not with --real)."""
+    paths = [
         latency_cdfs(results, out_dir / "latency_cdf.png"),
         throughput_around_kill(results, out_dir / "throughput_leader_kill.png"),
-        election_times(results, out_dir / "election_times.png"),
     ]
+    if any("times_s" in entry.get("elections", {}) for entry in results["protocols"].values()):
+        paths.append(election_times(results, out_dir / "election_times.png"))
+    return paths

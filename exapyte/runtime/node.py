@@ -128,6 +128,9 @@ class Node:
         self.clock = clock or Clock()
         self.codec = Codec(cfg.network.frame_bytes_max)
         self.counters: dict[str, int] = {}
+        # What the transport handed to peers' sockets, by message kind (see _count_sent).
+        self.sent_messages: dict[str, int] = {}
+        self.sent_bytes: dict[str, int] = {}
         self._stop = threading.Event()
         self._jobs: queue.SimpleQueue[str] = queue.SimpleQueue()
         self.control: ControlAgent | None = None
@@ -605,29 +608,50 @@ class Node:
         outbox, self._outbox = self._outbox, {}
         for to, items in outbox.items():
             if len(items) == 1:
-                self._send_frame(to, self.codec.encode(items[0]))
+                frame = self.codec.encode(items[0])
+                if self._send_frame(to, frame):
+                    self._count_sent(items, len(frame), batched=False)
             else:
                 self._send_batch(to, items)
 
     def _send_batch(self, to: str, items: list[PeerMessage]) -> None:
         frame = self.codec.encode(PeerBatch(tuple(items)))
         if len(frame) <= self.codec.frame_bytes_max or len(items) == 1:
-            self._send_frame(to, frame)
+            if self._send_frame(to, frame):
+                self._count_sent(items, len(frame), batched=True)
             return
         half = len(items) // 2
         self._send_batch(to, items[:half])
         self._send_batch(to, items[half:])
 
-    def _send_frame(self, to: str, frame: bytes) -> None:
+    def _send_frame(self, to: str, frame: bytes) -> bool:
         try:
             self.dealers[to].send(frame, _NOBLOCK)
-            self.count("peer_frames_sent")
         except zmq.Again:
             self.count("peer_send_dropped")
+            return False
+        self.count("peer_frames_sent")
+        return True
+
+    def _count_sent(self, items: list[PeerMessage], frame_bytes: int, *, batched: bool) -> None:
+        """The transport's per-kind counters (status ``sent``): every consensus message handed
+        to a peer's socket by its tag; the bytes of a frame that carries one message go to that
+        message's kind, those of a batch of several to ``peers`` (its messages share them)."""
+        messages = self.sent_messages
+        for item in items:
+            kind = type(item.msg).__struct_config__.tag
+            messages[kind] = messages.get(kind, 0) + 1
+        kind = "peers" if batched else type(items[0].msg).__struct_config__.tag
+        self.sent_bytes[kind] = self.sent_bytes.get(kind, 0) + frame_bytes
+        if batched:
+            self.count("peer_messages_batched")
 
     def _send_beat(self, to: str) -> None:
         if to in self.dealers:
-            self._send_frame(to, self.codec.encode(NodeBeat(self.node_id, to, self.instance_id)))
+            frame = self.codec.encode(NodeBeat(self.node_id, to, self.instance_id))
+            if self._send_frame(to, frame):
+                self.sent_messages["node.beat"] = self.sent_messages.get("node.beat", 0) + 1
+                self.sent_bytes["node.beat"] = self.sent_bytes.get("node.beat", 0) + len(frame)
 
     # -- maintenance --------------------------------------------------------------------------
 
@@ -676,6 +700,8 @@ class Node:
             "security": self.cfg.security.mode,
             "refused": dict(sorted(self.gate.counters.items())),
             "frames": dict(sorted(self.counters.items())),
+            "sent": {"messages": dict(sorted(self.sent_messages.items())),
+                     "bytes": dict(sorted(self.sent_bytes.items()))},
             "uptime_s": round(time.monotonic() - self.started_at, 3),
             **({"control": self.control.status()} if self.control is not None else {}),
         }

@@ -174,7 +174,8 @@ def test_gap_and_recovery_are_read_off_one_second_windows() -> None:
 def test_the_cli_runs_the_consensus_demo_refuses_real_and_bad_parameters(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    assert cli.main(["--demo", "consensus", "--real", "--out", str(tmp_path)]) == 2
+    # --real runs (tests/integration/test_demo_consensus_real.py); its parameters are its own
+    assert cli.main(["--demo", "consensus", "--real", "--out", str(tmp_path), "--param", "elections=1"]) == 2
     assert "--real" in capsys.readouterr().err
     assert cli.main(["--demo", "consensus", "--param", "nope=1"]) == 2
     assert "KEY one of" in capsys.readouterr().err
