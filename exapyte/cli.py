@@ -87,7 +87,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--timeout", type=float, default=None, metavar="S",
                    help="--client: deadline in seconds (default: network.request_timeout_ms)")
     p.add_argument("--session", metavar="FILE",
-                   help="--client: keep the session token in FILE across calls (read-your-writes)")
+                   help="--client: keep the session's tokens (one per replica group) in FILE across calls, so "
+                   "the session guarantees hold from one call to the next")
     p.add_argument("--limit", type=int, default=1000, metavar="N", help="--client scan: at most N records")
     p.add_argument("--after", metavar="KEY", help="--client scan: start after KEY (see next_after)")
     p.add_argument("--out", metavar="DIR", help="--demo: where results.json and the plots go "
@@ -215,7 +216,13 @@ def run_client(ns: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         kwargs["consistency"] = ns.consistency
     session = Path(ns.session) if ns.session else None
     if session is not None:
-        kwargs["session_index"] = _read_session(session)
+        kwargs["session_tokens"] = _read_session(session)
+    elif (ns.consistency or cfg.data_plane.default_consistency) == "session" and op in ("get", "scan"):
+        print(
+            "note: without --session FILE every call is a new session (token 0): a session read "
+            "then promises no more than eventual; keep the token with --session FILE",
+            file=sys.stderr,
+        )
     try:
         # A one-shot call has no use for the control plane's feed: a stale descriptor costs it
         # one redirect (docs/control-plane.md).
@@ -261,8 +268,8 @@ def run_client(ns: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
             out["ok"] = True
             out["node"] = client.last_node
             if session is not None:
-                _write_session(session, client.session_index)
-                out["session_index"] = client.session_index
+                _write_session(session, client.session_tokens)
+                out["session_tokens"] = dict(sorted(client.session_tokens.items()))
     except RequestTimeout as exc:
         out.update(ok=False, error="timeout", message=str(exc))
     except RequestFailed as exc:
@@ -311,23 +318,30 @@ def _node_change(cfg: Any, action: str, node: str, client: Any) -> dict[str, Any
         admin.close()
 
 
-def _read_session(path: Path) -> int:
-    """The session token kept in ``path`` (0 when the file does not exist yet)."""
+def _read_session(path: Path) -> dict[str, int]:
+    """The session tokens kept in ``path``, one per replica group (none when the file does not
+    exist yet). A file of an older release holds only ``session_index``: the ``default``
+    group's token."""
     try:
         raw = json.loads(path.read_text())
     except FileNotFoundError:
-        return 0
+        return {}
     except (OSError, ValueError) as exc:
         raise ConfigError(f"--session {path}: not a session file ({exc})") from None
-    index = raw.get("session_index") if isinstance(raw, dict) else None
-    if isinstance(index, bool) or not isinstance(index, int) or index < 0:
-        raise ConfigError(f"--session {path}: session_index must be an int >= 0, got {index!r}")
-    return index
+    if not isinstance(raw, dict):
+        raise ConfigError(f"--session {path}: not a session file (a JSON object)")
+    tokens = raw.get("tokens", {"default": raw["session_index"]} if "session_index" in raw else {})
+    if not isinstance(tokens, dict):
+        raise ConfigError(f"--session {path}: tokens must map group ids to ints")
+    for group, index in tokens.items():
+        if isinstance(index, bool) or not isinstance(index, int) or index < 0:
+            raise ConfigError(f"--session {path}: the token of {group!r} must be an int >= 0, got {index!r}")
+    return dict(tokens)
 
 
-def _write_session(path: Path, index: int) -> None:
+def _write_session(path: Path, tokens: dict[str, int]) -> None:
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps({"session_index": index}) + "\n")
+    tmp.write_text(json.dumps({"tokens": dict(sorted(tokens.items()))}) + "\n")
     tmp.replace(path)
 
 

@@ -216,6 +216,7 @@ class Client:
         context: zmq.Context[Any] | None = None,
         credentials: Credentials | None = None,
         session_index: int = 0,
+        session_tokens: dict[str, int] | None = None,
         router: Router | None = None,
         feed_endpoints: Sequence[str] = (),
         proximity: Proximity | None = None,
@@ -236,7 +237,13 @@ class Client:
         self.timeout_s = checked
         self.attempt_timeout_s = _timeout(attempt_timeout_s) or max(0.05, checked / 3)
         self.credentials = credentials
+        # One session token per replica group: the highest applied index this session observed
+        # there (docs/consistency.md).
         self.session_tokens: dict[str, int] = {"default": session_index} if session_index else {}
+        for group, index in (session_tokens or {}).items():
+            if isinstance(index, bool) or not isinstance(index, int) or index < 0:
+                raise ValueError(f"session token of {group!r} must be an int >= 0, got {index!r}")
+            self.session_tokens[group] = max(index, self.session_tokens.get(group, 0))
         self.router = router
         self.last_node: str | None = None
         self._seq = itertools.count(int(time.time() * 1000) * 1000)

@@ -168,10 +168,15 @@ class ControlPlaneSection(_Section):
 class DataPlaneSection(_Section):
     # The consistency level of a request that names none (`--client` and Client.from_config).
     default_consistency: ConsistencyLevel = "strong"
-    # bounded_staleness reads: a follower serves them only within K entries of the commit index
-    # its leader last reported and T ms of hearing from it; else the leader serves them.
+    # bounded_staleness reads: a follower serves them only if its applied state is within K
+    # entries and T ms of the commit its leader stamped (exapyte/data/staleness.py); else the
+    # leader serves them.
     staleness_versions_max: PositiveInt = 100  # K
     staleness_ms_max: PositiveInt = 5_000  # T
+    # The most two nodes' clocks may differ by: a follower adds it to the age of its state
+    # (exapyte/data/staleness.py). Beyond it, bounded_staleness may serve up to the difference
+    # older than T.
+    clock_skew_ms_max: Annotated[int, msgspec.Meta(ge=0, le=60_000)] = 250
 
 
 class MaintenanceSection(_Section):

@@ -176,11 +176,17 @@ class ClientReply(msgspec.Struct, frozen=True, tag="client.reply"):
 ConsensusMessage = Union[PEER_MESSAGE_TYPES]  # type: ignore[valid-type]
 
 
-class PeerMessage(msgspec.Struct, frozen=True, tag="peer"):
-    """A consensus message addressed to the replica group ``group`` on the receiving node."""
+class PeerMessage(msgspec.Struct, frozen=True, tag="peer", omit_defaults=True):
+    """A consensus message addressed to the replica group ``group`` on the receiving node.
+
+    From a group's leader it carries the leader's stamp: its commit index and its clock (ms)
+    when it sent it, which followers measure bounded staleness against
+    (``exapyte/data/staleness.py``); -1 and 0 otherwise (not encoded)."""
 
     group: str
     msg: ConsensusMessage  # type: ignore[valid-type]
+    commit: int = -1
+    sent_ms: float = 0.0
 
 
 class PeerBatch(msgspec.Struct, frozen=True, tag="peers"):

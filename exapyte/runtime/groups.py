@@ -76,6 +76,7 @@ class GroupTable:
         make_replica: Callable[..., Replica] = Replica,
         parallel_persist: bool = False,
         remove_storage: Callable[[str], None] | None = None,
+        clock_ms: Callable[[], float] | None = None,
     ) -> None:
         self.cfg = cfg
         self.node_id = cfg.node_id or ""
@@ -88,6 +89,10 @@ class GroupTable:
         self._make_replica = make_replica
         self._parallel_persist = parallel_persist
         self._remove_storage = remove_storage
+        # With a clock, leaders stamp what they send (commit index, time) and followers measure
+        # bounded staleness against it (exapyte/data/staleness.py); without one (the simulator,
+        # for now) followers refuse bounded_staleness reads and the leader serves them.
+        self._clock_ms = clock_ms
         self._left: dict[str, Descriptor] = {}  # groups this node dropped: what it was told
         self._left_at: dict[str, int] = {}  # group -> the tick it was dropped at
         self._pool: ThreadPoolExecutor | None = None
@@ -123,11 +128,16 @@ class GroupTable:
             raise ValueError(f"group {spec.id!r} is already hosted on {self.node_id}")
         storage = self._open_storage(spec.id)
         try:
+            if self._clock_ms is None:
+                send = lambda to, msg, stamp=None, _g=spec.id: self._send(to, _g, msg)  # noqa: E731
+            else:
+                send = lambda to, msg, stamp=None, _g=spec.id: self._send(to, _g, msg, stamp)  # noqa: E731
             replica = self._make_replica(
                 self.cfg, storage, self._rng_for(spec.id),
                 reply=self._reply,
-                send=lambda to, msg, _g=spec.id: self._send(to, _g, msg),
+                send=send,
                 group=spec,
+                clock_ms=self._clock_ms,
             )
         except BaseException:
             storage.close()
@@ -241,7 +251,7 @@ class GroupTable:
             req.client_id, req.seq, ReplyCode.OK, node=self.node_id, message=message,
         ))
 
-    def on_peer(self, group: str, msg: Any) -> None:
+    def on_peer(self, group: str, msg: Any, stamp: tuple[int, float] | None = None) -> None:
         replica = self.replicas.get(group)
         if replica is None:
             spec = self.placement.get(group)
@@ -263,7 +273,7 @@ class GroupTable:
             log.info("%s: hosting group %s (a member sent it the first message)", self.node_id, group)
         self._wake(group, replica)
         self._idle[group] = replica
-        replica.on_peer(msg)
+        replica.on_peer(msg, stamp)
 
     def heard_from(self, peer: str, instance: str | None = None) -> None:
         """A frame from ``peer`` arrived (``instance``: its process instance, when known)."""

@@ -260,6 +260,7 @@ class Node:
             before_sync=self._flush_outbox,
             parallel_persist=True,
             remove_storage=self._remove_storage,
+            clock_ms=lambda: self.clock.now() * 1000.0,
         )
         self.groups = groups
         agent = ControlAgent(
@@ -531,7 +532,7 @@ class Node:
                 self.count("peer_unexpected")
                 return
             groups.heard_from(inner.frm)
-            groups.on_peer(msg.group, inner)
+            groups.on_peer(msg.group, inner, (msg.commit, msg.sent_ms) if msg.commit >= 0 else None)
 
     def _drain_sub(self) -> None:
         assert self.sub is not None
@@ -594,14 +595,14 @@ class Node:
             self.count("replies_undeliverable")
             log.debug("reply to %r not delivered: %s", identity, exc)
 
-    def _send_peer(self, to: str, group: str, msg: Any) -> None:
+    def _send_peer(self, to: str, group: str, msg: Any, stamp: tuple[int, float] | None = None) -> None:
         queue = self._outbox.get(to)
         if queue is None:
             if to not in self.dealers:
                 self.count("peer_unknown")
                 return
             queue = self._outbox[to] = []
-        queue.append(PeerMessage(group, msg))
+        queue.append(PeerMessage(group, msg) if stamp is None else PeerMessage(group, msg, *stamp))
 
     def _flush_outbox(self) -> None:
         """Send what the groups queued: one frame per peer (split when it would not fit)."""

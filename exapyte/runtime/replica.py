@@ -21,8 +21,8 @@ Theory of operation
   here (``reads_expired``, which is never expected to count).
 - **Weaker levels** are served by any replica from applied state, within each level's promise:
   ``session`` needs this replica to have applied the client's session token, ``bounded_staleness``
-  needs a leader heard from within the time bound and at most K entries applied behind the
-  commit index it reported, ``consistent_prefix`` and ``eventual`` are served as they are
+  needs its applied state within K entries and T ms of the commit its leader stamped, judged on
+  the clock when the read is handled (exapyte/data/staleness.py), ``consistent_prefix`` and ``eventual`` are served as they are
   (applied state is always a prefix of the committed log).
 - **Durability**: the log is fsynced before anything that depends on it is sent (the ``Ready``
   contract); applying committed entries writes without an fsync of its own (see ``__init__``),
@@ -49,6 +49,7 @@ from exapyte import limits
 from exapyte.config import Config
 from exapyte.control.group import ControlStateMachine
 from exapyte.data.router import Descriptor
+from exapyte.data.staleness import StalenessBound
 from exapyte.distribution.base import GroupSpec
 from exapyte.errors import NotLeader, ProposalDropped, ProtocolMisuse, StorageError
 from exapyte.kv import Command, Outcome, encode_command
@@ -85,7 +86,9 @@ from exapyte.wire import (
 
 log = logging.getLogger(__name__)
 
-PeerSink = Callable[[str, Any], None]  # (peer node id, consensus message)
+# (peer node id, consensus message[, the leader's stamp: commit index, clock ms]); the stamp is
+# passed only to a replica given a clock
+PeerSink = Callable[..., None]
 
 _CHANGE_KINDS = {
     "add-voter": ConfChangeKind.ADD_VOTER,
@@ -133,6 +136,7 @@ class Replica(ServiceBase):
         reply: ReplySink,
         send: PeerSink,
         group: GroupSpec | None = None,
+        clock_ms: Callable[[], float] | None = None,
     ) -> None:
         super().__init__(cfg, storage, reply)
         # The group this replica belongs to; a node of the centralized strategy has only
@@ -198,8 +202,11 @@ class Replica(ServiceBase):
         )
         self._deferred_hard_state: HardState | None = None
         self._store_due = False
-        self._ticks_since_leader = 0
-        self._tick_ms = cfg.network.tick_ms
+        # bounded_staleness: the leader's stamps (exapyte/data/staleness.py); without a clock
+        # this replica neither stamps what it sends nor serves bounded reads as a follower
+        self._clock_ms = clock_ms
+        self.staleness = StalenessBound()
+        self._stamps_from: str | None = None  # the leader whose stamps are kept
 
     # -- helpers ------------------------------------------------------------------------------
 
@@ -369,14 +376,18 @@ class Replica(ServiceBase):
         self.read_local(identity, req)
 
     def _within_staleness_bound(self) -> bool:
+        """Whether this replica's applied state is within the bounded_staleness bounds of the
+        group's commit, as its leader stamped it (exapyte/data/staleness.py). A leader is the
+        commit's source; a deposed one steps down within an election timeout (check quorum)."""
         if self.core.role is Role.LEADER:
             return True
+        if self._clock_ms is None or self.core.leader is None or self.core.leader != self._stamps_from:
+            return False
         dp = self.cfg.data_plane
-        if self.core.leader is None:
-            return False
-        if self._ticks_since_leader * self._tick_ms > dp.staleness_ms_max:
-            return False
-        return self.core.status().commit - self.sm.applied_index <= dp.staleness_versions_max
+        return self.staleness.within(
+            self.sm.applied_index, self._clock_ms(), dp.staleness_versions_max,
+            dp.staleness_ms_max, dp.clock_skew_ms_max,
+        )
 
     def _read_index(self, identity: Any, req: ClientRequest) -> None:
         if len(self.pending_reads) >= limits.PENDING_REQUESTS_MAX:
@@ -391,14 +402,17 @@ class Replica(ServiceBase):
             return
         self.pending_reads[request_id] = (identity, req, self._ticks)
 
-    def on_peer(self, msg: Any) -> None:
-        if self.core.is_from_leader(msg):
-            self._ticks_since_leader = 0
+    def on_peer(self, msg: Any, stamp: tuple[int, float] | None = None) -> None:
+        if stamp is not None and self.core.is_from_leader(msg):
+            frm = msg.frm
+            if frm != self._stamps_from:
+                self.staleness.clear()
+                self._stamps_from = frm
+            self.staleness.on_stamp(*stamp)
         self.core.step(msg)
 
     def tick(self) -> None:
         self._store_due = True
-        self._ticks_since_leader += 1
         self._ticks += 1
         self.core.tick()
         if self.pending_reads:
@@ -450,8 +464,14 @@ class Replica(ServiceBase):
         self.storage.persist(hard_state, entries, snapshot, sync=sync)
 
     def send(self, messages: Sequence[Any]) -> None:
+        if self._clock_ms is None:
+            for msg in messages:
+                self.send_to(msg.to, msg)
+            return
+        # A leader stamps what it sends with its commit index and its clock, once per Ready.
+        stamp = (self.core.status().commit, self._clock_ms()) if self.core.role is Role.LEADER else None
         for msg in messages:
-            self.send_to(msg.to, msg)
+            self.send_to(msg.to, msg, stamp)
 
     def install_snapshot(self, snapshot: Snapshot) -> None:
         self.sm.restore(snapshot.data)

@@ -236,16 +236,22 @@ def test_client_cli_keeps_a_session_and_says_when_a_scan_was_cut(node: LocalClus
     for key in ("a", "b", "c"):
         code, out, _ = cli("--session", str(session), "put", key, key.upper())
         assert code == 0
-    token = json.loads(session.read_text())["session_index"]
-    assert token == out["session_index"] >= 3  # the last write's index travels to the next call
-    code, out, _ = cli("--session", str(session), "--consistency", "session", "get", "c")
-    assert code == 0 and out["value"] == "C" and out["session_index"] >= token
-    session.write_text('{"session_index": -4}')
+    token = json.loads(session.read_text())["tokens"]["default"]
+    assert token == out["session_tokens"]["default"] >= 3  # the last write's index travels on
+    code, out, err = cli("--session", str(session), "--consistency", "session", "get", "c")
+    assert code == 0 and out["value"] == "C" and out["session_tokens"]["default"] >= token
+    assert not err
+    code, out, err = cli("--consistency", "session", "get", "c")  # no session file: said so
+    assert code == 0 and "every call is a new session" in err
+    session.write_text(json.dumps({"session_index": token}))  # an older release's file
+    code, out, _ = cli("--session", str(session), "get", "c")
+    assert code == 0 and out["session_tokens"]["default"] >= token
+    session.write_text('{"tokens": {"default": -4}}')
     p = subprocess.run(
         [sys.executable, str(REPO / "main.py"), "--client", "--config", str(node.config_path),
          "--session", str(session), "get", "c"], capture_output=True, text=True, timeout=60, cwd=REPO,
     )
-    assert p.returncode == 2 and "session_index must be an int >= 0" in p.stderr
+    assert p.returncode == 2 and "must be an int >= 0" in p.stderr
 
     code, out, err = cli("scan", "--limit", "2")
     assert code == 0 and [r["key"] for r in out["records"]] == ["a", "b"]

@@ -1,0 +1,51 @@
+"""bounded_staleness on real processes: a follower resumed after a SIGSTOP does not serve state
+older than the bound (it redirects to the leader), and serves again once caught up."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+
+from exapyte.errors import RequestFailed
+from exapyte.runtime.cluster import LocalCluster
+from exapyte.wire import GetOp, ReplyCode
+from tests.integration.test_raft_cluster import statuses, wait_for
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
+
+
+def test_a_follower_resumed_after_a_pause_refuses_reads_beyond_the_bound(write_config, tmp_path: Path) -> None:
+    path = write_config(
+        ["n1", "n2", "n3"], network={"tick_ms": 10},
+        consensus={"election_timeout_ticks": 30, "heartbeat_ticks": 3},
+        data_plane={"staleness_ms_max": 1_000, "staleness_versions_max": 1_000, "clock_skew_ms_max": 50},
+    )
+    with LocalCluster(path, tmp_path / "run") as cluster:
+        cluster.start()
+        leader = wait_for(lambda: next((n for n, st in statuses(cluster).items() if st.get("role") == "leader"), None),
+                          "a leader")
+        follower = next(n for n in cluster.node_ids if n != leader)
+        with cluster.client(timeout_s=10) as c:
+            c.put("k", "0")
+            with cluster.node_client(follower, timeout_s=5) as f:
+                wait_for(lambda: f.request(GetOp("k"), consistency="bounded_staleness", follow=False).value == b"0",
+                         "the follower serving within the bound")
+                cluster.pause(follower)
+                try:
+                    for i in range(1, 16):  # 3 s of writes while it is stopped: far beyond T = 1 s
+                        c.put("k", str(i))
+                        time.sleep(0.2)
+                finally:
+                    cluster.resume(follower)
+                # The first read it handles after the pause comes with the queued messages.
+                try:
+                    reply = f.request(GetOp("k"), consistency="bounded_staleness", follow=False)
+                except RequestFailed as exc:  # refused: redirected to the leader
+                    assert exc.code == ReplyCode.NOT_LEADER, exc
+                else:
+                    assert reply.value == b"15", f"served {reply.value!r}, 3 s stale under a 1 s bound"
+                # Caught up, it serves bounded reads again.
+                wait_for(lambda: f.request(GetOp("k"), consistency="bounded_staleness", follow=False).value == b"15",
+                         "the follower serving again once caught up")
