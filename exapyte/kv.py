@@ -71,6 +71,9 @@ log = logging.getLogger(__name__)
 WriteOp = Union[PutOp, DeleteOp, CasOp, ControlOp]
 
 APPLIED_META = "applied_index"
+# The term (or epoch, or round) of the entry at the applied index: with the index it names the
+# state a read saw (every reply carries both, for the checkers).
+APPLIED_TERM_META = "applied_term"
 # The group's configuration as the applied log says: the index of the last membership change
 # applied (the configuration version: every replica that applied it agrees) and the members it
 # left. It travels in snapshots; requests carry the version (docs/control-plane.md).
@@ -245,6 +248,8 @@ class KVStateMachine:
     def _load_applied(self) -> int:
         raw = self.storage.meta_get(APPLIED_META)
         self._stored_applied = int(raw.decode()) if raw else 0
+        term = self.storage.meta_get(APPLIED_TERM_META)
+        self.applied_term = int(term.decode()) if term else 0
         return self._stored_applied
 
     # -- reads --------------------------------------------------------------------------------
@@ -357,12 +362,16 @@ class KVStateMachine:
                 pending[op.key] = overlay[op.key]
             self._pending_sessions.update(touched)
             self.applied_index = last
+            self.applied_term = commands[-1][0].term
             for client_id, session in touched.items():
                 self._remember(client_id, session)
             if len(self._pending_ops) >= limits.WRITE_BEHIND_OPS_MAX:
                 self.flush()
             return results
-        meta: dict[str, bytes | None] = {APPLIED_META: str(last).encode()}
+        self.applied_term = commands[-1][0].term
+        meta: dict[str, bytes | None] = {
+            APPLIED_META: str(last).encode(), APPLIED_TERM_META: str(self.applied_term).encode(),
+        }
         for client_id, session in touched.items():
             meta[SESSION_META_PREFIX + client_id] = _command_encoder.encode(session)
         if self._stored_conf is not self.conf:
@@ -379,7 +388,10 @@ class KVStateMachine:
         batch, without an fsync of its own. A no-op when nothing is pending."""
         if not self.has_pending:
             return
-        meta: dict[str, bytes | None] = {APPLIED_META: str(self.applied_index).encode()}
+        meta: dict[str, bytes | None] = {
+            APPLIED_META: str(self.applied_index).encode(),
+            APPLIED_TERM_META: str(self.applied_term).encode(),
+        }
         for client_id, session in self._pending_sessions.items():
             meta[SESSION_META_PREFIX + client_id] = _command_encoder.encode(session)
         if self._stored_conf is not self.conf:

@@ -168,6 +168,10 @@ class ClientReply(msgspec.Struct, frozen=True, tag="client.reply"):
     truncated: bool = False  # a scan stopped at its limit: more records may follow
     config_version: int = 0  # the answering replica's configuration version of the group
     descriptor: Descriptor | None = None  # the group as the replica sees it (when versions differ)
+    # the group that answered, and the term (epoch, round) of the entry at ``index``: with the
+    # index, the state read or the entry written (docs/consistency.md)
+    group: str = ""
+    term: int = 0
 
 
 # -- peer and control messages ------------------------------------------------------------------

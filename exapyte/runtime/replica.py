@@ -245,10 +245,12 @@ class Replica(ServiceBase):
     def respond(self, identity: Any, req: ClientRequest, reply: ClientReply) -> None:
         version = self.sm.conf_version
         if req.config_version == version:
-            self.reply(identity, msgspec.structs.replace(reply, config_version=version))
+            self.reply(identity, msgspec.structs.replace(
+                reply, config_version=version, group=self.group.id,
+            ))
         else:  # the client routed by another version: tell it the current one
             self.reply(identity, msgspec.structs.replace(
-                reply, config_version=version, descriptor=self.descriptor(),
+                reply, config_version=version, descriptor=self.descriptor(), group=self.group.id,
             ))
 
     def on_request(self, identity: Any, req: ClientRequest) -> None:
@@ -497,7 +499,8 @@ class Replica(ServiceBase):
                 continue
             term, identity, req = waiting
             if term == entry.term and outcome is not None:
-                self.respond(identity, req, outcome_reply(req, outcome, self.node_id))
+                reply = outcome_reply(req, outcome, self.node_id)
+                self.respond(identity, req, msgspec.structs.replace(reply, term=entry.term))
             elif term == entry.term and entry.kind == EntryKind.CONF_CHANGE:
                 self.respond(
                     identity, req,

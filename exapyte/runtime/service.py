@@ -297,7 +297,8 @@ class ServiceBase:
             rec = self.sm.get(op.key)
             if rec is None:
                 reply = ClientReply(
-                    req.client_id, req.seq, ReplyCode.NOT_FOUND, index=index, node=self.node_id
+                    req.client_id, req.seq, ReplyCode.NOT_FOUND, index=index, node=self.node_id,
+                    term=self.sm.applied_term,
                 )
             else:
                 reply = ClientReply(
@@ -308,6 +309,7 @@ class ServiceBase:
                     version=rec.version,
                     index=index,
                     node=self.node_id,
+                    term=self.sm.applied_term,
                 )
         elif isinstance(op, ScanOp):
             # One row past the limit tells whether the scan was cut short (at the largest limit
@@ -321,6 +323,7 @@ class ServiceBase:
                 index=index,
                 node=self.node_id,
                 truncated=len(rows) > op.limit or len(rows) == limits.SCAN_LIMIT_MAX,
+                term=self.sm.applied_term,
             )
         else:
             raise AssertionError(f"read_local got {type(op).__name__}")

@@ -12,6 +12,7 @@ from exapyte import config as config_mod
 from exapyte.client import Client
 from exapyte.data.router import Proximity
 from exapyte.runtime.cluster import LocalCluster
+from exapyte.wire import GetOp, PutOp
 from tests.integration.test_raft_cluster import statuses, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
@@ -60,3 +61,9 @@ def test_weak_reads_are_served_in_the_clients_region(write_config, tmp_path: Pat
                     # after the strong read went to the leader, weak reads still stay near
                     again = c.get(f"k{i}", consistency="consistent_prefix")
                     assert again is not None and c.last_node == me
+                # every reply names its group and the (term, index) of the state it read
+                group = c.group_of("k0")
+                reply = c.request(GetOp("k0"), consistency="eventual", group=group)
+                assert reply.group == group and reply.term >= 1 and reply.index >= 1, reply
+                written = c.request(PutOp("k0", b"v0"), group=group)  # the same value again
+                assert written.group == group and written.term >= reply.term and written.index > reply.index
