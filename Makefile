@@ -60,19 +60,19 @@ check: $(STAMP)
 	$(BIN)/python -m harness check $(FILES)
 
 # The Jepsen-style harness: real node processes, per-link Toxiproxy faults, checkers, report.
-# make jepsen TOPOLOGY=three-region [WORKLOAD=register] [NEMESIS=partition,kill,pause,clock] [TIME=60]
+# make jepsen TOPOLOGY=three-region [WORKLOAD=register|kv|set|counter|bank|session|bounded|prefix|eventual|levels] [NEMESIS=partition,kill,pause,clock] [TIME=60]
 #             [RATE=100] [SEED=n] [BUGS=stale-reads] [CONCURRENCY=5]; results in store/latest/.
-# BUGS without NEMESIS runs each bug's own fault mix (see python -m harness test --help).
+# BUGS without NEMESIS runs each bug's own fault mix, and without WORKLOAD the workload at the
+# level the bug breaks (register for the others; see python -m harness test --help).
 # HOSTS=netns runs each node in a network namespace of its own, partitions as iptables rules (root).
 # SEED is passed only when given (the simulator's default SEED must not pin the harness's seed).
 # PROTOCOL=raft|multipaxos|zab DISTRIBUTION=centralized|sharded|hierarchical SHARDS=n
 # REPLICATION_FACTOR=r go into every node's config; PROTOCOL and SHARDS only when given (the
 # simulator's defaults below must not leak into the harness: its SHARDS default is 8 when sharded).
 TOPOLOGY ?= three-region
-WORKLOAD ?= register
 TIME ?= 60
 jepsen: $(STAMP)
-	$(BIN)/python -m harness test --topology $(TOPOLOGY) --workload $(WORKLOAD) --time $(TIME) \
+	$(BIN)/python -m harness test --topology $(TOPOLOGY) $(if $(WORKLOAD),--workload $(WORKLOAD),) --time $(TIME) \
 		$(if $(NEMESIS),--nemesis $(NEMESIS),) $(if $(RATE),--rate $(RATE),) \
 		$(if $(filter command line environment,$(origin SEED)),--seed $(SEED),) \
 		$(if $(BUGS),--bugs $(BUGS),) $(if $(CONCURRENCY),--concurrency $(CONCURRENCY),) \

@@ -281,6 +281,15 @@ KNOWN_BUGS: dict[str, str] = {
         "pre-vote and check-quorum are off and every vote request of the current term is "
         "granted (no one-vote-per-term rule, no log up-to-date check)"
     ),
+    "session-ahead": "a session read is served by any replica without checking the session token",
+    "bounded-unchecked": "bounded_staleness reads are served by any replica without the staleness check",
+    "bounded-follower-view": (
+        "bounded_staleness is checked against the replica's own commit index (K only, no time bound)"
+    ),
+    "stop-applying": (
+        "the highest-named member of each group stops applying committed entries (after index 20) "
+        "and keeps serving weak reads"
+    ),
 }
 
 

@@ -26,8 +26,16 @@ JSON maps) into that text. The node that answered and the session (client id) ar
 :func:`exapyte.client.make_router`) every keyed request goes to its key's shard group, reads too
 (home node first: a node that does not host the shard redirects to a member). An outcome carries
 what the history records of a keyed op: ``group`` (the key's shard, ``default`` without shards),
-``index`` (the applied index the last definite reply reflects) and ``replica`` (the node whose
-state that reply came from).
+``index`` (``[term, index]`` of the state the last definite reply read or the entry it wrote)
+and ``replica`` (the node whose state that reply came from).
+
+**Levels and sessions.** A read asks for its op's level (``Op.consistency``, else the client's,
+``strong``); updates always go through the group's leader. A worker keeps **one session for the
+whole run**: :meth:`HarnessClient.reconnect` (after an ``info``) opens new sockets under the
+same client id with the session tokens seen so far, as a real client that lost its connection
+would, so the session checkers judge every op of the worker together. Request sequence numbers
+stay increasing across the new client: the client starts them from its clock in microseconds-ish
+units (``Client``'s seq), far above the few calls per millisecond a worker makes.
 """
 
 from __future__ import annotations
@@ -59,7 +67,7 @@ class Outcome:
     error: str | None = None
     node: str | None = None
     group: str | None = None  # the key's shard group (keyed ops only)
-    index: int | None = None  # the last definite reply's applied index
+    index: tuple[int, int] | None = None  # the last definite reply's (term, applied index)
     replica: str | None = None  # the node whose state that reply came from
 
 
@@ -104,7 +112,7 @@ class HarnessClient:
         self.router_factory = router_factory
         self.client = self._new_client()
 
-    def _new_client(self) -> Client:
+    def _new_client(self, client_id: str | None = None, session_tokens: dict[str, int] | None = None) -> Client:
         order = list(self.endpoints.values())
         if self.home is not None:
             first = self.endpoints[self.home]
@@ -113,6 +121,10 @@ class HarnessClient:
         router = self.router_factory() if self.router_factory is not None else None
         if router is not None:
             extra["router"] = router
+        if client_id is not None:
+            extra["client_id"] = client_id
+        if session_tokens:
+            extra["session_tokens"] = dict(session_tokens)
         return self._factory(
             order, node_endpoints=self.endpoints, timeout_s=self.timeout_s, consistency=self.consistency,
             **extra,
@@ -122,10 +134,16 @@ class HarnessClient:
     def session(self) -> str:
         return self.client.client_id
 
+    @property
+    def session_tokens(self) -> dict[str, int]:
+        return dict(self.client.session_tokens)
+
     def reconnect(self) -> None:
-        """A fresh client (new session, new sockets), e.g. after an op of unknown outcome."""
+        """New sockets and routing cache, e.g. after an op of unknown outcome; the session (client
+        id and session tokens) carries on."""
+        client_id, tokens = self.client.client_id, dict(self.client.session_tokens)
         self.close()
-        self.client = self._new_client()
+        self.client = self._new_client(client_id, tokens)
 
     def close(self) -> None:
         try:
@@ -167,17 +185,19 @@ class HarnessClient:
         reply = getattr(self.client, "last_reply", None)
         index = replica = None
         if reply is not None and op.key is not None and type in ("ok", "fail"):
-            index, replica = reply.index, reply.node or None
+            index, replica = (reply.term, reply.index), reply.node or None
         return Outcome(type, value, error=error, node=self.client.last_node, group=group, index=index,
                        replica=replica)
 
     # -- single-key register ops (values are ints or strings) -----------------------------------
 
-    def _get(self, key: str) -> str | None:
-        """A read sent to this worker's home node first (as Jepsen binds a client to a node):
-        a correct node redirects a strong read to the leader, a buggy one may answer it."""
-        endpoint = self.endpoints[self.home] if self.home is not None else None
-        reply = self.client.request(GetOp(key), consistency=self.consistency, endpoint=endpoint,
+    def _get(self, key: str, consistency: str | None = None, node: str | None = None) -> str | None:
+        """A read sent to ``node``, else this worker's home node, first (as Jepsen binds a client
+        to a node): a correct node redirects a strong read to the leader, a buggy one may answer
+        it; a weaker read is answered there when that node can keep the level's promise."""
+        first = node or self.home
+        endpoint = self.endpoints[first] if first is not None else None
+        reply = self.client.request(GetOp(key), consistency=consistency or self.consistency, endpoint=endpoint,
                                     group=self.group_of(key))
         if reply.code == ReplyCode.NOT_FOUND:
             return None
@@ -186,7 +206,7 @@ class HarnessClient:
 
     def _op_read(self, op: Op) -> Any:
         assert op.key is not None
-        return _decode(self._get(op.key))
+        return _decode(self._get(op.key, op.consistency, op.node))
 
     def _op_write(self, op: Op) -> Any:
         assert op.key is not None

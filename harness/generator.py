@@ -80,6 +80,11 @@ class Op:
     key: str | None = None
     value: Any = None
     process: Process | None = None
+    #: the consistency level a read asks for (None: the client's default, ``strong``); updates
+    #: always go through the group's leader whatever it says
+    consistency: str | None = None
+    #: the node a read is sent to first (None: the worker's home node)
+    node: str | None = None
 
 
 @dataclass(frozen=True)

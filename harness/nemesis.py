@@ -125,11 +125,20 @@ def parse_faults(text: str | Sequence[str]) -> tuple[str, ...]:
 #: ``ack-before-fsync``: writes acknowledged at append are lost when the leader is cut off or
 #: killed before they commit. ``no-term-check``: elections while a leader is alive (isolated
 #: followers bump their terms, fast or slow clocks make nodes time out, restarts) give two
-#: leaders in one term, since every vote of the current term is granted.
+#: leaders in one term, since every vote of the current term is granted. ``session-ahead``: a
+#: follower cut off or lagging answers a session read behind the session's token.
+#: ``bounded-unchecked`` and ``bounded-follower-view``: a partitioned or paused follower serves
+#: bounded reads from state older than the bound (its own view of the commit index is as old).
+#: ``stop-applying``: the stopped replica is found at the final reads on every node (no fault
+#: needed; partitions move the leader, so the stopped node may come to lead).
 BUG_FAULTS: dict[str, tuple[str, ...]] = {
     "stale-reads": ("partition",),
     "ack-before-fsync": ("partition", "kill"),
     "no-term-check": ("partition", "clock", "kill"),
+    "session-ahead": ("partition",),
+    "bounded-unchecked": ("partition", "pause"),
+    "bounded-follower-view": ("partition", "pause"),
+    "stop-applying": ("partition",),
 }
 
 

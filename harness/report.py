@@ -3,7 +3,9 @@
 Sections: the verdict and a one-line summary (with the protocol, the distribution and the shard
 count); every checker's verdict with its cause; the cluster (its shape and, from the final
 status, the groups each node leads); the failing key's counterexample (the checker's own timeline, ``linearizability.html``, embedded in a frame
-and linked, plus the evidence of the other checkers); a timeline of ops per process with the
+and linked, plus the evidence of the other checkers); the consistency levels (per requested
+level, how many ops delivered each level, the staleness served, convergence, and the operations
+of each violation); a timeline of ops per process with the
 fault intervals; the latency, throughput and topology plots (embedded as data URIs); the faults;
 the options and the seed; the node logs. The page loads nothing from the network.
 """
@@ -169,11 +171,73 @@ def _counterexample(run_dir: Path, results: dict[str, Any]) -> str:
                        '(green: the partial linearization in order; red: the operation that cannot follow it).</p>')
             out.append(f'<iframe src="{_esc(page)}" title="linearizability counterexample"></iframe>')
     for name, v in checkers.items():
-        if v["valid"] is False and name != "linearizable":
+        if v["valid"] is False and name not in ("linearizable", "levels"):
             out.append(f"<h3>{_esc(name)}</h3><pre>{_esc(json.dumps(v['evidence'], indent=2)[:6000])}</pre>")
     if not out:
         return ""
     return "<section><h2>Counterexample</h2>" + "".join(out) + "</section>"
+
+
+LEVEL_COLUMNS = ("strong", "bounded_staleness", "session", "consistent_prefix", "eventual", "none")
+
+
+def _levels(results: dict[str, Any]) -> str:
+    """The per-level checker's evidence: requested vs delivered, staleness, convergence and,
+    when a level was broken, the operations that show it."""
+    verdict = results.get("checkers", {}).get("levels")
+    if not verdict:
+        return ""
+    ev = verdict.get("evidence") or {}
+    table = ev.get("table") or {}
+    if not table:
+        return (f"<section><h2>Consistency levels</h2>{_badge(verdict['valid'])} "
+                f"<span>{_esc(verdict.get('cause') or 'no rated operation')}</span></section>")
+    head = "".join(f"<th>{_esc(c)}</th>" for c in ("requested", "ops", *LEVEL_COLUMNS, "below requested"))
+    rows = []
+    for requested, row in table.items():
+        cells = [f"<td><b>{_esc(requested)}</b></td>", f"<td>{row['ops']}</td>"]
+        for c in LEVEL_COLUMNS:
+            n = row.get(c, 0)
+            strong = ' style="color:#b42318;font-weight:600"' if n and _rank(c) < _rank(requested) else ""
+            cells.append(f"<td{strong}>{n}</td>")
+        below = row.get("below_requested", 0)
+        cells.append(f'<td style="{"color:#b42318;font-weight:700" if below else ""}">{below}</td>')
+        rows.append("<tr>" + "".join(cells) + "</tr>")
+    out = [f"<p>{_badge(verdict['valid'])} {_esc(verdict.get('cause') or 'every op delivered the level it requested')}</p>",
+           "<h3>Requested vs delivered (ops; a row per requested level, columns: the strongest level each op "
+           "satisfied)</h3>", f"<table><tr>{head}</tr>{''.join(rows)}</table>"]
+    staleness = ev.get("staleness") or {}
+    by_level = ev.get("staleness_by_level") or {}
+    if by_level:
+        bounds = staleness.get("bounds") or {}
+        cols = ("reads", "stale_reads", "versions_p50", "versions_p99", "versions_max", "ms_p50", "ms_p99", "ms_max")
+        srows = "".join(
+            "<tr><td><b>" + _esc(level) + "</b></td>" + "".join(f"<td>{_esc(d.get(c))}</td>" for c in cols) + "</tr>"
+            for level, d in by_level.items())
+        out.append(f"<h3>Staleness served (bound: K = {_esc(bounds.get('versions'))} versions, T = "
+                   f"{_esc(bounds.get('ms'))} ms)</h3><table><tr><th>requested</th>"
+                   + "".join(f"<th>{_esc(c)}</th>" for c in cols) + f"</tr>{srows}</table>")
+    conv = ev.get("convergence") or {}
+    if conv:
+        out.append(f"<p><b>Convergence</b>: {_esc(_word(conv.get('valid')))}"
+                   f"{' (' + _esc(conv.get('cause')) + ')' if conv.get('cause') else ''}; {_esc(conv.get('keys'))} keys, "
+                   f"replicas {_esc(', '.join(conv.get('replicas') or []))}, converged within "
+                   f"{_esc(conv.get('converged_within_ms'))} ms of the final phase</p>")
+    counts = ev.get("violation_counts") or {}
+    if counts:
+        out.append("<p><b>Violations</b>: " + _esc(", ".join(f"{k} {v}" for k, v in counts.items())) + "</p>")
+    for cx in ev.get("counterexample") or []:
+        ops = "".join(f"<li><code>{_esc(o)}</code></li>" for o in cx.get("ops", []))
+        out.append(f"<h3>Counterexample: {_esc(cx['check'])} (rules out {_esc(cx['level'])})</h3>"
+                   f"<p>{_esc(cx['cause'])}</p><ol>{ops}</ol>")
+    for note in ev.get("notes") or []:
+        out.append(f'<p class="muted">{_esc(note)}</p>')
+    return "<section><h2>Consistency levels</h2>" + "".join(out) + "</section>"
+
+
+def _rank(level: str) -> int:
+    order = ("none", "eventual", "consistent_prefix", "session", "bounded_staleness", "strong")
+    return order.index(level) if level in order else len(order)
 
 
 def _cluster(results: dict[str, Any]) -> str:
@@ -247,6 +311,7 @@ def render_report(run_dir: Path, results: dict[str, Any]) -> str:
 <main>
 <section><h2>Verdicts</h2>{_verdicts(results)}{('<ul>' + notes + '</ul>') if notes else ''}</section>
 {_counterexample(run_dir, results)}
+{_levels(results)}
 {_cluster(results)}
 <section><h2>Operations over time</h2><p class="muted">One row per client process; a bar runs from invocation to
 completion (info: until the client gave up). Shaded: fault intervals. Hover for details.</p>{_timeline(ops, faults, end_ns)}</section>

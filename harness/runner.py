@@ -14,7 +14,8 @@ A run goes through fixed stages, each printed as it starts:
    sleeps while the generator is pending, and feeds completions back. Each worker owns one
    :class:`~harness.client.HarnessClient`; every op is recorded as an ``invoke`` and exactly one
    completion; an ``info`` retires the process (the worker continues as ``process +
-   concurrency`` with a fresh client), as in Jepsen;
+   concurrency`` on new sockets, in the same session: client id and session tokens), as in
+   Jepsen;
 3. **heal**: every active fault is stopped (recorded as nemesis events), every link made whole
    (WAN latency stays) and every node running; then a **quiet period** with no faults;
 4. **final reads**: each workload reads back what it wrote, retried until one succeeds or the
@@ -71,6 +72,8 @@ OPS_PER_KEY_MIN = 10
 KEYS_PER_SHARD_TARGET = 3
 EXPECTED_OPS_SHARE = 0.15
 FINAL_READ_DEADLINE_S = 30.0
+FINAL_REPLICA_ROUNDS = 5  # rounds of final reads on every node, while some key's replicas disagree
+FINAL_REPLICA_PAUSE_S = 1.0
 WORKER_JOIN_S = 10.0
 
 
@@ -103,6 +106,9 @@ class TestSpec:
     distribution: str = "centralized"  # distribution.strategy: centralized | sharded | hierarchical
     shards: int | None = None  # distribution.shards (per region for hierarchical); None: 1 or DEFAULT_SHARDS
     replication_factor: int = 3  # distribution.replication_factor (sharded, hierarchical)
+    # data_plane bounded_staleness bounds of every node (None: the topology's)
+    staleness_versions_max: int | None = None
+    staleness_ms_max: int | None = None
 
     def test_name(self) -> str:
         if self.name:
@@ -145,7 +151,12 @@ class TestSpec:
         distribution: dict[str, Any] = {"strategy": self.distribution, "shards": self.resolved_shards()}
         if self.distribution != "centralized":
             distribution["replication_factor"] = self.replication_factor
-        return {"consensus": {"protocol": self.protocol}, "distribution": distribution}
+        out: dict[str, Any] = {"consensus": {"protocol": self.protocol}, "distribution": distribution}
+        data_plane = {k: v for k, v in (("staleness_versions_max", self.staleness_versions_max),
+                                        ("staleness_ms_max", self.staleness_ms_max)) if v is not None}
+        if data_plane:
+            out["data_plane"] = data_plane
+        return out
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self) | {"nemesis": list(self.nemesis), "bugs": list(self.bugs),
@@ -265,13 +276,14 @@ class _ClientWorker(threading.Thread):
                 return
             process = self.process
             group = self.client.group_of(op.key) if op.key is not None else None
+            level = op.consistency or self.consistency
             self.recorder.record("invoke", process, op.f, op.key, None if op.f.startswith("read") else op.value,
-                                 consistency=self.consistency, session=self.client.session, group=group)
+                                 consistency=level, session=self.client.session, group=group)
             outcome = self.client.invoke(op)
             event = self.recorder.record(
                 outcome.type, process, op.f, op.key,
                 outcome.value if outcome.type == "ok" else (None if op.f.startswith("read") else op.value),
-                node=outcome.node, consistency=self.consistency, session=self.client.session, error=outcome.error,
+                node=outcome.node, consistency=level, session=self.client.session, error=outcome.error,
                 group=outcome.group or group, index=outcome.index, replica=outcome.replica,
             )
             if outcome.type == "info":
@@ -555,6 +567,8 @@ def run_test(spec: TestSpec, console: Console | None = None, stop: threading.Eve
             final_start_ns = recorder.now_ns()
             keys = {e.get("key") for e in read_events(recorder.path) if e.get("process") != NEMESIS}
             _final_reads(workload.final_ops(keys), interpreter, progress, spec.final_read_s)
+            if workload.final_replicas:
+                _final_replica_reads(workload.final_ops(keys), db.node_ids, interpreter, progress)
             cluster_info["final_status"] = final_group_status(db.statuses(), groups)
             for w in workers:
                 w.inbox.put(None)
@@ -587,6 +601,9 @@ def _cluster_info(spec: TestSpec, db: ClusterDB) -> dict[str, Any]:
     except DbError:
         return info  # the configs were refused: nothing placed
     sizes = sorted({len(v) for v in groups.values()})
+    dp = db.config().data_plane
+    info["staleness"] = {"versions": dp.staleness_versions_max, "ms": dp.staleness_ms_max,
+                         "clock_skew_ms": dp.clock_skew_ms_max}
     return info | {"groups": len(groups), "placement": {g: list(v) for g, v in groups.items()},
                    "voters_per_group": sizes[0] if len(sizes) == 1 else f"{sizes[0]}-{sizes[-1]}",
                    "ops_per_key": spec.resolved_ops_per_key(len(groups) if len(groups) > 1 else 1)}
@@ -657,14 +674,81 @@ def _final_reads(ops: list[Op], interpreter: Interpreter, progress: Progress,
             time.sleep(0.2)
 
 
+def _final_replica_reads(ops: list[Op], nodes: Sequence[str], interpreter: Interpreter, progress: Progress) -> None:
+    """Each final read again at ``eventual`` on every node (each node answers from its own
+    state), so the convergence checker sees every replica. A round in which some key's replicas
+    disagree (or a read failed) is repeated, up to :data:`FINAL_REPLICA_ROUNDS` rounds
+    :data:`FINAL_REPLICA_PAUSE_S` apart: the checker judges each replica's last read, and
+    reports how long convergence took."""
+    worker = interpreter.workers[0]
+    for round_ in range(FINAL_REPLICA_ROUNDS):
+        if round_:
+            time.sleep(FINAL_REPLICA_PAUSE_S)
+        agreed = True
+        for template in ops:
+            values = set()
+            for node in nodes:
+                interpreter.dispatch(dataclasses.replace(template, process=worker.process, consistency="eventual",
+                                                         node=node))
+                item = interpreter.done.get()
+                interpreter._complete(item, gen.seq())
+                progress.tick()
+                if item.outcome.type != "ok":
+                    agreed = False
+                values.add(json.dumps(item.outcome.value, sort_keys=True, default=str))
+            agreed = agreed and len(values) == 1
+        if agreed:
+            return
+
+
 # --- checking and results ----------------------------------------------------------------------
 
 
+def check_levels(events: Sequence[dict[str, Any]], final_start_ns: int | None, *,
+                 staleness_versions: int | None, staleness_ms: float | None,
+                 linearizability: bool, checker_timeout_s: float = 60.0) -> Any:
+    """The per-level checkers (:func:`harness.checker.levels.check_level`) on a run's history,
+    each op judged at the level it requested, as a verdict: its evidence is the report
+    (``to_dict()``: the requested-vs-delivered table, the violations with the ops that show
+    them), plus the staleness served per requested level and the Markdown table."""
+    from harness.checker.invariants import Verdict
+    from harness.checker.level_history import level_history
+    from harness.checker.levels import check_level
+    from harness.checker.staleness import StalenessReport
+
+    history = level_history(events)
+    report = check_level(history, None, staleness_versions=staleness_versions, staleness_ms=staleness_ms,
+                         final_start_ns=final_start_ns, linearizability_timeout_s=checker_timeout_s,
+                         linearizability=linearizability)
+    evidence = report.to_dict()
+    by_level: dict[str, list[Any]] = {}
+    for served in report.staleness.reads:
+        by_level.setdefault(history.op(served.read).level, []).append(served)
+    evidence["staleness_by_level"] = {
+        level: StalenessReport(reads, [], [], staleness_versions, staleness_ms).distribution()
+        for level, reads in sorted(by_level.items())
+    }
+    evidence["counterexample"] = [
+        {"check": v.check, "level": v.level, "cause": v.cause,
+         "ops": [_describe(history.op(i)) for i in v.ops]}
+        for v in report.violations[:5]
+    ] if report.valid is False else []
+    evidence["markdown"] = report.markdown()
+    return Verdict("levels", report.valid, report.cause, evidence)
+
+
+def _describe(op: Any) -> str:
+    """A level op as a counterexample line: what, the level asked for, when (ms)."""
+    ret = "?" if op.ret is None else f"{op.ret / 1e6:.1f}"
+    return f"{op.describe()} asked {op.level}, {op.call / 1e6:.1f}-{ret} ms"
+
+
 def check_run(run_dir: Path, workload_name: str, final_start_ns: int | None, checker_timeout_s: float = 60.0,
-              origin_unix: float | None = None) -> dict[str, Any]:
+              origin_unix: float | None = None, staleness: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """Run every checker of the workload on ``run_dir/history.jsonl``, and the crash checker on
     the node logs in ``run_dir/nodes/``; returns the results part. ``origin_unix`` is the wall
-    time of the history's time 0 (places crashes on the time line)."""
+    time of the history's time 0 (places crashes on the time line). ``staleness`` holds the
+    cluster's ``bounded_staleness`` bounds (``versions``: K, ``ms``: T) for the level checker."""
     from harness.checker.invariants import (
         check_bank,
         check_counter,
@@ -698,6 +782,11 @@ def check_run(run_dir: Path, workload_name: str, final_start_ns: int | None, che
             verdicts.append(run_checker(name, lambda: check_counter(ops, final_ns)))
         elif name == "bank":
             verdicts.append(run_checker(name, lambda: check_bank(ops, final_ns)))
+        elif name == "levels":
+            bounds = dict(staleness or {})
+            verdicts.append(run_checker(name, lambda: check_levels(
+                events, final_start_ns, staleness_versions=bounds.get("versions"), staleness_ms=bounds.get("ms"),
+                linearizability="linearizable" not in workload.checkers, checker_timeout_s=checker_timeout_s)))
         else:
             raise ValueError(f"unknown checker {name!r}")
     verdicts.append(run_checker("availability", lambda: check_stats(ops, final_ns, intervals)))
@@ -749,7 +838,8 @@ def _finish(spec: TestSpec, run_dir: Path, topology_path: Path, graph: Any, fina
             results |= {"valid": False, "checkers": {crashes.checker: crashes.to_dict()}}
     else:
         console.print("[bold]check[/]: running the checkers ...")
-        results |= check_run(run_dir, spec.workload, final_start_ns, spec.checker_timeout_s, origin_unix)
+        results |= check_run(run_dir, spec.workload, final_start_ns, spec.checker_timeout_s, origin_unix,
+                             staleness=(cluster or {}).get("staleness"))
     (run_dir / "results.json").write_text(json.dumps(results, indent=2, default=str) + "\n")
     if not setup_failed:
         plots.write_plots(run_dir, results)

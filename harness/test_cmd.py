@@ -10,8 +10,15 @@ Exit status: 0 valid, 1 invalid, 2 unknown (or the cluster could not be set up).
 
 With ``--bugs`` and no ``--nemesis``, each bug brings the fault mix that exposes it
 (:data:`harness.nemesis.BUG_FAULTS`): stale-reads -> partition; ack-before-fsync ->
-partition,kill; no-term-check -> partition,clock,kill. ``--nemesis none`` runs a bug without
-faults.
+partition,kill; no-term-check -> partition,clock,kill; session-ahead -> partition;
+bounded-unchecked, bounded-follower-view -> partition,pause; stop-applying -> partition.
+``--nemesis none`` runs a bug without faults. Without ``--workload``, a bug that breaks a weaker
+level brings a workload asking for it (:data:`harness.workloads.BUG_WORKLOADS`: session-ahead ->
+session, bounded-* -> bounded, stop-applying -> eventual); else the workload is ``register``.
+
+``--staleness-versions K`` and ``--staleness-ms T`` set the cluster's ``bounded_staleness``
+bounds (``data_plane.staleness_versions_max``, ``staleness_ms_max``); the level checker judges
+the run against the bounds the nodes were given.
 
 ``--protocol`` (any registered consensus protocol), ``--distribution centralized|sharded|
 hierarchical``, ``--shards`` and ``--replication-factor`` go into every node's config; clients
@@ -44,7 +51,7 @@ from harness.nemesis import (
     parse_faults,
 )
 from harness.runner import DEFAULT_SHARDS, DISTRIBUTIONS, TestSpec, run_test
-from harness.workloads import WORKLOADS
+from harness.workloads import WORKLOADS, default_workload
 
 __all__ = ["SUBCOMMAND"]
 
@@ -87,7 +94,12 @@ def _positive(kind: type) -> object:
 
 def _add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--topology", required=True, help="a name in topologies/ (single-region, three-region, five-region) or a .json path")
-    p.add_argument("--workload", default="register", choices=sorted(WORKLOADS), help="what the clients do (default: register)")
+    p.add_argument("--workload", default=None, choices=sorted(WORKLOADS),
+                   help="what the clients do (default: register; with --bugs, a workload at the level the bug breaks)")
+    p.add_argument("--staleness-versions", type=_positive(int), default=None, metavar="K",
+                   help="data_plane.staleness_versions_max of every node (default: the topology's, else 100)")
+    p.add_argument("--staleness-ms", type=_positive(int), default=None, metavar="T",
+                   help="data_plane.staleness_ms_max of every node (default: the topology's, else 5000)")
     p.add_argument("--nemesis", type=_faults, default=None, metavar="FAULTS",
                    help=f"comma-separated faults: {', '.join(FAULT_KINDS)}, or none (default: partition; with "
                         "--bugs, the mix that exposes them: "
@@ -134,14 +146,18 @@ def _run(args: argparse.Namespace) -> int:
     nemesis = tuple(args.nemesis) if args.nemesis is not None else default_faults(args.bugs)
     if args.nemesis is None and nemesis:
         console.print(f"no --nemesis given: faults {','.join(nemesis)}")
+    workload = args.workload or default_workload(args.bugs)
+    if args.workload is None and workload != "register":
+        console.print(f"no --workload given: workload {workload}")
     spec = TestSpec(
-        topology=args.topology, workload=args.workload, nemesis=nemesis, time_s=args.time,
+        topology=args.topology, workload=workload, nemesis=nemesis, time_s=args.time,
         rate=args.rate, concurrency=args.concurrency, seed=seed, bugs=tuple(args.bugs), store=args.store,
         nemesis_interval_s=args.nemesis_interval, quiet_s=args.quiet, op_timeout_s=args.op_timeout,
         ops_per_key=args.ops_per_key, cut_mode=args.cut, checker_timeout_s=args.checker_timeout,
         wan_latency=not args.no_wan_latency, name=args.name, hosts=args.hosts,
         protocol=args.protocol, distribution=args.distribution, shards=args.shards,
         replication_factor=args.replication_factor,
+        staleness_versions_max=args.staleness_versions, staleness_ms_max=args.staleness_ms,
     )
     try:
         with _sigterm_as_interrupt():

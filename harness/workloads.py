@@ -4,7 +4,8 @@ Theory of operation
 -------------------
 A :class:`Workload` is data: a pure function building the client generator for the main phase,
 a pure function giving the final reads from the keys the run touched, and the checkers (with the
-linearizability model, when one applies). Every workload uses consistency ``strong``.
+linearizability model, when one applies). The workloads above the line ask for ``strong`` on
+every op; the level workloads below mix the five levels.
 
 ``register``
     read / write / cas on a few keys, many ops per key: groups of client processes work on one
@@ -26,6 +27,19 @@ linearizability model, when one applies). Every workload uses consistency ``stro
     five accounts in **one** key holding a JSON map, transfers by read-then-cas; the total never
     changes and no balance goes negative. One key, because the KV has only single-key cas: the
     invariant stays checkable (and every transfer is atomic by construction).
+
+The level workloads: ``session``, ``bounded``, ``prefix``, ``eventual`` and ``levels``
+    puts of unique values and gets over the ``kv`` keys, each op at a level drawn from a mix:
+    the workload's own level (``session``, ``bounded_staleness``, ``consistent_prefix``,
+    ``eventual``) for :data:`PRIMARY_SHARE` of the ops, the other four levels for the rest in
+    equal parts; ``levels`` draws all five equally. Updates always go through the group's leader
+    whatever level they carry; the level of an update says which guarantees it is judged by
+    (a session's monotonic writes and writes-follow-reads; real-time order and linearizability at
+    ``strong``). Reads go to the worker's home node first: a follower answers what its level
+    lets it, else redirects. The final phase reads every key at ``strong`` and then at
+    ``eventual`` on every node (:attr:`Workload.final_replicas`), so that convergence is judged
+    replica by replica. Checked by the per-level checkers (``levels``: each op at the level it
+    requested, with the cluster's staleness bounds) and for lost writes.
 """
 
 from __future__ import annotations
@@ -37,7 +51,7 @@ from dataclasses import dataclass
 from harness import generator as gen
 from harness.generator import Generator, Op, Rand
 
-__all__ = ["WORKLOADS", "ShardKeys", "Workload", "WorkloadOptions", "get_workload"]
+__all__ = ["BUG_WORKLOADS", "WORKLOADS", "ShardKeys", "Workload", "WorkloadOptions", "default_workload", "get_workload"]
 
 REGISTER_VALUES = 5
 KV_KEYS = 8
@@ -99,6 +113,8 @@ class Workload:
     final_ops: Callable[[Iterable[str | None]], list[Op]]
     checkers: tuple[str, ...]
     model: str | None = None
+    #: the final phase also reads every key at ``eventual`` on every node (convergence)
+    final_replicas: bool = False
 
 
 def _seed_for(seed: int, key: str) -> int:
@@ -222,14 +238,57 @@ def _bank_final(keys: Iterable[str | None]) -> list[Op]:
     return [Op("read-bank", key=BANK_KEY)]
 
 
+# --- mixed levels ------------------------------------------------------------------------------
+
+#: The five levels, strongest first, as ``Op.consistency`` names them.
+LEVELS = ("strong", "bounded_staleness", "session", "consistent_prefix", "eventual")
+#: Share of a level workload's ops at its own level (the rest: the other levels, equally).
+PRIMARY_SHARE = 0.6
+#: Share of a level workload's ops that are puts (the rest are gets).
+LEVEL_WRITE_SHARE = 0.35
+
+
+def _level_op(rand: Rand, primary: str | None) -> tuple[Op, Rand]:
+    roll, rand = rand.random()
+    if primary is not None and roll < PRIMARY_SHARE:
+        level = primary
+    else:
+        level, rand = rand.choice([lv for lv in LEVELS if lv != primary])
+    index, rand = rand.randint(0, KV_KEYS - 1)
+    key = f"k{index}"
+    roll, rand = rand.random()
+    if roll < LEVEL_WRITE_SHARE:
+        token, rand = rand.next_u64()
+        return Op("write", key=key, value=f"v{token & 0xFFFFFFFFFFFF:012x}", consistency=level), rand
+    return Op("read", key=key, consistency=level), rand
+
+
+def level_generator(primary: str | None) -> Callable[[WorkloadOptions], Generator]:
+    """Puts and gets over the kv keys at ``primary`` mostly (None: all five levels equally)."""
+    if primary is not None and primary not in LEVELS:
+        raise ValueError(f"unknown level {primary!r}; allowed: {', '.join(LEVELS)}")
+
+    def build(options: WorkloadOptions) -> Generator:
+        return gen.from_fn(lambda rand: _level_op(rand, primary), options.seed)
+
+    return build
+
+
+def _level_workload(name: str, primary: str | None) -> Workload:
+    mix = (f"{primary} for {PRIMARY_SHARE:.0%} of the ops, the other levels for the rest"
+           if primary is not None else "all five levels equally")
+    return Workload(name, f"puts and gets at mixed levels: {mix}", level_generator(primary), _final_reads,
+                    ("levels", "lost-writes"), final_replicas=True)
+
+
 WORKLOADS: dict[str, Workload] = {
     "register": Workload(
         "register", "read/write/cas on a few keys, many ops per key",
-        register_generator, _final_reads, ("linearizable", "lost-writes"), model="cas-register",
+        register_generator, _final_reads, ("linearizable", "lost-writes", "levels"), model="cas-register",
     ),
     "kv": Workload(
         "kv", "get/put/delete over several keys with unique values",
-        kv_generator, _final_reads, ("linearizable", "lost-writes"), model="kv",
+        kv_generator, _final_reads, ("linearizable", "lost-writes", "levels"), model="kv",
     ),
     "set": Workload("set", "add unique elements, then read the whole set", set_generator, _set_final, ("set",)),
     "counter": Workload(
@@ -239,7 +298,32 @@ WORKLOADS: dict[str, Workload] = {
         "bank", "transfers between accounts kept in one key; the total never changes",
         bank_generator, _bank_final, ("bank",),
     ),
+    "session": _level_workload("session", "session"),
+    "bounded": _level_workload("bounded", "bounded_staleness"),
+    "prefix": _level_workload("prefix", "consistent_prefix"),
+    "eventual": _level_workload("eventual", "eventual"),
+    "levels": _level_workload("levels", None),
 }
+
+
+#: The workload a run with a bug uses when none is named: one whose ops ask for the level the bug
+#: breaks (the others break strong ops, which every workload has).
+BUG_WORKLOADS: dict[str, str] = {
+    "session-ahead": "session",
+    "bounded-unchecked": "bounded",
+    "bounded-follower-view": "bounded",
+    "stop-applying": "eventual",
+}
+DEFAULT_WORKLOAD = "register"
+
+
+def default_workload(bugs: Iterable[str]) -> str:
+    """The workload of a run that names none: the first bug's in :data:`BUG_WORKLOADS`, else
+    ``register``."""
+    for bug in bugs:
+        if bug in BUG_WORKLOADS:
+            return BUG_WORKLOADS[bug]
+    return DEFAULT_WORKLOAD
 
 
 def get_workload(name: str) -> Workload:

@@ -34,7 +34,11 @@ Theory of operation
 it catches them: ``stale-reads`` (strong reads answered locally on any node), ``ack-before-fsync``
 (a write is acknowledged as soon as the leader appends it, before it is fsynced or committed),
 ``no-term-check`` (no pre-vote, no check-quorum stickiness; every vote request of the current
-term is granted, without the log up-to-date check).
+term is granted, without the log up-to-date check), ``session-ahead`` (a session read is served
+without checking its token), ``bounded-unchecked`` (any replica serves ``bounded_staleness``
+without the check), ``bounded-follower-view`` (the old check: K against this replica's own view
+of the commit index, no time bound), ``stop-applying`` (the group's highest-named member stops
+applying committed entries after :data:`STOP_APPLYING_AFTER` and keeps serving weak reads).
 """
 
 from __future__ import annotations
@@ -85,6 +89,8 @@ from exapyte.wire import (
 )
 
 log = logging.getLogger(__name__)
+
+STOP_APPLYING_AFTER = 20  # unsafe bug stop-applying: the applied index at which the replica stops
 
 # (peer node id, consensus message[, the leader's stamp: commit index, clock ms]); the stamp is
 # passed only to a replica given a clock
@@ -362,14 +368,14 @@ class Replica(ServiceBase):
         if level == "strong" and "stale-reads" not in self.bugs:
             self._read_index(identity, req)
             return
-        if level == "session" and self.sm.applied_index < req.session_index:
+        if level == "session" and self.sm.applied_index < req.session_index and "session-ahead" not in self.bugs:
             # This replica has not caught up with the client's session: the leader can serve it.
             if self.core.role is Role.LEADER:
                 self._read_index(identity, req)
             else:
                 self._redirect(identity, req, self.core.leader)
             return
-        if level == "bounded_staleness" and not self._within_staleness_bound():
+        if level == "bounded_staleness" and "bounded-unchecked" not in self.bugs and not self._within_staleness_bound():
             if self.core.role is Role.LEADER:
                 self._read_index(identity, req)
             else:
@@ -383,6 +389,8 @@ class Replica(ServiceBase):
         commit's source; a deposed one steps down within an election timeout (check quorum)."""
         if self.core.role is Role.LEADER:
             return True
+        if "bounded-follower-view" in self.bugs:  # known bug: the follower's own commit, no T
+            return self.core.status().commit - self.sm.applied_index <= self.cfg.data_plane.staleness_versions_max
         if self._clock_ms is None or self.core.leader is None or self.core.leader != self._stamps_from:
             return False
         dp = self.cfg.data_plane
@@ -490,6 +498,9 @@ class Replica(ServiceBase):
     def apply(self, entries: Sequence[Entry]) -> None:
         # Committed entries are durable on a quorum: clients are answered as soon as the
         # outcomes are known, before the state machine's own (unsynced) write.
+        if "stop-applying" in self.bugs and self.sm.applied_index >= STOP_APPLYING_AFTER \
+                and self.node_id == max(self.members()):
+            return  # known bug: committed entries are dropped here, reads still served
         self.sm.apply(entries, before_write=self._answer_writes)
 
     def _answer_writes(self, results: Sequence[tuple[Entry, Outcome | None]]) -> None:

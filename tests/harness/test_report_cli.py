@@ -15,6 +15,7 @@ from harness.history import HistoryRecorder
 from harness.runner import check_run
 from harness.screenshot import find_chromium, screenshot
 from harness.serve import list_runs, make_server
+from harness.workloads import default_workload
 
 MS = 1_000_000
 
@@ -93,7 +94,10 @@ def test_serve_lists_runs_and_serves_their_files(tmp_path: Path) -> None:
 def test_cli_has_test_and_serve_with_help(capsys: pytest.CaptureFixture[str]) -> None:
     parser = build_parser()
     args = parser.parse_args(["test", "--topology", "three-region", "--nemesis", "partition,kill", "--bugs", "stale-reads"])
-    assert args.nemesis == ("partition", "kill") and args.bugs == ("stale-reads",) and args.workload == "register"
+    assert args.nemesis == ("partition", "kill") and args.bugs == ("stale-reads",) and args.workload is None
+    # no --workload: register, or with a bug of a weaker level, the workload asking for that level
+    assert default_workload(args.bugs) == "register" and default_workload(()) == "register"
+    assert default_workload(("session-ahead",)) == "session" and default_workload(("stop-applying",)) == "eventual"
     with pytest.raises(SystemExit) as exc:
         main(["test", "--help"])
     assert exc.value.code == 0
