@@ -72,13 +72,21 @@ GAP_FRACTION = 0.9  # the unavailability gap ends when throughput is back to thi
 RECOVERED_FRACTION = 0.5  # a scenario is recovered when windows commit this share of the steady rate
 SCENARIOS = ("quorum-loss", "constrained-election", "chained")
 
-# The cost of one committed write, in messages between nodes, as each protocol's message flow
-# documents it (docs/raft.md, docs/multipaxos.md, docs/zab.md; see docs/demos.md):
-# (formula, count for N nodes).
+# The cost of one committed write in the unbatched steady state, in messages between nodes:
+# (formula with the paper section it follows, count for N nodes). This is the one statement of
+# each count: docs/raft.md, docs/multipaxos.md and docs/zab.md quote the formula word for word
+# ("Messages per write"), tests/protocol/test_messages_per_write.py checks both the quotes and
+# the count of one write on five nodes, and the demo's ``counts`` experiment measures it.
+# - Raft §5.3: the commit index rides on the next Append or heartbeat, no round of its own.
+# - Multi-Paxos, Paxos Made Simple §3 (phase 2 only, for a stable leader) with the leader as
+#   the distinguished learner of §2.3: the chosen prefix rides on the next Accept or heartbeat.
+# - ZAB, Junqueira, Reed, Serafini (DSN 2011) §IV-C: on a quorum of ACKs the leader sends
+#   COMMIT to all followers.
 DOCUMENTED_COUNTS: dict[str, tuple[str, Callable[[int], int]]] = {
-    "raft": ("2(N-1): Append + AppendResp per follower", lambda n: 2 * (n - 1)),
-    "multipaxos": ("2(N-1): Accept + Accepted per acceptor", lambda n: 2 * (n - 1)),
-    "zab": ("3(N-1): PROPOSAL + ACK + COMMIT per follower", lambda n: 3 * (n - 1)),
+    "raft": ("2(N-1): Append + AppendResp per follower (Raft §5.3)", lambda n: 2 * (n - 1)),
+    "multipaxos": ("2(N-1): Accept + Accepted per acceptor (Paxos Made Simple §3)",
+                   lambda n: 2 * (n - 1)),
+    "zab": ("3(N-1): PROPOSAL + ACK + COMMIT per follower (Zab §IV-C)", lambda n: 3 * (n - 1)),
 }
 
 

@@ -39,6 +39,7 @@ def test_pmmc_4_a_replica_hearing_its_leader_ignores_a_competing_phase_1() -> No
     c.run(5)
     assert c.leader() == leader and c.core(rogue).term == before
     c.put("k", "v")
+    c.run(1)  # the chosen prefix reaches the acceptors with the next heartbeat
     assert c.hosts[rogue].kv.data == {"k": "v"}
 
 
@@ -113,6 +114,7 @@ def test_leadership_transfer_hands_over_and_refuses_proposals_meanwhile() -> Non
     assert c.leader() == target
     assert c.core(target).term > c.core(leader).term - 1
     c.put("b", "2")
+    c.run(1)  # the chosen prefix reaches the acceptors with the next heartbeat
     assert all(c.hosts[n].kv.data == {"a": "1", "b": "2"} for n in c.ids)
 
 
@@ -193,6 +195,7 @@ def test_membership_add_learner_promote_and_remove() -> None:
     assert victim not in c.core(leader).conf.voters
     c.crash(victim)
     c.put("b", "2")
+    c.run(1)  # the chosen prefix reaches the learner with the next heartbeat
     assert c.hosts["n4"].kv.data == {"a": "1", "b": "2"}
 
 

@@ -32,6 +32,7 @@ def test_pms_2_2_a_value_is_chosen_only_by_a_quorum_of_acceptors() -> None:
     c.stabilize()
     c.run(3)
     assert c.core(leader).log.committed > before
+    c.run(1)  # the chosen prefix reaches the acceptors with the next heartbeat
     assert all(_kv(c, n) == {"k": "v"} for n in c.ids)
 
 
@@ -146,6 +147,7 @@ def test_an_acceptor_behind_the_compaction_point_gets_the_snapshot_in_chunks() -
     assert _kv(c, lagger) == _kv(c, leader)
     assert c.core(lagger).log.offset == c.core(leader).log.offset
     c.put("after", "snapshot")
+    c.run(1)  # the chosen prefix reaches the acceptor with the next heartbeat
     assert _kv(c, lagger)["after"] == "snapshot"
 
 

@@ -106,11 +106,21 @@ def test_follower_with_matching_entry_keeps_log_on_snapshot() -> None:
     follower = c.core("n2")
     last = follower.log.last_index
     snap = c.snapshot("n1")
-    follower.step(InstallSnapshot(
+    # the last put's commit has not reached the follower yet (it rides on the next append or
+    # heartbeat), so the snapshot is ahead of the follower's commit but not of its log
+    assert follower.log.committed < snap.meta.index == last
+    message = InstallSnapshot(
         "n1", "n2", c.core("n1").term, snap.meta, 0, snap.data, len(snap.data), True
-    ))
+    )
+    follower.step(message)
     c.drive_all()
     assert follower.log.last_index == last and follower.log.offset == 0
+    assert follower.log.committed == snap.meta.index
+    assert not follower.dropped
+    # the same snapshot again is at or below the commit now: stale
+    follower.step(message)
+    c.drive_all()
+    assert follower.log.offset == 0
     assert follower.dropped.get("snapshot_stale") == 1
 
 
@@ -298,6 +308,7 @@ def test_leadership_transfer() -> None:
     assert timeouts and c.core("n3").role is Role.LEADER
     assert c.core("n1").role is Role.FOLLOWER
     c.put("after", "transfer")
+    c.run(1)  # the commit reaches n1 with the next heartbeat
     assert c.hosts["n1"].kv.data["after"] == "transfer"
 
 

@@ -23,6 +23,11 @@ def test_leader_replicates_and_commits_on_majority() -> None:
     c.cut("n1", "n3")
     index, term = c.put("x", "1")
     assert c.core("n1").log.committed >= index  # n1 + n2 are a majority
+    # n2 holds the entry but learns that it is committed only from the next append or
+    # heartbeat, which carries the leader's commit index: no round of its own announces it
+    assert c.core("n2").log.last_index >= index > c.core("n2").log.committed
+    assert c.hosts["n2"].kv.data == {}
+    c.run(1)  # one heartbeat
     assert c.hosts["n2"].kv.data == {"x": "1"}
     assert c.core("n3").log.last_index < index
     c.heal()

@@ -109,7 +109,7 @@ def fingerprint(core: Raft) -> tuple[Any, ...]:
     rx = core._snapshot_rx
     return (
         core.term, core.vote, core._role, core._leader, core._lead_transferee,
-        core._pending_conf_index, core._need_bcast, core._need_commit_bcast,
+        core._pending_conf_index, core._need_bcast,
         log.offset, log.offset_term, tuple(log._entries), log.committed, log.applied,
         log.stable, log.snapshot, log.pending_snapshot,
         tuple(sorted(

@@ -81,10 +81,8 @@ def test_the_demo_runs_end_to_end_and_writes_results_and_plots(tmp_path: Path) -
 
 def test_raft_messages_per_write_match_the_hand_count() -> None:
     # Three nodes, one client next to the leader, one write at a time. By hand, per write: the
-    # leader sends Append(entry) to both followers and each answers (2 + 2); once the entry
-    # commits the leader sends each follower an empty Append carrying the new commit index and
-    # each answers (2 + 2): 8 messages between nodes, 4(N-1), twice the 2(N-1) the message flow
-    # table shows, since the commit is not left to the next heartbeat.
+    # leader sends Append(entry) to both followers and each answers (2 + 2): 4 messages between
+    # nodes, 2(N-1); the commit index rides on the next Append or heartbeat (Raft §5.3).
     cfg, graph = _three_node_topology()
     job = Job("counts", "raft", DemoParams(count_writes=12))
     world = TopologyWorld(SimSpec(seed=3, nodes=3, protocol="raft", faults=()), graph, cfg)
@@ -100,11 +98,11 @@ def test_raft_messages_per_write_match_the_hand_count() -> None:
     writes = job.params.count_writes
     assert len(loop.latencies_ms) == writes
     counted = world.meter.messages
-    assert counted["raft.append"] == 2 * 2 * writes
-    assert counted["raft.append_resp"] == 2 * 2 * writes
+    assert counted["raft.append"] == 2 * writes
+    assert counted["raft.append_resp"] == 2 * writes
     # the client's first attempt may go to a follower, which answers not_leader
     assert counted["client.request"] == counted["client.reply"] in (writes, writes + 1)
-    assert world.meter.totals(background=False)[0] == 4 * (3 - 1) * writes
+    assert world.meter.totals(background=False)[0] == 2 * (3 - 1) * writes
 
 
 def test_the_meter_counts_framed_bytes_and_tells_background_from_write_path() -> None:

@@ -55,10 +55,13 @@ and streams ``Accept`` batches of consecutive slots to every member, pipelined, 
 ``max_bytes_per_msg``. An acceptor takes each slot independently (holes are possible when a
 batch is lost), persists, and answers ``Accepted(match)`` where ``match`` is its contiguous
 prefix that is chosen or accepted in this ballot. Slot ``i`` is chosen once a quorum's match
-reaches it (the quorum arithmetic of :mod:`exapyte.protocol.quorum`). Every Accept and
-Heartbeat carries the leader's chosen prefix; an acceptor learns a slot chosen when the slot is
-within it and the acceptor accepted the slot in the sender's ballot (only then is its value the
-leader's, hence the chosen one). A lagging acceptor's gap is visible in its ``match``: the leader
+reaches it (the quorum arithmetic of :mod:`exapyte.protocol.quorum`). The leader is the
+distinguished learner of PMS §2.3; it tells the others what was chosen in the chosen prefix
+that every Accept and Heartbeat carries, never in a message of its own, so an unbatched write
+costs an Accept and an Accepted per acceptor, 2(N-1) messages, and an acceptor learns a choice
+with the next Accept or Heartbeat. An acceptor learns a slot chosen when the slot is within
+that prefix and the acceptor accepted the slot in the sender's ballot (only then is its value
+the leader's, hence the chosen one). A lagging acceptor's gap is visible in its ``match``: the leader
 rewinds that peer to ``match + 1`` (at once for a gap reported by a batch sent after the last
 rewind, or after ``RAFT_REPLICATE_STALL_HEARTBEATS`` heartbeats without progress) and re-sends,
 in its ballot, the slots it lacks (chosen ones included); a peer behind the leader's compaction
@@ -477,7 +480,6 @@ class MultiPaxos(ConsensusCore):
         self._lead_transferee: str | None = None
         self._transfer_elapsed = 0
         self._need_bcast = False
-        self._need_commit_bcast = False
         self._snapshot_rx: tuple[SnapshotMeta, int, bytearray] | None = None
         self._become_follower(None)
 
@@ -593,7 +595,7 @@ class MultiPaxos(ConsensusCore):
         self._peers = {}
         self._last = 0
         self._lead_transferee = None
-        self._need_bcast = self._need_commit_bcast = False
+        self._need_bcast = False
         if was_leading or self.reads:
             self._failed_reads.extend(self.reads.reset())
 
@@ -1159,7 +1161,6 @@ class MultiPaxos(ConsensusCore):
         index = min(self._voters.committed_index(acked), self._last)
         if index > self.log.committed:
             self._choose_up_to(index)
-            self._need_commit_bcast = True
             if self.reads.waiting and self.log.committed >= self._read_floor:
                 self.reads.admit_waiting(self.log.committed)
             if self._lead_transferee is not None:
@@ -1237,15 +1238,14 @@ class MultiPaxos(ConsensusCore):
         )
 
     def _bcast_accepts(self) -> None:
-        commit_news = self._need_commit_bcast
-        self._need_bcast = self._need_commit_bcast = False
+        # Only new slots leave here. A choice is not announced by a message of its own: the
+        # next Accept or Heartbeat carries the chosen prefix, so a write costs Accept +
+        # Accepted per acceptor.
+        self._need_bcast = False
         for node in sorted(self._peers):
             pr = self._peers[node]
-            sent = False
             while self._send_accept(node, pr):
-                sent = True
-            if not sent and commit_news:
-                self._send(Heartbeat(self._id, node, self._promised[0], self.log.committed, 0))
+                pass
 
     def _bcast_heartbeat(self) -> None:
         ctx = self.reads.next_round()
@@ -1334,7 +1334,7 @@ class MultiPaxos(ConsensusCore):
         if self._in_ready is not None:
             return False
         if self._role is Role.LEADER and (
-            self._need_bcast or self._need_commit_bcast or self.reads.need_round
+            self._need_bcast or self.reads.need_round
         ):
             return True
         log = self.log
@@ -1353,7 +1353,7 @@ class MultiPaxos(ConsensusCore):
         self._check_not_in_ready()
         leading = self._role is Role.LEADER
         if leading:
-            if self._need_bcast or self._need_commit_bcast:
+            if self._need_bcast:
                 self._bcast_accepts()
             if self.reads.need_round:
                 self._bcast_heartbeat()

@@ -33,7 +33,10 @@ message per round trip. A follower rejecting an append returns the term of its c
 and that term's first index (or its last index + 1), so the leader skips a term per round trip
 (*fast backtracking*). The leader's own entries count towards the quorum once persisted
 (``advance``). Commit: the largest index a quorum of voters holds, provided it belongs to the
-current term (§5.4.2, the Figure 8 rule).
+current term (§5.4.2, the Figure 8 rule). The leader sends no round of its own to announce a
+commit: followers learn the commit index from the next Append or heartbeat, which carry it
+(§5.3), so a follower applies an entry up to one heartbeat interval after the leader does; an
+unbatched write costs an Append and an AppendResp per follower, 2(N-1) messages.
 
 Snapshots (§7). The host compacts with :meth:`Raft.compact` after snapshotting its state machine;
 a follower whose next entry was compacted gets the snapshot in InstallSnapshot chunks of at most
@@ -407,7 +410,6 @@ class Raft(ConsensusCore):
         self._lead_transferee: str | None = None
         self._transfer_elapsed = 0
         self._need_bcast = False
-        self._need_commit_bcast = False
         # a follower's snapshot being received in chunks: its meta, its size, the bytes so far
         self._snapshot_rx: tuple[SnapshotMeta, int, bytearray] | None = None
         self._step: Callable[[Any], None] = self._step_follower
@@ -512,7 +514,6 @@ class Raft(ConsensusCore):
         self._lead_transferee = None
         self._transfer_elapsed = 0
         self._need_bcast = False
-        self._need_commit_bcast = False
         self.trk.reset_votes()
         self.trk.reset(self.log.last_index + 1)
         # Only a leader holds reads: whatever it held can no longer be confirmed here.
@@ -1039,17 +1040,15 @@ class Raft(ConsensusCore):
         ))
 
     def _bcast_append(self) -> None:
-        commit_news = self._need_commit_bcast
+        # Only new entries leave here. A commit is not announced by a round of its own: the
+        # next Append or heartbeat carries it (§5.3), so a write costs Append + AppendResp
+        # per follower.
         self._need_bcast = False
-        self._need_commit_bcast = False
         for node in self.trk.progress:
             if node == self._id:
                 continue
-            sent = False
             while self._send_append(node, send_if_empty=False):
-                sent = True
-            if not sent and commit_news:
-                self._send_append(node, send_if_empty=True)
+                pass
 
     def _bcast_heartbeat(self) -> None:
         ctx = self.reads.next_round()
@@ -1073,7 +1072,6 @@ class Raft(ConsensusCore):
         # §5.4.2: only an entry of the current term is committed by counting replicas.
         if index > log.committed and log.term(index) == self._term:
             log.commit_to(index)
-            self._need_commit_bcast = True
             if self.reads.waiting:
                 self.reads.admit_waiting(log.committed)
             return True
@@ -1230,7 +1228,7 @@ class Raft(ConsensusCore):
         if self._in_ready is not None:
             return False
         if self._role is Role.LEADER and (
-            self._need_bcast or self._need_commit_bcast or self.reads.need_round
+            self._need_bcast or self.reads.need_round
         ):
             return True
         log = self.log
@@ -1247,7 +1245,7 @@ class Raft(ConsensusCore):
     def ready(self) -> Ready:
         self._check_not_in_ready()
         if self._role is Role.LEADER:
-            if self._need_bcast or self._need_commit_bcast:
+            if self._need_bcast:
                 self._bcast_append()
             if self.reads.need_round:
                 self._bcast_heartbeat()

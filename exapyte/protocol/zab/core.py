@@ -65,7 +65,9 @@ Broadcast (§IV-C, Phase 3). A proposal is appended to the leader's log and sent
 pipelined PROPOSAL messages (at most ``max_inflight_msgs`` unacknowledged per follower, each of
 at most ``max_entries_per_msg`` entries and about ``max_bytes_per_msg`` bytes); a follower
 appends it in zxid order and ACKs it after persisting; the leader commits the largest index a
-quorum holds (its own entries count once persisted) and sends COMMIT; followers apply only
+quorum holds (its own entries count once persisted) and sends COMMIT to every follower it
+proposed the entry to, whether it acknowledged yet or not, as the paper does: an unbatched write
+costs a PROPOSAL, an ACK and a COMMIT per follower, 3(N-1) messages. Followers apply only
 committed entries, in order. A follower that misses a proposal answers with a gap ACK and the
 leader resends from there.
 
@@ -1355,8 +1357,14 @@ class Zab(ConsensusCore):
             peer.commit_sent = max(peer.commit_sent, min(log.committed, last))
 
     def _maybe_send_commit(self, node: str, peer: Peer) -> None:
-        """COMMIT what this follower holds of our commit, unless it was told already."""
-        index = min(self.log.committed, peer.match)
+        """COMMIT what we proposed to this follower of our commit, unless it was told already.
+
+        §IV-C: on a quorum of ACKs the leader sends COMMIT to *all* followers, not only to those
+        that acknowledged. It sends COMMIT(z) only once PROPOSAL(z) went to the follower on the
+        same FIFO channel; a follower commits at most what it holds (``_on_commit``), and after
+        its sync every entry it holds is this leader's, so it never commits what the leader did
+        not."""
+        index = min(self.log.committed, peer.next - 1)
         if index > peer.commit_sent:
             peer.commit_sent = index
             self._send(Commit(self._id, node, self._rec.accepted_epoch, index, self.zxid(index)))
