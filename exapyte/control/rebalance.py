@@ -27,6 +27,13 @@ out last (``NodeRemove``), once the shard leaders' reports show it holds no repl
 map itself follows the groups' own logs through those reports (exapyte/control/group.py). The
 control group stays where the config put it: a node holding one of its replicas keeps it.
 
+The steps of one move are a sans-IO program (:func:`move_program`: it yields
+:class:`Change`, :class:`CatchUp`, :class:`Query`, :class:`Transfer`, :class:`Drop` and
+:class:`Note` actions and is sent their results), and so is the plan
+(:func:`plan_node_change`). :func:`execute` carries the program out against a blocking
+:class:`Admin`; the simulator's ``rebalance`` fault carries the very same program out over its
+simulated network (``exapyte/sim/moves.py``). Both judge "caught up" with :func:`caught_up`.
+
 Reads and writes keep working throughout: each step is one single-server membership change, so
 every configuration along the way has a quorum of caught-up voters. A client whose routing table
 is older learns the new configuration from the ``stale_config`` answer of the first replica it
@@ -37,7 +44,7 @@ same ``node add`` again after an interruption finishes the remaining moves and r
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Generator, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -141,7 +148,7 @@ def wait_caught_up(
     started = clock()
     while True:
         applied = admin.applied(group, node)
-        if applied is not None and applied >= goal:
+        if caught_up(applied, goal):
             return clock() - started
         if clock() - started > timeout_s:
             raise RebalanceError(
@@ -149,6 +156,99 @@ def wait_caught_up(
                 f"{applied}, leader's commit {goal}); the move stops before promoting it"
             )
         sleep(POLL_S)
+
+
+# --- the move program (sans-IO) ----------------------------------------------------------------
+#
+# One move is a short program of actions; :func:`move_program` yields them in order and is sent
+# each action's result. :func:`execute` carries the actions out against an :class:`Admin`
+# (blocking, polling with ``sleep``); the simulator carries the same program out over its
+# simulated network, one event at a time (exapyte/sim/moves.py). Both decide "caught up" with
+# :func:`caught_up`.
+
+
+@dataclass(frozen=True)
+class Change:
+    """One membership change (``add-learner``, ``add-voter``, ``remove``); result: None."""
+
+    group: str
+    change: str
+    node: str
+
+
+@dataclass(frozen=True)
+class CatchUp:
+    """Wait until ``node`` has applied what ``group``'s leader had committed when the wait
+    began (:func:`caught_up`); result: the seconds it took."""
+
+    group: str
+    node: str
+
+
+@dataclass(frozen=True)
+class Query:
+    """The group as its leader reports it now; result: a :class:`GroupState` or None."""
+
+    group: str
+
+
+@dataclass(frozen=True)
+class Transfer:
+    """Move ``group``'s leadership to voter ``to``, and wait until ``off`` no longer leads;
+    result: None."""
+
+    group: str
+    to: str
+    off: str
+
+
+@dataclass(frozen=True)
+class Drop:
+    """Tell ``node``, which left ``group``, to drop its replica (best effort); result: None."""
+
+    group: str
+    node: str
+
+
+@dataclass(frozen=True)
+class Note:
+    """A step done, for the report; result: None."""
+
+    text: str
+
+
+Action = Change | CatchUp | Query | Transfer | Drop | Note
+
+
+def caught_up(applied: int | None, goal: int) -> bool:
+    """Whether a replica that has applied ``applied`` (None: no replica yet) has caught up with
+    ``goal``, the commit index its group's leader reported when the wait began."""
+    return applied is not None and applied >= goal
+
+
+def move_program(move: Move) -> Generator[Action, Any, None]:
+    """The actions of one move, in order (module docstring); send each action's result."""
+    group = move.shard
+    if move.add is not None:
+        yield Change(group, "add-learner", move.add)
+        yield Note(f"{group}: {move.add} added as a learner")
+    if move.promote is not None:
+        took = yield CatchUp(group, move.promote)
+        yield Note(f"{group}: {move.promote} caught up in {took:.2f} s")
+        yield Change(group, "add-voter", move.promote)
+        yield Note(f"{group}: {move.promote} promoted to voter")
+    if move.remove is not None:
+        state = yield Query(group)
+        if state is not None and state.leader == move.remove:
+            others = [v for v in state.voters if v != move.remove]
+            if not others:
+                raise RebalanceError(f"{group}: no other voter to lead before removing {move.remove}")
+            yield Transfer(group, others[0], move.remove)
+            yield Note(f"{group}: leadership moved off {move.remove}")
+        yield Change(group, "remove", move.remove)
+        yield Note(f"{group}: {move.remove} removed")
+        yield Drop(group, move.remove)
+        yield Note(f"{group}: {move.remove} dropped its replica")
 
 
 def execute(
@@ -162,39 +262,34 @@ def execute(
 ) -> Report:
     """Carry out ``moves`` in order (see the module docstring)."""
     report = Report()
-
-    def step(text: str) -> None:
-        report.steps.append(text)
-        if on_step is not None:
-            on_step(text)
-
     for move in moves:
         report.moves.append(move)
-        group = move.shard
-        if move.add is not None:
-            admin.change(group, "add-learner", move.add)
-            step(f"{group}: {move.add} added as a learner")
-        if move.promote is not None:
-            took = wait_caught_up(
-                admin, group, move.promote, timeout_s=timeout_s, sleep=sleep, clock=clock
-            )
-            report.catch_up_s[f"{group}/{move.promote}"] = round(took, 3)
-            step(f"{group}: {move.promote} caught up in {took:.2f} s")
-            admin.change(group, "add-voter", move.promote)
-            step(f"{group}: {move.promote} promoted to voter")
-        if move.remove is not None:
-            state = admin.groups().get(group)
-            if state is not None and state.leader == move.remove:
-                others = [v for v in state.voters if v != move.remove]
-                if not others:
-                    raise RebalanceError(f"{group}: no other voter to lead before removing {move.remove}")
-                admin.transfer(group, others[0])
-                _wait_leader_not(admin, group, move.remove, timeout_s, sleep, clock)
-                step(f"{group}: leadership moved off {move.remove}")
-            admin.change(group, "remove", move.remove)
-            step(f"{group}: {move.remove} removed")
-            admin.drop(group, move.remove)
-            step(f"{group}: {move.remove} dropped its replica")
+        program = move_program(move)
+        result: Any = None
+        while True:
+            try:
+                action = program.send(result)
+            except StopIteration:
+                break
+            result = None
+            if isinstance(action, Note):
+                report.steps.append(action.text)
+                if on_step is not None:
+                    on_step(action.text)
+            elif isinstance(action, Change):
+                admin.change(action.group, action.change, action.node)
+            elif isinstance(action, CatchUp):
+                result = wait_caught_up(
+                    admin, action.group, action.node, timeout_s=timeout_s, sleep=sleep, clock=clock
+                )
+                report.catch_up_s[f"{action.group}/{action.node}"] = round(result, 3)
+            elif isinstance(action, Query):
+                result = admin.groups().get(action.group)
+            elif isinstance(action, Transfer):
+                admin.transfer(action.group, action.to)
+                _wait_leader_not(admin, action.group, action.off, timeout_s, sleep, clock)
+            else:
+                admin.drop(action.group, action.node)
     return report
 
 
@@ -325,12 +420,12 @@ def _groups_of(statuses: Mapping[str, Mapping[str, Any]]) -> dict[str, GroupStat
                 terms[group] = g["term"]
     return out
 
-def node_change(
-    cfg: Config, action: str, node: str, admin: Admin, *,
-    on_step: Callable[[str], None] | None = None, timeout_s: float = CATCH_UP_TIMEOUT_S,
-) -> dict[str, Any]:
-    """``node add ID`` / ``node remove ID``: move replicas so that the placement is the
-    strategy's for the nodes after the change. Returns what was done (for the CLI's JSON)."""
+def plan_node_change(
+    cfg: Config, action: str, node: str, groups: Mapping[str, GroupState],
+) -> list[Move]:
+    """The moves of ``node add ID`` / ``node remove ID`` from the groups as they are now: the
+    placement the strategy gives the members after the change (pure; raises RebalanceError or
+    PlacementError when there is nothing to plan from)."""
     from exapyte import distribution
 
     known = {n.id: n.region for n in cfg.cluster.nodes}
@@ -340,28 +435,35 @@ def node_change(
         raise RebalanceError(
             f"node {node!r} is not in the cluster file; allowed: {', '.join(sorted(known))}"
         )
-    groups = admin.groups()
     if cfg.distribution.strategy == "centralized":
         state = groups.get("default")
         if state is None:
             raise RebalanceError("the group has no leader to ask; retry")
         members = set(state.voters) | set(state.learners)
         if action == "add":
-            moves = [] if node in state.voters else [
+            return [] if node in state.voters else [
                 Move("default", 0, add=None if node in members else node, promote=node)
             ]
-        else:
-            moves = [Move("default", 0, remove=node)] if node in members else []
-    else:
-        strategy, _ = distribution.from_config(cfg)
-        members = {m for g in groups.values() for m in (*g.voters, *g.learners)}
-        nodes = members | {node} if action == "add" else members - {node}
-        if not nodes:
-            raise RebalanceError("removing the last node would leave the shards nowhere")
-        _, moves = plan(
-            strategy, groups, {n: known[n] for n in sorted(nodes)},
-            cfg.distribution.replication_factor,
-        )
+        return [Move("default", 0, remove=node)] if node in members else []
+    strategy, _ = distribution.from_config(cfg)
+    members = {m for g in groups.values() for m in (*g.voters, *g.learners)}
+    nodes = members | {node} if action == "add" else members - {node}
+    if not nodes:
+        raise RebalanceError("removing the last node would leave the shards nowhere")
+    _, moves = plan(
+        strategy, groups, {n: known[n] for n in sorted(nodes)},
+        cfg.distribution.replication_factor,
+    )
+    return moves
+
+
+def node_change(
+    cfg: Config, action: str, node: str, admin: Admin, *,
+    on_step: Callable[[str], None] | None = None, timeout_s: float = CATCH_UP_TIMEOUT_S,
+) -> dict[str, Any]:
+    """``node add ID`` / ``node remove ID``: move replicas so that the placement is the
+    strategy's for the nodes after the change. Returns what was done (for the CLI's JSON)."""
+    moves = plan_node_change(cfg, action, node, admin.groups())
     record = getattr(admin, "record_topology", None)
     topology = None
     if record is not None and action == "add":

@@ -50,10 +50,11 @@ def router_older_descriptor() -> Iterator[None]:
 
 @contextlib.contextmanager
 def early_remove() -> Iterator[None]:
-    def no_wait(*_args: object, **_kwargs: object) -> float:
-        return 0.0  # Broken: the learner is promoted at once
+    def always(_applied: object, _goal: object) -> bool:
+        return True  # Broken: the learner counts as caught up at once, and is promoted
 
-    with patched(rebalance, "wait_caught_up", no_wait):
+    # The predicate both the blocking rebalancer and the simulator's rebalance fault use.
+    with patched(rebalance, "caught_up", always):
         yield
 
 
