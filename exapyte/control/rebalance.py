@@ -16,10 +16,15 @@ the tests):
    leader reported when the wait began, so promoting X cannot leave the group with fewer
    up-to-date voters than a quorum needs;
 3. ``add-voter X`` (X is promoted);
-4. ``remove Y``; when Y leads the group, leadership moves to another voter first. Then Y is
+4. ``remove Y``; when Y leads the group, leadership moves to another voter first. Once every
+   member of the new configuration has applied the removal (:class:`Settle`), Y is
    told to drop its replica (``admin.drop_group`` with the configuration after the removal): a
    removed replica may never learn of its removal from the log, and must not go on serving the
-   weaker read levels from a state that no longer advances.
+   weaker read levels from a state that no longer advances. The drop waits for the members
+   because a dropped replica forgets its log and votes: a member that has not yet applied the
+   removal still counts Y as a voter, and a replica of Y re-created empty (by a late message)
+   would grant it a vote it must not have (found by the simulator's rebalance fault). A member
+   that does not apply it in time (it is down) leaves Y's replica in place: no drop.
 
 With a control group (sharded and hierarchical strategies), ``node add`` first enters the node
 in the control plane's topology (``NodeAdd``, a new membership epoch) and ``node remove`` takes it
@@ -211,13 +216,22 @@ class Drop:
 
 
 @dataclass(frozen=True)
+class Settle:
+    """Wait until every member of ``group``'s configuration (as its leader reports it) has
+    applied what the leader had committed when the wait began; result: True when they all did,
+    False when one did not in time."""
+
+    group: str
+
+
+@dataclass(frozen=True)
 class Note:
     """A step done, for the report; result: None."""
 
     text: str
 
 
-Action = Change | CatchUp | Query | Transfer | Drop | Note
+Action = Change | CatchUp | Query | Transfer | Settle | Drop | Note
 
 
 def caught_up(applied: int | None, goal: int) -> bool:
@@ -247,6 +261,11 @@ def move_program(move: Move) -> Generator[Action, Any, None]:
             yield Note(f"{group}: leadership moved off {move.remove}")
         yield Change(group, "remove", move.remove)
         yield Note(f"{group}: {move.remove} removed")
+        settled = yield Settle(group)
+        if not settled:
+            yield Note(f"{group}: {move.remove} keeps its replica (a member had not applied "
+                       "the removal in time)")
+            return
         yield Drop(group, move.remove)
         yield Note(f"{group}: {move.remove} dropped its replica")
 
@@ -288,9 +307,26 @@ def execute(
             elif isinstance(action, Transfer):
                 admin.transfer(action.group, action.to)
                 _wait_leader_not(admin, action.group, action.off, timeout_s, sleep, clock)
+            elif isinstance(action, Settle):
+                result = _wait_settled(admin, action.group, timeout_s, sleep, clock)
             else:
                 admin.drop(action.group, action.node)
     return report
+
+
+def _wait_settled(
+    admin: Admin, group: str, timeout_s: float,
+    sleep: Callable[[float], None], clock: Callable[[], float],
+) -> bool:
+    state = admin.groups().get(group)
+    if state is None:
+        return False
+    for member in (*state.voters, *state.learners):
+        try:
+            wait_caught_up(admin, group, member, timeout_s=timeout_s, sleep=sleep, clock=clock)
+        except RebalanceError:
+            return False
+    return True
 
 
 def _wait_leader_not(

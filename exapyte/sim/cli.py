@@ -22,7 +22,7 @@ from rich.console import Console
 from rich.table import Table
 
 from exapyte.protocol import registry
-from exapyte.sim.faults import ALL_FAULT_KINDS, FAULT_KINDS
+from exapyte.sim.faults import ALL_FAULT_KINDS, FAULT_KINDS, REBALANCE, SHARDED_FAULT_KINDS
 from exapyte.sim.runner import SimResult, run_seed, run_seeds, shrink
 from exapyte.sim.scheduler import NS_PER_S
 from exapyte.sim.world import SimSpec
@@ -32,14 +32,20 @@ def _faults(text: str) -> tuple[str, ...]:
     if text in ("", "none"):
         return ()
     if text == "all":
-        return FAULT_KINDS
+        return ALL_FAULT_KINDS
     kinds = tuple(k.strip() for k in text.split(",") if k.strip())
     unknown = [k for k in kinds if k not in ALL_FAULT_KINDS]
     if unknown:
         raise argparse.ArgumentTypeError(
-            f"unknown fault kind(s) {', '.join(unknown)}; allowed: {', '.join(ALL_FAULT_KINDS)}, all, none"
+            f"unknown fault kind(s) {', '.join(unknown)}; allowed: {', '.join(ALL_FAULT_KINDS)}, "
+            "all, none"
         )
     return kinds
+
+
+def default_faults(shards: int) -> tuple[str, ...]:
+    """The default fault mix: the standard kinds, and ``rebalance`` with shards to move."""
+    return SHARDED_FAULT_KINDS if shards > 1 else FAULT_KINDS
 
 
 def _indexes(text: str) -> tuple[int, ...]:
@@ -64,8 +70,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--shards", type=int, default=1,
                    help="replica groups (the sharded distribution, 3 replicas each; default 1: "
                         "one centralized group)")
-    p.add_argument("--faults", type=_faults, default=FAULT_KINDS,
-                   help=f"comma-separated: {','.join(FAULT_KINDS)} (or all, none); default all")
+    p.add_argument("--faults", type=_faults, default=None,
+                   help=f"comma-separated: {','.join(ALL_FAULT_KINDS)} (or all, none); default all "
+                        f"({REBALANCE} only with --shards > 1)")
     p.add_argument("--ops", type=int, default=SimSpec(seed=0).ops, help="operation budget per seed")
     p.add_argument("--clients", type=int, default=SimSpec(seed=0).clients)
     p.add_argument("--keys", type=int, default=None,
@@ -93,6 +100,14 @@ def _history_path(base: Path, seed: int, many: bool) -> Path:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.faults is None:
+        args.faults = default_faults(args.shards)
+    elif args.shards == 1 and REBALANCE in args.faults:
+        if args.faults != ALL_FAULT_KINDS:
+            print(f"--faults {REBALANCE} needs --shards > 1 (replicas of shards to move)",
+                  file=sys.stderr)
+            return 2
+        args.faults = tuple(k for k in args.faults if k != REBALANCE)
     if args.keys is None:
         args.keys = SimSpec(seed=0).keys if args.shards == 1 else 2 * args.shards
     if args.seeds < 1 or args.ops < 1 or args.clients < 1 or args.keys < 1 or args.shards < 1:

@@ -21,6 +21,9 @@ dup        deliver ``rate`` of messages twice           idem
 reorder    ``rate`` of messages take a random detour    idem
 drift      ``node`` ticks ``rate`` times as often       back to the node's nominal rate
 strand     armed: the next leader to commit is cut off  release the stranded node
+rebalance  ``node add/remove node`` (``action``):       no new move starts (the one under way
+           replicas move by membership changes in       finishes its steps)
+           each shard's log (sharded runs only)
 =========  ===========================================  ========================================
 
 ``strand`` is planned only when a spec names it (it is not in :data:`FAULT_KINDS`, the default
@@ -31,6 +34,11 @@ followers hold accepted slots they do not know are chosen; the node stranded bef
 at that same instant. Stranding one leader after another at their commits makes the phase 1s
 that find accepted-but-unchosen values: the node released holds values only it accepted while
 it led alone (clients still reach it), and the next leader's quorum reports the newer ones.
+
+Rebalances are planned by :func:`plan_rebalances`, from a random stream of their own, one after
+the other: the first adds the spare node (a node of the cluster outside the founding voters), the next removes a node of the four, the next adds it
+back, and so on; each fault only states the intent, and the world plans the moves from what the
+groups hold when it starts (exapyte/sim/moves.py).
 
 Overlapping faults compose: the cut links are the union of the active partitions, a rate is
 the maximum of the active ones, a node stays down while any crash of it is active. Partition
@@ -50,6 +58,9 @@ FAULT_KINDS: tuple[str, ...] = ("partition", "crash", "pause", "loss", "dup", "r
 # Kinds planned only when a spec names them (not part of the default mix).
 NAMED_FAULT_KINDS: tuple[str, ...] = ("strand",)
 ALL_FAULT_KINDS: tuple[str, ...] = FAULT_KINDS + NAMED_FAULT_KINDS
+REBALANCE = "rebalance"  # sharded runs only; in the default mix when --shards > 1
+ALL_FAULT_KINDS = (*ALL_FAULT_KINDS, REBALANCE)
+SHARDED_FAULT_KINDS: tuple[str, ...] = (*FAULT_KINDS, REBALANCE)  # the sharded default mix
 PARTITION_SHAPES: tuple[str, ...] = ("isolate", "halves", "bridge", "one-way", "random")
 
 # Mean gap between two starts of one kind, and (min, max) duration, in milliseconds.
@@ -62,6 +73,7 @@ FAULT_GAP_MS_DEFAULT: dict[str, float] = {
     "reorder": 2_500,
     "drift": 2_500,
     "strand": 1_500,
+    "rebalance": 2_000,
 }
 FAULT_DURATION_MS: dict[str, tuple[float, float]] = {
     "partition": (200, 2_500),
@@ -72,6 +84,7 @@ FAULT_DURATION_MS: dict[str, tuple[float, float]] = {
     "reorder": (300, 2_000),
     "drift": (500, 3_000),
     "strand": (600, 3_000),
+    "rebalance": (1_500, 3_000),  # the window in which the node change may start moves
 }
 
 
@@ -87,6 +100,7 @@ class Fault:
     links: tuple[tuple[str, str], ...] = ()
     rate: float = 0.0
     queue: bool = True  # pause: queue the inbox (True) or drop it (False)
+    action: str | None = None  # rebalance: "add" or "remove" (of ``node``)
 
     def describe(self) -> str:
         start = self.start_ns / NS_PER_S
@@ -94,6 +108,8 @@ class Fault:
         what = self.kind
         if self.node is not None:
             what += f" {self.node}"
+        if self.action is not None:
+            what = f"{self.kind} {self.action} {self.node}"
         if self.shape is not None:
             what += f" {self.shape} ({len(self.links)} links)"
         if self.rate:
@@ -111,6 +127,8 @@ class Fault:
             out["rate"] = round(self.rate, 6)
         if self.kind == "pause":
             out["queue"] = self.queue
+        if self.action is not None:
+            out["action"] = self.action
         return out
 
 
@@ -181,7 +199,7 @@ def plan_faults(
     # A fixed order, so the draws do not depend on the caller's order; the named-only kinds come
     # last, so asking for one leaves every other kind's draws as they were.
     for kind in ALL_FAULT_KINDS:
-        if kind not in kinds:
+        if kind not in kinds or kind == REBALANCE:  # rebalances: plan_rebalances
             continue
         gap_ns = prof.gap_ms[kind] * NS_PER_MS
         lo_ms, hi_ms = prof.duration_ms[kind]
@@ -212,13 +230,56 @@ def plan_faults(
     return tuple(faults)
 
 
+def plan_rebalances(
+    rng: random.Random,
+    founders: Sequence[str],
+    spares: Sequence[str],
+    window_ns: tuple[int, int],
+    profile: FaultProfile | None = None,
+) -> tuple[Fault, ...]:
+    """Node changes inside ``window_ns``, one after the other (module docstring): the spares
+    are added first, then a node of the whole cluster is removed and added back, in turn, so
+    the cluster never has fewer than ``len(founders)`` nodes."""
+    prof = profile or FaultProfile()
+    start, stop = window_ns
+    gap_ns = prof.gap_ms[REBALANCE] * NS_PER_MS
+    lo_ms, hi_ms = prof.duration_ms[REBALANCE]
+    absent = sorted(spares)
+    present = sorted(founders)
+    faults: list[Fault] = []
+    t = start + int(rng.expovariate(1.0 / gap_ns))
+    while t < stop and (absent or len(present) > 1):
+        end = min(t + int(rng.uniform(lo_ms, hi_ms) * NS_PER_MS), stop)
+        if absent:
+            node = absent.pop(0)
+            present = sorted((*present, node))
+            faults.append(Fault(t, end, REBALANCE, node=node, action="add"))
+        else:
+            node = present.pop(rng.randrange(len(present)))
+            absent.append(node)
+            faults.append(Fault(t, end, REBALANCE, node=node, action="remove"))
+        t = end + int(rng.expovariate(1.0 / gap_ns)) + 1
+    return tuple(faults)
+
+
+def merge_faults(*plans: Sequence[Fault]) -> tuple[Fault, ...]:
+    """Several plans as one, sorted by start time then kind (a shrink's indexes refer to it)."""
+    faults = [f for plan in plans for f in plan]
+    faults.sort(key=lambda f: (f.start_ns, ALL_FAULT_KINDS.index(f.kind), f.node or ""))
+    return tuple(faults)
+
+
 __all__ = [
     "ALL_FAULT_KINDS",
     "FAULT_KINDS",
     "NAMED_FAULT_KINDS",
+    "REBALANCE",
+    "SHARDED_FAULT_KINDS",
     "PARTITION_SHAPES",
     "Fault",
     "FaultProfile",
+    "merge_faults",
     "partition_links",
     "plan_faults",
+    "plan_rebalances",
 ]

@@ -4,7 +4,10 @@ Theory of operation
 -------------------
 :func:`run_seed` runs one :class:`~exapyte.sim.world.SimSpec` to the end and judges it. The first
 failure decides the verdict, in this order: an invariant broken during the run (the run stops at
-that step), an unexpected exception in the code under test, a lost acknowledged write, a read a
+that step), an unexpected exception in the code under test, a lost acknowledged write, a move
+that promoted a learner before it caught up (``rebalance``), a broken routing promise seen by a
+client (``routing``: a request served at another configuration version than it was routed by,
+or routed by an older descriptor than the client had been given), a read a
 node held without answering, a read only the replica's own deadline refused (no answer or
 failure from the core reached its client), a final read that did not succeed or replicas that
 did not converge (all liveness), and a history that is not linearizable. Every verdict carries
@@ -101,6 +104,15 @@ def run_seed(spec: SimSpec, *, keep_history: bool = False) -> SimResult:
         if lost:
             check = "lost-write"
             detail = f"{len(lost)} acknowledged write(s) lost: " + "; ".join(lost[:3])
+    if not check and world.moves.violations:
+        check = "rebalance"
+        detail = (f"{len(world.moves.violations)} learner(s) promoted before catching up: "
+                  + "; ".join(world.moves.violations[:3]))
+    if not check:
+        routing = world.routing_violations()
+        if routing:
+            check = "routing"
+            detail = f"{len(routing)} routing promise(s) broken: " + "; ".join(routing[:3])
     if not check and world.held_reads:
         check = "liveness"
         detail = f"{len(world.held_reads)} read(s) held without an answer: " + "; ".join(
@@ -131,6 +143,7 @@ def run_seed(spec: SimSpec, *, keep_history: bool = False) -> SimResult:
     for name, value in world.counters.items():
         counters[f"fault_{name}" if name in FAULT_KINDS else name] = value
     counters.update(world.replica_totals())
+    counters.update(world.routing_counters())
     counters.update({f"net_{k}": v for k, v in world.network_counters().items()})
     counters.update({f"storage_{k}": v for k, v in world.storage_counters().items()})
     counters["invariant_checks"] = world.invariant_checks()

@@ -20,6 +20,17 @@ it is a cas, whose ``fail`` would mean "compare failed"), and ``fail`` if every 
 refused. A result that arrives for any attempt of the current operation counts, since the
 session makes them all the same write.
 
+**Sharded runs** (a :class:`~exapyte.data.router.Router` given): the client routes as
+:class:`exapyte.client.Client` does. Each process caches one descriptor per shard (the real
+``Router``: replaced only by a newer one); every attempt carries the cached descriptor's
+configuration version and goes to the leader guess or a voter of that descriptor; a reply's
+descriptor is offered to the cache; ``stale_config`` with a newer descriptor now cached sends
+the request again at once by it (a *config redirect*), otherwise it is a refusal. A routing
+promise is checked on every attempt and recorded in :attr:`SimClient.routing_violations`: a
+request is **never routed by an older descriptor** than one the client was already given for
+that shard. (The world checks the replicas' side: a request is served only by a replica at the
+configuration version it was routed by.)
+
 The :class:`History` holds records in the harness's JSONL format: ``type``, ``process``, ``f``,
 ``key``, ``value``, ``time`` (simulated ns), ``node``, ``consistency``, ``session``; fault
 events use ``process: "nemesis"``.
@@ -33,6 +44,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from exapyte.data.router import Router
 from exapyte.sim.scheduler import NS_PER_MS, Scheduler
 from exapyte.wire import CasOp, ClientReply, ClientRequest, GetOp, PutOp, ReplyCode
 
@@ -130,14 +142,17 @@ class Workload:
         return Op("cas", key, [seen[rng.randrange(len(seen))], new])
 
 
-def op_request(client_id: str, seq: int, op: Op, group: str = "default") -> ClientRequest:
+def op_request(
+    client_id: str, seq: int, op: Op, group: str = "default", config_version: int = 0
+) -> ClientRequest:
     if op.f == "read":
         body: Any = GetOp(op.key)
     elif op.f == "write":
         body = PutOp(op.key, op.value.encode())
     else:
         body = CasOp(op.key, op.value[0].encode(), op.value[1].encode())
-    return ClientRequest(client_id, seq, body, consistency="strong", group=group)
+    return ClientRequest(client_id, seq, body, consistency="strong", group=group,
+                         config_version=config_version)
 
 
 class SimClient:
@@ -156,8 +171,15 @@ class SimClient:
         deadline_ms: float = OP_DEADLINE_MS,
         attempt_timeout_ms: float = ATTEMPT_TIMEOUT_MS,
         route: Callable[[str], tuple[str, tuple[str, ...]]] | None = None,
+        router: Router | None = None,
     ) -> None:
         self.process = process
+        # sharded runs: descriptors cached per shard (module docstring); route is then unused
+        self.router = router
+        self.seen_versions: dict[str, int] = {}  # shard -> newest descriptor version given
+        self.attempt_versions: dict[int, int] = {}  # attempt -> the version it was routed by
+        self.routing_violations: list[str] = []
+        self.config_redirects = 0
         # key -> (its group, the group's members); one group on every node by default
         self.route = route or (lambda _key: ("default", nodes))
         self.group = "default"
@@ -191,7 +213,12 @@ class SimClient:
         assert self.op is None, "one outstanding operation per client"
         self.seq += 1
         self.op = op
-        self.group, self.members = self.route(op.key)
+        if self.router is not None:
+            self.group = self.router.strategy.shard_of(op.key)
+            self._refresh_members()
+            self.attempt_versions.clear()
+        else:
+            self.group, self.members = self.route(op.key)
         self.attempt = 0
         self.uncertain = False
         self.op_deadline_ns = self.sched.now_ns + self.deadline_ns
@@ -215,11 +242,34 @@ class SimClient:
         choices = [n for n in self.members if n != avoid] or list(self.members)
         return choices[self.rng.randrange(len(choices))]
 
+    def _refresh_members(self) -> None:
+        assert self.router is not None
+        descriptor = self.router.descriptor(self.group)
+        assert descriptor is not None, self.group
+        self.members = descriptor.group.voters
+
+    def _version(self) -> int:
+        """The configuration version the next attempt carries (0 without a router)."""
+        if self.router is None:
+            return 0
+        descriptor = self.router.descriptor(self.group)
+        version = descriptor.version if descriptor is not None else 0
+        seen = self.seen_versions.get(self.group, 0)
+        if version < seen:
+            self.routing_violations.append(
+                f"client {self.process} routed {self.op.key if self.op else '?'} (group "
+                f"{self.group}) by configuration {version} after it had been given {seen}"
+            )
+        return version
+
     def _send_attempt(self, node: str) -> None:
         assert self.op is not None
         self.attempt += 1
         self.last_node = node
-        request = op_request(self.client_id, self.seq, self.op, self.group)
+        version = self._version()
+        if self.router is not None:
+            self.attempt_versions[self.attempt] = version
+        request = op_request(self.client_id, self.seq, self.op, self.group, version)
         self.send(self.endpoint, node, (self.process, self.attempt, request))
         self.sched.after(self.attempt_timeout_ns, self._on_timeout, self.seq, self.attempt)
 
@@ -253,6 +303,8 @@ class SimClient:
         if op is None or reply.seq != self.seq:
             return  # an answer to an operation that already completed
         code = reply.code
+        if self.router is not None:
+            self._on_routing(attempt, reply)
         if code in _RESULT_CODES:
             self.leader_guess = reply.node or self.leader_guess
             if op.f == "read":
@@ -265,12 +317,34 @@ class SimClient:
             return
         if attempt != self.attempt:
             return  # a refusal of an attempt already superseded
+        if code == ReplyCode.STALE_CONFIG and self.router is not None:
+            if self._version() != self.attempt_versions.get(attempt):
+                # A newer descriptor is cached now: route again by it, at once.
+                self.config_redirects += 1
+                descriptor = self.router.descriptor(self.group)
+                assert descriptor is not None
+                self.leader_guess = descriptor.leader if descriptor.leader in self.members else None
+                self._retry(self._pick_node(), backoff=False)
+                return
+            self.leader_guess = None  # the replica is behind, or left: ask another one
+            self._retry(None, backoff=True)
+            return
         if code in _REFUSAL_CODES:
             hint = reply.leader_hint if reply.leader_hint in self.members else None
             self.leader_guess = hint
             self._retry(hint, backoff=True)
             return
         self._complete("fail", None if op.f == "read" else op.value, reply.node)
+
+    def _on_routing(self, attempt: int, reply: ClientReply) -> None:
+        """Offer the reply's descriptor to the cache (only a newer one replaces it)."""
+        assert self.router is not None
+        descriptor = reply.descriptor
+        if descriptor is not None and descriptor.shard == self.group:
+            if descriptor.version > self.seen_versions.get(self.group, 0):
+                self.seen_versions[self.group] = descriptor.version
+            self.router.update(descriptor)
+            self._refresh_members()
 
     def _give_up(self) -> None:
         op = self.op

@@ -41,11 +41,23 @@ import msgspec
 
 from exapyte import distribution
 from exapyte.config import Config, loads
+from exapyte.control.rebalance import GroupState
+from exapyte.data.router import Descriptor, Router
+from exapyte.distribution.base import GroupSpec
 from exapyte.protocol.types import Entry, Role
 from exapyte.runtime.groups import GroupTable
 from exapyte.runtime.replica import Replica
-from exapyte.sim.faults import FAULT_KINDS, Fault, FaultProfile, plan_faults
+from exapyte.sim.faults import (
+    FAULT_KINDS,
+    REBALANCE,
+    Fault,
+    FaultProfile,
+    merge_faults,
+    plan_faults,
+    plan_rebalances,
+)
 from exapyte.sim.judge import StepJudge, lost_writes, view_of
+from exapyte.sim.moves import MoveJudge, Rebalancer, groups_of_nodes
 from exapyte.sim.network import Network
 from exapyte.sim.scheduler import NS_PER_MS, NS_PER_S, Scheduler, derive_seed
 from exapyte.sim.storage import SimStorage
@@ -54,6 +66,7 @@ from exapyte.wire import (
     ClientReply,
     ClientRequest,
     GetOp,
+    ReplyCode,
     NodeBeat,
     PeerMessage,
     ScanOp,
@@ -76,6 +89,7 @@ CLOCK_SKEW_MAX = 0.02  # nominal tick rate of each node: 1 +- this
 # within three by the replica's own deadline: one still unanswered after this many of the node's
 # own ticks is held for ever (a paused node does not tick, a crashed one forgets its reads).
 READ_HELD_TICKS_MAX = 4 * ELECTION_TIMEOUT_TICKS
+_RESULT_CODES = frozenset({ReplyCode.OK, ReplyCode.NOT_FOUND, ReplyCode.CAS_FAILED})
 REPLICA_COUNTERS = (
     "snapshots_taken", "snapshots_installed", "reply_not_leader", "reads_failed", "reads_expired",
 )
@@ -131,15 +145,18 @@ def sim_config(
     *,
     election_timeout_ticks: int = ELECTION_TIMEOUT_TICKS,
     heartbeat_ticks: int = HEARTBEAT_TICKS,
+    spares: int = 0,
 ) -> Config:
     """The cluster config every simulated node shares (memory storage, ``protocol``; with
     ``shards`` > 1 the sharded distribution, three replicas per shard). The timers default to
-    the simulator's LAN-sized ones; a run over WAN latencies needs longer ones."""
-    raw = {
+    the simulator's LAN-sized ones; a run over WAN latencies needs longer ones. ``spares``
+    nodes follow the ``nodes`` founding ones in the cluster, outside the initial voters: they
+    start empty and get replicas only by a rebalance."""
+    raw: dict[str, Any] = {
         "cluster": {
             "nodes": [
                 {"id": f"n{i}", "port": 7000 + i, "pub_port": 8000 + i}
-                for i in range(1, nodes + 1)
+                for i in range(1, nodes + spares + 1)
             ]
         },
         "storage": {"backend": "memory"},
@@ -155,6 +172,8 @@ def sim_config(
     }
     if shards > 1:
         raw["distribution"] = {"strategy": "sharded", "shards": shards, "replication_factor": 3}
+    if spares:
+        raw["consensus"]["initial_voters"] = [f"n{i}" for i in range(1, nodes + 1)]
     return loads(json.dumps(raw), source="<simulator>")
 
 
@@ -174,6 +193,7 @@ class SimNode:
     id: str
     lose_unsynced: bool = True
     storages: dict[str, SimStorage] = field(default_factory=dict)  # group -> its storage
+    dropped: set[str] = field(default_factory=set)  # groups it left and dropped (dropped.json)
     table: GroupTable | None = None
     incarnation: int = 0
     down: int = 0  # active crash faults
@@ -223,8 +243,12 @@ class World:
     def __init__(self, spec: SimSpec) -> None:
         self.spec = spec
         seed = spec.seed
-        self.cfg = sim_config(spec.nodes, protocol=spec.protocol, shards=spec.shards)
+        # The rebalance fault needs shards to move and a spare node to move them to.
+        self.rebalancing = spec.shards > 1 and REBALANCE in spec.faults
+        spares = 1 if self.rebalancing else 0
+        self.cfg = sim_config(spec.nodes, protocol=spec.protocol, shards=spec.shards, spares=spares)
         self.node_ids = tuple(self.cfg.node_ids())
+        self.founders = tuple(self.cfg.initial_voters())
         self.strategy, placement = distribution.from_config(self.cfg)
         self.placement = placement.groups
         self.group_members = {g.id: g.members for g in self.placement}
@@ -261,6 +285,14 @@ class World:
             (self.fault_start_ns, self.heal_ns),
             spec.profile,
         )
+        if self.rebalancing:
+            planned = merge_faults(planned, plan_rebalances(
+                random.Random(derive_seed(seed, "rebalance")),
+                self.founders,
+                [n for n in self.node_ids if n not in self.founders],
+                (self.fault_start_ns, self.heal_ns),
+                spec.profile,
+            ))
         self.planned_faults = planned
         if spec.keep_faults is None:
             self.faults = planned
@@ -273,11 +305,18 @@ class World:
         self._strands: list[Fault] = []  # active strand faults
         self._stranded: str | None = None  # the node they cut off now
         self._strand_commits: dict[tuple[str, str], int] = {}  # (node, group) -> commit seen
+        if self.rebalancing:
+            self.counters[REBALANCE] = 0
+        self.moves = MoveJudge()
+        self.rebalancer = Rebalancer(self)
         self.counters.update(dropped_node_down=0, dropped_paused=0, queued_paused=0,
                              restarts=0, unsynced_writes_lost=0, heals=0)
         self.final_clients: list[SimClient] = []
         self.replica_counters: dict[str, int] = {}
         self.held_reads: list[str] = []  # reads a node held past READ_HELD_TICKS_MAX, described
+        # (node, process, attempt) -> (group, version routed by, replica's version on arrival)
+        self._routed: dict[tuple[str, Any, int], tuple[str, int, int]] = {}
+        self.served_stale: list[str] = []  # requests served at another configuration version
         self.converged = False
         self.divergence = ""
         self.think_ns = int(1.6 * spec.fault_s * NS_PER_S * spec.clients / max(spec.ops, 1))
@@ -311,18 +350,47 @@ class World:
             reply=functools.partial(self._reply, node_id),
             send=lambda to, group, msg: send(node_id, to, PeerMessage(group, msg)),
             beat=lambda to: send(node_id, to, NodeBeat(node_id, to, str(incarnation))),
-            make_replica=SimReplica,
+            make_replica=functools.partial(self._make_replica, node_id),
+            remove_storage=functools.partial(self._remove_storage, node),
         )
         table.set_placement(self.placement)
+        # Like Node._hosted_groups: the initial placement's groups less those it dropped, plus
+        # those whose storage it holds (it joined them by a rebalance).
         for spec in self.placement:
-            if spec.id == "default" or node_id in spec.members:
-                replica = table.create(spec)
-                assert isinstance(replica, SimReplica)
-                replica.on_applied = self.judges[spec.id].on_apply
-                self.judges[spec.id].forget_node(node_id)
+            if spec.id == "default" or (node_id in spec.members and spec.id not in node.dropped):
+                table.create(spec)
+            elif spec.id in node.storages:
+                table.create(GroupSpec(spec.id, (), (), spec.region))
         node.table = table
         self._after(node)
         self.sched.after(self._tick_ns(node), self._tick, node.id, node.incarnation)
+
+    def _make_replica(self, node_id: str, *args: Any, **kwargs: Any) -> SimReplica:
+        """The GroupTable's replica factory: a replica it creates (at boot, or when a rebalance
+        makes this node a member) reports what it applies to its group's judges."""
+        replica = SimReplica(*args, **kwargs)
+        group = replica.group.id
+        judge = self.judges[group]
+        if self.rebalancing:
+            moves = self.moves
+
+            def on_applied(node: str, entries: Sequence[Entry]) -> None:
+                judge.on_apply(node, entries)
+                moves.on_apply(group, entries)
+
+            replica.on_applied = on_applied
+        else:
+            replica.on_applied = judge.on_apply
+        judge.forget_node(node_id)
+        return replica
+
+    def _remove_storage(self, node: SimNode, group: str) -> None:
+        """The node dropped its replica of ``group`` (it left the group): its files go."""
+        node.storages.pop(group, None)
+        node.dropped.add(group)
+        self.judges[group].forget_node(node.id)
+        self.moves.forget(group, node.id)
+        self.counters["groups_dropped"] = self.counters.get("groups_dropped", 0) + 1
 
     def _tick_ns(self, node: SimNode) -> int:
         rate = node.clock_rate * (node.drift[-1] if node.drift else 1.0)
@@ -358,6 +426,8 @@ class World:
         for group, replica in node.replicas():
             view = view_of(node.id, replica.core)
             self.judges[group].observe_node(view)
+            if self.rebalancing:
+                self.moves.observe(group, node.id, replica.sm.applied_index)
             if self._strands:
                 key = (node.id, group)
                 if view.is_leader and view.commit > self._strand_commits.get(key, view.commit):
@@ -409,6 +479,13 @@ class World:
             assert isinstance(req, ClientRequest)
             if isinstance(req.op, (GetOp, ScanOp)):
                 node.open_reads.setdefault((process, attempt), []).append(node.ticks)
+            if req.config_version:
+                # The version of the replica the request reaches, judged when it is answered.
+                replica = table.replicas.get(req.group)
+                if replica is not None:
+                    self._routed[(node.id, process, attempt)] = (
+                        req.group, req.config_version, replica.sm.conf_version
+                    )
             # The reply token is opaque to the replica (ZeroMQ passes a socket identity).
             table.on_request((process, attempt), req)
         elif isinstance(msg, NodeBeat):
@@ -427,6 +504,12 @@ class World:
             if not arrivals:
                 del open_reads[reply_to]
         process, attempt = reply_to
+        routed = self._routed.pop((node_id, process, attempt), None) if self._routed else None
+        if routed is not None and reply.code in _RESULT_CODES and routed[1] != routed[2]:
+            self.served_stale.append(
+                f"{node_id} served a request of client {process} for group {routed[0]} routed "
+                f"by configuration {routed[1]} while at configuration {routed[2]}"
+            )
         self.network.send(node_id, f"c{process}", (attempt, reply))
 
     # --- nemesis --------------------------------------------------------------------------------
@@ -454,6 +537,8 @@ class World:
             self.nodes[fault.node or ""].drift.append(fault.rate)
         elif fault.kind == "strand":
             self._strands.append(fault)
+        elif fault.kind == REBALANCE:
+            self.rebalancer.start(fault)
         self._apply_network()
 
     def _fault_end(self, fault: Fault) -> None:
@@ -482,6 +567,8 @@ class World:
             if not self._strands:
                 self._stranded = None
                 self._strand_commits.clear()
+        elif fault.kind == REBALANCE:
+            self.rebalancer.stop(fault)
         self._apply_network()
 
     def _apply_network(self) -> None:
@@ -507,6 +594,32 @@ class World:
         for fault in list(self._active):
             self._fault_end(fault)
         self.network.heal()
+
+    # --- what the rebalancer's admin sees (the blocking one asks every node for its status) ----
+
+    def _answering(self) -> list[SimNode]:
+        return [self.nodes[n] for n in self.node_ids if self.nodes[n].up and not self.nodes[n].paused]
+
+    def admin_groups(self) -> dict[str, GroupState]:
+        """Every group as its leader reports it, from the nodes that would answer a status."""
+        summaries = {}
+        for node in self._answering():
+            assert node.table is not None
+            summaries[node.id] = node.table.groups_summary()
+        return groups_of_nodes(summaries)
+
+    def admin_applied(self, group: str, node_id: str) -> int | None:
+        node = self.nodes[node_id]
+        if not node.up or node.paused:
+            return None
+        assert node.table is not None
+        replica = node.table.replicas.get(group)
+        return None if replica is None else replica.sm.applied_index
+
+    def admin_config_version(self, group: str, node_id: str) -> int:
+        node = self.nodes[node_id]
+        replica = node.table.replicas.get(group) if node.table is not None else None
+        return 0 if replica is None else replica.sm.conf_version
 
     # --- clients --------------------------------------------------------------------------------
 
@@ -545,7 +658,13 @@ class World:
         return group, (members if group != "default" else self.node_ids)
 
     def _make_client(self, process: int, deadline_ms: float | None = None) -> SimClient:
-        kwargs = {} if deadline_ms is None else {"deadline_ms": deadline_ms}
+        kwargs: dict[str, Any] = {} if deadline_ms is None else {"deadline_ms": deadline_ms}
+        if self.spec.shards > 1:
+            # Each process caches descriptors of its own, at version 0 (none known yet), as
+            # Client.from_config does; replies bring the groups' current ones.
+            kwargs["router"] = Router(
+                self.strategy, [Descriptor(g, 0) for g in self.placement]
+            )
         client = SimClient(
             process,
             self.sched,
@@ -555,7 +674,7 @@ class World:
             self._client_send,
             self._client_done,
             route=self._route,
-            **kwargs,
+            **kwargs,  # type: ignore[arg-type]
         )
         self.clients_by_endpoint[client.endpoint] = client
         return client
@@ -563,7 +682,7 @@ class World:
     # --- the run --------------------------------------------------------------------------------
 
     def run(self) -> None:
-        self.clients_by_endpoint: dict[str, SimClient] = {}
+        self.clients_by_endpoint: dict[str, Any] = {self.rebalancer.endpoint: self.rebalancer}
         for node_id in self.node_ids:
             self._boot(self.nodes[node_id])
         for process in range(self.spec.clients):
@@ -586,7 +705,7 @@ class World:
     def _quiescent(self) -> bool:
         return not any(c.busy for c in self.clients) and not any(
             c.busy for c in self.final_clients
-        )
+        ) and not self.rebalancer.busy
 
     def _converge(self) -> None:
         deadline = self.sched.now_ns + CONVERGE_DEADLINE_MS * NS_PER_MS
@@ -606,6 +725,17 @@ class World:
                 r for n in self.nodes.values() for g, r in n.replicas() if g == spec.id
             ]
             where = "" if spec.id == "default" else f"group {spec.id}: "
+            if self.rebalancing:
+                # The members are those of the group's newest configuration; a replica outside
+                # it (a drop given up on) is no longer part of the group.
+                newest = max(replicas, key=lambda r: (r.sm.conf_version, r.node_id), default=None)
+                conf = newest.sm.conf if newest is not None else None
+                members = set(conf.voters + conf.learners) if conf is not None else set()
+                missing = sorted(members - {r.node_id for r in replicas})
+                if missing:
+                    self.divergence = f"{where}members {missing} host no replica"
+                    return False
+                replicas = [r for r in replicas if r.node_id in members]
             leaders = [r for r in replicas if r.core.role is Role.LEADER]
             if len(leaders) != 1:
                 self.divergence = f"{where}{len(leaders)} leaders"
@@ -661,6 +791,28 @@ class World:
 
     def invariant_checks(self) -> int:
         return sum(j.checks for j in self.judges.values())
+
+    def routing_violations(self) -> list[str]:
+        """Broken routing promises the clients saw (a request served by another configuration
+        version than it was routed by, a request routed by an older descriptor than known)."""
+        out: list[str] = list(self.served_stale)
+        for client in (*self.clients, *self.final_clients):
+            out.extend(client.routing_violations)
+        return out
+
+    def routing_counters(self) -> dict[str, int]:
+        if self.spec.shards == 1:
+            return {}
+        clients = (*self.clients, *self.final_clients)
+        totals = {
+            "config_redirects": sum(c.config_redirects for c in clients),
+            "descriptors_ignored": sum(
+                c.router.stale_ignored for c in clients if c.router is not None
+            ),
+        }
+        if self.rebalancing:
+            totals.update(self.rebalancer.counters)
+        return totals
 
     def acked_writes(self) -> list[tuple[str, int, Op]]:
         out: list[tuple[str, int, Op]] = []
