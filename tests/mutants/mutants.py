@@ -314,6 +314,7 @@ class Mutant:
     nodes: int = 3
     extra: dict[str, Any] = field(default_factory=dict)  # SimSpec fields the hunt overrides
     protocol: str = "raft"
+    shards: int = 1  # > 1: the sharded distribution (two keys per shard), e.g. for rebalances
 
 
 def _stack(*items: tuple[Any, str, Any]) -> Callable[[], contextlib.AbstractContextManager[None]]:

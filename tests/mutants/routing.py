@@ -1,8 +1,12 @@
-"""Mutants of the routing and rebalancing rules, each with the check that catches it.
+"""Mutants of the routing and rebalancing rules, each with the checks that catch it.
 
 Nothing here is product code. Each mutant breaks one rule while its ``with`` block is active;
-``tests/mutants/test_routing_mutants.py`` runs each check without the mutant (it passes) and
-with it (it must fail).
+``tests/mutants/test_routing_mutants.py`` runs each unit check without the mutant (it passes)
+and with it (it must fail), and replays each one's shrunk failing seed in the simulator.
+:data:`ROUTING_SIM_MUTANTS` are the same mutants as the simulator hunts them (``make mutants``):
+sharded runs with the ``rebalance`` fault, caught by the ``routing`` check (a request served at
+another configuration version than it was routed by; a request routed by an older descriptor
+than the client was given) and the ``rebalance`` check (a learner promoted before it caught up).
 
 ========================  ========================================================================
 mutant                    what is broken
@@ -23,7 +27,7 @@ from collections.abc import Iterator
 from exapyte.control import rebalance
 from exapyte.data.router import Router
 from exapyte.runtime.replica import Replica
-from tests.mutants.mutants import patched
+from tests.mutants.mutants import Mutant, patched
 
 
 @contextlib.contextmanager
@@ -63,3 +67,33 @@ ROUTING_MUTANTS = {
     "router-older-descriptor": router_older_descriptor,
     "early-remove": early_remove,
 }
+
+
+# Partitions and crashes make replicas lag behind their group's configuration, so that stale
+# descriptors and redirects happen around every move.
+SIM_FAULTS = ("partition", "crash", "loss", "rebalance")
+SIM_SHARDS = 4
+
+ROUTING_SIM_MUTANTS: tuple[Mutant, ...] = (
+    Mutant(
+        "stale-config-accepted",
+        "a replica serves requests routed by another configuration version",
+        stale_config_accepted,
+        faults=SIM_FAULTS,
+        shards=SIM_SHARDS,
+    ),
+    Mutant(
+        "router-older-descriptor",
+        "the routing cache replaces a descriptor by an older one",
+        router_older_descriptor,
+        faults=SIM_FAULTS,
+        shards=SIM_SHARDS,
+    ),
+    Mutant(
+        "early-remove",
+        "a learner is promoted (and the source removed) before it caught up",
+        early_remove,
+        faults=SIM_FAULTS,
+        shards=SIM_SHARDS,
+    ),
+)

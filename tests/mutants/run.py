@@ -36,11 +36,16 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from exapyte.sim.faults import FAULT_KINDS
+from exapyte.sim.faults import FAULT_KINDS, SHARDED_FAULT_KINDS
 from exapyte.sim.runner import SimResult, run_seed, run_seeds
 from exapyte.sim.scheduler import NS_PER_S
 from exapyte.sim.world import SimSpec
 from tests.mutants.mutants import MUTANTS, MUTANTS_BY_NAME, Mutant
+from tests.mutants.routing import ROUTING_SIM_MUTANTS
+
+CATALOGUE: tuple[Mutant, ...] = MUTANTS + ROUTING_SIM_MUTANTS  # what `make mutants` hunts
+BY_NAME: dict[str, Mutant] = {**MUTANTS_BY_NAME, **{m.name: m for m in ROUTING_SIM_MUTANTS}}
+BASELINE_SHARDS = 4  # the sharded part of the baseline (with rebalances)
 
 SEEDS_MAX_DEFAULT = 100
 BASELINE_SEEDS_DEFAULT = 1_000
@@ -70,7 +75,9 @@ class MutantOutcome:
 
 def mutant_spec(mutant: Mutant, seed: int, **overrides: object) -> SimSpec:
     spec = SimSpec(seed=seed, nodes=mutant.nodes, faults=mutant.faults, profile=mutant.profile,
-                   protocol=mutant.protocol, **mutant.extra)
+                   protocol=mutant.protocol, shards=mutant.shards,
+                   keys=2 * mutant.shards if mutant.shards > 1 else SimSpec(seed=0).keys,
+                   **mutant.extra)
     if overrides:
         from dataclasses import replace
 
@@ -103,9 +110,14 @@ def hunt(
 
 
 def baseline_specs(seeds: int) -> list[SimSpec]:
-    """The unmodified core's run: ``seeds`` seeds on 3 nodes, a fifth as many on 5."""
+    """The unmodified core's run: ``seeds`` seeds on 3 nodes, a fifth as many on 5, and a
+    twentieth as many sharded (``BASELINE_SHARDS`` shards, every fault kind and rebalances)."""
     specs = [SimSpec(seed=s, faults=FAULT_KINDS) for s in range(seeds)]
     specs += [SimSpec(seed=s, nodes=5, faults=FAULT_KINDS) for s in range(seeds // 5)]
+    specs += [
+        SimSpec(seed=s, faults=SHARDED_FAULT_KINDS, shards=BASELINE_SHARDS, keys=2 * BASELINE_SHARDS)
+        for s in range(seeds // 20)
+    ]
     return specs
 
 
@@ -256,13 +268,13 @@ def main(argv: list[str] | None = None, console: Console | None = None) -> int:
     p.add_argument("--baseline-seeds", type=int, default=BASELINE_SEEDS_DEFAULT,
                    help="seeds of the unmodified core (plus a fifth as many with 5 nodes); 0 skips")
     p.add_argument("--workers", type=int, default=2)
-    p.add_argument("--mutant", action="append", choices=sorted(MUTANTS_BY_NAME))
+    p.add_argument("--mutant", action="append", choices=sorted(BY_NAME))
     args = p.parse_args(argv)
     if console is None:
         console = Console(highlight=False, soft_wrap=True)
         if not console.is_interactive:
             console.width = PIPE_WIDTH  # rich would assume 80 columns and squeeze the table
-    chosen = [MUTANTS_BY_NAME[n] for n in args.mutant] if args.mutant else list(MUTANTS)
+    chosen = [BY_NAME[n] for n in args.mutant] if args.mutant else list(CATALOGUE)
     baseline_total = len(baseline_specs(args.baseline_seeds)) if args.baseline_seeds > 0 else 0
     table = Table(title="exapyte mutants (deterministic simulator)")
     for column in ("mutant", "caught", "by", "seeds", "sim time", "wall"):
@@ -287,7 +299,8 @@ def main(argv: list[str] | None = None, console: Console | None = None) -> int:
             failed_baseline = baseline(args.baseline_seeds, args.workers,
                                        on_result=display.baseline_seed_done)
             display.line(f"unmodified core: {baseline_total} seeds ({args.baseline_seeds} x 3 "
-                         f"nodes, {args.baseline_seeds // 5} x 5 nodes), {len(failed_baseline)} "
+                         f"nodes, {args.baseline_seeds // 5} x 5 nodes, {args.baseline_seeds // 20} "
+                         f"x {BASELINE_SHARDS} shards with rebalances), {len(failed_baseline)} "
                          f"failed, {time.perf_counter() - started:.1f} s")
             for r in failed_baseline:
                 display.line(f"  {r.summary_line()} {r.check}: {r.detail[:200]}")
