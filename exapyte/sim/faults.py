@@ -36,8 +36,8 @@ that find accepted-but-unchosen values: the node released holds values only it a
 it led alone (clients still reach it), and the next leader's quorum reports the newer ones.
 
 Rebalances are planned by :func:`plan_rebalances`, from a random stream of their own, one after
-the other: the first adds the spare node (a node of the cluster outside the founding voters), the next removes a node of the four, the next adds it
-back, and so on; each fault only states the intent, and the world plans the moves from what the
+the other: the first adds the spare node (a node of the cluster outside the founding voters),
+the next removes a node of the four, the next adds it back, and so on; each fault only states the intent, and the world plans the moves from what the
 groups hold when it starts (exapyte/sim/moves.py).
 
 Overlapping faults compose: the cut links are the union of the active partitions, a rate is

@@ -31,7 +31,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from exapyte.errors import InvariantViolation
-from exapyte.sim.faults import FAULT_KINDS
+from exapyte.sim.faults import ALL_FAULT_KINDS
 from exapyte.sim.judge import check_linearizable, invariant_name
 from exapyte.sim.scheduler import NS_PER_S
 from exapyte.sim.world import SimSpec, World
@@ -141,7 +141,7 @@ def run_seed(spec: SimSpec, *, keep_history: bool = False) -> SimResult:
             detail = cause
     counters: dict[str, int] = {}
     for name, value in world.counters.items():
-        counters[f"fault_{name}" if name in FAULT_KINDS else name] = value
+        counters[f"fault_{name}" if name in ALL_FAULT_KINDS else name] = value
     counters.update(world.replica_totals())
     counters.update(world.routing_counters())
     counters.update({f"net_{k}": v for k, v in world.network_counters().items()})

@@ -1,5 +1,5 @@
-"""Each routing/rebalancing mutant (tests/mutants/routing.py) is caught by its check, and the
-check passes on the unmodified code."""
+"""Each routing/rebalancing mutant (tests/mutants/routing.py) is caught by its unit check and by
+the simulator on its shrunk failing seed; both pass on the unmodified code."""
 
 from __future__ import annotations
 
@@ -85,3 +85,28 @@ def test_the_check_passes_unmodified_and_catches_the_mutant(name: str) -> None:
     with ROUTING_MUTANTS[name](), pytest.raises(AssertionError):
         check()
     check()  # the mutant is gone again
+
+
+# Each routing mutant's shrunk failing seed in the simulator (python -m tests.mutants hunts
+# them; exapyte.sim.runner.shrink shrank the first catching seed): (seed, ops, kept faults,
+# the check that fails).
+SHRUNK = {
+    "stale-config-accepted": (0, 8, (12, 13, 14), "routing"),
+    "router-older-descriptor": (2, 17, (4, 5, 8, 9, 14), "routing"),
+    "early-remove": (0, 1, (13,), "rebalance"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(SHRUNK))
+def test_the_simulator_catches_the_mutant_on_its_shrunk_seed(name: str) -> None:
+    from exapyte.sim import World, run_seed
+    from tests.mutants.run import BY_NAME, mutant_spec
+
+    seed, ops, keep, check = SHRUNK[name]
+    spec = mutant_spec(BY_NAME[name], seed, ops=ops, keep_faults=keep)
+    assert any(f.kind == "rebalance" for f in World(spec).faults)
+    clean = run_seed(spec)
+    assert clean.ok, f"{clean.check}: {clean.detail}"
+    with BY_NAME[name].patches():
+        caught = run_seed(spec)
+    assert not caught.ok and caught.check == check, (caught.check, caught.detail)
