@@ -212,6 +212,7 @@ class Rebalancer:
         """Run the move's program until it waits on the world."""
         program = self.program
         assert program is not None
+        self._on_reply = None  # a late answer to a request given up on must not resume it
         while True:
             try:
                 action = program.send(result)
@@ -273,7 +274,12 @@ class Rebalancer:
         req = ClientRequest(self.client_id, self._seq, op, group=group)
         self._on_reply = on_reply
         self.world.network.send(self.endpoint, node, (ADMIN_PROCESS, self._seq, req))
-        self._later(ATTEMPT_TIMEOUT_MS, on_silence)
+
+        def silence() -> None:
+            self._on_reply = None  # its answer, if it still comes, is ignored
+            on_silence()
+
+        self._later(ATTEMPT_TIMEOUT_MS, silence)
 
     def on_reply(self, attempt: int, reply: ClientReply) -> None:
         if attempt != self._seq or self._on_reply is None:
