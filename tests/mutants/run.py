@@ -298,10 +298,11 @@ def main(argv: list[str] | None = None, console: Console | None = None) -> int:
             display.baseline_started()
             failed_baseline = baseline(args.baseline_seeds, args.workers,
                                        on_result=display.baseline_seed_done)
+            sharded = args.baseline_seeds // 20
+            extra = f", {sharded} x {BASELINE_SHARDS} shards with rebalances" if sharded else ""
             display.line(f"unmodified core: {baseline_total} seeds ({args.baseline_seeds} x 3 "
-                         f"nodes, {args.baseline_seeds // 5} x 5 nodes, {args.baseline_seeds // 20} "
-                         f"x {BASELINE_SHARDS} shards with rebalances), {len(failed_baseline)} "
-                         f"failed, {time.perf_counter() - started:.1f} s")
+                         f"nodes, {args.baseline_seeds // 5} x 5 nodes{extra}), "
+                         f"{len(failed_baseline)} failed, {time.perf_counter() - started:.1f} s")
             for r in failed_baseline:
                 display.line(f"  {r.summary_line()} {r.check}: {r.detail[:200]}")
                 display.line(f"  replay: {r.spec.replay_command()}")
