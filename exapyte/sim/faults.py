@@ -24,6 +24,7 @@ strand     armed: the next leader to commit is cut off  release the stranded nod
 rebalance  ``node add/remove node`` (``action``):       no new move starts (the one under way
            replicas move by membership changes in       finishes its steps)
            each shard's log (sharded runs only)
+hold       ``links`` hold what crosses them (queued)    deliver the queue (``rate`` shuffled)
 =========  ===========================================  ========================================
 
 ``strand`` is planned only when a spec names it (it is not in :data:`FAULT_KINDS`, the default
@@ -39,6 +40,11 @@ Rebalances are planned by :func:`plan_rebalances`, from a random stream of their
 the other: the first adds the spare node (a node of the cluster outside the founding voters),
 the next removes a node of the four, the next adds it back, and so on; each fault only states the intent, and the world plans the moves from what the
 groups hold when it starts (exapyte/sim/moves.py).
+
+``hold`` (named only, like ``strand``) is a partition of the same shapes whose links keep what
+crosses them instead of dropping it, as ZeroMQ does while a TCP connection is down: when the
+hold ends the queued messages are delivered, late by as long as the hold lasted (in send order,
+or with a share ``rate`` of them shuffled). See :mod:`exapyte.sim.network`.
 
 Overlapping faults compose: the cut links are the union of the active partitions, a rate is
 the maximum of the active ones, a node stays down while any crash of it is active. Partition
@@ -56,7 +62,7 @@ from exapyte.sim.scheduler import NS_PER_MS, NS_PER_S
 
 FAULT_KINDS: tuple[str, ...] = ("partition", "crash", "pause", "loss", "dup", "reorder", "drift")
 # Kinds planned only when a spec names them (not part of the default mix).
-NAMED_FAULT_KINDS: tuple[str, ...] = ("strand",)
+NAMED_FAULT_KINDS: tuple[str, ...] = ("strand", "hold")
 ALL_FAULT_KINDS: tuple[str, ...] = FAULT_KINDS + NAMED_FAULT_KINDS
 REBALANCE = "rebalance"  # sharded runs only; in the default mix when --shards > 1
 ALL_FAULT_KINDS = (*ALL_FAULT_KINDS, REBALANCE)
@@ -74,6 +80,7 @@ FAULT_GAP_MS_DEFAULT: dict[str, float] = {
     "drift": 2_500,
     "strand": 1_500,
     "rebalance": 2_000,
+    "hold": 1_500,
 }
 FAULT_DURATION_MS: dict[str, tuple[float, float]] = {
     "partition": (200, 2_500),
@@ -85,6 +92,7 @@ FAULT_DURATION_MS: dict[str, tuple[float, float]] = {
     "drift": (500, 3_000),
     "strand": (600, 3_000),
     "rebalance": (1_500, 3_000),  # the window in which the node change may start moves
+    "hold": (200, 2_500),
 }
 
 
@@ -225,6 +233,11 @@ def plan_faults(
                 faults.append(Fault(t, end, kind, node=node, rate=rate))
             elif kind == "strand":
                 faults.append(Fault(t, end, kind))
+            elif kind == "hold":
+                shape = prof.shapes[rng.randrange(len(prof.shapes))]
+                links = partition_links(shape, ordered, rng)
+                shuffle = 0.0 if rng.random() < 0.5 else rng.uniform(0.2, 1.0)
+                faults.append(Fault(t, end, kind, shape=shape, links=links, rate=shuffle))
             t += int(rng.expovariate(1.0 / gap_ns)) + 1
     faults.sort(key=lambda f: (f.start_ns, ALL_FAULT_KINDS.index(f.kind), f.node or ""))
     return tuple(faults)

@@ -13,6 +13,16 @@ order (FIFO, as on one TCP connection). Impairments are data the nemesis changes
 - ``blocked``: the set of directed links that are cut. A partition of any shape is just such a
   set (see :mod:`exapyte.sim.faults` for the shapes); a message is dropped if its link is cut when
   it is sent **or** when it would arrive, so messages in flight die with the link.
+- ``held``: directed links that are down but *hold* what crosses them, as a ZeroMQ socket
+  queues its messages while the TCP connection under it is down and sends them once it
+  reconnects. A message sent on a held link, or arriving on one (it was in flight when the link
+  went down), waits in the link's queue; when the link leaves ``held`` (:meth:`Network.set_held`)
+  the queue is released: each message gets a fresh link delay from the release instant and the
+  link stays FIFO, except that a share ``shuffle`` (given when the link was held) of the released
+  messages take a detour of up to ``HOLD_SHUFFLE_MS_MAX`` and may overtake the others. A held
+  message is delivered exactly once (no loss or duplication is drawn for it: TCP) unless the link
+  is also cut when it arrives, or the queue is full. It may be seconds old when it arrives, which
+  is the point: the answer to a request its sender gave up on long ago.
 
 Only links between two nodes are impaired: client <-> node traffic (``faulty=False`` endpoints)
 gets its delay but no loss, duplication, reordering or cut, like clients sitting next to the nodes
@@ -26,8 +36,8 @@ mark). Every decision draws from the network's own ``random.Random``; every fate
 from __future__ import annotations
 
 import random
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 from exapyte.sim.scheduler import NS_PER_MS, Scheduler
@@ -35,6 +45,7 @@ from exapyte.sim.scheduler import NS_PER_MS, Scheduler
 REORDER_JITTER_MS_MAX = 30.0  # the largest detour a reordered message takes
 DELAY_MS_CAP = 200.0  # no single hop takes longer (bounds the exponential tail)
 LINK_QUEUE_MAX_DEFAULT = 1_000  # messages in flight per directed link
+HOLD_SHUFFLE_MS_MAX = 30.0  # the largest detour a shuffled message takes when its hold ends
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,8 +78,10 @@ class Delay:
 @dataclass(slots=True)
 class Link:
     delay: Delay
-    in_flight: int = 0
+    in_flight: int = 0  # in flight or held: what counts against the queue bound
     last_arrival_ns: int = 0
+    sent: int = 0  # messages (copies) put on the link: their send order
+    held: list[tuple[int, Any]] = field(default_factory=list)  # (send order, message)
 
 
 Deliver = Callable[[str, str, Any], None]
@@ -107,6 +120,7 @@ class Network:
         self.dup = 0.0
         self.reorder = 0.0
         self.blocked: frozenset[tuple[str, str]] = frozenset()
+        self.held: dict[tuple[str, str], float] = {}  # held link -> share shuffled on release
         self.counters: dict[str, int] = {
             "sent": 0,
             "delivered": 0,
@@ -115,6 +129,8 @@ class Network:
             "dropped_queue_full": 0,
             "duplicated": 0,
             "reordered": 0,
+            "held": 0,
+            "released": 0,
         }
 
     # --- impairments (set by the nemesis) ---------------------------------------------------
@@ -122,9 +138,18 @@ class Network:
     def set_blocked(self, links: Iterable[tuple[str, str]]) -> None:
         self.blocked = frozenset(links)
 
+    def set_held(self, links: Mapping[tuple[str, str], float]) -> None:
+        """Hold exactly these directed links from now on (link -> the share of its messages
+        shuffled when it is released); release the queue of every link no longer held."""
+        released = sorted((link, share) for link, share in self.held.items() if link not in links)
+        self.held = dict(links)
+        for (frm, to), shuffle in released:
+            self._release(frm, to, shuffle)
+
     def heal(self) -> None:
         self.blocked = frozenset()
         self.loss = self.dup = self.reorder = 0.0
+        self.set_held({})
 
     def set_delay(self, frm: str, to: str, delay: Delay) -> None:
         """Give the directed link ``frm -> to`` (node or client endpoint) this delay from now on.
@@ -158,6 +183,15 @@ class Network:
             if (frm, to) in self.blocked:
                 self.counters["dropped_partition"] += 1
                 return
+            if self.held and (frm, to) in self.held:
+                if link.in_flight >= self.queue_max:
+                    self.counters["dropped_queue_full"] += 1
+                    return
+                link.in_flight += 1
+                link.sent += 1
+                link.held.append((link.sent, msg))
+                self.counters["held"] += 1
+                return
             if self.loss and self.rng.random() < self.loss:
                 self.counters["dropped_loss"] += 1
                 return
@@ -178,10 +212,34 @@ class Network:
                 arrival = link.last_arrival_ns  # FIFO: a plain link never overtakes
             link.last_arrival_ns = max(link.last_arrival_ns, arrival)
             link.in_flight += 1
-            self.sched.at(arrival, self._arrive, frm, to, msg, faulty)
+            link.sent += 1
+            self.sched.at(arrival, self._arrive, frm, to, msg, faulty, link.sent)
 
-    def _arrive(self, frm: str, to: str, msg: Any, faulty: bool) -> None:
-        self.links[(frm, to)].in_flight -= 1
+    def _release(self, frm: str, to: str, shuffle: float) -> None:
+        """The hold on ``frm -> to`` ended: its queue leaves in send order (a message that was
+        in flight when the hold began is placed by when it was sent), each with a fresh delay;
+        a share ``shuffle`` of them take a detour and may overtake the others."""
+        link = self.links[(frm, to)]
+        queue, link.held = sorted(link.held, key=lambda item: item[0]), []
+        for order, msg in queue:
+            arrival = self.sched.now_ns + link.delay.sample_ns(self.rng)
+            if shuffle and self.rng.random() < shuffle:
+                arrival += int(self.rng.uniform(0.0, HOLD_SHUFFLE_MS_MAX) * NS_PER_MS)
+                if arrival < link.last_arrival_ns:
+                    self.counters["reordered"] += 1
+            elif arrival < link.last_arrival_ns:
+                arrival = link.last_arrival_ns
+            link.last_arrival_ns = max(link.last_arrival_ns, arrival)
+            self.counters["released"] += 1
+            self.sched.at(arrival, self._arrive, frm, to, msg, True, order)
+
+    def _arrive(self, frm: str, to: str, msg: Any, faulty: bool, order: int) -> None:
+        link = self.links[(frm, to)]
+        if faulty and (frm, to) in self.held:
+            link.held.append((order, msg))  # it was in flight when the link went down
+            self.counters["held"] += 1
+            return
+        link.in_flight -= 1
         if faulty and (frm, to) in self.blocked:
             self.counters["dropped_partition"] += 1
             return

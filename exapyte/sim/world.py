@@ -574,10 +574,13 @@ class World:
     def _apply_network(self) -> None:
         net = self.network
         blocked: set[tuple[str, str]] = set()
+        held: dict[tuple[str, str], float] = {}  # hold faults: link -> share shuffled
         rates = {"loss": 0.0, "dup": 0.0, "reorder": 0.0}
         for fault in self._active:
             if fault.kind == "partition":
                 blocked.update(fault.links)
+            elif fault.kind == "hold":
+                held.update((link, max(held.get(link, 0.0), fault.rate)) for link in fault.links)
             elif fault.kind in rates:
                 rates[fault.kind] = max(rates[fault.kind], fault.rate)
         if self._stranded is not None:
@@ -586,6 +589,7 @@ class World:
                 for link in ((self._stranded, other), (other, self._stranded))
             )
         net.set_blocked(blocked)
+        net.set_held(held)
         net.loss, net.dup, net.reorder = rates["loss"], rates["dup"], rates["reorder"]
 
     def _heal(self) -> None:
