@@ -303,6 +303,15 @@ LOSSY_STRANDS = FaultProfile(
     duration_ms={**STRANDS.duration_ms, "loss": (500.0, 2_500.0)},
 )
 
+# One-way holds (see exapyte.sim.faults: "hold"), one every 250 ms on average, 250-900 ms long:
+# a node's outgoing messages wait and then arrive all at once, answers to Prepares its peers
+# sent one or several elections ago among them (ZeroMQ delivering its queue on reconnect).
+HELD = FaultProfile(
+    gap_ms={**FaultProfile().gap_ms, "hold": 250.0},
+    duration_ms={**FaultProfile().duration_ms, "hold": (250.0, 900.0)},
+    shapes=("one-way",),
+)
+
 
 @dataclass(frozen=True)
 class Mutant:
@@ -411,23 +420,21 @@ MUTANTS: tuple[Mutant, ...] = (
         extra={"clients": 10, "ops": 300},  # more writes in flight: more holes at a strand
         protocol="multipaxos",
     ),
-)
-
-# The Multi-Paxos mutant the simulator does NOT catch yet: it needs a promise delivered after its
-# candidate moved on to a higher round *and* another proposer that took the same acceptor's
-# promise in between; the simulated links deliver within ~30 ms of a send (or drop), well inside
-# one election. It runs by name (``python -m tests.mutants --mutant paxos-stale-promise``) but
-# stays out of MUTANTS, whose every member the default suite requires caught.
-UNCAUGHT_MUTANTS: tuple[Mutant, ...] = (
     Mutant(
         "paxos-stale-promise",
         "a promise for an older round counts toward the quorum",
         _stack((MultiPaxos, "_on_promise", _stale_promise)),
-        faults=("partition", "loss", "dup", "reorder", "crash"),
+        faults=("hold",),
+        profile=HELD,
         protocol="multipaxos",
     ),
 )
 
+# Mutants the simulator does not catch yet: they run by name (``python -m tests.mutants --mutant
+# NAME``) but stay out of MUTANTS, whose every member the default suite requires caught. None
+# today: paxos-stale-promise, which needs a promise delivered after its candidate moved on to a
+# higher round, is caught since the hold fault delivers replies that late.
+UNCAUGHT_MUTANTS: tuple[Mutant, ...] = ()
 
 ZAB_CRASHY = FaultProfile(
     gap_ms={**FaultProfile().gap_ms, "crash": 200.0, "partition": 600.0},

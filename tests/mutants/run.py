@@ -1,6 +1,7 @@
 """Run every mutant through the simulator until a seed catches it; check the unmodified core.
 
-``python -m tests.mutants [--seeds-max N] [--baseline-seeds N] [--workers W] [--mutant NAME]``
+``python -m tests.mutants [--seeds-max N] [--baseline-seeds N] [--workers W] [--mutant NAME]
+[--shrink] [--ops N] [--keep-faults I,J,...]``
 
 For each mutant, seeds 0, 1, 2, ... run with the mutant's patches active until one fails (or
 ``--seeds-max`` is reached: the mutant *survived*). One row per mutant: caught or not, by which
@@ -13,6 +14,11 @@ done and caught, baseline seeds done of those planned. Anything else (a pipe, a 
 terminal) gets plain lines instead: one per finished mutant, and one per tenth of the baseline.
 The live display is cleared at the end, leaving the same per-mutant lines, summary table and
 baseline line as the plain output.
+
+``--shrink`` shrinks each catching seed (:func:`exapyte.sim.runner.shrink`, with the mutant's
+patches active: same seed, same check) and prints the faults left and the command that replays
+the shrunk case; ``--ops`` and ``--keep-faults`` are that command's overrides of the mutant's
+spec.
 """
 
 from __future__ import annotations
@@ -21,7 +27,7 @@ import argparse
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import TracebackType
 
 from rich.console import Console
@@ -36,8 +42,9 @@ from rich.progress import (
 )
 from rich.table import Table
 
+from exapyte.sim.cli import _indexes
 from exapyte.sim.faults import FAULT_KINDS, SHARDED_FAULT_KINDS
-from exapyte.sim.runner import SimResult, run_seed, run_seeds
+from exapyte.sim.runner import ShrinkResult, SimResult, run_seed, run_seeds, shrink
 from exapyte.sim.scheduler import NS_PER_S
 from exapyte.sim.world import SimSpec
 from tests.mutants.mutants import MUTANTS, MUTANTS_BY_NAME, Mutant
@@ -63,14 +70,33 @@ class MutantOutcome:
     wall_s: float
     detail: str
     seed: int | None
+    failing: SimResult | None = None  # the catching run
+    overrides: dict[str, object] = field(default_factory=dict)  # of the mutant's spec
 
     def replay(self) -> str:
         if self.seed is None:
             return ""
-        return (
-            f"python -m tests.mutants --mutant {self.mutant.name} --first-seed {self.seed} "
-            "--seeds-max 1 --baseline-seeds 0"
-        )
+        return replay_command(self.mutant, self.seed, self.overrides)
+
+
+def replay_command(mutant: Mutant, seed: int, overrides: dict[str, object]) -> str:
+    """The command that re-runs one seed of ``mutant`` (with ``ops`` / ``keep_faults``)."""
+    parts = [f"python -m tests.mutants --mutant {mutant.name} --first-seed {seed} "
+             "--seeds-max 1 --baseline-seeds 0"]
+    if overrides.get("ops") is not None:
+        parts.append(f"--ops {overrides['ops']}")
+    keep = overrides.get("keep_faults")
+    if keep is not None:
+        parts.append(f"--keep-faults {','.join(map(str, keep)) or 'none'}")  # type: ignore[call-overload]
+    return " ".join(parts)
+
+
+def shrink_catch(outcome: MutantOutcome, runs_max: int | None = None) -> ShrinkResult:
+    """Shrink the run that caught ``outcome.mutant``, with its patches active."""
+    assert outcome.failing is not None, "only a caught mutant has a run to shrink"
+    kwargs = {} if runs_max is None else {"runs_max": runs_max}
+    with outcome.mutant.patches():
+        return shrink(outcome.failing, **kwargs)  # type: ignore[arg-type]
 
 
 def mutant_spec(mutant: Mutant, seed: int, **overrides: object) -> SimSpec:
@@ -104,9 +130,10 @@ def hunt(
                 on_seed(i + 1)
             if not result.ok:
                 return MutantOutcome(mutant, True, result.check, i + 1, sim_ns / NS_PER_S,
-                                     time.perf_counter() - started, result.detail, seed)
+                                     time.perf_counter() - started, result.detail, seed,
+                                     result, dict(overrides))
     return MutantOutcome(mutant, False, "", seeds_max, sim_ns / NS_PER_S,
-                         time.perf_counter() - started, "", None)
+                         time.perf_counter() - started, "", None, None, dict(overrides))
 
 
 def baseline_specs(seeds: int) -> list[SimSpec]:
@@ -235,6 +262,16 @@ class RunDisplay:
                                   status=self._caught_status())
             self._progress.refresh()
 
+    def shrunk(self, outcome: MutantOutcome, result: ShrinkResult) -> None:
+        spec = result.shrunk.spec
+        self.line(f"  {result.describe()}")
+        for fault in result.shrunk_faults():
+            links = " ".join(f"{a}->{b}" for a, b in fault.links)
+            self.line(f"    {fault.describe()}{': ' + links if links else ''}")
+        self.line(f"  {result.shrunk.check}: {result.shrunk.detail[:300]}")
+        self.line("  replay shrunk: " + replay_command(
+            outcome.mutant, spec.seed, {"ops": spec.ops, "keep_faults": spec.keep_faults}))
+
     # --- the unmodified core ---
 
     def _baseline_status(self) -> str:
@@ -269,7 +306,13 @@ def main(argv: list[str] | None = None, console: Console | None = None) -> int:
                    help="seeds of the unmodified core (plus a fifth as many with 5 nodes); 0 skips")
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--mutant", action="append", choices=sorted(BY_NAME))
+    p.add_argument("--shrink", action="store_true", help="shrink each catching seed")
+    p.add_argument("--ops", type=int, default=None, help="operation budget (a shrunk case's)")
+    p.add_argument("--keep-faults", type=_indexes, default=None,
+                   help="run only these planned faults (indexes, as printed by --shrink)")
     args = p.parse_args(argv)
+    overrides = {name: value for name, value in
+                 (("ops", args.ops), ("keep_faults", args.keep_faults)) if value is not None}
     if console is None:
         console = Console(highlight=False, soft_wrap=True)
         if not console.is_interactive:
@@ -285,10 +328,12 @@ def main(argv: list[str] | None = None, console: Console | None = None) -> int:
         for mutant in chosen:
             display.mutant_started(mutant)
             outcome = hunt(mutant, args.seeds_max, args.first_seed,
-                           on_seed=display.mutant_seed_done)
+                           on_seed=display.mutant_seed_done, **overrides)
             if not outcome.caught:
                 survived.append(mutant.name)
             display.mutant_done(outcome)
+            if args.shrink and outcome.caught:
+                display.shrunk(outcome, shrink_catch(outcome))
             table.add_row(mutant.name, "yes" if outcome.caught else "[red]NO[/red]",
                           outcome.check or "-", str(outcome.seeds), f"{outcome.sim_s:.1f} s",
                           f"{outcome.wall_s:.1f} s")

@@ -8,7 +8,7 @@ import io
 from rich.console import Console
 
 from tests.mutants.mutants import MUTANTS_BY_NAME
-from tests.mutants.run import hunt, main
+from tests.mutants.run import hunt, main, shrink_catch
 
 # Caught on its first seed (docs/simulator.md), so these runs take a second or two.
 QUICK = "no-truncate"
@@ -65,3 +65,23 @@ def test_a_surviving_mutant_fails_the_run() -> None:
         assert f"mutant={QUICK} caught=False by=- seeds=0" in out
         assert "NO" in out
         assert out.rstrip().endswith(f"mutants that survived: {QUICK}")
+
+
+def test_a_shrunk_catch_fails_the_same_check_and_its_replay_command_reruns_it() -> None:
+    name = "paxos-stale-promise"
+    outcome = hunt(MUTANTS_BY_NAME[name], 20)
+    assert outcome.caught and outcome.failing is not None and outcome.seed is not None
+    result = shrink_catch(outcome, runs_max=3)  # the first halvings of the budget only
+    shrunk = result.shrunk
+    assert not shrunk.ok and shrunk.check == outcome.check
+    assert shrunk.spec.ops <= outcome.failing.spec.ops
+    assert {f.kind for f in result.shrunk_faults()} == {"hold"}
+    argv = ["--mutant", name, "--first-seed", str(outcome.seed), "--seeds-max", "1",
+            "--baseline-seeds", "0", "--ops", str(shrunk.spec.ops), "--keep-faults", "none"]
+    rc, out = run(argv, interactive=False)
+    assert rc == 1, out  # no planned fault kept: the mutant survives, as it needs its holds
+    assert f"mutant={name} caught=False" in out
+    rc, out = run(argv[:-2], interactive=False)
+    assert rc == 0, out
+    assert f"mutant={name} caught=True by={outcome.check}" in out
+    assert f"--ops {shrunk.spec.ops}" in out  # the replay line carries the overrides
