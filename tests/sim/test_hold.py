@@ -96,6 +96,6 @@ def test_a_hold_run_is_deterministic_and_releases_everything() -> None:
     assert first.trace_hash == second.trace_hash and first.counters == second.counters
     assert first.history_jsonl == second.history_jsonl
     c = first.counters
-    assert c["hold"] == len(World(spec).faults) > 0
+    assert c["fault_hold"] == len(World(spec).faults) > 0
     assert c["net_held"] > 0 and c["net_released"] == c["net_held"]
     assert '"start-hold"' in first.history_jsonl
