@@ -46,7 +46,9 @@ def assert_routed_by_shard(outcome: RunOutcome, groups_expected: int) -> None:
     for e in events:
         assert e["group"] == of(e["key"]), e
     definite = [e for e in events if e["type"] in ("ok", "fail")]
-    assert definite and all(isinstance(e.get("index"), int) and e["index"] > 0 for e in definite if e["type"] == "ok")
+    # index is [term, index] of the state read or the entry written
+    assert definite and all(isinstance(e.get("index"), list) and e["index"][0] >= 0 and e["index"][1] > 0
+                            for e in definite if e["type"] == "ok")
     assert all(e.get("replica") in {"n1", "n2", "n3", "n4", "n5"} for e in definite if e["type"] == "ok")
     # a write is answered by a voter of its key's group (its leader)
     placement = results["cluster"]["placement"]

@@ -279,18 +279,18 @@ def test_a_keyed_op_records_its_group_and_its_replys_index_and_replica(monkeypat
     def answer(op: object, group: str) -> ClientReply:
         name = type(op).__name__
         if name == "CasOp":
-            return ClientReply("c1", 1, ReplyCode.CAS_FAILED, index=7, node="n3")
-        return ClientReply("c1", 1, ReplyCode.OK, value=b"3", version=1, index=5, node="n2")
+            return ClientReply("c1", 1, ReplyCode.CAS_FAILED, index=7, node="n3", term=2)
+        return ClientReply("c1", 1, ReplyCode.OK, value=b"3", version=1, index=5, node="n2", term=2)
 
     client = HarnessClient({"n1": "tcp://a:1", "n2": "tcp://b:2"}, home="n1",
                            client_factory=lambda *a, **k: FakeClient(answer=answer))
     read = client.invoke(Op("read", key="rr", process=0))
-    assert (read.type, read.value, read.group, read.index, read.replica) == ("ok", 3, "s0000", 5, "n2")
+    assert (read.type, read.value, read.group, read.index, read.replica) == ("ok", 3, "s0000", (2, 5), "n2")
     assert client.client.sent[-1] == ("GetOp", "s0000")  # reads go to the key's group too
     cas = client.invoke(Op("cas", key="r", value=[1, 2], process=0))
-    assert (cas.type, cas.error, cas.group, cas.index, cas.replica) == ("fail", "cas-mismatch", "s0001", 7, "n3")
+    assert (cas.type, cas.error, cas.group, cas.index, cas.replica) == ("fail", "cas-mismatch", "s0001", (2, 7), "n3")
     write = client.invoke(Op("write", key="r", value=4, process=0))
-    assert (write.group, write.index) == ("s0001", 5) and client.client.sent[-1] == ("PutOp", "s0001")
+    assert (write.group, write.index) == ("s0001", (2, 5)) and client.client.sent[-1] == ("PutOp", "s0001")
 
     def timeout(op: object, group: str) -> ClientReply:
         from exapyte.errors import RequestTimeout
