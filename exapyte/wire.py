@@ -99,6 +99,7 @@ class ClockOp(msgspec.Struct, frozen=True, tag="admin.clock"):
 
 CONTROL_GROUP = "control"  # the control plane's replica group (docs/control-plane.md)
 PLANE_KEY = "plane"  # the one record of the control group: the plane's state image
+FEED_TOPIC = b"control"  # the PUB/SUB topic of the control plane's feed
 
 
 class ControlOp(msgspec.Struct, frozen=True, tag="admin.control"):

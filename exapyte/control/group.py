@@ -47,7 +47,7 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
-from exapyte import limits
+from exapyte import distribution, limits
 from exapyte.config import Config
 from exapyte.control.plane import (
     Command,
@@ -175,7 +175,7 @@ class ControlStateMachine(KVStateMachine):
         self, op: Any, index: int, overlay: dict[str, Record | None], batch: list[Put | Delete]
     ) -> Outcome:
         plane = self.plane
-        before = plane.snapshot()
+        current = overlay.get(PLANE_KEY)  # the plane as of the previous op: undo restores it
         results: list[tuple[bool, int, str]] = []
         published: list[Publication] = []
         for raw in op.commands:
@@ -192,13 +192,15 @@ class ControlStateMachine(KVStateMachine):
         if published:
             image = plane.snapshot()
             if len(image) > limits.VALUE_BYTES_MAX:  # the map outgrew its record: undo
-                plane.restore(before)
+                plane = self.plane = ControlPlane()
+                if current is not None:
+                    plane.restore(current.value)
+                plane.applied_index = index
                 n = len(op.commands)
                 return Outcome(ReplyCode.BAD_REQUEST, (
                     f"the plane would be {len(image)} bytes, more than VALUE_BYTES_MAX; "
                     f"none of the {n} commands applied"
                 ).encode(), plane.version, index)
-            current = overlay.get(PLANE_KEY)
             overlay[PLANE_KEY] = Record(image, current.version + 1 if current else 1)
             batch.append(Put(PLANE_KEY, image))
             self.published.extend(published)
@@ -307,8 +309,6 @@ class ControlAgent:
             term = replica.core.status().term
             caught_up = sm.applied_index >= replica.core.status().commit
             if sm.plane.version == 0 and caught_up and self._bootstrap_term != term:
-                from exapyte import distribution
-
                 _, placement = distribution.from_config(self.cfg)
                 if self.propose(bootstrap_commands(self.cfg, placement.groups)):
                     self._bootstrap_term = term

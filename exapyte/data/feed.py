@@ -26,6 +26,7 @@ import msgspec
 import zmq
 
 from exapyte import limits
+from exapyte.control.group import decode_outcomes
 from exapyte.control.plane import (
     Command,
     ControlPlane,
@@ -38,6 +39,7 @@ from exapyte.data.router import Descriptor, Router
 from exapyte.errors import ExapyteError
 from exapyte.wire import (
     CONTROL_GROUP,
+    FEED_TOPIC,
     PLANE_KEY,
     Codec,
     ControlOp,
@@ -55,12 +57,8 @@ if TYPE_CHECKING:
 
 __all__ = ["ClientFeed", "read_plane", "submit"]
 
-FEED_TOPIC = b"control"
 RESYNC_INTERVAL_S = 1.0
 DRAIN_MAX = 1024  # feed messages taken per drain
-
-_outcomes = msgspec.msgpack.Decoder(list[tuple[bool, int, str]])
-
 
 def read_plane(client: Client, *, timeout_s: float | None = None) -> ControlPlane:
     """The control plane as its group committed it (a linearizable read of its record)."""
@@ -84,7 +82,7 @@ def submit(
     (changed, the plane's version after it, why not)."""
     op = ControlOp(tuple(encode_command(c) for c in commands))
     reply = client.request(op, group=CONTROL_GROUP, timeout_s=timeout_s)
-    return _outcomes.decode(reply.value) if reply.value else []
+    return decode_outcomes(reply.value)
 
 
 class ClientFeed:

@@ -74,6 +74,7 @@ from exapyte.storage import Storage, group_path, open_storage
 from exapyte.wire import (
     ADMIN_OPS,
     FEED_MESSAGES,
+    FEED_TOPIC,
     ClientReply,
     ClientRequest,
     ClockOp,
@@ -93,7 +94,6 @@ DRAIN_FRAMES_MAX = 4096  # frames taken from one socket per loop iteration
 # Plain ints: pyzmq's flag enums cost an enum operation per call on the hot path.
 _NOBLOCK = int(zmq.NOBLOCK)
 _NOBLOCK_SNDMORE = int(zmq.NOBLOCK) | int(zmq.SNDMORE)
-FEED_TOPIC = b"control"
 _PRIVILEGED_OPS = (*ADMIN_OPS, ClockOp)
 
 
