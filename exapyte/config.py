@@ -290,6 +290,10 @@ KNOWN_BUGS: dict[str, str] = {
         "the highest-named member of each group stops applying committed entries (after index 20) "
         "and keeps serving weak reads"
     ),
+    "apply-out-of-order": (
+        "a follower applies each batch of committed entries with their commands in reverse order "
+        "(the applied index stays right), so writes of one key in one batch end in the wrong value"
+    ),
 }
 
 

@@ -131,6 +131,8 @@ def parse_faults(text: str | Sequence[str]) -> tuple[str, ...]:
 #: bounded reads from state older than the bound (its own view of the commit index is as old).
 #: ``stop-applying``: the stopped replica is found at the final reads on every node (no fault
 #: needed; partitions move the leader, so the stopped node may come to lead).
+#: ``apply-out-of-order``: a follower cut off catches up in long batches, each applied backwards;
+#: partitions also move the leader, so more replicas take a turn as the wrong-order follower.
 BUG_FAULTS: dict[str, tuple[str, ...]] = {
     "stale-reads": ("partition",),
     "ack-before-fsync": ("partition", "kill"),
@@ -139,6 +141,7 @@ BUG_FAULTS: dict[str, tuple[str, ...]] = {
     "bounded-unchecked": ("partition", "pause"),
     "bounded-follower-view": ("partition", "pause"),
     "stop-applying": ("partition",),
+    "apply-out-of-order": ("partition",),
 }
 
 

@@ -313,6 +313,7 @@ BUG_WORKLOADS: dict[str, str] = {
     "bounded-unchecked": "bounded",
     "bounded-follower-view": "bounded",
     "stop-applying": "eventual",
+    "apply-out-of-order": "prefix",
 }
 DEFAULT_WORKLOAD = "register"
 

@@ -38,7 +38,9 @@ term is granted, without the log up-to-date check), ``session-ahead`` (a session
 without checking its token), ``bounded-unchecked`` (any replica serves ``bounded_staleness``
 without the check), ``bounded-follower-view`` (the old check: K against this replica's own view
 of the commit index, no time bound), ``stop-applying`` (the group's highest-named member stops
-applying committed entries after :data:`STOP_APPLYING_AFTER` and keeps serving weak reads).
+applying committed entries after :data:`STOP_APPLYING_AFTER` and keeps serving weak reads),
+``apply-out-of-order`` (a follower applies the commands of each batch of committed entries in
+reverse order, :func:`commands_reversed`, while its applied index stays right).
 """
 
 from __future__ import annotations
@@ -111,6 +113,19 @@ def state_image_ok(data: bytes) -> bool:
     except StorageError:
         return False
     return True
+
+
+def commands_reversed(entries: Sequence[Entry]) -> list[Entry]:
+    """The unsafe bug ``apply-out-of-order``: the same entries at the same indexes and terms, with
+    the commands of the client entries (NORMAL, non-empty) in reverse order among themselves.
+    The state machine's applied index comes out right; the state does not whenever two commands
+    of the batch touch one key (the earlier one's value is left, a cas compares against the wrong
+    value), which a weak read and the replicas' final states show."""
+    slots = [i for i, e in enumerate(entries) if e.kind == EntryKind.NORMAL and e.data]
+    out = list(entries)
+    for at, source in zip(slots, reversed(slots), strict=True):
+        out[at] = msgspec.structs.replace(entries[at], data=entries[source].data)
+    return out
 
 
 def core_spec(cfg: Config) -> CoreSpec:
@@ -501,6 +516,8 @@ class Replica(ServiceBase):
         if "stop-applying" in self.bugs and self.sm.applied_index >= STOP_APPLYING_AFTER \
                 and self.node_id == max(self.members()):
             return  # known bug: committed entries are dropped here, reads still served
+        if "apply-out-of-order" in self.bugs and self.core.role is not Role.LEADER:
+            entries = commands_reversed(entries)  # known bug: the batch's commands run backwards
         self.sm.apply(entries, before_write=self._answer_writes)
 
     def _answer_writes(self, results: Sequence[tuple[Entry, Outcome | None]]) -> None:

@@ -10,7 +10,8 @@ client (``routing``: a request served at another configuration version than it w
 or routed by an older descriptor than the client had been given), a read a
 node held without answering, a read only the replica's own deadline refused (no answer or
 failure from the core reached its client), a final read that did not succeed or replicas that
-did not converge (all liveness), and a history that is not linearizable. Every verdict carries
+did not converge (all liveness; ``divergence`` when they all applied the group's commit and
+their states still differ), and a history that is not linearizable. Every verdict carries
 the trace hash, so "same seed, same run" can be checked.
 
 :func:`shrink` takes a failing spec and looks for a smaller one that fails with the **same
@@ -131,6 +132,11 @@ def run_seed(spec: SimSpec, *, keep_history: bool = False) -> SimResult:
         if failed:
             check = "liveness"
             detail = f"{len(failed)} final read(s) did not succeed after heal"
+        elif not world.converged and world.state_diverged:
+            # Every replica applied the group's commit, yet their states differ: the same log
+            # made different state machines (a replica applied its entries wrongly).
+            check = "divergence"
+            detail = f"replicas applied the same entries to different states: {world.divergence}"
         elif not world.converged:
             check = "liveness"
             detail = f"replicas did not converge: {world.divergence}"

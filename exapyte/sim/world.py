@@ -66,9 +66,9 @@ from exapyte.wire import (
     ClientReply,
     ClientRequest,
     GetOp,
-    ReplyCode,
     NodeBeat,
     PeerMessage,
+    ReplyCode,
     ScanOp,
 )
 
@@ -319,6 +319,8 @@ class World:
         self.served_stale: list[str] = []  # requests served at another configuration version
         self.converged = False
         self.divergence = ""
+        # the replicas' states differ at one applied index: state-machine safety, not liveness
+        self.state_diverged = False
         self.think_ns = int(1.6 * spec.fault_s * NS_PER_S * spec.clients / max(spec.ops, 1))
 
     # --- tracing --------------------------------------------------------------------------------
@@ -721,6 +723,7 @@ class World:
         self.converged = self._converged_now()
 
     def _converged_now(self) -> bool:
+        self.state_diverged = False
         if any(n.table is None for n in self.nodes.values()):
             self.divergence = "a node is down"
             return False
@@ -754,11 +757,13 @@ class World:
             first = images[first_node]
             differing = [n for n, image in images.items() if image != first]
             if differing:
+                self.state_diverged = True
                 self.divergence = (
                     f"{where}state of {differing} differs from {first_node}'s at index {commit}"
                 )
                 return False
         self.divergence = ""
+        self.state_diverged = False
         return True
 
     # --- results --------------------------------------------------------------------------------

@@ -16,6 +16,8 @@ ack-before-fsync       the host writes the log and the state machine without fsy
                        acknowledges (votes, append acks, client replies) before durability
 reads-never-fail       the host ignores the reads the core gave up on: their clients wait for a
                        reply that only the replica's own deadline sends
+apply-out-of-order     a follower applies the commands of each batch of committed entries in
+                       reverse order (indexes and applied index right): its state diverges
 paxos-stale-promise    (Multi-Paxos) a phase-1 promise for an older round counts toward the quorum
 paxos-ballot-reuse     (Multi-Paxos) the promised ballot is not persisted: a restarted node
                        promises lower ballots again and reuses its own rounds
@@ -57,6 +59,7 @@ from typing import Any
 
 import msgspec
 
+from exapyte.errors import ProtocolMisuse
 from exapyte.protocol.log import ReplicatedLog
 from exapyte.protocol.multipaxos.core import MultiPaxos, PaxosRecord
 from exapyte.protocol.multipaxos.messages import AcceptedSlot, Promise
@@ -64,10 +67,9 @@ from exapyte.protocol.progress import ProgressTracker
 from exapyte.protocol.raft.core import Raft, decode_hard_state, encode_hard_state
 from exapyte.protocol.raft.messages import Vote
 from exapyte.protocol.types import Entry, HardState, Role, Snapshot
-from exapyte.errors import ProtocolMisuse
 from exapyte.protocol.zab.core import Zab
+from exapyte.runtime.replica import Replica, commands_reversed
 from exapyte.sim import world as sim_world
-from exapyte.runtime.replica import Replica
 from exapyte.sim.faults import FAULT_KINDS, FaultProfile
 
 
@@ -145,6 +147,15 @@ def _follower_reads(self: Replica, identity: Any, req: Any) -> None:
         self.read_local(identity, req)  # Broken: no ReadIndex, no redirect to the leader
         return
     _original_on_read(self, identity, req)
+
+
+_original_apply = Replica.__dict__["apply"]
+
+
+def _apply_out_of_order(self: Replica, entries: Sequence[Entry]) -> None:
+    if self.core.role is not Role.LEADER:
+        entries = commands_reversed(entries)  # Broken: a follower runs each batch backwards
+    _original_apply(self, entries)
 
 
 def _ignore_failed_reads(self: Replica, request_ids: Sequence[bytes]) -> None:
@@ -384,6 +395,12 @@ MUTANTS: tuple[Mutant, ...] = (
         "reads-never-fail",
         "reads the core gave up on are never answered",
         _stack((Replica, "fail_reads", _ignore_failed_reads)),
+        faults=("partition", "loss", "pause"),
+    ),
+    Mutant(
+        "apply-out-of-order",
+        "a follower applies each batch of committed commands in reverse order",
+        _stack((Replica, "apply", _apply_out_of_order)),
         faults=("partition", "loss", "pause"),
     ),
     Mutant(
