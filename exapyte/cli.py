@@ -13,11 +13,14 @@ import signal
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from exapyte import __version__, limits
 from exapyte import config as config_mod
 from exapyte.errors import ConfigError, ExapyteError, RequestFailed, RequestTimeout
+
+if TYPE_CHECKING:
+    from exapyte.client import SessionToken
 
 ABSENT = ":absent"  # the CLI's spelling of "no value" in cas
 
@@ -269,7 +272,7 @@ def run_client(ns: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
             out["node"] = client.last_node
             if session is not None:
                 _write_session(session, client.session_tokens)
-                out["session_tokens"] = dict(sorted(client.session_tokens.items()))
+                out["session_tokens"] = {g: list(t) for g, t in sorted(client.session_tokens.items())}
     except RequestTimeout as exc:
         out.update(ok=False, error="timeout", message=str(exc))
     except RequestFailed as exc:
@@ -318,10 +321,11 @@ def _node_change(cfg: Any, action: str, node: str, client: Any) -> dict[str, Any
         admin.close()
 
 
-def _read_session(path: Path) -> dict[str, int]:
+def _read_session(path: Path) -> dict[str, SessionToken]:
     """The session tokens kept in ``path``, one per replica group (none when the file does not
-    exist yet). A file of an older release holds only ``session_index``: the ``default``
-    group's token."""
+    exist yet): ``{"tokens": {group: [term, index]}}``. Files of older releases still load: a
+    token that is an int is the index-only form (term 0), and a file holding only
+    ``session_index`` is the ``default`` group's token."""
     try:
         raw = json.loads(path.read_text())
     except FileNotFoundError:
@@ -332,16 +336,18 @@ def _read_session(path: Path) -> dict[str, int]:
         raise ConfigError(f"--session {path}: not a session file (a JSON object)")
     tokens = raw.get("tokens", {"default": raw["session_index"]} if "session_index" in raw else {})
     if not isinstance(tokens, dict):
-        raise ConfigError(f"--session {path}: tokens must map group ids to ints")
-    for group, index in tokens.items():
-        if isinstance(index, bool) or not isinstance(index, int) or index < 0:
-            raise ConfigError(f"--session {path}: the token of {group!r} must be an int >= 0, got {index!r}")
-    return dict(tokens)
+        raise ConfigError(f"--session {path}: tokens must map group ids to [term, index]")
+    from exapyte.client import session_token
+
+    try:
+        return {str(group): session_token(raw, str(group)) for group, raw in tokens.items()}
+    except ValueError as exc:
+        raise ConfigError(f"--session {path}: {exc}") from None
 
 
-def _write_session(path: Path, tokens: dict[str, int]) -> None:
+def _write_session(path: Path, tokens: dict[str, SessionToken]) -> None:
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps({"tokens": dict(sorted(tokens.items()))}) + "\n")
+    tmp.write_text(json.dumps({"tokens": {g: list(t) for g, t in sorted(tokens.items())}}) + "\n")
     tmp.replace(path)
 
 

@@ -18,9 +18,16 @@ A call ends in one of three ways:
 ``not_leader`` replies carry the leader's endpoint; the client follows it at once. ``unavailable``
 and ``overloaded`` back off briefly and try again, rotating through the known nodes.
 
-The **session token** is the highest applied index seen in any reply of a group (one entry per
-group: ``session_tokens``); ``session`` reads send it so that a replica serves them only once it
-has applied at least that far (read-your-writes, monotonic reads).
+The **session token** of a group (``session_tokens``, one :class:`SessionToken` per group) is the
+newest ``(term, index)`` seen in any reply of that group: the index of the state read or the entry
+written, and the term of the entry at that index. ``session`` reads send it so that a replica
+serves them only from a state holding that very entry (read-your-writes, monotonic reads); an
+index alone would not do, since a truncated entry's index is reused by another one. A replica
+that applied another entry at the token's index answers ``session_lost``, raised as
+:class:`~exapyte.errors.SessionLost`: the token's entry was truncated, so writes of the session
+may be lost. The token is kept (no later read quietly promises less); :meth:`Client.new_session`
+starts over. A token of the older form (an index only, term 0) is still accepted and judged by
+its index.
 
 **Shards.** With a :class:`~exapyte.data.router.Router` (``Client.from_config`` builds one for
 the sharded and hierarchical strategies) a key's request goes to its shard's group: the request
@@ -47,7 +54,7 @@ import itertools
 import time
 import uuid
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import msgspec
 import zmq
@@ -57,7 +64,7 @@ from exapyte.config import CONSISTENCY_LEVELS, Config
 from exapyte.control.group import control_spec
 from exapyte.data.feed import ClientFeed
 from exapyte.data.router import WEAK_LEVELS, Descriptor, Proximity, Router
-from exapyte.errors import RequestFailed, RequestTimeout
+from exapyte.errors import RequestFailed, RequestTimeout, SessionLost
 from exapyte.security import Credentials, load_credentials
 from exapyte.wire import (
     MEMBERSHIP_CHANGES,
@@ -81,6 +88,37 @@ from exapyte.wire import (
 Value = bytes | str
 
 BACKOFF_S = 0.02  # pause after an "unavailable" or "overloaded" reply
+
+
+class SessionToken(NamedTuple):
+    """A session token of one group: the term and index of the newest entry the session
+    observed there (written, or the last applied one of a state it read). Encodes as
+    ``[term, index]`` in JSON; ``term`` 0 is the older, index-only form."""
+
+    term: int
+    index: int
+
+    def newer(self, other: SessionToken) -> bool:
+        """Whether this token names a later state than ``other``: a higher index, or the same
+        index with a higher term (of two entries at one index, the later leader's)."""
+        return (self.index, self.term) > (other.index, other.term)
+
+
+def session_token(value: object, group: str = "default") -> SessionToken:
+    """A session token from an int (the older, index-only form) or ``[term, index]``; a clear
+    ``ValueError`` otherwise."""
+    if type(value) is int and value >= 0:
+        return SessionToken(0, value)
+    if (
+        isinstance(value, (list, tuple))
+        and len(value) == 2
+        and all(type(x) is int and x >= 0 for x in value)
+    ):
+        return SessionToken(int(value[0]), int(value[1]))
+    raise ValueError(
+        f"session token of {group!r} must be an int >= 0 or [term, index] of ints >= 0, got "
+        f"{value!r}"
+    )
 
 
 class Versioned(msgspec.Struct, frozen=True):
@@ -216,7 +254,7 @@ class Client:
         context: zmq.Context[Any] | None = None,
         credentials: Credentials | None = None,
         session_index: int = 0,
-        session_tokens: dict[str, int] | None = None,
+        session_tokens: dict[str, SessionToken | Sequence[int] | int] | None = None,
         router: Router | None = None,
         feed_endpoints: Sequence[str] = (),
         proximity: Proximity | None = None,
@@ -237,13 +275,13 @@ class Client:
         self.timeout_s = checked
         self.attempt_timeout_s = _timeout(attempt_timeout_s) or max(0.05, checked / 3)
         self.credentials = credentials
-        # One session token per replica group: the highest applied index this session observed
+        # One session token per replica group: the newest (term, index) this session observed
         # there (docs/consistency.md).
-        self.session_tokens: dict[str, int] = {"default": session_index} if session_index else {}
-        for group, index in (session_tokens or {}).items():
-            if isinstance(index, bool) or not isinstance(index, int) or index < 0:
-                raise ValueError(f"session token of {group!r} must be an int >= 0, got {index!r}")
-            self.session_tokens[group] = max(index, self.session_tokens.get(group, 0))
+        self.session_tokens: dict[str, SessionToken] = (
+            {"default": SessionToken(0, session_index)} if session_index else {}
+        )
+        for group, raw in (session_tokens or {}).items():
+            self._note_token(group, session_token(raw, group))
         self.router = router
         self.last_node: str | None = None
         self._seq = itertools.count(int(time.time() * 1000) * 1000)
@@ -264,12 +302,19 @@ class Client:
 
     @property
     def session_index(self) -> int:
-        """The session token of the ``default`` group (the only one without shards)."""
-        return self.session_tokens.get("default", 0)
+        """The index of the ``default`` group's session token (the only group without shards)."""
+        token = self.session_tokens.get("default")
+        return token.index if token is not None else 0
 
     @session_index.setter
     def session_index(self, value: int) -> None:
-        self.session_tokens["default"] = value
+        self.session_tokens["default"] = SessionToken(0, value)
+
+    def new_session(self) -> None:
+        """Start a new session: forget every session token (after :class:`SessionLost`, when
+        the caller has dealt with the writes the old session may have lost). The client id is
+        kept: it names the exactly-once write session, which a lost token does not affect."""
+        self.session_tokens = {}
 
     def group_of(self, key: str) -> str:
         """The replica group that holds ``key``."""
@@ -430,13 +475,15 @@ class Client:
     ) -> ClientReply:
         """Send one request until a definite reply or the deadline. See the module docstring."""
         wait_s = _timeout(timeout_s)
+        token = self.session_tokens.get(group, SessionToken(0, 0))
         req = ClientRequest(
             self.client_id,
             next(self._seq),
             op,
             consistency=_consistency(consistency) or self.consistency,
-            session_index=self.session_tokens.get(group, 0),
+            session_index=token.index,
             group=group,
+            session_term=token.term,
         )
         return self._send_request(req, wait_s, endpoint, follow)
 
@@ -471,12 +518,14 @@ class Client:
                     target = self._rotate()
                 continue
             self.last_node = reply.node or None
-            self._note_index(req.group, reply.index)
+            self._note_reply(req.group, reply)
             code = reply.code
             if code in (ReplyCode.OK, ReplyCode.NOT_FOUND, ReplyCode.CAS_FAILED):
                 return reply
             if code == ReplyCode.BAD_REQUEST or code == ReplyCode.FORBIDDEN:
                 raise RequestFailed(code, reply.message)
+            if code == ReplyCode.SESSION_LOST:
+                raise SessionLost(req.group, self.session_tokens.get(req.group), reply.message)
             last_problem = f"{code} from {reply.node or target}: {reply.message}".rstrip(": ")
             if not follow:
                 raise RequestFailed(code, reply.message or code)
@@ -490,9 +539,14 @@ class Client:
             time.sleep(min(BACKOFF_S, max(0.0, deadline - time.monotonic())))
             target = self._rotate()
 
-    def _note_index(self, group: str, index: int) -> None:
-        if index > self.session_tokens.get(group, 0):
-            self.session_tokens[group] = index
+    def _note_reply(self, group: str, reply: ClientReply) -> None:
+        if reply.index > 0:
+            self._note_token(group, SessionToken(reply.term, reply.index))
+
+    def _note_token(self, group: str, token: SessionToken) -> None:
+        current = self.session_tokens.get(group)
+        if current is None or token.newer(current):
+            self.session_tokens[group] = token
 
     def _request_group(
         self, req: ClientRequest, deadline: float, endpoint: str | None, follow: bool
@@ -534,7 +588,7 @@ class Client:
             reply = self._attempt(target, frame, attempt, min(remaining, self.attempt_timeout_s))
             if reply is not None:
                 self.last_node = reply.node or None
-                self._note_index(group, reply.index)
+                self._note_reply(group, reply)
                 if reply.descriptor is not None and reply.descriptor.shard == group:
                     router.update(msgspec.structs.replace(
                         reply.descriptor, endpoints=descriptor.endpoints,
@@ -547,6 +601,8 @@ class Client:
                     return reply
                 if code == ReplyCode.BAD_REQUEST or code == ReplyCode.FORBIDDEN:
                     raise RequestFailed(code, reply.message)
+                if code == ReplyCode.SESSION_LOST:
+                    raise SessionLost(group, self.session_tokens.get(group), reply.message)
                 last_problem = f"{code} from {reply.node or target}: {reply.message}".rstrip(": ")
                 if not follow:
                     raise RequestFailed(code, reply.message or code)

@@ -294,6 +294,12 @@ KNOWN_BUGS: dict[str, str] = {
         "a follower applies each batch of committed entries with their commands in reverse order "
         "(the applied index stays right), so writes of one key in one batch end in the wrong value"
     ),
+    "token-after-truncate": (
+        "a session token is checked by its index only, not the term of its entry; the variant "
+        "also acknowledges writes at append, as ack-before-fsync does (the unsafe path that "
+        "gives a session a token for an entry the next leader truncates), so a replica at that "
+        "index serves the session a state without its writes"
+    ),
 }
 
 

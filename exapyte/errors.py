@@ -55,3 +55,15 @@ class RequestFailed(ExapyteError):
     def __init__(self, code: str, message: str) -> None:
         self.code = code
         super().__init__(f"{code}: {message}")
+
+
+class SessionLost(RequestFailed):
+    """A ``session`` read was refused: the entry the session token of ``group`` names was
+    truncated (another entry holds its index), so writes this session made there may be lost.
+    The read did not happen. Start a new session (``Client.new_session``) once the loss is dealt
+    with."""
+
+    def __init__(self, group: str, token: object, message: str) -> None:
+        self.group = group
+        self.token = token
+        super().__init__("session_lost", message)

@@ -46,10 +46,24 @@ overlay first, so they observe every applied entry; ``scan`` and ``snapshot`` fl
 crash loses the overlay and the stored applied index is older: the replica re-applies the
 missing entries from its log, to the same outcomes (the log is never compacted past a flushed
 snapshot). Without a log to replay (``DirectService``) every ``apply`` writes at once.
+
+**Term runs: which entry a session token names.** An index alone does not name a state: a log
+entry that was never committed can be truncated and its index reused by another leader's entry.
+A session token is therefore ``(term, index)``, and a replica serving a ``session`` read must
+know the term of the entry *it applied* at the token's index, long after the log holding that
+entry was compacted. The state machine keeps the applied log's terms run-length encoded
+(:attr:`KVStateMachine.term_runs`: ``(first index, term)`` each time the term changes along the
+applied entries; one run per leader change, whatever the protocol's term order), stored in the
+meta ``term_runs`` in the same batch as the applied index, so it travels in snapshots and
+survives restarts. At most :data:`~exapyte.limits.TERM_RUNS_MAX` runs are kept (the oldest are
+dropped): :meth:`KVStateMachine.term_at` answers None for an index older than the window, and
+for an index applied before the runs were kept (a store of an older release starts its runs at
+its applied index).
 """
 
 from __future__ import annotations
 
+import bisect
 import logging
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
@@ -78,6 +92,10 @@ APPLIED_TERM_META = "applied_term"
 # applied (the configuration version: every replica that applied it agrees) and the members it
 # left. It travels in snapshots; requests carry the version (docs/control-plane.md).
 CONF_META = "conf"
+# The applied log's terms, run-length encoded: [[first index, term], ...] (module docstring).
+TERM_RUNS_META = "term_runs"
+_RUNS_ENCODER = msgspec.msgpack.Encoder()
+_RUNS_DECODER = msgspec.msgpack.Decoder(list[tuple[int, int]])
 
 
 class GroupConf(msgspec.Struct, frozen=True, array_like=True):
@@ -225,6 +243,9 @@ class KVStateMachine:
         self._sessions_cached_max = sessions_cached_max
         self.applied_index = self._load_applied()
         self.conf = self._stored_conf = self._load_conf()
+        self.term_runs = self._load_term_runs()
+        # term_runs changed since they were last stored (a store of an older release: seeded)
+        self._runs_dirty = bool(self.term_runs) and self.storage.meta_get(TERM_RUNS_META) is None
         # write-behind: applied but not yet stored (see the module docstring)
         self._pending_ops: list[Put | Delete] = []
         self._pending_records: dict[str, Record | None] = {}
@@ -239,6 +260,42 @@ class KVStateMachine:
             return _CONF_DECODER.decode(raw)
         except (msgspec.DecodeError, msgspec.ValidationError) as exc:
             raise StorageError(f"stored group configuration is unreadable: {exc}") from exc
+
+    def _load_term_runs(self) -> list[tuple[int, int]]:
+        raw = self.storage.meta_get(TERM_RUNS_META)
+        if raw:
+            try:
+                return _RUNS_DECODER.decode(raw)
+            except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+                raise StorageError(f"stored term runs are unreadable: {exc}") from exc
+        if self.applied_index:
+            # A store written before the runs were kept: only the applied entry's term is known.
+            return [(self.applied_index, self.applied_term)]
+        return []
+
+    def term_at(self, index: int) -> int | None:
+        """The term of the entry this state machine applied at ``index`` (0 for index 0), or
+        None when it cannot tell: not applied yet, or older than the runs kept (module
+        docstring)."""
+        if index == 0:
+            return 0
+        if index > self.applied_index:
+            return None
+        at = bisect.bisect_right(self.term_runs, index, key=lambda run: run[0]) - 1
+        return self.term_runs[at][1] if at >= 0 else None
+
+    def _note_terms(self, entries: Sequence[Entry]) -> None:
+        runs = self.term_runs
+        for entry in entries:
+            if not runs or runs[-1][1] != entry.term:
+                runs.append((entry.index, entry.term))
+                self._runs_dirty = True
+        if len(runs) > limits.TERM_RUNS_MAX:
+            del runs[: len(runs) - limits.TERM_RUNS_MAX]
+
+    def _runs_meta(self, meta: dict[str, bytes | None]) -> None:
+        if self._runs_dirty:
+            meta[TERM_RUNS_META] = _RUNS_ENCODER.encode(self.term_runs)
 
     @property
     def conf_version(self) -> int:
@@ -272,7 +329,7 @@ class KVStateMachine:
     @property
     def has_pending(self) -> bool:
         """Whether :meth:`flush` has anything to store."""
-        return bool(self._pending_sessions) or bool(self._pending_ops) or (
+        return bool(self._pending_sessions) or bool(self._pending_ops) or self._runs_dirty or (
             self._stored_applied != self.applied_index or self._stored_conf is not self.conf
         )
 
@@ -356,6 +413,7 @@ class KVStateMachine:
                 results.append((entry, outcome))
         if before_write is not None:
             before_write(results)
+        self._note_terms([entry for entry, _ in commands])
         if self.write_behind:
             self._pending_ops.extend(batch)
             for op in batch:
@@ -376,8 +434,10 @@ class KVStateMachine:
             meta[SESSION_META_PREFIX + client_id] = _command_encoder.encode(session)
         if self._stored_conf is not self.conf:
             meta[CONF_META] = _CONF_ENCODER.encode(self.conf)
+        self._runs_meta(meta)
         self.storage.apply(batch, meta, sync=self.sync)
         self._stored_conf = self.conf
+        self._runs_dirty = False
         self.applied_index = self._stored_applied = last
         for client_id, session in touched.items():
             self._remember(client_id, session)
@@ -396,9 +456,11 @@ class KVStateMachine:
             meta[SESSION_META_PREFIX + client_id] = _command_encoder.encode(session)
         if self._stored_conf is not self.conf:
             meta[CONF_META] = _CONF_ENCODER.encode(self.conf)
+        self._runs_meta(meta)
         # At most 2 x WRITE_BEHIND_OPS_MAX ops (apply flushes at the limit, a chunk adds at
         # most that many): one atomic batch, within STORAGE_BATCH_OPS_MAX.
         self.storage.apply(self._pending_ops, meta, sync=self.sync)
+        self._runs_dirty = False
         self._stored_applied = self.applied_index
         self._stored_conf = self.conf
         self._pending_ops = []
@@ -510,4 +572,7 @@ class KVStateMachine:
         self._pending_sessions = {}
         self.applied_index = self._load_applied()
         self.conf = self._stored_conf = self._load_conf()
+        self.term_runs = self._load_term_runs()
+        # term_runs changed since they were last stored (a store of an older release: seeded)
+        self._runs_dirty = bool(self.term_runs) and self.storage.meta_get(TERM_RUNS_META) is None
 

@@ -16,7 +16,8 @@ SCAN_LIMIT_MAX = 10_000  # records one scan may return
 # --- client requests (checked by exapyte.runtime.service.validate_request) ---------------------
 CLIENT_ID_BYTES_MAX = 128  # a request's client_id, UTF-8 encoded; it names a session record
 SEQ_MAX = 2**63 - 1  # a request's seq (a signed 64-bit integer)
-SESSION_INDEX_MAX = 2**63 - 1  # a request's session token (a log index)
+SESSION_INDEX_MAX = 2**63 - 1  # a request's session token (a log index, and the term of its entry)
+TERM_RUNS_MAX = 1_024  # term changes along the applied log a state machine remembers (kv.py)
 GROUP_NAME_BYTES_MAX = 64  # a request's replica group name, UTF-8 encoded
 GROUP_MEMBERS_MAX = 64  # node ids in a group configuration carried by an admin request
 NODE_ID_BYTES_MAX = 64  # a node id named by an admin request (as long as a config id may be)

@@ -120,11 +120,17 @@ WriteOp = Union[PutOp, DeleteOp, CasOp]
 WRITE_OPS = (PutOp, DeleteOp, CasOp)
 
 
-class ClientRequest(msgspec.Struct, frozen=True, tag="client.request"):
+class ClientRequest(msgspec.Struct, frozen=True, tag="client.request", omit_defaults=True):
     """One client call. ``(client_id, seq)`` identifies it across retries (exactly-once).
 
-    ``session_index`` is the session token: the highest applied index this client's session has
-    observed; a ``session`` read is served only by a replica that has applied at least that far.
+    ``(session_term, session_index)`` is the session token of ``group``: the newest state this
+    client's session has observed there, named by the index *and* the term of its entry (an
+    index alone can be reused after a truncation). A ``session`` read is served only by a replica
+    whose applied state holds that entry: applied that far, with that term at that index; a
+    replica that applied another entry there answers ``session_lost``. ``session_term`` 0 is the
+    older token form (an index only), judged by the index alone. Fields at their defaults are
+    not encoded, so a request without a token is the same frame as before the term was added,
+    and a node of an older release reads a new one (it ignores the unknown field).
     ``config_version`` is the configuration version of ``group`` the client routed by (0: none
     known): a replica serves a request only at its own version, and answers ``stale_config``
     with its descriptor otherwise (docs/control-plane.md).
@@ -137,6 +143,7 @@ class ClientRequest(msgspec.Struct, frozen=True, tag="client.request"):
     session_index: int = 0
     group: str = "default"
     config_version: int = 0
+    session_term: int = 0
 
 
 class ReplyCode:
@@ -151,6 +158,9 @@ class ReplyCode:
     OVERLOADED = "overloaded"  # too many pending requests: retry later
     FORBIDDEN = "forbidden"  # this caller's key does not allow the request (admin ops need admin)
     STALE_CONFIG = "stale_config"  # routed by another configuration version: see ``descriptor``
+    # the session token's entry is not in this replica's applied history (another entry holds
+    # its index: it was truncated): the session's writes there may be lost; start a new session
+    SESSION_LOST = "session_lost"
 
 
 class ClientReply(msgspec.Struct, frozen=True, tag="client.reply"):

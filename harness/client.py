@@ -33,7 +33,9 @@ and ``replica`` (the node whose state that reply came from).
 ``strong``); updates always go through the group's leader. A worker keeps **one session for the
 whole run**: :meth:`HarnessClient.reconnect` (after an ``info``) opens new sockets under the
 same client id with the session tokens seen so far, as a real client that lost its connection
-would, so the session checkers judge every op of the worker together. Request sequence numbers
+would, so the session checkers judge every op of the worker together. Only a ``session_lost``
+refusal (the token names a truncated entry: the session's writes may be lost) ends a session:
+the worker goes on under a new client id, with no token. Request sequence numbers
 stay increasing across the new client: the client starts them from its clock in microseconds-ish
 units (``Client``'s seq), far above the few calls per millisecond a worker makes.
 """
@@ -48,8 +50,8 @@ from typing import Any
 
 from exapyte.client import Client
 from exapyte.data.router import Router
+from exapyte.errors import RequestFailed, RequestTimeout, SessionLost
 from exapyte.security import Credentials
-from exapyte.errors import RequestFailed, RequestTimeout
 from exapyte.wire import ClientReply, GetOp, ReplyCode
 from harness.generator import Op
 
@@ -112,7 +114,7 @@ class HarnessClient:
         self.router_factory = router_factory
         self.client = self._new_client()
 
-    def _new_client(self, client_id: str | None = None, session_tokens: dict[str, int] | None = None) -> Client:
+    def _new_client(self, client_id: str | None = None, session_tokens: dict[str, Any] | None = None) -> Client:
         order = list(self.endpoints.values())
         if self.home is not None:
             first = self.endpoints[self.home]
@@ -135,7 +137,7 @@ class HarnessClient:
         return self.client.client_id
 
     @property
-    def session_tokens(self) -> dict[str, int]:
+    def session_tokens(self) -> dict[str, Any]:
         return dict(self.client.session_tokens)
 
     def reconnect(self) -> None:
@@ -168,6 +170,13 @@ class HarnessClient:
             value = handler(op)
         except RequestTimeout:
             return self._outcome(op, "info", error="timeout")
+        except SessionLost as exc:
+            # The node says the session's token names a truncated entry: the session is over
+            # (its writes may be lost), and the worker goes on in a new one, under a new id.
+            outcome = self._outcome(op, "fail", error=str(exc.code))
+            self.close()
+            self.client = self._new_client()
+            return outcome
         except RequestFailed as exc:
             return self._outcome(op, "fail", error=str(exc.code))
         except _Mismatch:

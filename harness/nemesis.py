@@ -133,6 +133,9 @@ def parse_faults(text: str | Sequence[str]) -> tuple[str, ...]:
 #: needed; partitions move the leader, so the stopped node may come to lead).
 #: ``apply-out-of-order``: a follower cut off catches up in long batches, each applied backwards;
 #: partitions also move the leader, so more replicas take a turn as the wrong-order follower.
+#: ``token-after-truncate``: a leader cut off keeps acknowledging writes it cannot commit; the
+#: majority's new leader reuses their indexes, and the session's next read finds a replica "at"
+#: its token's index without its write.
 BUG_FAULTS: dict[str, tuple[str, ...]] = {
     "stale-reads": ("partition",),
     "ack-before-fsync": ("partition", "kill"),
@@ -142,6 +145,7 @@ BUG_FAULTS: dict[str, tuple[str, ...]] = {
     "bounded-follower-view": ("partition", "pause"),
     "stop-applying": ("partition",),
     "apply-out-of-order": ("partition",),
+    "token-after-truncate": ("partition", "kill"),
 }
 
 

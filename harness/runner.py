@@ -38,10 +38,10 @@ import queue
 import threading
 import time
 from collections import deque
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from rich.console import Console
@@ -731,10 +731,25 @@ def check_levels(events: Sequence[dict[str, Any]], final_start_ns: int | None, *
     evidence["counterexample"] = [
         {"check": v.check, "level": v.level, "cause": v.cause,
          "ops": [_describe(history.op(i)) for i in v.ops]}
-        for v in report.violations[:5]
+        for v in _one_of_each_check_first(report.violations, COUNTEREXAMPLES_MAX)
     ] if report.valid is False else []
     evidence["markdown"] = report.markdown()
     return Verdict("levels", report.valid, report.cause, evidence)
+
+
+COUNTEREXAMPLES_MAX = 5  # violations a level verdict shows with their operations
+
+
+def _one_of_each_check_first(violations: Sequence[Any], limit: int) -> list[Any]:
+    """Up to ``limit`` violations in their order, the first of each check before any second
+    one: a bug that breaks several guarantees shows each of them, not five of the commonest."""
+    firsts: list[Any] = []
+    rest: list[Any] = []
+    checks: set[str] = set()
+    for v in violations:
+        (rest if v.check in checks else firsts).append(v)
+        checks.add(v.check)
+    return (firsts + rest)[:limit]
 
 
 def _describe(op: Any) -> str:

@@ -12,11 +12,11 @@ With ``--bugs`` and no ``--nemesis``, each bug brings the fault mix that exposes
 (:data:`harness.nemesis.BUG_FAULTS`): stale-reads -> partition; ack-before-fsync ->
 partition,kill; no-term-check -> partition,clock,kill; session-ahead -> partition;
 bounded-unchecked, bounded-follower-view -> partition,pause; stop-applying -> partition;
-apply-out-of-order -> partition.
+apply-out-of-order, token-after-truncate -> partition.
 ``--nemesis none`` runs a bug without faults. Without ``--workload``, a bug that breaks a weaker
 level brings a workload asking for it (:data:`harness.workloads.BUG_WORKLOADS`: session-ahead ->
-session, bounded-* -> bounded, stop-applying -> eventual, apply-out-of-order -> prefix); else
-the workload is ``register``.
+session, bounded-* -> bounded, stop-applying -> eventual, apply-out-of-order -> prefix,
+token-after-truncate -> session); else the workload is ``register``.
 
 ``--staleness-versions K`` and ``--staleness-ms T`` set the cluster's ``bounded_staleness``
 bounds (``data_plane.staleness_versions_max``, ``staleness_ms_max``); the level checker judges

@@ -314,6 +314,7 @@ BUG_WORKLOADS: dict[str, str] = {
     "bounded-follower-view": "bounded",
     "stop-applying": "eventual",
     "apply-out-of-order": "prefix",
+    "token-after-truncate": "session",
 }
 DEFAULT_WORKLOAD = "register"
 

@@ -20,7 +20,12 @@ Theory of operation
   has neither answered nor failed after ``READ_HELD_ELECTIONS_MAX`` election timeouts is failed
   here (``reads_expired``, which is never expected to count).
 - **Weaker levels** are served by any replica from applied state, within each level's promise:
-  ``session`` needs this replica to have applied the client's session token, ``bounded_staleness``
+  ``session`` needs this replica's applied state to hold the entry the client's session token
+  names (:meth:`Replica.session_verdict`: applied at least to the token's index, with the token's
+  term at that index, from the state machine's term runs, exapyte/kv.py); a replica behind the
+  token sends the read to the leader (ReadIndex, then the same check), and one that applied
+  another entry at the token's index answers ``session_lost`` (the token's entry was truncated:
+  the session's writes may be lost) instead of serving a state without them. ``bounded_staleness``
   needs its applied state within K entries and T ms of the commit its leader stamped, judged on
   the clock when the read is handled (exapyte/data/staleness.py), ``consistent_prefix`` and ``eventual`` are served as they are
   (applied state is always a prefix of the committed log).
@@ -35,7 +40,9 @@ it catches them: ``stale-reads`` (strong reads answered locally on any node), ``
 (a write is acknowledged as soon as the leader appends it, before it is fsynced or committed),
 ``no-term-check`` (no pre-vote, no check-quorum stickiness; every vote request of the current
 term is granted, without the log up-to-date check), ``session-ahead`` (a session read is served
-without checking its token), ``bounded-unchecked`` (any replica serves ``bounded_staleness``
+without checking its token), ``token-after-truncate`` (a session token is checked by its index only, and writes are acknowledged at
+append as with ``ack-before-fsync``, so that a token can name an entry the next leader truncates),
+``bounded-unchecked`` (any replica serves ``bounded_staleness``
 without the check), ``bounded-follower-view`` (the old check: K against this replica's own view
 of the commit index, no time bound), ``stop-applying`` (the group's highest-named member stops
 applying committed entries after :data:`STOP_APPLYING_AFTER` and keeps serving weak reads),
@@ -93,6 +100,11 @@ from exapyte.wire import (
 log = logging.getLogger(__name__)
 
 STOP_APPLYING_AFTER = 20  # unsafe bug stop-applying: the applied index at which the replica stops
+
+# What a session read's token says of this replica's applied state (Replica.session_verdict).
+SESSION_HELD = "held"  # the token's entry is applied here (or an index-only token is reached)
+SESSION_BEHIND = "behind"  # not applied that far yet
+SESSION_LOST = "lost"  # another entry was applied at the token's index: the token's was truncated
 
 # (peer node id, consensus message[, the leader's stamp: commit index, clock ms]); the stamp is
 # passed only to a replica given a clock
@@ -300,7 +312,7 @@ class Replica(ServiceBase):
     def on_write(self, identity: Any, req: ClientRequest) -> None:
         done = self.sm.cached_outcome(req.client_id, req.seq)
         if done is not None:  # a retry of a write that was already applied
-            self.respond(identity, req, outcome_reply(req, done, self.node_id))
+            self.respond(identity, req, self._applied_reply(req, done))
             return
         if len(self.pending_writes) >= limits.PENDING_REQUESTS_MAX:
             self.error(identity, req, ReplyCode.OVERLOADED, "too many writes in flight")
@@ -316,11 +328,19 @@ class Replica(ServiceBase):
             self.error(identity, req, ReplyCode.UNAVAILABLE, str(exc))
             return
         self.count("writes_proposed")
-        if "ack-before-fsync" in self.bugs:
-            # Known bug: acknowledge now, before persisting or replicating.
-            self.respond(identity, req, outcome_reply(req, Outcome(ReplyCode.OK, None, 0, index), self.node_id))
+        if "ack-before-fsync" in self.bugs or "token-after-truncate" in self.bugs:
+            # Known bug: acknowledge now, before persisting or replicating (with the term the
+            # entry was proposed in: the session token names it).
+            reply = outcome_reply(req, Outcome(ReplyCode.OK, None, 0, index), self.node_id)
+            self.respond(identity, req, msgspec.structs.replace(reply, term=term))
             return
         self.pending_writes[index] = (term, identity, req)
+
+    def _applied_reply(self, req: ClientRequest, outcome: Outcome) -> ClientReply:
+        """The reply to a write applied earlier (a retry): its outcome, with the term of the
+        entry at its index as this replica applied it (0 when that is no longer known)."""
+        reply = outcome_reply(req, outcome, self.node_id)
+        return msgspec.structs.replace(reply, term=self.sm.term_at(outcome.index) or 0)
 
     def propose_internal(self, command: Command) -> bool:
         """Propose a command this node makes itself (the control plane's founding batch and
@@ -383,13 +403,18 @@ class Replica(ServiceBase):
         if level == "strong" and "stale-reads" not in self.bugs:
             self._read_index(identity, req)
             return
-        if level == "session" and self.sm.applied_index < req.session_index and "session-ahead" not in self.bugs:
-            # This replica has not caught up with the client's session: the leader can serve it.
-            if self.core.role is Role.LEADER:
-                self._read_index(identity, req)
-            else:
-                self._redirect(identity, req, self.core.leader)
-            return
+        if level == "session" and "session-ahead" not in self.bugs:
+            verdict = self.session_verdict(req)
+            if verdict == SESSION_LOST:
+                self._session_lost(identity, req)
+                return
+            if verdict == SESSION_BEHIND:
+                # This replica has not caught up with the client's session: the leader can.
+                if self.core.role is Role.LEADER:
+                    self._read_index(identity, req)
+                else:
+                    self._redirect(identity, req, self.core.leader)
+                return
         if level == "bounded_staleness" and "bounded-unchecked" not in self.bugs and not self._within_staleness_bound():
             if self.core.role is Role.LEADER:
                 self._read_index(identity, req)
@@ -397,6 +422,34 @@ class Replica(ServiceBase):
                 self._redirect(identity, req, self.core.leader)
             return
         self.read_local(identity, req)
+
+    def session_verdict(self, req: ClientRequest) -> str:
+        """Whether this replica's applied state holds the entry ``req``'s session token names:
+        :data:`SESSION_HELD`, :data:`SESSION_BEHIND` (not applied that far) or
+        :data:`SESSION_LOST` (the entry applied at the token's index has another term: the
+        token's entry was truncated, and a state "at" that index may lack the session's
+        writes). A token of the older form (term 0) is judged by its index alone, and so is one
+        whose index is older than the terms this state machine remembers (counted:
+        ``session_terms_unknown``)."""
+        index = req.session_index
+        if self.sm.applied_index < index:
+            return SESSION_BEHIND
+        if req.session_term == 0 or index == 0 or "token-after-truncate" in self.bugs:
+            return SESSION_HELD  # the known bug token-after-truncate compares indexes only
+        term = self.sm.term_at(index)
+        if term is None:
+            self.count("session_terms_unknown")
+            return SESSION_HELD
+        return SESSION_HELD if term == req.session_term else SESSION_LOST
+
+    def _session_lost(self, identity: Any, req: ClientRequest) -> None:
+        self.error(
+            identity, req, ReplyCode.SESSION_LOST,
+            f"the session token [{req.session_term}, {req.session_index}] names an entry group "
+            f"{self.group.id} no longer has: index {req.session_index} holds an entry of term "
+            f"{self.sm.term_at(req.session_index)} here, so the token's entry was truncated and "
+            f"the session's writes may be lost; start a new session",
+        )
 
     def _within_staleness_bound(self) -> bool:
         """Whether this replica's applied state is within the bounded_staleness bounds of the
@@ -506,7 +559,7 @@ class Replica(ServiceBase):
             _, identity, req = self.pending_writes.pop(index)
             done = self.sm.cached_outcome(req.client_id, req.seq)
             if done is not None:
-                self.respond(identity, req, outcome_reply(req, done, self.node_id))
+                self.respond(identity, req, self._applied_reply(req, done))
             else:
                 self.error(identity, req, ReplyCode.UNAVAILABLE, "superseded by a snapshot; retry")
 
@@ -544,8 +597,25 @@ class Replica(ServiceBase):
     def answer_reads(self, read_states: Sequence[ReadState]) -> None:
         for rs in read_states:
             waiting = self.pending_reads.pop(rs.request_id, None)
-            if waiting is not None:
-                self.read_local(waiting[0], waiting[1])
+            if waiting is None:
+                continue
+            identity, req, _ = waiting
+            if req.consistency == "session" and "session-ahead" not in self.bugs:
+                # The commit index the leader confirmed holds every entry a correct cluster
+                # gave out a token for; a token past it (a write acknowledged before it
+                # committed) or naming a truncated entry is not served from this state.
+                verdict = self.session_verdict(req)
+                if verdict == SESSION_LOST:
+                    self._session_lost(identity, req)
+                    continue
+                if verdict == SESSION_BEHIND:
+                    self.error(
+                        identity, req, ReplyCode.UNAVAILABLE,
+                        f"group {self.group.id} has not committed the session token's entry "
+                        f"[{req.session_term}, {req.session_index}] yet; retry",
+                    )
+                    continue
+            self.read_local(identity, req)
 
     def fail_reads(self, request_ids: Sequence[bytes]) -> None:
         leading = self.core.role is Role.LEADER

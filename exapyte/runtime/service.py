@@ -238,6 +238,7 @@ def validate_request(req: ClientRequest) -> str | None:
         _text_problem("client_id", req.client_id, "CLIENT_ID_BYTES_MAX")
         or _int_problem("seq", req.seq, 0, "SEQ_MAX")
         or _int_problem("session_index", req.session_index, 0, "SESSION_INDEX_MAX")
+        or _int_problem("session_term", req.session_term, 0, "SESSION_INDEX_MAX")
         or _int_problem("config_version", req.config_version, 0, "SESSION_INDEX_MAX")
         or _text_problem("group", req.group, "GROUP_NAME_BYTES_MAX")
         or _choice_problem("consistency", "consistency level", req.consistency, CONSISTENCY_LEVELS)
@@ -370,6 +371,7 @@ class ServiceBase:
                     index=self.sm.applied_index,
                     node=self.node_id,
                     status=self.status(),
+                    term=self.sm.applied_term,
                 ),
             )
             return

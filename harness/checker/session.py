@@ -22,10 +22,15 @@ groups are not comparable).
 
 ``read-your-writes``
     A read's index is at least the index of every earlier update of the session to a key it
-    read.
+    read; and, the index being reached, the read shows that update or a later one of the key.
+    An index alone does not name a state: after a truncation another entry holds the index an
+    acknowledged update was given, and a replica "at" that index lacks the update. The read
+    then shows an older value (or the initial one, or the entry that took the index), which the
+    value part catches.
 ``monotonic-reads``
     A read's index is at least the index of every update a preceding read of the session
-    observed (Terry: the relevant writes of the earlier read are in the later read's state).
+    observed (Terry: the relevant writes of the earlier read are in the later read's state);
+    and, that index being reached, the read shows that update or a later one of the key.
 ``monotonic-writes``
     An update gets a greater index than every earlier update of the session in its group.
 ``writes-follow-reads``
@@ -57,7 +62,7 @@ import heapq
 from collections.abc import Hashable, Mapping
 from dataclasses import dataclass
 
-from harness.checker.level_history import LevelHistory, LevelOp, Violation
+from harness.checker.level_history import LevelHistory, LevelOp, Seen, Violation
 
 __all__ = ["SESSION_CHECKS", "check_session"]
 
@@ -174,6 +179,8 @@ def _check_read(history: LevelHistory, state: _SessionState, read: LevelOp) -> l
                                  (read.id, mr.op.id) + (() if mr.write is None else (mr.write.id,)),
                                  f"{read.describe()} was served from index {read.index}, older than the state "
                                  f"the session's earlier {mr.op.describe()} saw ({what}, index {mr.index})"))
+        if not out:
+            out.extend(_index_reached_without_update(state, read, seen))
         return out
     for s in seen:
         mine = state.w_last.get((g, s.key))
@@ -191,6 +198,49 @@ def _check_read(history: LevelHistory, state: _SessionState, read: LevelOp) -> l
                                  (read.id, prior.id) + (() if s.write is None else (s.write.id,)),
                                  f"{read.describe()} shows {shown}, older than {prior.describe()}, which an "
                                  f"earlier read of the session already saw"))
+    return out
+
+
+def _older_than(seen: Seen, update: LevelOp) -> bool:
+    """Whether the read observation ``seen`` shows a state *without* ``update`` (which has an
+    index): the initial value, an update placed before it, or another update at its very index.
+    An observed update of unknown position decides nothing."""
+    shown = seen.write
+    if shown is update:
+        return False
+    if shown is None:
+        return True
+    if shown.index is None:
+        return False
+    assert update.index is not None
+    return shown.index <= update.index
+
+
+def _index_reached_without_update(state: _SessionState, read: LevelOp, seen: list[Seen]) -> list[Violation]:
+    """Reads whose index reaches the session's update (or the update an earlier read saw) of a
+    key, yet show a state without it: the index named another state (module docstring)."""
+    assert read.index is not None
+    out: list[Violation] = []
+    g = read.group
+    for s in seen:
+        mine = state.w_key.get((g, s.key))
+        if mine is not None and mine.index <= read.index and _older_than(s, mine.op):
+            shown = "the initial value" if s.write is None else f"the value of {s.write.describe()}"
+            out.append(Violation("read-your-writes", _LEVEL, read.id,
+                                 (read.id, mine.op.id) + (() if s.write is None else (s.write.id,)),
+                                 f"{read.describe()} reached index {mine.index} of the session's own earlier "
+                                 f"{mine.op.describe()} but shows {shown}: the state at that index does not "
+                                 f"hold the session's update (another entry took its index)"))
+            continue
+        prior = state.r_obs.get((g, s.key))
+        if (prior is not None and prior.index is not None and prior.status == "ok"
+                and prior.index <= read.index and _older_than(s, prior)):
+            shown = "the initial value" if s.write is None else f"the value of {s.write.describe()}"
+            out.append(Violation("monotonic-reads", _LEVEL, read.id,
+                                 (read.id, prior.id) + (() if s.write is None else (s.write.id,)),
+                                 f"{read.describe()} reached index {prior.index} of {prior.describe()}, which an "
+                                 f"earlier read of the session saw, but shows {shown}: the state at that index "
+                                 f"does not hold it"))
     return out
 
 

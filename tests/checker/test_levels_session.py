@@ -4,6 +4,7 @@ operations named, and accepted on its good twin; with indexes and by values."""
 from __future__ import annotations
 
 from level_build import LH
+
 from harness.checker import check_session
 
 
@@ -171,3 +172,35 @@ def test_writes_follow_reads_by_value_against_the_final_state() -> None:
 
     assert history(1) == ["writes-follow-reads"]
     assert history(2) == []
+
+
+# --- an index reached, the update still missing (a token reused after a truncation) ------------
+
+
+def test_read_your_writes_when_the_index_was_reused_by_another_entry() -> None:
+    # The session's x=1 was acknowledged at [1, 5] before it committed; the next leader put
+    # another client's x=2 at [2, 5]. A replica at [2, 7] holds x=2: index 7 >= 5, yet the
+    # session's write is not in that state.
+    bad = (LH().op(0, "write", "x", 1, 0, 10, session="s", index=[1, 5])
+           .op(1, "write", "x", 2, 12, 15, session="t", index=[2, 5])
+           .op(0, "read", "x", None, 20, 30, session="s", index=[2, 7], result=2))
+    found = [v for v in check_session(bad.history()) if v.check == "read-your-writes"]
+    (v,) = found
+    assert v.op == 2 and set(v.ops) == {0, 1, 2}
+    assert "reached index 5" in v.cause and "does not hold the session's update" in v.cause
+    # The old value (the initial one) at an index past the write is as wrong.
+    old = (LH().op(0, "write", "x", 1, 0, 10, session="s", index=[1, 5])
+           .op(0, "read", "x", None, 20, 30, session="s", index=[2, 7], result=None))
+    assert checks(old) == ["read-your-writes"]
+    # Its good twin: the session's update, or a later one of the key, at that index.
+    good = (LH().op(0, "write", "x", 1, 0, 10, session="s", index=[1, 5])
+            .op(1, "write", "x", 2, 12, 15, session="t", index=[2, 6])
+            .op(0, "read", "x", None, 20, 30, session="s", index=[2, 7], result=2))
+    assert checks(good) == []
+
+
+def test_monotonic_reads_when_the_index_was_reached_without_the_update_seen() -> None:
+    bad = (LH().op(1, "write", "x", 1, 0, 5, session="t", index=[1, 5])
+           .op(0, "read", "x", None, 10, 12, session="s", index=[1, 5], result=1)
+           .op(0, "read", "x", None, 20, 30, session="s", index=[2, 6], result=None))
+    assert checks(bad) == ["monotonic-reads"]
