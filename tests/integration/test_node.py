@@ -236,16 +236,20 @@ def test_client_cli_keeps_a_session_and_says_when_a_scan_was_cut(node: LocalClus
     for key in ("a", "b", "c"):
         code, out, _ = cli("--session", str(session), "put", key, key.upper())
         assert code == 0
-    token = json.loads(session.read_text())["tokens"]["default"]
-    assert token == out["session_tokens"]["default"] >= 3  # the last write's index travels on
+    term, index = token = json.loads(session.read_text())["tokens"]["default"]  # [term, index]
+    # the last write's [term, index] travels on (term 0: one node, no consensus log)
+    assert token == out["session_tokens"]["default"] and index >= 3 and term == 0
     code, out, err = cli("--session", str(session), "--consistency", "session", "get", "c")
-    assert code == 0 and out["value"] == "C" and out["session_tokens"]["default"] >= token
+    assert code == 0 and out["value"] == "C" and out["session_tokens"]["default"][1] >= index
     assert not err
     code, out, err = cli("--consistency", "session", "get", "c")  # no session file: said so
     assert code == 0 and "every call is a new session" in err
-    session.write_text(json.dumps({"session_index": token}))  # an older release's file
+    session.write_text(json.dumps({"session_index": index}))  # an older release's file
     code, out, _ = cli("--session", str(session), "get", "c")
-    assert code == 0 and out["session_tokens"]["default"] >= token
+    assert code == 0 and out["session_tokens"]["default"][1] >= index
+    session.write_text(json.dumps({"tokens": {"default": index}}))  # index-only tokens: accepted
+    code, out, _ = cli("--session", str(session), "--consistency", "session", "get", "c")
+    assert code == 0 and out["value"] == "C"
     session.write_text('{"tokens": {"default": -4}}')
     p = subprocess.run(
         [sys.executable, str(REPO / "main.py"), "--client", "--config", str(node.config_path),
