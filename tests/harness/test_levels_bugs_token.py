@@ -14,7 +14,7 @@ from tests.harness.levels_runs import caught_at_level
 
 SESSION_CHECKS = ("read-your-writes", "monotonic-reads")
 
-pytestmark = [pytest.mark.integration, pytest.mark.timeout(240)]
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 
 
 def _reached_without_the_write(outcome: RunOutcome) -> list[dict[str, Any]]:
@@ -28,7 +28,7 @@ def test_a_token_reused_after_a_truncation_is_caught(tmp_path: Path) -> None:
     # Three nodes in one region: a partition or a kill hits the leader one time in three, and
     # the writes it acknowledged before they committed are truncated by the next leader.
     outcome = caught_at_level(tmp_path, "token-after-truncate", set(SESSION_CHECKS),
-                              seeds=(3, 8, 4, 5, 6, 7), topology_name="single-region", time_s=6.0,
+                              seeds=(3, 8, 11, 4, 5, 6), topology_name="single-region", time_s=10.0,
                               accept=lambda o: bool(_reached_without_the_write(o)))
     violation = _reached_without_the_write(outcome)[0]
     assert "another entry took its index" in violation["cause"] or "at that index" in violation["cause"]
