@@ -148,7 +148,7 @@ def run_seed(spec: SimSpec, *, keep_history: bool = False) -> SimResult:
     counters.update({f"storage_{k}": v for k, v in world.storage_counters().items()})
     counters["invariant_checks"] = world.invariant_checks()
     counters["events"] = world.sched.events_run
-    ops = sum(1 for r in world.history.records if r["type"] == "invoke")
+    ops = sum(1 for r in world.history.records if r.type == "invoke")
     return SimResult(
         spec=spec,
         ok=not check,

@@ -31,20 +31,20 @@ request is **never routed by an older descriptor** than one the client was alrea
 that shard. (The world checks the replicas' side: a request is served only by a replica at the
 configuration version it was routed by.)
 
-The :class:`History` holds records in the harness's JSONL format: ``type``, ``process``, ``f``,
-``key``, ``value``, ``time`` (simulated ns), ``node``, ``consistency``, ``session``; fault
-events use ``process: "nemesis"``.
+The :class:`History` holds the records the harness writes too (:class:`exapyte.history.Event`,
+through the same writer): ``type``, ``process``, ``f``, ``key``, ``value``, ``time`` (simulated
+ns), ``node``, ``consistency``, ``session``; fault events use ``process: "nemesis"``.
 """
 
 from __future__ import annotations
 
-import json
 import random
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from exapyte.data.router import Router
+from exapyte.history import NEMESIS, Event, HistoryWriter
 from exapyte.sim.scheduler import NS_PER_MS, Scheduler
 from exapyte.wire import CasOp, ClientReply, ClientRequest, GetOp, PutOp, ReplyCode
 
@@ -64,52 +64,36 @@ class Op:
 
 
 class History:
-    """Records in the harness's JSONL format, in the order they happened."""
+    """The run's history: :class:`~exapyte.history.Event` records, written in the order they
+    happened through the one writer the harness uses too (:class:`~exapyte.history.HistoryWriter`,
+    kept in memory). ``on_record`` sees each record and its encoded line (the trace hash)."""
 
-    def __init__(self, on_record: Callable[[dict[str, Any]], None] | None = None) -> None:
-        self.records: list[dict[str, Any]] = []
+    def __init__(self, on_record: Callable[[Event, bytes], None] | None = None) -> None:
+        self._writer = HistoryWriter(keep=True)
+        self.records: list[Event] = self._writer.events
         self.on_record = on_record
 
-    def add(self, record: dict[str, Any]) -> None:
-        self.records.append(record)
+    def add(self, event: Event) -> None:
+        line = self._writer.write(event)
         if self.on_record is not None:
-            self.on_record(record)
+            self.on_record(event, line)
 
-    def op(self, kind: str, process: int, op: Op, value: Any, time_ns: int, node: str | None) -> None:
-        self.add(
-            {
-                "type": kind,
-                "process": process,
-                "f": op.f,
-                "key": op.key,
-                "value": value,
-                "time": time_ns,
-                "node": node,
-                "consistency": "strong",
-                "session": None,
-            }
-        )
+    def op(self, kind: str, process: int, op: Op, value: Any, time_ns: int, node: str | None, *,
+           level: str = "strong", session: str | None = None, group: Any = None,
+           index: tuple[int, int] | None = None, replica: str | None = None,
+           error: str | None = None) -> None:
+        self.add(Event(kind, process, op.f, key=op.key, value=value, time=time_ns,  # type: ignore[arg-type]
+                       node=node, consistency=level, session=session, error=error, group=group,
+                       index=index, replica=replica))
 
     def nemesis(self, kind: str, f: str, value: Any, time_ns: int) -> None:
-        self.add(
-            {
-                "type": kind,
-                "process": "nemesis",
-                "f": f,
-                "key": None,
-                "value": value,
-                "time": time_ns,
-                "node": None,
-                "consistency": None,
-                "session": None,
-            }
-        )
+        self.add(Event(kind, NEMESIS, f, value=value, time=time_ns))  # type: ignore[arg-type]
 
     def to_jsonl(self) -> str:
-        return "".join(json.dumps(r, sort_keys=True) + "\n" for r in self.records)
+        return self._writer.jsonl()
 
-    def client_ops(self) -> list[dict[str, Any]]:
-        return [r for r in self.records if isinstance(r["process"], int)]
+    def client_ops(self) -> list[Event]:
+        return [r for r in self.records if r.is_client]
 
 
 class Workload:

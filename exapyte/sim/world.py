@@ -44,6 +44,7 @@ from exapyte.config import Config, loads
 from exapyte.control.rebalance import GroupState
 from exapyte.data.router import Descriptor, Router
 from exapyte.distribution.base import GroupSpec
+from exapyte.history import Event
 from exapyte.protocol.types import Entry, Role
 from exapyte.runtime.groups import GroupTable
 from exapyte.runtime.replica import Replica
@@ -66,9 +67,9 @@ from exapyte.wire import (
     ClientReply,
     ClientRequest,
     GetOp,
-    ReplyCode,
     NodeBeat,
     PeerMessage,
+    ReplyCode,
     ScanOp,
 )
 
@@ -326,8 +327,8 @@ class World:
     def _trace_delivery(self, frm: str, to: str, msg: Any) -> None:
         self.trace.add(self.sched.now_ns, frm, to, msg)
 
-    def _trace_record(self, record: dict[str, Any]) -> None:
-        self.trace.add(json.dumps(record, sort_keys=True))
+    def _trace_record(self, record: Event, line: bytes) -> None:
+        self.trace.add(line)
 
     # --- nodes ----------------------------------------------------------------------------------
 
