@@ -2,19 +2,21 @@
 
 Theory of operation
 -------------------
-A run is recorded as a stream of **events**, one JSON object per line of ``history.jsonl``::
+A run is recorded as a stream of **events**, one JSON object per line of ``history.jsonl``. The
+record type, its fields and its encoding are :mod:`exapyte.history` (:class:`~exapyte.history.Event`,
+a frozen msgspec Struct shared with the simulator, which writes the very same records)::
 
     {"type": "invoke" | "ok" | "fail" | "info",
      "process": 3 | "nemesis",
      "f": "read" | "write" | "cas" | "add" | "transfer" | "start-partition" | ...,
-     "key": "r1" | null,
-     "value": ...,                      # cas: [expected, new]; a read's invoke: null
+     "key": "r1",
+     "value": ...,                      # cas: [expected, new]; a read's invoke: none
      "time": 123456789,                 # monotonic ns since the test started
-     "node": "n2" | null,               # the node that answered (completions), if known
-     "consistency": "strong",
-     "session": "3f2a..." | null}       # the client session (client id) that ran the op
+     "node": "n2",                      # the node that answered (completions), if known
+     "consistency": "strong",           # the level asked for
+     "session": "3f2a..."}              # the client session (client id) that ran the op
 
-plus these optional fields, written only when known (every reader treats a missing one as
+plus these, written only when known (every reader treats a missing field, or a null one, as
 unknown; see docs/consistency-checkers.md for what the per-level checkers conclude from them):
 
 ``"group"``
@@ -43,24 +45,41 @@ and, on completions only, an optional ``"error"`` (why an op failed or is unknow
 Fault events use ``"process": "nemesis"``: an ``invoke`` and an ``info`` per fault transition
 (``start-partition``, ``stop-kill``...), with the fault as data in ``value``.
 
-:class:`HistoryRecorder` is the only writer: thread-safe, it appends and flushes each event as it
-happens, so a crashed run still leaves its history. :func:`read_events` and :func:`pair_ops` give
-checkers the events and the (invoke, completion) pairs, keeping every field.
+:class:`HistoryRecorder` writes the harness's history through the one writer
+(:class:`exapyte.history.HistoryWriter`): thread-safe, it appends and flushes each event as it
+happens, so a crashed run still leaves its history. :func:`read_events` (the one reader,
+:func:`exapyte.history.read_jsonl`) and :func:`pair_ops` give checkers the events and the
+(invoke, completion) pairs as :class:`~exapyte.history.Event` records; :func:`pair_ops` also
+takes events written as dicts (by hand, in tests), converted at that one place
+(:func:`exapyte.history.to_event`).
 """
 
 from __future__ import annotations
 
-import json
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
+from exapyte.history import (
+    COMPLETION_TYPES,
+    EVENT_TYPES,
+    NEMESIS,
+    Event,
+    HistoryError,
+    HistoryWriter,
+    plain,
+    read_jsonl,
+    to_event,
+)
+
 __all__ = [
     "COMPLETION_TYPES",
     "EVENT_TYPES",
+    "NEMESIS",
+    "Event",
     "HistoryRecorder",
     "Op",
     "iter_client_events",
@@ -68,10 +87,6 @@ __all__ = [
     "pair_ops",
     "read_events",
 ]
-
-EVENT_TYPES = ("invoke", "ok", "fail", "info")
-COMPLETION_TYPES = ("ok", "fail", "info")
-NEMESIS = "nemesis"
 
 
 class HistoryRecorder:
@@ -86,9 +101,22 @@ class HistoryRecorder:
         self._clock = clock
         self.origin_ns: int = clock()
         self._lock = threading.Lock()
-        self._file: IO[str] | None = self.path.open("w", encoding="utf-8")
-        self.counts: dict[str, int] = {t: 0 for t in EVENT_TYPES}
-        self.nemesis_events = 0
+        self._file: IO[bytes] | None = self.path.open("wb")
+        self._writer = HistoryWriter(self._write_line)
+
+    def _write_line(self, line: bytes) -> None:
+        assert self._file is not None
+        self._file.write(line)
+        self._file.flush()
+
+    @property
+    def counts(self) -> dict[str, int]:
+        """Client events written, by type."""
+        return self._writer.counts
+
+    @property
+    def nemesis_events(self) -> int:
+        return self._writer.nemesis_events
 
     def now_ns(self) -> int:
         """Nanoseconds since the recorder started."""
@@ -103,15 +131,15 @@ class HistoryRecorder:
         value: Any = None,
         *,
         node: str | None = None,
-        consistency: str = "strong",
+        consistency: str | None = "strong",
         session: str | None = None,
         error: str | None = None,
         group: Any = None,
         index: int | tuple[int, int] | list[int] | None = None,
         replica: str | None = None,
-    ) -> dict[str, Any]:
-        """Write one event (timestamped now) and return it. ``group``, ``index`` and ``replica``
-        are written only when given."""
+    ) -> Event:
+        """Write one event (timestamped now) and return it. Fault events (``process`` is
+        ``"nemesis"``) carry no level: their ``consistency`` is dropped."""
         if type not in EVENT_TYPES:
             raise ValueError(f"event type must be one of {EVENT_TYPES}, got {type!r}")
         if not (isinstance(process, int) and not isinstance(process, bool)) and process != NEMESIS:
@@ -119,31 +147,25 @@ class HistoryRecorder:
         with self._lock:
             if self._file is None:
                 raise RuntimeError(f"history {self.path} is closed")
-            event: dict[str, Any] = {
-                "type": type,
-                "process": process,
-                "f": f,
-                "key": key,
-                "value": value,
-                "time": self.now_ns(),
-                "node": node,
-                "consistency": consistency,
-                "session": session,
-            }
-            if error is not None:
-                event["error"] = error
-            if group is not None:
-                event["group"] = group
-            if index is not None:
-                event["index"] = list(index) if isinstance(index, (tuple, list)) else index
-            if replica is not None:
-                event["replica"] = replica
-            self._file.write(json.dumps(event, separators=(",", ":"), default=_jsonable) + "\n")
-            self._file.flush()
-            if process == NEMESIS:
-                self.nemesis_events += 1
-            else:
-                self.counts[type] += 1
+            event = Event(
+                type,  # type: ignore[arg-type]
+                process,
+                f,
+                key=key,
+                value=plain(value),
+                time=self.now_ns(),
+                node=node,
+                consistency=None if process == NEMESIS else (consistency or None),
+                session=session,
+                error=error,
+                group=group,
+                index=tuple(index) if isinstance(index, (tuple, list)) else index,  # type: ignore[arg-type]
+                replica=replica,
+            )
+            try:
+                self._writer.write(event)
+            except HistoryError as exc:
+                raise TypeError(str(exc)) from None
             return event
 
     def close(self) -> None:
@@ -159,141 +181,122 @@ class HistoryRecorder:
         self.close()
 
 
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, (set, frozenset, tuple)):
-        return list(value)
-    if isinstance(value, bytes):
-        return value.decode("utf-8", "replace")
-    raise TypeError(f"not JSON-serializable in a history: {value!r}")
-
-
-def read_events(path: str | Path) -> list[dict[str, Any]]:
-    """Every event of a ``history.jsonl``, in order. A torn last line (crash) is ignored."""
-    events = []
-    lines = Path(path).read_text(encoding="utf-8").splitlines()
-    for lineno, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        try:
-            event = json.loads(line)
-        except json.JSONDecodeError:
-            if lineno == len(lines):
-                break
-            raise ValueError(f"{path}:{lineno}: not a JSON history record") from None
-        if event.get("type") not in EVENT_TYPES:
-            raise ValueError(f"{path}:{lineno}: type must be one of {EVENT_TYPES}")
-        events.append(event)
-    return events
+def read_events(path: str | Path) -> list[Event]:
+    """Every event of a ``history.jsonl``, in order. A torn last line (crash) is ignored; any
+    other bad line is a ``ValueError`` naming the file and the line."""
+    return read_jsonl(path)
 
 
 @dataclass(frozen=True)
 class Op:
     """One client operation: its invocation and completion (``None`` if it never completed)."""
 
-    invoke: dict[str, Any]
-    complete: dict[str, Any] | None
+    invoke: Event
+    complete: Event | None
 
     @property
     def process(self) -> int:
-        return int(self.invoke["process"])
+        return int(self.invoke.process)
 
     @property
     def f(self) -> str:
-        return str(self.invoke["f"])
+        return self.invoke.f
 
     @property
     def key(self) -> Any:
-        return self.invoke.get("key")
+        return self.invoke.key
 
     @property
     def type(self) -> str:
         """``ok``, ``fail`` or ``info`` (never completed counts as ``info``)."""
-        return "info" if self.complete is None else str(self.complete["type"])
+        return "info" if self.complete is None else self.complete.type
 
     @property
     def value(self) -> Any:
         """The completion's value when ``ok``, else the invocation's."""
-        if self.complete is not None and self.complete["type"] == "ok":
-            return self.complete.get("value")
-        return self.invoke.get("value")
+        if self.complete is not None and self.complete.type == "ok":
+            return self.complete.value
+        return self.invoke.value
 
     @property
     def error(self) -> str | None:
-        return None if self.complete is None else self.complete.get("error")
+        return None if self.complete is None else self.complete.error
 
     @property
     def call_ns(self) -> int:
-        return int(self.invoke["time"])
+        return int(self.invoke.time or 0)
 
     @property
     def ret_ns(self) -> int | None:
         """Completion time, or None when the outcome is unknown (``info`` or never completed)."""
-        if self.complete is None or self.complete["type"] == "info":
+        if self.complete is None or self.complete.type == "info":
             return None
-        return int(self.complete["time"])
+        return int(self.complete.time or 0)
 
     @property
     def end_ns(self) -> int | None:
         """When the harness stopped waiting (also for ``info``), or None if it never completed."""
-        return None if self.complete is None else int(self.complete["time"])
+        return None if self.complete is None else int(self.complete.time or 0)
 
     @property
     def node(self) -> str | None:
-        return None if self.complete is None else self.complete.get("node")
+        return None if self.complete is None else self.complete.node
 
     @property
     def consistency(self) -> str:
         """The level the operation asked for (``strong`` when the history does not say)."""
-        return str(self.invoke.get("consistency") or "strong")
+        return self.invoke.level
 
     @property
     def session(self) -> str | None:
-        session = self.invoke.get("session")
+        session = self.invoke.session
         return None if session is None else str(session)
 
     @property
     def group(self) -> Any:
         """The replication group that served it: the completion's ``group``, else the invocation's."""
-        if self.complete is not None and self.complete.get("group") is not None:
-            return self.complete["group"]
-        return self.invoke.get("group")
+        if self.complete is not None and self.complete.group is not None:
+            return self.complete.group
+        return self.invoke.group
 
     @property
     def index(self) -> Any:
-        """The completion's ``index`` (an int or ``[term, index]``), or None."""
-        return None if self.complete is None else self.complete.get("index")
+        """The completion's ``index`` (an int or ``(term, index)``), or None."""
+        return None if self.complete is None else self.complete.index
 
     @property
     def replica(self) -> str | None:
         """The replica whose state the reply came from: ``replica``, else ``node``."""
         if self.complete is None:
             return None
-        replica = self.complete.get("replica")
+        replica = self.complete.replica
         return self.node if replica is None else str(replica)
 
 
-def pair_ops(events: Iterable[dict[str, Any]]) -> list[Op]:
-    """Client operations (nemesis events left out), in invocation order."""
+def pair_ops(events: Iterable[Event | Mapping[str, Any]]) -> list[Op]:
+    """Client operations (nemesis events left out), in invocation order. Events may be records
+    or dicts of the same fields (converted here, the one place that does)."""
     open_ops: dict[int, int] = {}
     slots: list[list[Any]] = []
-    for event in events:
-        process = event.get("process")
-        if not isinstance(process, int) or isinstance(process, bool):
+    for item in events:
+        event = to_event(item)
+        process = event.process
+        if type(process) is not int:
             continue
-        if event["type"] == "invoke":
+        if event.type == "invoke":
             if process in open_ops:
-                raise ValueError(f"process {process} invoked {event['f']} while an op was still open")
+                raise ValueError(f"process {process} invoked {event.f} while an op was still open")
             open_ops[process] = len(slots)
             slots.append([event, None])
         else:
             slot = open_ops.pop(process, None)
             if slot is None:
-                raise ValueError(f"a {event['type']} of process {process} has no invocation")
+                raise ValueError(f"a {event.type} of process {process} has no invocation")
             slots[slot][1] = event
     return [Op(invoke, complete) for invoke, complete in slots]
 
 
-def nemesis_intervals(events: Iterable[dict[str, Any]], end_ns: int | None = None) -> list[dict[str, Any]]:
+def nemesis_intervals(events: Iterable[Event | Mapping[str, Any]], end_ns: int | None = None) -> list[dict[str, Any]]:
     """Fault intervals from nemesis events: ``{"fault", "start_ns", "end_ns", "value"}``.
 
     A ``start-X`` completion opens interval X; the next ``stop-X`` completion closes it. An
@@ -302,19 +305,21 @@ def nemesis_intervals(events: Iterable[dict[str, Any]], end_ns: int | None = Non
     opened: dict[str, dict[str, Any]] = {}
     out: list[dict[str, Any]] = []
     last = 0
-    for event in events:
-        last = max(last, int(event.get("time", 0)))
-        if event.get("process") != NEMESIS or event["type"] == "invoke":
+    for item in events:
+        event = to_event(item)
+        at = int(event.time or 0)
+        last = max(last, at)
+        if event.process != NEMESIS or event.type == "invoke":
             continue
-        f = str(event["f"])
+        f = event.f
         if f.startswith("start-"):
             fault = f[len("start-"):]
-            opened[fault] = {"fault": fault, "start_ns": int(event["time"]), "end_ns": None, "value": event.get("value")}
+            opened[fault] = {"fault": fault, "start_ns": at, "end_ns": None, "value": event.value}
         elif f.startswith("stop-"):
             fault = f[len("stop-"):]
             interval = opened.pop(fault, None)
             if interval is not None:
-                interval["end_ns"] = int(event["time"])
+                interval["end_ns"] = at
                 out.append(interval)
     for interval in opened.values():
         interval["end_ns"] = end_ns if end_ns is not None else last
@@ -322,7 +327,8 @@ def nemesis_intervals(events: Iterable[dict[str, Any]], end_ns: int | None = Non
     return sorted(out, key=lambda i: i["start_ns"])
 
 
-def iter_client_events(events: Iterable[dict[str, Any]]) -> Iterator[dict[str, Any]]:
-    for event in events:
-        if event.get("process") != NEMESIS:
+def iter_client_events(events: Iterable[Event | Mapping[str, Any]]) -> Iterator[Event]:
+    for item in events:
+        event = to_event(item)
+        if event.process != NEMESIS:
             yield event

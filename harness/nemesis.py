@@ -5,20 +5,28 @@ Theory of operation
 Every peer link is one Toxiproxy proxy per **directed** pair: node ``a`` dials node ``b`` through
 proxy ``a->b`` (see :mod:`harness.db`), and consensus messages from ``a`` to ``b`` travel only on
 that proxy (a node sends to a peer through its own DEALER, never back through the ROUTER). So a
-network fault is a set of directed pairs, and the pure functions below compute those sets from
-the topology graph and a :class:`~harness.generator.Rand`:
+network fault is a set of directed pairs. The shapes are computed by
+:mod:`exapyte.control.partitions` from the topology's nodes and regions (the simulator's faults
+use the very same functions, names and meanings); this module draws the node, region or order
+with a :class:`~harness.generator.Rand` and hands it over:
 
 =================  ===========================================================================
 fault              what it cuts
 =================  ===========================================================================
 isolate-node       every link to and from one node
 isolate-region     every link between one region and the rest
-majority-minority  the cluster split into a random majority and minority, both ways
+majority-minority  the cluster split into a random minority (at least one node) and majority,
+                   both ways
 bridge             two halves that cannot talk, except through one node that sees both
 ring               majorities ring: each node hears only its ring neighbours (a majority each),
                    and no two nodes see the same majority
 one-way            one node hears nobody, but everyone still hears it
+mute               nobody hears one node, but it still hears everyone (the mirror of one-way)
+random             each pair of nodes cut both ways with probability 0.4 (at least one pair)
 =================  ===========================================================================
+
+``mute`` and ``random`` are not in the default mix (:data:`DEFAULT_PARTITION_KINDS`); the
+simulator draws them by default (docs/simulator.md).
 
 A cut is applied in one of two ways (``cut_mode``): ``down`` disables the proxy (connections
 closed, connects refused; ZeroMQ queues and reconnects after the heal, like TCP after a real
@@ -49,15 +57,16 @@ Every run ends with :meth:`Nemesis.heal`.
 
 from __future__ import annotations
 
-import itertools
 import threading
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 import networkx as nx
 
+from exapyte.control import partitions as shapes
 from exapyte.control import topology as topo
+from exapyte.control.partitions import Cut
 from harness.generator import Context, Generator, Op, Pending, Rand
 
 if TYPE_CHECKING:
@@ -67,6 +76,7 @@ __all__ = [
     "BUG_FAULTS",
     "CLOCK_MODES",
     "FAULT_KINDS",
+    "DEFAULT_PARTITION_KINDS",
     "PARTITION_KINDS",
     "FaultSchedule",
     "Nemesis",
@@ -82,19 +92,22 @@ __all__ = [
     "majority_minority",
     "one_way",
     "parse_faults",
+    "random_cut",
     "reachable",
     "ring",
 ]
 
-Cut = tuple[str, str]  # (src, dst): src's messages do not reach dst
+cuts_between = shapes.cuts_between
 
 #: Fault kinds ``--nemesis`` accepts.
 FAULT_KINDS: tuple[str, ...] = (
     "partition", "kill", "pause", "latency", "bandwidth", "reset", "clock", "transfer", "rebalance",
 )
-PARTITION_KINDS: tuple[str, ...] = (
-    "isolate-node", "isolate-region", "majority-minority", "bridge", "ring", "one-way",
-)
+#: The partitions ``partition`` chooses from: the shapes of :mod:`exapyte.control.partitions`
+#: (one name and one meaning for the harness and the simulator), ``random`` asked for by name.
+PARTITION_KINDS: tuple[str, ...] = shapes.PARTITION_SHAPES
+DEFAULT_PARTITION_KINDS: tuple[str, ...] = tuple(k for k in PARTITION_KINDS if k not in ("mute", "random"))
+RANDOM_CUT_SHARE = 0.4  # the random shape: the chance each pair of nodes is cut
 #: Clock faults: a forward jump in [lo, hi] ms, or a rate in [lo, hi] (times real time).
 CLOCK_MODES: tuple[str, ...] = ("bump", "fast", "slow")
 CLOCK_BUMP_MS = (200, 2000)
@@ -168,36 +181,22 @@ def default_faults(bugs: Sequence[str]) -> tuple[str, ...]:
 # --- partitions: pure functions of the graph ---------------------------------------------------
 
 
-def cuts_between(groups: Iterable[Iterable[str]]) -> frozenset[Cut]:
-    """Both directions of every link between nodes of different groups."""
-    sets = [frozenset(g) for g in groups]
-    cuts = set()
-    for i, j in itertools.permutations(range(len(sets)), 2):
-        for a in sets[i]:
-            for b in sets[j]:
-                if a != b:
-                    cuts.add((a, b))
-    return frozenset(cuts)
-
-
 def _nodes(graph: nx.Graph) -> list[str]:
     return sorted(graph.nodes)
 
 
 def isolate_node(graph: nx.Graph, node: str) -> frozenset[Cut]:
-    return cuts_between([[node], [n for n in _nodes(graph) if n != node]])
+    return shapes.isolate_node(_nodes(graph), node)
 
 
 def isolate_region(graph: nx.Graph, region: str) -> frozenset[Cut]:
-    inside = topo.nodes_in_region(graph, region)
-    return cuts_between([inside, [n for n in _nodes(graph) if n not in inside]])
+    return shapes.isolate_region(_nodes(graph), topo.nodes_in_region(graph, region))
 
 
 def majority_minority(graph: nx.Graph, rand: Rand) -> tuple[frozenset[Cut], tuple[list[str], list[str]], Rand]:
     nodes, rand = rand.shuffle(_nodes(graph))
-    majority = len(nodes) // 2 + 1
-    big, small = sorted(nodes[:majority]), sorted(nodes[majority:])
-    return cuts_between([big, small]), (big, small), rand
+    cuts, big, small = shapes.majority_minority(nodes)
+    return cuts, (big, small), rand
 
 
 def bridge(graph: nx.Graph, rand: Rand) -> tuple[frozenset[Cut], str, Rand]:
@@ -205,40 +204,44 @@ def bridge(graph: nx.Graph, rand: Rand) -> tuple[frozenset[Cut], str, Rand]:
     nodes, rand = rand.shuffle(_nodes(graph))
     if len(nodes) < 3:
         raise NemesisUnavailable(f"a bridge partition needs at least 3 nodes, the topology has {len(nodes)}")
-    middle = nodes[0]
-    rest = nodes[1:]
-    half = len(rest) // 2
-    left, right = rest[:half], rest[half:]
-    return cuts_between([left, right]), middle, rand
+    cuts, middle = shapes.bridge(nodes)
+    return cuts, middle, rand
 
 
 def ring(graph: nx.Graph, rand: Rand) -> tuple[frozenset[Cut], tuple[str, ...], Rand]:
     """Majorities ring: nodes on a random ring; each hears only those within ring distance k,
     where 2k + 1 is a majority. With 3 nodes everyone sees everyone: nothing is cut."""
     nodes, rand = rand.shuffle(_nodes(graph))
-    n = len(nodes)
-    majority = n // 2 + 1
-    k = max(1, -(-(majority - 1) // 2))  # ceil((majority - 1) / 2): 2k + 1 >= majority
-    cuts = set()
-    for i, j in itertools.permutations(range(n), 2):
-        distance = min((i - j) % n, (j - i) % n)
-        if distance > k:
-            cuts.add((nodes[i], nodes[j]))
-    return frozenset(cuts), nodes, rand
+    return shapes.ring(nodes), tuple(nodes), rand
 
 
 def one_way(graph: nx.Graph, rand: Rand) -> tuple[frozenset[Cut], str, Rand]:
     """One node hears nobody, while everyone still hears it (a leader that cannot get acks)."""
     node, rand = rand.choice(_nodes(graph))
-    return frozenset((other, node) for other in _nodes(graph) if other != node), node, rand
+    return shapes.one_way(_nodes(graph), node), node, rand
+
+
+def random_cut(graph: nx.Graph, rand: Rand, share: float = RANDOM_CUT_SHARE) -> tuple[frozenset[Cut], Rand]:
+    """Each pair of nodes cut both ways with probability ``share`` (at least one pair)."""
+    nodes = _nodes(graph)
+    pairs = [(a, b) for a in nodes for b in nodes if a < b]
+    chosen = []
+    for pair in pairs:
+        u, rand = rand.random()
+        if u < share:
+            chosen.append(pair)
+    if not chosen:
+        pair, rand = rand.choice(pairs)
+        chosen.append(pair)
+    return shapes.pairs_both_ways(chosen), rand
 
 
 def reachable(graph: nx.Graph, cuts: frozenset[Cut]) -> dict[str, frozenset[str]]:
     """For each node, the nodes its messages still reach directly."""
-    return {a: frozenset(b for b in _nodes(graph) if b != a and (a, b) not in cuts) for a in _nodes(graph)}
+    return shapes.reachable(_nodes(graph), cuts)
 
 
-def choose_partition(graph: nx.Graph, rand: Rand, kinds: Sequence[str] = PARTITION_KINDS) -> tuple[dict[str, Any], Rand]:
+def choose_partition(graph: nx.Graph, rand: Rand, kinds: Sequence[str] = DEFAULT_PARTITION_KINDS) -> tuple[dict[str, Any], Rand]:
     """A random partition of a random kind, as a JSON-ready fault value."""
     usable = [k for k in kinds if not (k == "isolate-region" and len(topo.regions(graph)) < 2)]
     if len(graph.nodes) < 3:
@@ -261,6 +264,12 @@ def choose_partition(graph: nx.Graph, rand: Rand, kinds: Sequence[str] = PARTITI
     elif kind == "ring":
         cuts, order, rand = ring(graph, rand)
         text = f"majorities ring {'-'.join(order)}"
+    elif kind == "mute":
+        node, rand = rand.choice(_nodes(graph))
+        cuts, text = shapes.mute(_nodes(graph), node), f"nobody hears {node} (mute)"
+    elif kind == "random":
+        cuts, rand = random_cut(graph, rand)
+        text = f"random cut ({len(cuts) // 2} pairs)"
     else:
         cuts, node, rand = one_way(graph, rand)
         text = f"{node} hears nobody (one-way)"

@@ -102,7 +102,7 @@ def _timeline(ops: Sequence[Op], faults: Sequence[dict[str, Any]], end_ns: int) 
         x1, x2 = x(op.call_ns), x(end)
         colour = TYPE_COLOURS[op.type]
         dash = ' stroke-dasharray="2,2" stroke="#d62728" fill-opacity="0.35"' if op.type == "info" else ""
-        value = op.value if op.type == "ok" else op.invoke.get("value")
+        value = op.value if op.type == "ok" else op.invoke.value
         tip = (f"process {op.process}: {op.f} {op.key or ''} {json.dumps(value)[:80]} -> {op.type}"
                f"{' (' + op.error + ')' if op.error else ''}; {op.call_ns / 1e6:.1f}–"
                f"{'?' if op.end_ns is None else f'{op.end_ns / 1e6:.1f}'} ms; node {op.node or '?'}")
@@ -285,7 +285,7 @@ def render_report(run_dir: Path, results: dict[str, Any]) -> str:
     history = run_dir / "history.jsonl"
     events = read_events(history) if history.exists() else []
     ops = pair_ops(events)
-    end_ns = int(results.get("end_ns") or max((int(e["time"]) for e in events), default=1))
+    end_ns = int(results.get("end_ns") or max((int(e.time or 0) for e in events), default=1))
     faults = results.get("faults", [])
     stats = results.get("checkers", {}).get("availability", {}).get("evidence", {})
     stats_rows = "".join(

@@ -54,7 +54,13 @@ from harness import generator as gen
 from harness.client import HarnessClient, Outcome
 from harness.db import CUT_MODES, ClusterDB, DbError, check_hosts, group_statuses
 from harness.generator import NEMESIS, Completion, Context, Generator, Op, Pending
-from harness.history import HistoryRecorder, nemesis_intervals, pair_ops, read_events
+from harness.history import (
+    Event,
+    HistoryRecorder,
+    nemesis_intervals,
+    pair_ops,
+    read_events,
+)
 from harness.monitor import StatusMonitor, read_samples
 from harness.nemesis import FaultSchedule, Nemesis, parse_faults
 from harness.workloads import WorkloadOptions, get_workload
@@ -289,7 +295,7 @@ class _ClientWorker(threading.Thread):
             if outcome.type == "info":
                 self.process += self.concurrency
                 self.client.reconnect()
-            self.done.put(_Done(process, self.process, op, outcome, int(event["time"])))
+            self.done.put(_Done(process, self.process, op, outcome, int(event.time or 0)))
 
 
 class _NemesisWorker(threading.Thread):
@@ -313,7 +319,7 @@ class _NemesisWorker(threading.Thread):
                 outcome = Outcome("info", op.value, error=f"{type(exc).__name__}: {exc}")
             event = self.recorder.record(outcome.type, NEMESIS, op.f, None, outcome.value, consistency="",
                                          error=outcome.error)
-            self.done.put(_Done(NEMESIS, NEMESIS, op, outcome, int(event["time"])))
+            self.done.put(_Done(NEMESIS, NEMESIS, op, outcome, int(event.time or 0)))
 
 
 class Progress:
@@ -565,7 +571,7 @@ def run_test(spec: TestSpec, console: Console | None = None, stop: threading.Eve
             progress.stage = "final reads"
             progress.tick(force=True)
             final_start_ns = recorder.now_ns()
-            keys = {e.get("key") for e in read_events(recorder.path) if e.get("process") != NEMESIS}
+            keys = {e.key for e in read_events(recorder.path) if e.process != NEMESIS}
             _final_reads(workload.final_ops(keys), interpreter, progress, spec.final_read_s)
             if workload.final_replicas:
                 _final_replica_reads(workload.final_ops(keys), db.node_ids, interpreter, progress)
@@ -704,7 +710,7 @@ def _final_replica_reads(ops: list[Op], nodes: Sequence[str], interpreter: Inter
 # --- checking and results ----------------------------------------------------------------------
 
 
-def check_levels(events: Sequence[dict[str, Any]], final_start_ns: int | None, *,
+def check_levels(events: Sequence[Event | Mapping[str, Any]], final_start_ns: int | None, *,
                  staleness_versions: int | None, staleness_ms: float | None,
                  linearizability: bool, checker_timeout_s: float = 60.0) -> Any:
     """The per-level checkers (:func:`harness.checker.levels.check_level`) on a run's history,
@@ -780,7 +786,7 @@ def check_run(run_dir: Path, workload_name: str, final_start_ns: int | None, che
     workload = get_workload(workload_name)
     events = read_events(run_dir / "history.jsonl")
     ops = pair_ops(events)
-    end_ns = max((int(e["time"]) for e in events), default=0)
+    end_ns = max((int(e.time or 0) for e in events), default=0)
     intervals = nemesis_intervals(events, end_ns)
     final_ns = final_start_ns if final_start_ns is not None else end_ns + 1
     verdicts = []

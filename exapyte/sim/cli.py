@@ -21,8 +21,14 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
+from exapyte.config import KNOWN_BUGS
 from exapyte.protocol import registry
-from exapyte.sim.faults import ALL_FAULT_KINDS, FAULT_KINDS, REBALANCE, SHARDED_FAULT_KINDS
+from exapyte.sim.faults import (
+    ALL_FAULT_KINDS,
+    FAULT_KINDS,
+    REBALANCE,
+    SHARDED_FAULT_KINDS,
+)
 from exapyte.sim.runner import SimResult, run_seed, run_seeds, shrink
 from exapyte.sim.scheduler import NS_PER_S
 from exapyte.sim.world import SimSpec
@@ -41,6 +47,14 @@ def _faults(text: str) -> tuple[str, ...]:
             "all, none"
         )
     return kinds
+
+
+def _bugs(text: str) -> tuple[str, ...]:
+    bugs = tuple(b.strip() for b in text.split(",") if b.strip() and b.strip() != "none")
+    unknown = [b for b in bugs if b not in KNOWN_BUGS]
+    if unknown:
+        raise argparse.ArgumentTypeError(f"unknown bug(s) {', '.join(unknown)}; allowed: {', '.join(KNOWN_BUGS)}")
+    return bugs
 
 
 def default_faults(shards: int) -> tuple[str, ...]:
@@ -83,6 +97,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="replay only these planned faults (indexes, as printed by a shrink)")
     p.add_argument("--keep-unsynced", action="store_true",
                    help="crashes keep unsynced writes (default: they are lost)")
+    p.add_argument("--strong-only", action="store_true",
+                   help="every op strong (default: reads at mixed consistency levels, judged by "
+                        "the per-level checkers)")
+    p.add_argument("--bugs", type=_bugs, default=(),
+                   help=f"known product bugs to switch on, comma-separated: {','.join(KNOWN_BUGS)}")
     p.add_argument("--workers", type=int, default=1, help="worker processes for many seeds")
     p.add_argument("--no-shrink", action="store_true", help="do not shrink failing seeds")
     p.add_argument("--json", action="store_true", help="one JSON object per seed, then a summary")
@@ -126,6 +145,8 @@ def main(argv: list[str] | None = None) -> int:
         fault_s=args.fault_seconds,
         keep_faults=args.keep_faults,
         lose_unsynced=not args.keep_unsynced,
+        mixed_levels=not args.strong_only,
+        bugs=args.bugs,
     )
     specs = [replace(base, seed=args.seed + i) for i in range(args.seeds)]
     many = args.seeds > 1

@@ -48,16 +48,20 @@ or with a share ``rate`` of them shuffled). See :mod:`exapyte.sim.network`.
 
 Overlapping faults compose: the cut links are the union of the active partitions, a rate is
 the maximum of the active ones, a node stays down while any crash of it is active. Partition
-shapes (:func:`partition_links`) cover node isolation, majority/minority halves, a bridge (two
-sides that both reach one node), one-way cuts and random link cuts.
+shapes (:func:`partition_links`) are those of :mod:`exapyte.control.partitions`, by the names
+and with the meanings the harness's nemesis uses: ``isolate-node``, ``majority-minority``,
+``bridge`` (two sides that both reach one node), ``one-way`` (one node hears nobody, everyone
+still hears it), ``random`` link cuts and ``mute`` (the mirror of one-way: nobody hears one
+node, it hears everyone) by default; ``ring`` and ``isolate-region`` when a profile names them.
 """
 
 from __future__ import annotations
 
 import random
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
+from exapyte.control import partitions as shapes
 from exapyte.sim.scheduler import NS_PER_MS, NS_PER_S
 
 FAULT_KINDS: tuple[str, ...] = ("partition", "crash", "pause", "loss", "dup", "reorder", "drift")
@@ -67,7 +71,11 @@ ALL_FAULT_KINDS: tuple[str, ...] = FAULT_KINDS + NAMED_FAULT_KINDS
 REBALANCE = "rebalance"  # sharded runs only; in the default mix when --shards > 1
 ALL_FAULT_KINDS = (*ALL_FAULT_KINDS, REBALANCE)
 SHARDED_FAULT_KINDS: tuple[str, ...] = (*FAULT_KINDS, REBALANCE)  # the sharded default mix
-PARTITION_SHAPES: tuple[str, ...] = ("isolate", "halves", "bridge", "one-way", "random")
+# The shapes a run draws from by default (names and meanings: exapyte.control.partitions).
+PARTITION_SHAPES: tuple[str, ...] = (
+    "isolate-node", "majority-minority", "bridge", "one-way", "random", "mute",
+)
+RANDOM_CUT_SHARE = 0.4  # the random shape: the chance each pair of nodes is cut
 
 # Mean gap between two starts of one kind, and (min, max) duration, in milliseconds.
 FAULT_GAP_MS_DEFAULT: dict[str, float] = {
@@ -140,45 +148,43 @@ class Fault:
         return out
 
 
-def _cut_between(a: Sequence[str], b: Sequence[str]) -> set[tuple[str, str]]:
-    return {(x, y) for x in a for y in b} | {(y, x) for x in a for y in b}
-
-
 def partition_links(
-    shape: str, nodes: Sequence[str], rng: random.Random
+    shape: str, nodes: Sequence[str], rng: random.Random, regions: Mapping[str, str] | None = None
 ) -> tuple[tuple[str, str], ...]:
-    """The directed links a partition of ``shape`` cuts, chosen with ``rng``; sorted."""
+    """The directed links a partition of ``shape`` cuts, chosen with ``rng``; sorted. The cut
+    sets come from :mod:`exapyte.control.partitions` (the harness's nemesis uses the same):
+    this only draws the order, the node or the pairs. ``regions`` (node -> region) is needed
+    by ``isolate-region``."""
     ordered = sorted(nodes)
     shuffled = list(ordered)
     rng.shuffle(shuffled)
-    n = len(shuffled)
-    cut: set[tuple[str, str]] = set()
-    if shape == "isolate":
-        cut = _cut_between(shuffled[:1], shuffled[1:])
-    elif shape == "halves":
-        minority = (n - 1) // 2 or 1
-        cut = _cut_between(shuffled[:minority], shuffled[minority:])
+    if shape == "isolate-node":
+        cut = shapes.isolate_node(ordered, shuffled[0])
+    elif shape == "majority-minority":
+        cut = shapes.majority_minority(shuffled)[0]
     elif shape == "bridge":
-        # Two sides that cannot talk, and one node both sides reach (Jepsen's bridge).
-        bridge, rest = shuffled[0], shuffled[1:]
-        half = len(rest) // 2
-        cut = _cut_between(rest[:half], rest[half:])
-        del bridge
+        cut = shapes.bridge(shuffled)[0]
     elif shape == "one-way":
-        # One node's outgoing messages are lost, its incoming ones arrive.
-        victim = shuffled[0]
-        cut = {(victim, other) for other in shuffled[1:]}
+        cut = shapes.one_way(ordered, shuffled[0])  # shuffled[0] hears nobody
+    elif shape == "mute":
+        cut = shapes.mute(ordered, shuffled[0])  # nobody hears shuffled[0]
+    elif shape == "ring":
+        cut = shapes.ring(shuffled)
+    elif shape == "isolate-region":
+        if not regions:
+            raise ValueError("an isolate-region partition needs the nodes' regions")
+        names = sorted(set(regions[n] for n in ordered))
+        region = names[rng.randrange(len(names))]
+        cut = shapes.isolate_region(ordered, [n for n in ordered if regions[n] == region])
     elif shape == "random":
         pairs = [(a, b) for a in ordered for b in ordered if a < b]
-        for a, b in pairs:
-            if rng.random() < 0.4:
-                cut |= {(a, b), (b, a)}
-        if not cut:
-            a, b = pairs[rng.randrange(len(pairs))]
-            cut = {(a, b), (b, a)}
+        chosen = [pair for pair in pairs if rng.random() < RANDOM_CUT_SHARE]
+        if not chosen:
+            chosen = [pairs[rng.randrange(len(pairs))]]
+        cut = shapes.pairs_both_ways(chosen)
     else:
-        raise ValueError(f"unknown partition shape {shape!r}; allowed: {', '.join(PARTITION_SHAPES)}")
-    return tuple(sorted(cut))
+        raise ValueError(f"unknown partition shape {shape!r}; allowed: {', '.join(shapes.PARTITION_SHAPES)}")
+    return shapes.sorted_cuts(cut)
 
 
 @dataclass(frozen=True, slots=True)

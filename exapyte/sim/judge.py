@@ -12,10 +12,15 @@ what changed, so checking after every step stays cheap.
 
 At the end of a run, :func:`judge_history` gives the verdicts that need the whole run:
 
-- **linearizability** of the client history against the ``kv`` model (a failed compare-and-set
-  is a definite mismatch), by the harness's checker. The library never imports ``harness`` at
-  module level: the import happens inside :func:`check_linearizable`, only when a history is
-  judged, so ``exapyte`` installs and runs without the harness;
+- **linearizability** of the strong part of the client history (writes, compare-and-sets and
+  strong reads) against the ``kv`` model (a failed compare-and-set, ``error: cas-mismatch``, is
+  a definite mismatch), by the harness's checker. The library never imports ``harness`` at
+  module level: the import happens inside :func:`check_linearizable` and :func:`check_levels`,
+  only when a history is judged, so ``exapyte`` installs and runs without the harness;
+- **the per-level guarantees** (:func:`check_levels`: the harness's level checkers,
+  ``harness.checker.levels``): each op judged at the level it asked for (session guarantees,
+  consistent prefix, bounded staleness within the nodes' K and T, convergence after heal), the
+  same checkers and the same history fields as a harness run;
 - **no acknowledged write lost**: every write or cas a client saw succeed was applied at an index
   the cluster still holds at the end (at or below its final applied index);
 - **liveness**: the final reads, issued after heal and a quiet period, all succeeded, and the
@@ -226,6 +231,22 @@ def check_linearizable(jsonl: str, timeout_s: float = LINEARIZABILITY_TIMEOUT_S)
     return result.valid, result.cause or ""
 
 
+def check_levels(
+    events: Iterable[Any], *, staleness_versions: int, staleness_ms: float,
+    final_start_ns: int | None,
+) -> tuple[Any, str, dict[str, Any]]:
+    """The per-level checkers on a history's events; returns (valid, cause, table): ``valid``
+    True, False or "unknown", ``table`` the requested-vs-delivered table. Linearizability of
+    the strong ops is :func:`check_linearizable`'s (not repeated here). Lazy harness import."""
+    from harness.checker.level_history import level_history
+    from harness.checker.levels import check_level
+
+    report = check_level(level_history(list(events)), None, staleness_versions=staleness_versions,
+                         staleness_ms=staleness_ms, final_start_ns=final_start_ns,
+                         linearizability=False)
+    return report.valid, report.cause or "", report.table()
+
+
 def lost_writes(
     acked: Iterable[tuple[str, int, Any]],
     applied_commands: dict[tuple[str, int], list[int]],
@@ -245,6 +266,7 @@ __all__ = [
     "INVARIANT_NAMES",
     "StepJudge",
     "Verdict",
+    "check_levels",
     "check_linearizable",
     "invariant_name",
     "lost_writes",

@@ -11,7 +11,8 @@ or routed by an older descriptor than the client had been given), a read a
 node held without answering, a read only the replica's own deadline refused (no answer or
 failure from the core reached its client), a final read that did not succeed or replicas that
 did not converge (all liveness; ``divergence`` when they all applied the group's commit and
-their states still differ), and a history that is not linearizable. Every verdict carries
+their states still differ), a history whose strong part is not linearizable, and (with mixed
+levels) a broken per-level guarantee (``levels``: the harness's level checkers). Every verdict carries
 the trace hash, so "same seed, same run" can be checked.
 
 :func:`shrink` takes a failing spec and looks for a smaller one that fails with the **same
@@ -33,9 +34,9 @@ from typing import Any
 
 from exapyte.errors import InvariantViolation
 from exapyte.sim.faults import ALL_FAULT_KINDS
-from exapyte.sim.judge import check_linearizable, invariant_name
+from exapyte.sim.judge import check_levels, check_linearizable, invariant_name
 from exapyte.sim.scheduler import NS_PER_S
-from exapyte.sim.world import SimSpec, World
+from exapyte.sim.world import STALENESS_MS_MAX, STALENESS_VERSIONS_MAX, SimSpec, World
 
 SHRINK_RUNS_MAX = 60  # re-runs one shrink may spend
 
@@ -52,6 +53,7 @@ class SimResult:
     ops: int
     faults: int
     linearizable: Any = True  # True, False, "unknown" or None (not checked)
+    levels: Any = None  # the per-level checkers: True, False, "unknown" or None (not checked)
     counters: dict[str, int] = field(default_factory=dict)
     history_jsonl: str = ""
 
@@ -79,6 +81,7 @@ class SimResult:
             "ops": self.ops,
             "faults": self.faults,
             "linearizable": self.linearizable,
+            "levels": self.levels,
             "counters": self.counters,
             "replay": self.spec.replay_command(),
         }
@@ -99,6 +102,7 @@ def run_seed(spec: SimSpec, *, keep_history: bool = False) -> SimResult:
         check = "exception"
         detail = f"{type(exc).__name__}: {exc}"
     linearizable: Any = None
+    levels: Any = None
     jsonl = world.history.to_jsonl()
     if not check:
         lost = world.lost_writes()
@@ -141,20 +145,29 @@ def run_seed(spec: SimSpec, *, keep_history: bool = False) -> SimResult:
             check = "liveness"
             detail = f"replicas did not converge: {world.divergence}"
     if not check and spec.check_linearizability:
-        linearizable, cause = check_linearizable(jsonl)
+        linearizable, cause = check_linearizable(world.history.strong_jsonl())
         if linearizable is False:
             check = "linearizability"
+            detail = cause
+    if not check and spec.check_linearizability and spec.mixed_levels:
+        levels, cause, _table = check_levels(
+            world.history.records, staleness_versions=STALENESS_VERSIONS_MAX,
+            staleness_ms=STALENESS_MS_MAX, final_start_ns=world.final_reads_ns,
+        )
+        if levels is False:
+            check = "levels"
             detail = cause
     counters: dict[str, int] = {}
     for name, value in world.counters.items():
         counters[f"fault_{name}" if name in ALL_FAULT_KINDS else name] = value
     counters.update(world.replica_totals())
+    counters.update(sorted(world.read_counters.items()))
     counters.update(world.routing_counters())
     counters.update({f"net_{k}": v for k, v in world.network_counters().items()})
     counters.update({f"storage_{k}": v for k, v in world.storage_counters().items()})
     counters["invariant_checks"] = world.invariant_checks()
     counters["events"] = world.sched.events_run
-    ops = sum(1 for r in world.history.records if r["type"] == "invoke")
+    ops = sum(1 for r in world.history.records if r.type == "invoke")
     return SimResult(
         spec=spec,
         ok=not check,
@@ -166,6 +179,7 @@ def run_seed(spec: SimSpec, *, keep_history: bool = False) -> SimResult:
         ops=ops,
         faults=len(world.faults),
         linearizable=linearizable,
+        levels=levels,
         counters=counters,
         history_jsonl=jsonl if keep_history else "",
     )

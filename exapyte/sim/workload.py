@@ -31,20 +31,20 @@ request is **never routed by an older descriptor** than one the client was alrea
 that shard. (The world checks the replicas' side: a request is served only by a replica at the
 configuration version it was routed by.)
 
-The :class:`History` holds records in the harness's JSONL format: ``type``, ``process``, ``f``,
-``key``, ``value``, ``time`` (simulated ns), ``node``, ``consistency``, ``session``; fault
-events use ``process: "nemesis"``.
+The :class:`History` holds the records the harness writes too (:class:`exapyte.history.Event`,
+through the same writer): ``type``, ``process``, ``f``, ``key``, ``value``, ``time`` (simulated
+ns), ``node``, ``consistency``, ``session``; fault events use ``process: "nemesis"``.
 """
 
 from __future__ import annotations
 
-import json
 import random
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from exapyte.data.router import Router
+from exapyte.history import NEMESIS, Event, HistoryWriter
 from exapyte.sim.scheduler import NS_PER_MS, Scheduler
 from exapyte.wire import CasOp, ClientReply, ClientRequest, GetOp, PutOp, ReplyCode
 
@@ -56,67 +56,74 @@ _RESULT_CODES = frozenset({ReplyCode.OK, ReplyCode.NOT_FOUND, ReplyCode.CAS_FAIL
 _REFUSAL_CODES = frozenset({ReplyCode.NOT_LEADER, ReplyCode.UNAVAILABLE, ReplyCode.OVERLOADED})
 
 
+#: The consistency levels, strongest first; a read asks for one of them (writes are strong).
+LEVELS: tuple[str, ...] = ("strong", "bounded_staleness", "session", "consistent_prefix", "eventual")
+#: How often a read of the mixed workload asks for each level (in the order of :data:`LEVELS`).
+READ_LEVEL_WEIGHTS: tuple[float, ...] = (0.4, 0.15, 0.15, 0.15, 0.15)
+
+
 @dataclass(frozen=True, slots=True)
 class Op:
     f: str  # "read" | "write" | "cas"
     key: str
     value: Any  # write: str; cas: [expected, new]; read: None
+    level: str = "strong"  # the consistency level asked for (reads; writes are strong)
+
+    @property
+    def weak(self) -> bool:
+        """A read at a level weaker than strong: any member may serve it."""
+        return self.level != "strong"
 
 
 class History:
-    """Records in the harness's JSONL format, in the order they happened."""
+    """The run's history: :class:`~exapyte.history.Event` records, written in the order they
+    happened through the one writer the harness uses too (:class:`~exapyte.history.HistoryWriter`,
+    kept in memory). ``on_record`` sees each record and its encoded line (the trace hash)."""
 
-    def __init__(self, on_record: Callable[[dict[str, Any]], None] | None = None) -> None:
-        self.records: list[dict[str, Any]] = []
+    def __init__(self, on_record: Callable[[Event, bytes], None] | None = None) -> None:
+        self._writer = HistoryWriter(keep=True)
+        self.records: list[Event] = self._writer.events
         self.on_record = on_record
 
-    def add(self, record: dict[str, Any]) -> None:
-        self.records.append(record)
+    def add(self, event: Event) -> None:
+        line = self._writer.write(event)
         if self.on_record is not None:
-            self.on_record(record)
+            self.on_record(event, line)
 
-    def op(self, kind: str, process: int, op: Op, value: Any, time_ns: int, node: str | None) -> None:
-        self.add(
-            {
-                "type": kind,
-                "process": process,
-                "f": op.f,
-                "key": op.key,
-                "value": value,
-                "time": time_ns,
-                "node": node,
-                "consistency": "strong",
-                "session": None,
-            }
-        )
+    def op(self, kind: str, process: int, op: Op, value: Any, time_ns: int, node: str | None, *,
+           level: str = "strong", session: str | None = None, group: Any = None,
+           index: tuple[int, int] | None = None, replica: str | None = None,
+           error: str | None = None) -> None:
+        self.add(Event(kind, process, op.f, key=op.key, value=value, time=time_ns,  # type: ignore[arg-type]
+                       node=node, consistency=level, session=session, error=error, group=group,
+                       index=index, replica=replica))
 
     def nemesis(self, kind: str, f: str, value: Any, time_ns: int) -> None:
-        self.add(
-            {
-                "type": kind,
-                "process": "nemesis",
-                "f": f,
-                "key": None,
-                "value": value,
-                "time": time_ns,
-                "node": None,
-                "consistency": None,
-                "session": None,
-            }
-        )
+        self.add(Event(kind, NEMESIS, f, value=value, time=time_ns))  # type: ignore[arg-type]
 
     def to_jsonl(self) -> str:
-        return "".join(json.dumps(r, sort_keys=True) + "\n" for r in self.records)
+        return self._writer.jsonl()
 
-    def client_ops(self) -> list[dict[str, Any]]:
-        return [r for r in self.records if isinstance(r["process"], int)]
+    def strong_jsonl(self) -> str:
+        """The history without its weak reads (the reads at a level below strong): what the
+        linearizability checker judges. Writes and cas are strong whatever the mix."""
+        return b"".join(
+            line for event, line in zip(self._writer.events, self._writer.lines)
+            if not (event.f == "read" and event.is_client and event.level != "strong")
+        ).decode("utf-8")
+
+    def client_ops(self) -> list[Event]:
+        return [r for r in self.records if r.is_client]
 
 
 class Workload:
-    """Draws the next operation for a client: reads, unique-valued writes, cas on known values."""
+    """Draws the next operation for a client: reads, unique-valued writes, cas on known values.
+    With ``mixed_levels`` a read asks for a level drawn by :data:`READ_LEVEL_WEIGHTS`; without,
+    every op is strong."""
 
-    def __init__(self, rng: random.Random, keys: int) -> None:
+    def __init__(self, rng: random.Random, keys: int, *, mixed_levels: bool = True) -> None:
         self.rng = rng
+        self.mixed_levels = mixed_levels
         self.keys = tuple(f"k{i}" for i in range(keys))
         self.known: dict[str, list[str]] = {k: [] for k in self.keys}  # values seen per key
         self._counter = 0
@@ -133,7 +140,9 @@ class Workload:
         key = self.keys[rng.randrange(len(self.keys))]
         roll = rng.random()
         if roll < 0.4:
-            return Op("read", key, None)
+            if not self.mixed_levels:
+                return Op("read", key, None)
+            return Op("read", key, None, rng.choices(LEVELS, READ_LEVEL_WEIGHTS)[0])
         self._counter += 1
         new = f"v{self._counter}"
         seen = self.known[key]
@@ -143,7 +152,8 @@ class Workload:
 
 
 def op_request(
-    client_id: str, seq: int, op: Op, group: str = "default", config_version: int = 0
+    client_id: str, seq: int, op: Op, group: str = "default", config_version: int = 0,
+    session_index: int = 0,
 ) -> ClientRequest:
     if op.f == "read":
         body: Any = GetOp(op.key)
@@ -151,8 +161,8 @@ def op_request(
         body = PutOp(op.key, op.value.encode())
     else:
         body = CasOp(op.key, op.value[0].encode(), op.value[1].encode())
-    return ClientRequest(client_id, seq, body, consistency="strong", group=group,
-                         config_version=config_version)
+    return ClientRequest(client_id, seq, body, consistency=op.level, session_index=session_index,
+                         group=group, config_version=config_version)
 
 
 class SimClient:
@@ -199,11 +209,15 @@ class SimClient:
         self.op: Op | None = None
         self.attempt = 0
         self.uncertain = False
+        self.last_refusal: str | None = None  # the code of the current op's last refusal
         self.op_deadline_ns = 0
         self.last_node: str | None = None
         self.result: tuple[str, Any] | None = None  # (type, value) of the last completed op
         self.last_op: Op | None = None
         self.acked: list[tuple[str, int, Op]] = []  # writes/cas acknowledged ok
+        # The session: one per process, for the whole run (the client id). Its token per group
+        # is the highest index a reply showed it, as exapyte.client.Client keeps it.
+        self.session_tokens: dict[str, int] = {}
 
     @property
     def busy(self) -> bool:
@@ -221,10 +235,12 @@ class SimClient:
             self.group, self.members = self.route(op.key)
         self.attempt = 0
         self.uncertain = False
+        self.last_refusal = None
         self.op_deadline_ns = self.sched.now_ns + self.deadline_ns
-        target = self._pick_node()
+        target = self._pick_any() if op.weak else self._pick_node()
         self.history.op("invoke", self.process, op, None if op.f == "read" else op.value,
-                        self.sched.now_ns, target)
+                        self.sched.now_ns, target, level=op.level, session=self.client_id,
+                        group=self.group)
         self._send_attempt(target)
 
     @property
@@ -241,6 +257,10 @@ class SimClient:
             return guess
         choices = [n for n in self.members if n != avoid] or list(self.members)
         return choices[self.rng.randrange(len(choices))]
+
+    def _pick_any(self) -> str:
+        """A weak read's first attempt: any member (followers serve them)."""
+        return self.members[self.rng.randrange(len(self.members))]
 
     def _refresh_members(self) -> None:
         assert self.router is not None
@@ -269,7 +289,8 @@ class SimClient:
         version = self._version()
         if self.router is not None:
             self.attempt_versions[self.attempt] = version
-        request = op_request(self.client_id, self.seq, self.op, self.group, version)
+        request = op_request(self.client_id, self.seq, self.op, self.group, version,
+                             self.session_tokens.get(self.group, 0))
         self.send(self.endpoint, node, (self.process, self.attempt, request))
         self.sched.after(self.attempt_timeout_ns, self._on_timeout, self.seq, self.attempt)
 
@@ -306,14 +327,17 @@ class SimClient:
         if self.router is not None:
             self._on_routing(attempt, reply)
         if code in _RESULT_CODES:
-            self.leader_guess = reply.node or self.leader_guess
+            if not op.weak:  # a weak read may come from a follower
+                self.leader_guess = reply.node or self.leader_guess
+            if reply.index > self.session_tokens.get(self.group, 0):
+                self.session_tokens[self.group] = reply.index
             if op.f == "read":
                 value = reply.value.decode() if code == ReplyCode.OK and reply.value is not None else None
-                self._complete("ok", value, reply.node)
+                self._complete("ok", value, reply.node, reply)
             elif op.f == "write" or code == ReplyCode.OK:
-                self._complete("ok", op.value, reply.node)
+                self._complete("ok", op.value, reply.node, reply)
             else:
-                self._complete("fail", op.value, reply.node)
+                self._complete("fail", op.value, reply.node, reply, error="cas-mismatch")
             return
         if attempt != self.attempt:
             return  # a refusal of an attempt already superseded
@@ -330,11 +354,12 @@ class SimClient:
             self._retry(None, backoff=True)
             return
         if code in _REFUSAL_CODES:
+            self.last_refusal = code
             hint = reply.leader_hint if reply.leader_hint in self.members else None
             self.leader_guess = hint
             self._retry(hint, backoff=True)
             return
-        self._complete("fail", None if op.f == "read" else op.value, reply.node)
+        self._complete("fail", None if op.f == "read" else op.value, reply.node, error=code)
 
     def _on_routing(self, attempt: int, reply: ClientReply) -> None:
         """Offer the reply's descriptor to the cache (only a newer one replaces it)."""
@@ -351,14 +376,27 @@ class SimClient:
         assert op is not None
         value = None if op.f == "read" else op.value
         if self.uncertain or op.f == "cas":
-            self._complete("info", value, self.last_node)
-        else:
-            self._complete("fail", value, self.last_node)
+            self._complete("info", value, self.last_node, error="timeout")
+        else:  # every attempt was refused: it did not happen
+            self._complete("fail", value, self.last_node, error=self.last_refusal or "refused")
 
-    def _complete(self, kind: str, value: Any, node: str | None) -> None:
+    def _complete(self, kind: str, value: Any, node: str | None, reply: ClientReply | None = None,
+                  *, error: str | None = None) -> None:
+        """Record the completion; a reply gives the group, the replica and [term, index] of the
+        state read or the entry written (as the harness records them)."""
         op = self.op
         assert op is not None
-        self.history.op(kind, self.process, op, value, self.sched.now_ns, node or None)
+        group = self.group
+        index: tuple[int, int] | None = None
+        replica = None
+        if reply is not None:
+            group = reply.group or group
+            replica = reply.node or None
+            if reply.index > 0:
+                index = (reply.term, reply.index)
+        self.history.op(kind, self.process, op, value, self.sched.now_ns, node or None,
+                        level=op.level, session=self.client_id, group=group, index=index,
+                        replica=replica, error=error)
         if kind == "ok" and op.f != "read":
             self.acked.append((self.client_id, self.seq, op))
         self.result = (kind, value)

@@ -7,11 +7,13 @@ Each reader turns text into a stream of :class:`~harness.checker.history.Event` 
 :class:`~harness.checker.history.Operation`. The formats:
 
 ``jsonl``
-    exapyte's own history: one JSON object per line, ``{"type", "process", "f", "key", "value",
-    "time", "node", "consistency", "session"}``, completions with an optional ``error``.
-    ``time`` is monotonic nanoseconds and is used as the call/return time (falling back to the
-    line position when absent). Records whose process is not an integer (nemesis fault events)
-    are skipped. The ``error`` of a ``fail`` follows the harness's contract
+    exapyte's own history (:mod:`exapyte.history`: the harness and the simulator write the same
+    records): one JSON object per line, ``{"type", "process", "f", "key", "value", "time",
+    "node", "consistency", "session"}``, completions with an optional ``error``, unknown fields
+    left out, read by the one reader :func:`exapyte.history.iter_jsonl` (a torn last line is
+    ignored). ``time`` is monotonic nanoseconds and is used as the call/return time (falling
+    back to the line position when absent). Records whose process is not an integer (nemesis
+    fault events) are skipped. The ``error`` of a ``fail`` follows the harness's contract
     (:mod:`harness.history`): ``cas-mismatch`` is a compare that was linearized and did not match
     (kept as a ``fail``, which models with ``fail_cas_is_mismatch`` check), while any other error
     is a refusal: the operation did not happen, so it is left out, invocation and all (a model
@@ -40,6 +42,7 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
+from exapyte.history import HistoryError, iter_jsonl
 from harness.checker.edn import EdnError, Keyword, iter_forms
 from harness.checker.history import Event, History, pair_events
 
@@ -119,36 +122,23 @@ def _jsonl_events(text: str, source: str) -> Iterator[Event]:
 
 
 def _jsonl_records(text: str, source: str) -> Iterator[tuple[Event, str | None]]:
-    for lineno, line in enumerate(text.splitlines(), start=1):
-        line = line.strip()
-        if not line:
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise HistoryFormatError(f"{source}:{lineno}: not JSON ({exc.msg})") from None
-        if not isinstance(record, dict):
-            raise HistoryFormatError(f"{source}:{lineno}: a record must be a JSON object")
-        kind = record.get("type")
-        if kind not in _EVENT_TYPES:
-            raise HistoryFormatError(f"{source}:{lineno}: type must be one of {sorted(_EVENT_TYPES)}, got {kind!r}")
-        process = record.get("process")
-        if isinstance(process, bool):  # JSON true/false are not process numbers
-            process = str(process)
-        time = record.get("time")
-        if time is None:
-            time = lineno
-        elif not isinstance(time, (int, float)) or isinstance(time, bool):
-            raise HistoryFormatError(f"{source}:{lineno}: time must be a number, got {time!r}")
-        error = record.get("error")
-        yield Event(
-            type=kind,
-            process=process,
-            f=_name(record.get("f")),
-            key=_freeze(record.get("key")),
-            value=_freeze(record.get("value")),
-            time=time,
-        ), (None if error is None else str(error))
+    """The records of an exapyte history, read by the one reader (:func:`exapyte.history.iter_jsonl`),
+    as the checker's events with each completion's ``error``."""
+    try:
+        for lineno, record in iter_jsonl(text, source):
+            time = record.time
+            if time is None:
+                time = lineno
+            yield Event(
+                type=record.type,
+                process=record.process,
+                f=_name(record.f),
+                key=_freeze(record.key),
+                value=_freeze(record.value),
+                time=time,
+            ), (None if record.error is None else str(record.error))
+    except HistoryError as exc:
+        raise HistoryFormatError(str(exc)) from None
 
 
 # --- etcd log ---------------------------------------------------------------------------------

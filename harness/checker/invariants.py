@@ -108,7 +108,7 @@ def show(op: Op) -> dict[str, Any]:
     """An op as evidence: what, when (ms), who, outcome."""
     out: dict[str, Any] = {
         "process": op.process, "f": op.f, "key": op.key, "type": op.type,
-        "value": op.value if op.type == "ok" else op.invoke.get("value"),
+        "value": op.value if op.type == "ok" else op.invoke.value,
         "invoke_ms": round(op.call_ns / 1e6, 3),
         "complete_ms": None if op.end_ns is None else round(op.end_ns / 1e6, 3),
     }
@@ -133,9 +133,9 @@ def _final_reads(ops: Sequence[Op], final_start_ns: int, fs: tuple[str, ...]) ->
 
 def _written(op: Op) -> Any:
     if op.f == "write":
-        return op.invoke.get("value")
+        return op.invoke.value
     if op.f == "cas":
-        return op.invoke["value"][1]
+        return op.invoke.value[1]
     return None  # delete
 
 
@@ -195,9 +195,9 @@ def check_set(ops: Sequence[Op], final_start_ns: int) -> Verdict:
     final = reads[-1]
     seen = set(final.value or [])
     adds = [op for op in ops if op.f == "add" and op.key is None]
-    acked = {op.invoke["value"] for op in adds if op.type == "ok"}
-    attempted = {op.invoke["value"] for op in adds if op.type != "fail"}
-    unsure = {op.invoke["value"] for op in adds if op.type == "info"}
+    acked = {op.invoke.value for op in adds if op.type == "ok"}
+    attempted = {op.invoke.value for op in adds if op.type != "fail"}
+    unsure = {op.invoke.value for op in adds if op.type == "info"}
     lost = sorted(acked - seen)
     unexpected = sorted(seen - attempted)
     evidence = {
@@ -225,8 +225,8 @@ def check_counter(ops: Sequence[Op], final_start_ns: int = 0) -> Verdict:
     errors = []
     for read in reads:
         assert read.ret_ns is not None
-        lower = sum(int(a.invoke["value"]) for a in adds if a.type == "ok" and a.ret_ns is not None and a.ret_ns < read.call_ns)
-        upper = sum(int(a.invoke["value"]) for a in adds if a.call_ns < read.ret_ns)
+        lower = sum(int(a.invoke.value) for a in adds if a.type == "ok" and a.ret_ns is not None and a.ret_ns < read.call_ns)
+        upper = sum(int(a.invoke.value) for a in adds if a.call_ns < read.ret_ns)
         value = read.value
         if not isinstance(value, int) or not lower <= value <= upper:
             errors.append({"read": show(read), "lower": lower, "upper": upper})
@@ -388,7 +388,7 @@ def to_operations(ops: Sequence[Op], fs: tuple[str, ...] = ("read", "write", "ca
             continue
         if op.type == "fail" and not (op.f == "cas" and op.error == "cas-mismatch"):
             continue  # a refusal: it did not happen
-        value_in = None if op.f == "read" else _freeze(op.invoke.get("value"))
+        value_in = None if op.f == "read" else _freeze(op.invoke.value)
         if op.type == "ok":
             output = Output("ok", _freeze(op.value) if op.f == "read" else None)
             ret: float = float(op.ret_ns or 0)

@@ -51,6 +51,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from exapyte.history import Event, to_event
 from harness.history import NEMESIS, Op, pair_ops, read_events
 
 __all__ = [
@@ -315,23 +316,25 @@ def _level_op(i: int, op: Op) -> LevelOp | None:
         return LevelOp(**common, reads=reads)
     if f in _SCANS:
         reads = _scan_result(op.value) if status == "ok" else None
-        return LevelOp(**common, reads=reads, scan=True, scan_range=_scan_range(op.invoke.get("value")))
+        return LevelOp(**common, reads=reads, scan=True, scan_range=_scan_range(op.invoke.value))
     if f in _WRITES:
-        return LevelOp(**common, writes=((key, _freeze(op.invoke.get("value"))),))
+        return LevelOp(**common, writes=((key, _freeze(op.invoke.value)),))
     if f == "delete":
         return LevelOp(**common, writes=((key, None),))
     if f == "cas":
-        value = op.invoke.get("value")
+        value = op.invoke.value
         if status == "fail" or not isinstance(value, (list, tuple)) or len(value) != 2:
             return LevelOp(**common)  # a mismatch or a refusal: nothing was written
         return LevelOp(**common, writes=((key, _freeze(value[1])),))
     return None
 
 
-def level_history(events: Sequence[dict[str, Any]], *, initial: Any = None) -> LevelHistory:
+def level_history(events: Sequence[Event | Mapping[str, Any]], *, initial: Any = None) -> LevelHistory:
     """Build the level checkers' view of a harness history (its events, as :func:`read_events`
-    returns them). ``initial``: every key's starting value (None: absent), or a mapping per key."""
-    paired = pair_ops(events)
+    returns them, or dicts of the same fields). ``initial``: every key's starting value (None:
+    absent), or a mapping per key."""
+    records = [to_event(event) for event in events]
+    paired = pair_ops(records)
     ops: list[LevelOp] = []
     raw: list[Op] = []
     for op in paired:
@@ -340,9 +343,9 @@ def level_history(events: Sequence[dict[str, Any]], *, initial: Any = None) -> L
             ops.append(level_op)
             raw.append(op)
     heal_ns = None
-    for event in events:
-        if event.get("process") == NEMESIS and event.get("f") == "heal" and event.get("type") != "invoke":
-            heal_ns = int(event["time"])
+    for event in records:
+        if event.process == NEMESIS and event.f == "heal" and event.type != "invoke":
+            heal_ns = int(event.time or 0)
     history = LevelHistory(ops=ops, raw=raw, initial=initial, heal_ns=heal_ns)
     _build_orders(history)
     _resolve(history)

@@ -64,7 +64,11 @@ from harness.checker.level_history import (
 from harness.checker.linearizability import CheckResult, check_operations
 from harness.checker.prefix import check_consistent_prefix, phantom_violations
 from harness.checker.session import check_session
-from harness.checker.staleness import StalenessReport, check_staleness, check_write_order
+from harness.checker.staleness import (
+    StalenessReport,
+    check_staleness,
+    check_write_order,
+)
 from harness.history import read_events
 
 __all__ = [
@@ -280,14 +284,14 @@ def _linearizability(history: LevelHistory, judged: set[int], timeout_s: float |
         if op.writes and op.status in ("ok", "info"):
             key, value = op.writes[0]
             if op.f == "cas":
-                expected = history.raw[op.id].invoke.get("value")[0]  # type: ignore[index]
+                expected = history.raw[op.id].invoke.value[0]  # type: ignore[index]
                 call = Call("cas", key, (_freeze(expected), value))
             elif op.f == "delete":
                 call = Call("delete", key, None)
             else:
                 call = Call("write", key, value)
         elif op.f == "cas" and op.status == "fail" and history.raw[op.id].error == "cas-mismatch":
-            raw = history.raw[op.id].invoke.get("value")
+            raw = history.raw[op.id].invoke.value
             call = Call("cas", _freeze(history.raw[op.id].key), (_freeze(raw[0]), _freeze(raw[1])))  # type: ignore[index]
         elif op.is_read and op.id in judged:
             ((key, value),) = op.reads or ()

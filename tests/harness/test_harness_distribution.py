@@ -28,7 +28,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.timeout(150)]
 
 
 def client_events(outcome: RunOutcome) -> list[dict]:
-    return [e for e in read_events(outcome.run_dir / "history.jsonl") if e["process"] != "nemesis"]
+    return [e.to_dict() for e in read_events(outcome.run_dir / "history.jsonl") if e.process != "nemesis"]
 
 
 def shard_of(outcome: RunOutcome):  # type: ignore[no-untyped-def]
@@ -133,7 +133,7 @@ def test_rebalance_nemesis_moves_replicas_and_the_run_stays_valid(tmp_path: Path
     assert outcome.valid is True, outcome.results["checkers"]
     moves = [
         e["value"]["applied"]["moves"]
-        for e in read_events(outcome.run_dir / "history.jsonl")
+        for e in (r.to_dict() for r in read_events(outcome.run_dir / "history.jsonl"))
         if e["process"] == "nemesis" and e["f"].endswith("-rebalance") and e["type"] == "info"
         and isinstance(e.get("value"), dict) and "applied" in e["value"]
     ]

@@ -458,7 +458,7 @@ def test_a_short_netns_run_under_partitions_and_kills_is_valid(tmp_path: Path) -
     assert outcome.valid is True, (results["notes"], results["checkers"])
     assert results["options"]["hosts"] == "netns" and results["options"]["cut_mode"] == "drop"
     events = read_events(outcome.run_dir / "history.jsonl")
-    started = [e["value"] for e in events if e["f"] == "start-partition" and e["type"] == "info"]
+    started = [e.value for e in events if e.f == "start-partition" and e.type == "info"]
     assert started, "no partition in the run"
     for fault in started:  # the kernel held one rule per directed cut, in the chain of the harness
         assert fault["applied"]["layer"] == "iptables" and fault["applied"]["rules"] == len(fault["cuts"])

@@ -302,6 +302,16 @@ CRASHY = FaultProfile(
     duration_ms={**FaultProfile().duration_ms, "crash": (10.0, 400.0)},
 )
 
+# Crashes every 150 ms on average, 5-150 ms long, with some message loss: a voter that granted a
+# vote crashes and is back while the election of that term is still on. (Under the simulator's
+# earlier one-way shape, a node nobody heard, now ``mute``, CRASHY caught forget-vote at seed 16;
+# with the shapes of exapyte.control.partitions and the mixed-level workload it takes 200-odd
+# seeds, these crashes 9.)
+VOTE_CRASHES = FaultProfile(
+    gap_ms={**FaultProfile().gap_ms, "crash": 150.0},
+    duration_ms={**FaultProfile().duration_ms, "crash": (5.0, 150.0)},
+)
+
 # Leaders stranded one after another at their commits (see exapyte.sim.faults: "strand"), most
 # of the fault window, with loss and reordering around them.
 STRANDS = FaultProfile(
@@ -315,8 +325,9 @@ LOSSY_STRANDS = FaultProfile(
 )
 
 # One-way holds (see exapyte.sim.faults: "hold"), one every 250 ms on average, 250-900 ms long:
-# a node's outgoing messages wait and then arrive all at once, answers to Prepares its peers
-# sent one or several elections ago among them (ZeroMQ delivering its queue on reconnect).
+# the messages to one node (it hears nobody) wait and then arrive all at once, the promises
+# answering Prepares it sent one or several elections ago among them (ZeroMQ delivering its
+# queue on reconnect).
 HELD = FaultProfile(
     gap_ms={**FaultProfile().gap_ms, "hold": 250.0},
     duration_ms={**FaultProfile().duration_ms, "hold": (250.0, 900.0)},
@@ -366,8 +377,8 @@ MUTANTS: tuple[Mutant, ...] = (
         "forget-vote",
         "the vote is dropped from the hard state before persisting",
         _stack((Replica, "persist", _forget_vote)),
-        faults=("crash", "partition", "loss"),
-        profile=CRASHY,
+        faults=("crash", "loss"),
+        profile=VOTE_CRASHES,
     ),
     Mutant(
         "follower-reads",
@@ -461,7 +472,7 @@ ZAB_CRASHY = FaultProfile(
 ZAB_SPLITS = FaultProfile(
     gap_ms={**FaultProfile().gap_ms, "partition": 400.0, "crash": 900.0},
     duration_ms={**FaultProfile().duration_ms, "partition": (150.0, 900.0)},
-    shapes=("halves", "isolate"),
+    shapes=("majority-minority", "isolate-node"),
 )
 
 ZAB_MUTANTS: tuple[Mutant, ...] = (

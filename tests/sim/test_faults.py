@@ -22,7 +22,7 @@ NODES5 = ("n1", "n2", "n3", "n4", "n5")
 
 
 def test_every_fault_kind_happens_and_is_counted() -> None:
-    result = run_seed(SimSpec(seed=11, fault_s=8.0))
+    result = run_seed(SimSpec(seed=12, fault_s=8.0))
     assert result.ok, result.detail
     c = result.counters
     for kind in FAULT_KINDS:
@@ -59,11 +59,11 @@ def _peers(links: tuple[tuple[str, str], ...], node: str) -> set[str]:
 @pytest.mark.parametrize("seed", range(5))
 def test_partition_shapes(seed: int) -> None:
     rng = random.Random(seed)
-    iso = partition_links("isolate", NODES5, rng)
+    iso = partition_links("isolate-node", NODES5, rng)
     victims = [n for n in NODES5 if len(_peers(iso, n)) == 4]
     assert len(victims) == 1 and len(iso) == 8  # cut both ways from the 4 others
 
-    halves = set(partition_links("halves", NODES5, rng))
+    halves = set(partition_links("majority-minority", NODES5, rng))
     assert len(halves) == 2 * 2 * 3  # minority of 2, majority of 3, both directions
     assert all((b, a) in halves for a, b in halves)
 
@@ -75,6 +75,10 @@ def test_partition_shapes(seed: int) -> None:
     one_way = set(partition_links("one-way", NODES5, rng))
     assert len(one_way) == 4
     assert all((b, a) not in one_way for a, b in one_way)
+    assert len({dst for _, dst in one_way}) == 1  # every link into one node: it hears nobody
+
+    ring = set(partition_links("ring", NODES5, rng))
+    assert len(ring) == 2 * 5  # on 5 nodes each node misses the 2 across the ring, both ways
 
     rand = set(partition_links("random", NODES5, rng))
     assert rand and all((b, a) in rand for a, b in rand)
@@ -82,7 +86,31 @@ def test_partition_shapes(seed: int) -> None:
 
 def test_unknown_shape_is_refused() -> None:
     with pytest.raises(ValueError, match="allowed"):
-        partition_links("ring", NODES5, random.Random(0))
+        partition_links("spiral", NODES5, random.Random(0))
+    with pytest.raises(ValueError, match="regions"):
+        partition_links("isolate-region", NODES5, random.Random(0))
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_one_way_gives_the_same_cuts_in_the_harness_and_the_simulator(seed: int) -> None:
+    """The one shape, one meaning: the node the simulator picks hears nobody, as in the harness."""
+    import networkx as nx
+
+    from harness.generator import Rand
+    from harness.nemesis import one_way
+
+    sim_cut = set(partition_links("one-way", NODES5, random.Random(seed)))
+    (victim,) = {dst for _, dst in sim_cut}
+    graph = nx.complete_graph(NODES5)
+    rand = Rand.seeded(seed)
+    while True:  # the harness draws its node with its own randomness: take a draw that picks the same
+        cuts, node, rand = one_way(graph, rand)
+        if node == victim:
+            break
+    assert set(cuts) == sim_cut == {(other, victim) for other in NODES5 if other != victim}
+    for shape in ("isolate-node", "majority-minority", "bridge", "random"):
+        links = partition_links(shape, NODES5, random.Random(seed))
+        assert all((b, a) in links for a, b in links)  # the symmetric shapes are symmetric in both
     assert "ring" not in PARTITION_SHAPES
 
 

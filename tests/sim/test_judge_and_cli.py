@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from exapyte.errors import InvariantViolation
+from exapyte.history import Event, encode_event, iter_jsonl, read_jsonl
 from exapyte.protocol.invariants import NodeView
 from exapyte.protocol.types import Entry
 from exapyte.sim import SimSpec, run_seed, shrink
@@ -20,6 +21,7 @@ from tests.mutants.mutants import MUTANTS_BY_NAME
 from tests.mutants.run import hunt, mutant_spec
 
 ROOT = Path(__file__).resolve().parents[2]
+LEVELS = ("strong", "bounded_staleness", "session", "consistent_prefix", "eventual")
 
 
 def _view(node: str, entries: list[Entry], *, term: int = 1, leader: bool = False,
@@ -49,31 +51,33 @@ def test_step_judge_election_safety_and_names() -> None:
     )
 
 
-def test_history_is_the_harness_jsonl_format_and_linearizable() -> None:
+def test_history_is_the_harness_jsonl_format_and_linearizable(tmp_path: Path) -> None:
     from harness.checker import check_jsonl
+    from harness.history import read_events
 
     result = run_seed(SimSpec(seed=4, ops=60, fault_s=4.0), keep_history=True)
     assert result.ok and result.linearizable is True
-    records = [json.loads(line) for line in result.history_jsonl.splitlines()]
-    keys = {"type", "process", "f", "key", "value", "time", "node", "consistency", "session"}
-    assert all(set(r) == keys for r in records)
-    ops = [r for r in records if isinstance(r["process"], int)]
-    assert {r["type"] for r in ops} >= {"invoke", "ok"}
-    assert any(r["process"] == "nemesis" for r in records)
-    assert all(r["consistency"] == "strong" and r["session"] is None for r in ops)
-    times = [r["time"] for r in records]
-    assert times == sorted(times)
-    path = ROOT / ".pytest_cache" / "sim-history.jsonl"
-    path.parent.mkdir(exist_ok=True)
+    path = tmp_path / "sim-history.jsonl"
     path.write_text(result.history_jsonl)
+    records = read_events(path)  # the harness's reader: the same records, the same type
+    assert records and all(isinstance(r, Event) for r in records)
+    assert "".join(encode_event(r).decode() for r in records) == result.history_jsonl
+    lines = [json.loads(line) for line in result.history_jsonl.splitlines()]
+    assert all({"type", "process", "f", "time"} <= set(r) for r in lines)
+    ops = [r for r in records if r.is_client]
+    assert {r.type for r in ops} >= {"invoke", "ok"}
+    assert any(r.process == "nemesis" for r in records)
+    assert all(r.consistency in LEVELS for r in ops)
+    times = [r.time for r in records]
+    assert times == sorted(times)
     assert check_jsonl(path, model="kv").valid is True
 
 
 def test_final_reads_succeed_after_heal() -> None:
     result = run_seed(SimSpec(seed=8, ops=60, fault_s=4.0), keep_history=True)
     assert result.ok
-    last = [json.loads(line) for line in result.history_jsonl.splitlines()][-8:]
-    finals = [r for r in last if r["type"] == "ok" and r["f"] == "read" and r["process"] >= 5]
+    last = [e for _, e in iter_jsonl(result.history_jsonl)][-8:]
+    finals = [r for r in last if r.type == "ok" and r.f == "read" and r.process >= 5]
     assert len(finals) == 4
 
 
@@ -111,7 +115,7 @@ def test_cli_prints_trace_hash_summary_and_writes_history(tmp_path: Path, capsys
     assert rc == 0
     assert "seed=6 trace_hash=" in out and "verdict=ok" in out
     assert "speed ratio" in out and "seeds run" in out
-    assert history.read_text().count('"type": "invoke"') > 10
+    assert sum(1 for e in read_jsonl(history) if e.type == "invoke") > 10
 
 
 def test_cli_json_mode(capsys: pytest.CaptureFixture[str]) -> None:

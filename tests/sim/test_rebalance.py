@@ -69,10 +69,10 @@ def test_a_key_history_spanning_a_move_is_checked_as_one(moved: tuple[SimSpec, o
     first = moves[0]
     # A key written (ok) before the first move and read (ok) after it.
     spanning = None
-    for key in sorted({r["key"] for r in records if r["key"] is not None}):
-        ops = [r for r in records if r["key"] == key and r["type"] == "ok"]
+    for key in sorted({r.get("key") for r in records if r.get("key") is not None}):
+        ops = [r for r in records if r.get("key") == key and r["type"] == "ok"]
         if any(r["f"] == "write" and r["time"] < first for r in ops) and any(
-            r["f"] == "read" and r["time"] > first and r["value"] is not None for r in ops
+            r["f"] == "read" and r["time"] > first and r.get("value") is not None for r in ops
         ):
             spanning = key
             break
@@ -80,8 +80,8 @@ def test_a_key_history_spanning_a_move_is_checked_as_one(moved: tuple[SimSpec, o
     assert check_linearizable(result.history_jsonl)[0] is True  # type: ignore[attr-defined]
     # The same history with the key's last read after the move answering the value written
     # before it was overwritten: the one history of that key is not linearizable any more.
-    writes = [r for r in records if r["key"] == spanning and r["f"] == "write" and r["type"] == "ok"]
-    reads = [r for r in records if r["key"] == spanning and r["f"] == "read" and r["type"] == "ok"
+    writes = [r for r in records if r.get("key") == spanning and r["f"] == "write" and r["type"] == "ok"]
+    reads = [r for r in records if r.get("key") == spanning and r["f"] == "read" and r["type"] == "ok"
              and r["time"] > first]
     stale = writes[0]["value"]
     last_read = reads[-1]
