@@ -21,7 +21,9 @@ protocol gets it the same way). A follower keeps the stamps it received from its
 The check runs when the read is handled, on the clock of that moment, so a follower resumed after
 a pause judges its state by the wall time that passed, whatever its tick loop has caught up on,
 and the messages that waited in its queue during the pause carry their old stamps. A refused read
-is redirected to the leader (or served by it, when the leader itself handles it).
+is redirected to the leader, which serves it through ReadIndex (a leader never judges its own
+state fresh: it may have been deposed while it was paused). A leader stamps only once it has
+applied an entry of its own term, so its commit index covers its predecessors'.
 
 Clock skew: if the two clocks differ by more than the bound, the measured age may be short by the
 difference. The bound is a promise the operator makes (NTP-synchronized hosts typically stay

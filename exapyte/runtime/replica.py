@@ -230,6 +230,7 @@ class Replica(ServiceBase):
         self.pending_reads: dict[bytes, tuple[Any, ClientRequest, int]] = {}
         self._read_seq = 0
         self._ticks = 0
+        self._applied_entry_term = 0  # the term of the last entry applied (stamps, send())
         self._read_held_ticks_max = (
             cfg.consensus.election_timeout_ticks * limits.READ_HELD_ELECTIONS_MAX
         )
@@ -453,10 +454,12 @@ class Replica(ServiceBase):
 
     def _within_staleness_bound(self) -> bool:
         """Whether this replica's applied state is within the bounded_staleness bounds of the
-        group's commit, as its leader stamped it (exapyte/data/staleness.py). A leader is the
-        commit's source; a deposed one steps down within an election timeout (check quorum)."""
+        group's commit, as its leader stamped it (exapyte/data/staleness.py). A leader never
+        judges itself fresh: one that was paused or cut off may have been deposed without
+        knowing it yet (it steps down only when its ticks run), and its state then lags what
+        its successor committed, so the caller serves its bounded reads through ReadIndex."""
         if self.core.role is Role.LEADER:
-            return True
+            return False
         if "bounded-follower-view" in self.bugs:  # known bug: the follower's own commit, no T
             return self.core.status().commit - self.sm.applied_index <= self.cfg.data_plane.staleness_versions_max
         if self._clock_ms is None or self.core.leader is None or self.core.leader != self._stamps_from:
@@ -546,12 +549,22 @@ class Replica(ServiceBase):
             for msg in messages:
                 self.send_to(msg.to, msg)
             return
-        # A leader stamps what it sends with its commit index and its clock, once per Ready.
-        stamp = (self.core.status().commit, self._clock_ms()) if self.core.role is Role.LEADER else None
+        # A leader stamps what it sends with its commit index and its clock, once per Ready,
+        # once its commit index is the group's: when it has applied an entry of its own term
+        # (each protocol's leader commits one first: Raft's empty entry, the NOOP of a Paxos
+        # round or a ZAB epoch), everything committed before it is committed here too. Until
+        # then a new leader's commit index may lag what its predecessor committed, and a stamp
+        # of it would make a follower's old state look fresh.
+        stamp = (
+            (self.core.status().commit, self._clock_ms())
+            if self.core.role is Role.LEADER and self._applied_entry_term == self.core.term
+            else None
+        )
         for msg in messages:
             self.send_to(msg.to, msg, stamp)
 
     def install_snapshot(self, snapshot: Snapshot) -> None:
+        self._applied_entry_term = snapshot.meta.term
         self.sm.restore(snapshot.data)
         self.count("snapshots_installed")
         # Writes waiting at indexes the snapshot covers can no longer be matched to an outcome.
@@ -569,6 +582,8 @@ class Replica(ServiceBase):
         if "stop-applying" in self.bugs and self.sm.applied_index >= STOP_APPLYING_AFTER \
                 and self.node_id == max(self.members()):
             return  # known bug: committed entries are dropped here, reads still served
+        if entries:
+            self._applied_entry_term = entries[-1].term
         if "apply-out-of-order" in self.bugs and self.core.role is not Role.LEADER:
             entries = commands_reversed(entries)  # known bug: the batch's commands run backwards
         self.sm.apply(entries, before_write=self._answer_writes)
