@@ -464,8 +464,8 @@ def test_a_short_netns_run_under_partitions_and_kills_is_valid(tmp_path: Path) -
         assert fault["applied"]["layer"] == "iptables" and fault["applied"]["rules"] == len(fault["cuts"])
     assert all(f["applied"]["text"].startswith(f"{f['applied']['rules']} iptables DROP rules")
                for f in results["faults"] if f["fault"] == "partition")
-    heal = [e for e in events if e["f"] == "heal" and e["type"] == "info"]
-    assert heal[0]["value"]["applied"]["rules"] == 0
+    heal = [e for e in events if e.f == "heal" and e.type == "info"]
+    assert heal[0].value["applied"]["rules"] == 0
     prefix = json.loads((outcome.run_dir / "netns.json").read_text())["prefix"]
     left = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
     assert prefix not in left
