@@ -437,6 +437,7 @@ class Client:
             consistency=_consistency(consistency) or self.consistency,
             session_index=self.session_tokens.get(group, 0),
             group=group,
+            origin=self.proximity.region or "" if self.proximity is not None else "",
         )
         return self._send_request(req, wait_s, endpoint, follow)
 

@@ -127,7 +127,7 @@ class ClientRequest(msgspec.Struct, frozen=True, tag="client.request"):
     observed; a ``session`` read is served only by a replica that has applied at least that far.
     ``config_version`` is the configuration version of ``group`` the client routed by (0: none
     known): a replica serves a request only at its own version, and answers ``stale_config``
-    with its descriptor otherwise (docs/control-plane.md).
+    with its descriptor otherwise (docs/control-plane.md). ``origin`` is the client's region.
     """
 
     client_id: str
@@ -137,6 +137,9 @@ class ClientRequest(msgspec.Struct, frozen=True, tag="client.request"):
     session_index: int = 0
     group: str = "default"
     config_version: int = 0
+    # The client's region ("": unknown): the leader counts writes by it to keep leadership in
+    # the region that writes most (replication.strategy "optimized", docs/replication.md).
+    origin: str = ""
 
 
 class ReplyCode:

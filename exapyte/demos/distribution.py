@@ -70,7 +70,12 @@ from exapyte.config import load as load_config
 from exapyte.control import rebalance
 from exapyte.control import topology as topo
 from exapyte.demos.consensus import percentile
-from exapyte.demos.simworld import BACKGROUND_KINDS, SimAdmin, TopologyWorld, message_kind
+from exapyte.demos.simworld import (
+    BACKGROUND_KINDS,
+    SimAdmin,
+    TopologyWorld,
+    message_kind,
+)
 from exapyte.distribution import GroupSpec, Move, Placement
 from exapyte.errors import ExapyteError
 from exapyte.protocol.raft.messages import Heartbeat, HeartbeatResp
@@ -808,7 +813,13 @@ def main(out_dir: str | None = None, real: bool = False, params: DistParams | No
     import sys
 
     from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+    )
 
     if real:
         print("error: --real (the distribution demo on real processes) is not available yet; "

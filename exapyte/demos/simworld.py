@@ -40,8 +40,8 @@ import msgspec
 
 from exapyte import distribution as dist
 from exapyte.config import Config, loads
-from exapyte.errors import ExapyteError
 from exapyte.control import topology as topo
+from exapyte.errors import ExapyteError
 from exapyte.protocol.types import Role
 from exapyte.sim.faults import Fault
 from exapyte.sim.judge import StepJudge
@@ -355,6 +355,7 @@ class TopologyWorld(World):
             attempt_timeout_ms=CLIENT_ATTEMPT_TIMEOUT_MS,
             route=self._route if routed else None,
         )
+        client.origin = region
         self.clients_by_endpoint[client.endpoint] = client
         self.endpoint_region[client.endpoint] = region
         self._place_endpoint(client.endpoint, region)

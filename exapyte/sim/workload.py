@@ -143,7 +143,8 @@ class Workload:
 
 
 def op_request(
-    client_id: str, seq: int, op: Op, group: str = "default", config_version: int = 0
+    client_id: str, seq: int, op: Op, group: str = "default", config_version: int = 0,
+    origin: str = "",
 ) -> ClientRequest:
     if op.f == "read":
         body: Any = GetOp(op.key)
@@ -152,7 +153,7 @@ def op_request(
     else:
         body = CasOp(op.key, op.value[0].encode(), op.value[1].encode())
     return ClientRequest(client_id, seq, body, consistency="strong", group=group,
-                         config_version=config_version)
+                         config_version=config_version, origin=origin)
 
 
 class SimClient:
@@ -187,6 +188,7 @@ class SimClient:
         self.leader_guesses: dict[str, str | None] = {}
         self.endpoint = f"c{process}"
         self.client_id = f"sim-client-{process}"
+        self.origin = ""  # the client's region, when the world places it in one
         self.sched = scheduler
         self.rng = rng
         self.nodes = nodes
@@ -269,7 +271,7 @@ class SimClient:
         version = self._version()
         if self.router is not None:
             self.attempt_versions[self.attempt] = version
-        request = op_request(self.client_id, self.seq, self.op, self.group, version)
+        request = op_request(self.client_id, self.seq, self.op, self.group, version, self.origin)
         self.send(self.endpoint, node, (self.process, self.attempt, request))
         self.sched.after(self.attempt_timeout_ns, self._on_timeout, self.seq, self.attempt)
 
