@@ -82,8 +82,11 @@ def test_optimized_moves_the_leader_to_the_region_that_writes_most(write_config,
         with Client.from_config(west, timeout_s=10) as c:
             def moved() -> bool:
                 for i in range(10):
-                    c.put(f"w{i}", "x")
+                    c.put(f"w{i}", "x" * 2048)  # large enough to ship compressed
                 return leader_of(cluster) == "n3"
             wait_for(moved, "leadership in west, where the writes come from")
-        counters = statuses(cluster)
-        assert sum(s.get("counters", {}).get("leader_placement_transfers", 0) for s in counters.values()) >= 1
+        every = statuses(cluster).values()
+        assert sum(s["counters"].get("leader_placement_transfers", 0) for s in every) >= 1
+        # streams to other regions go compressed, and the peers took them
+        assert sum(s["frames"].get("peer_frames_packed", 0) for s in every) > 0
+        assert not any(k.startswith("frames_dropped") for s in every for k in s["frames"])
