@@ -22,7 +22,6 @@ resync request) and ``control.*`` (the control plane's feed on the PUB/SUB plane
 from __future__ import annotations
 
 import zlib
-
 from typing import Any, Union
 
 import msgspec

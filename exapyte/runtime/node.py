@@ -83,8 +83,8 @@ from exapyte.wire import (
     FrameError,
     NodeBeat,
     PeerBatch,
-    PeerPacked,
     PeerMessage,
+    PeerPacked,
     ReplyCode,
     ShardReports,
 )
