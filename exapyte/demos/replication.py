@@ -326,6 +326,13 @@ def latency_table(done: list[Done], regions: list[str], since_ns: int, until_ns:
     return out
 
 
+def leader_changes(sampled: list[str | None]) -> int:
+    """How often the sampled leader became another node (a sample without one is skipped: a
+    leader that comes back after an election is no change)."""
+    seen = [n for n in sampled if n is not None]
+    return sum(1 for a, b in zip(seen, seen[1:]) if a != b)
+
+
 def leaders_now(world: TopologyWorld) -> dict[str, dict[str, Any]]:
     out: dict[str, dict[str, Any]] = {}
     for g in world.groups():
@@ -589,8 +596,7 @@ def run_strategy(job: Job) -> dict[str, Any]:
     leaders_after = leaders_now(world)
     latency = latency_table(writers.done, regions, since, until)
     lag = sampler.summary()
-    changes = {g: sum(1 for a, b in zip(seq, seq[1:]) if a != b and b is not None)
-               for g, seq in sampler.leaders.items()}
+    changes = {g: leader_changes(seq) for g, seq in sampler.leaders.items()}
     _report(job.strategy, "load")
 
     reads = measure_reads(world, p)
