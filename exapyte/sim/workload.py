@@ -20,6 +20,10 @@ it is a cas, whose ``fail`` would mean "compare failed"), and ``fail`` if every 
 refused. A result that arrives for any attempt of the current operation counts, since the
 session makes them all the same write.
 
+Reads go at ``read_consistency`` (``strong`` unless a demo sets another level); a ``session``
+read carries the client's token for the key's group, the highest ``index`` a result of that group
+has reflected to this client (docs/consistency.md). Writes are always sent at ``strong``.
+
 **Sharded runs** (a :class:`~exapyte.data.router.Router` given): the client routes as
 :class:`exapyte.client.Client` does. Each process caches one descriptor per shard (the real
 ``Router``: replaced only by a newer one); every attempt carries the cached descriptor's
@@ -75,7 +79,8 @@ class History:
         if self.on_record is not None:
             self.on_record(record)
 
-    def op(self, kind: str, process: int, op: Op, value: Any, time_ns: int, node: str | None) -> None:
+    def op(self, kind: str, process: int, op: Op, value: Any, time_ns: int, node: str | None,
+           consistency: str = "strong") -> None:
         self.add(
             {
                 "type": kind,
@@ -85,7 +90,7 @@ class History:
                 "value": value,
                 "time": time_ns,
                 "node": node,
-                "consistency": "strong",
+                "consistency": consistency,
                 "session": None,
             }
         )
@@ -144,7 +149,7 @@ class Workload:
 
 def op_request(
     client_id: str, seq: int, op: Op, group: str = "default", config_version: int = 0,
-    origin: str = "",
+    origin: str = "", consistency: str = "strong", session_index: int = 0,
 ) -> ClientRequest:
     if op.f == "read":
         body: Any = GetOp(op.key)
@@ -152,7 +157,8 @@ def op_request(
         body = PutOp(op.key, op.value.encode())
     else:
         body = CasOp(op.key, op.value[0].encode(), op.value[1].encode())
-    return ClientRequest(client_id, seq, body, consistency="strong", group=group,
+    return ClientRequest(client_id, seq, body, consistency=consistency,
+                         session_index=session_index, group=group,
                          config_version=config_version, origin=origin)
 
 
@@ -189,6 +195,10 @@ class SimClient:
         self.endpoint = f"c{process}"
         self.client_id = f"sim-client-{process}"
         self.origin = ""  # the client's region, when the world places it in one
+        # The consistency level of the next reads (writes always go to the leader), and the
+        # session token per group: the highest index a result of that group reflected.
+        self.read_consistency = "strong"
+        self.session: dict[str, int] = {}
         self.sched = scheduler
         self.rng = rng
         self.nodes = nodes
@@ -226,7 +236,7 @@ class SimClient:
         self.op_deadline_ns = self.sched.now_ns + self.deadline_ns
         target = self._pick_node()
         self.history.op("invoke", self.process, op, None if op.f == "read" else op.value,
-                        self.sched.now_ns, target)
+                        self.sched.now_ns, target, self.read_consistency if op.f == "read" else "strong")
         self._send_attempt(target)
 
     @property
@@ -271,7 +281,9 @@ class SimClient:
         version = self._version()
         if self.router is not None:
             self.attempt_versions[self.attempt] = version
-        request = op_request(self.client_id, self.seq, self.op, self.group, version, self.origin)
+        level = self.read_consistency if self.op.f == "read" else "strong"
+        request = op_request(self.client_id, self.seq, self.op, self.group, version, self.origin,
+                             level, self.session.get(self.group, 0) if level == "session" else 0)
         self.send(self.endpoint, node, (self.process, self.attempt, request))
         self.sched.after(self.attempt_timeout_ns, self._on_timeout, self.seq, self.attempt)
 
@@ -308,6 +320,8 @@ class SimClient:
         if self.router is not None:
             self._on_routing(attempt, reply)
         if code in _RESULT_CODES:
+            if reply.index > self.session.get(self.group, 0):
+                self.session[self.group] = reply.index
             self.leader_guess = reply.node or self.leader_guess
             if op.f == "read":
                 value = reply.value.decode() if code == ReplyCode.OK and reply.value is not None else None
@@ -360,7 +374,8 @@ class SimClient:
     def _complete(self, kind: str, value: Any, node: str | None) -> None:
         op = self.op
         assert op is not None
-        self.history.op(kind, self.process, op, value, self.sched.now_ns, node or None)
+        self.history.op(kind, self.process, op, value, self.sched.now_ns, node or None,
+                        self.read_consistency if op.f == "read" else "strong")
         if kind == "ok" and op.f != "read":
             self.acked.append((self.client_id, self.seq, op))
         self.result = (kind, value)
