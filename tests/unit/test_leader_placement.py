@@ -33,7 +33,7 @@ def test_a_region_without_a_clear_majority_of_writes_leaves_the_leader_home() ->
     p = LeaderPlacement("optimized", "us-east", REGION.get, check_ticks=10)
     for region in ("us-west", "ap-northeast", "us-east") * 10:
         p.on_write(region)
-    assert p.target() == "us-east"
+    assert p.target() is None  # no region writes most: no move is clearly better
     assert run(p, "e1", 50) == []
     # too few writes to measure: the home region
     q = LeaderPlacement("optimized", "us-east", REGION.get, check_ticks=10)
@@ -49,7 +49,20 @@ def test_the_counts_decay_so_leadership_follows_a_shift_in_load() -> None:
     run(p, "e1", 10)
     for _ in range(6):  # six checks later the old load weighs 100/64 < MIN_WRITES
         run(p, "w1", 10)
-    assert p.target() == "us-east"
+    assert p.target() is None  # measured before, quiet now: the leader stays (no bounce home)
+    for _ in range(40):
+        p.on_write("ap-northeast")
+    assert p.target("us-west") == "ap-northeast"
+
+
+def test_a_leader_keeps_its_region_unless_another_out_writes_it_by_the_margin() -> None:
+    p = LeaderPlacement("optimized", "us-east", REGION.get, check_ticks=10)
+    for _ in range(55):
+        p.on_write("us-west")
+    for _ in range(45):
+        p.on_write("us-east")
+    assert p.target("us-west") == "us-west" and p.target("us-east") is None  # 55 vs 45: < 20%
+    assert run(p, "e1", 30) == []
 
 
 def test_a_failed_transfer_is_retried_only_after_the_hold() -> None:
