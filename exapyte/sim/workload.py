@@ -39,7 +39,7 @@ ns), ``node``, ``consistency``, ``session``; fault events use ``process: "nemesi
 from __future__ import annotations
 
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -153,7 +153,7 @@ class Workload:
 
 def op_request(
     client_id: str, seq: int, op: Op, group: str = "default", config_version: int = 0,
-    session_index: int = 0,
+    session_index: int = 0, origin: str = "",
 ) -> ClientRequest:
     if op.f == "read":
         body: Any = GetOp(op.key)
@@ -162,7 +162,7 @@ def op_request(
     else:
         body = CasOp(op.key, op.value[0].encode(), op.value[1].encode())
     return ClientRequest(client_id, seq, body, consistency=op.level, session_index=session_index,
-                         group=group, config_version=config_version)
+                         group=group, config_version=config_version, origin=origin)
 
 
 class SimClient:
@@ -197,6 +197,10 @@ class SimClient:
         self.leader_guesses: dict[str, str | None] = {}
         self.endpoint = f"c{process}"
         self.client_id = f"sim-client-{process}"
+        self.origin = ""  # the client's region, when the world places it in one
+        # Where a weak read goes first (members -> one of them; None: any, at random): a world
+        # that knows distances sends it to the nearest replica, as exapyte.client does.
+        self.prefer: Callable[[Sequence[str]], str] | None = None
         self.sched = scheduler
         self.rng = rng
         self.nodes = nodes
@@ -259,8 +263,16 @@ class SimClient:
         return choices[self.rng.randrange(len(choices))]
 
     def _pick_any(self) -> str:
-        """A weak read's first attempt: any member (followers serve them)."""
-        return self.members[self.rng.randrange(len(self.members))]
+        """A weak read's first attempt: any member, learners included (they serve weak reads),
+        or the one ``prefer`` picks."""
+        members = self.members
+        if self.router is not None:
+            descriptor = self.router.descriptor(self.group)
+            if descriptor is not None:
+                members = descriptor.group.members
+        if self.prefer is not None:
+            return self.prefer(members)
+        return members[self.rng.randrange(len(members))]
 
     def _refresh_members(self) -> None:
         assert self.router is not None
@@ -290,7 +302,7 @@ class SimClient:
         if self.router is not None:
             self.attempt_versions[self.attempt] = version
         request = op_request(self.client_id, self.seq, self.op, self.group, version,
-                             self.session_tokens.get(self.group, 0))
+                             self.session_tokens.get(self.group, 0), self.origin)
         self.send(self.endpoint, node, (self.process, self.attempt, request))
         self.sched.after(self.attempt_timeout_ns, self._on_timeout, self.seq, self.attempt)
 
