@@ -229,7 +229,7 @@ def completion(client: SimClient, region: str, start_ns: int) -> Done:
     record = client.history.records[-1]
     kind, value = client.result
     return Done(region, op.f, op.key, op.value if op.f == "write" else None, start_ns,
-                client.sched.now_ns, kind, record.get("node"), value if op.f == "read" else None)
+                client.sched.now_ns, kind, record.node, value if op.f == "read" else None)
 
 
 # --- the measures -----------------------------------------------------------------------------
