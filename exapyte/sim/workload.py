@@ -153,7 +153,7 @@ class Workload:
 
 def op_request(
     client_id: str, seq: int, op: Op, group: str = "default", config_version: int = 0,
-    session_index: int = 0, origin: str = "",
+    session: tuple[int, int] = (0, 0), origin: str = "",
 ) -> ClientRequest:
     if op.f == "read":
         body: Any = GetOp(op.key)
@@ -161,8 +161,10 @@ def op_request(
         body = PutOp(op.key, op.value.encode())
     else:
         body = CasOp(op.key, op.value[0].encode(), op.value[1].encode())
-    return ClientRequest(client_id, seq, body, consistency=op.level, session_index=session_index,
-                         group=group, config_version=config_version, origin=origin)
+    term, index = session
+    return ClientRequest(client_id, seq, body, consistency=op.level, session_index=index,
+                         session_term=term, group=group, config_version=config_version,
+                         origin=origin)
 
 
 class SimClient:
@@ -221,7 +223,9 @@ class SimClient:
         self.acked: list[tuple[str, int, Op]] = []  # writes/cas acknowledged ok
         # The session: one per process, for the whole run (the client id). Its token per group
         # is the highest index a reply showed it, as exapyte.client.Client keeps it.
-        self.session_tokens: dict[str, int] = {}
+        # group -> (term, index) of the newest entry this session wrote or read there (the
+        # session token, as exapyte.client.Client keeps it)
+        self.session_tokens: dict[str, tuple[int, int]] = {}
 
     @property
     def busy(self) -> bool:
@@ -302,7 +306,7 @@ class SimClient:
         if self.router is not None:
             self.attempt_versions[self.attempt] = version
         request = op_request(self.client_id, self.seq, self.op, self.group, version,
-                             self.session_tokens.get(self.group, 0), self.origin)
+                             self.session_tokens.get(self.group, (0, 0)), self.origin)
         self.send(self.endpoint, node, (self.process, self.attempt, request))
         self.sched.after(self.attempt_timeout_ns, self._on_timeout, self.seq, self.attempt)
 
@@ -341,8 +345,9 @@ class SimClient:
         if code in _RESULT_CODES:
             if not op.weak:  # a weak read may come from a follower
                 self.leader_guess = reply.node or self.leader_guess
-            if reply.index > self.session_tokens.get(self.group, 0):
-                self.session_tokens[self.group] = reply.index
+            term, index = self.session_tokens.get(self.group, (0, 0))
+            if reply.index and (reply.index, reply.term) > (index, term):  # as Client orders them
+                self.session_tokens[self.group] = (reply.term, reply.index)
             if op.f == "read":
                 value = reply.value.decode() if code == ReplyCode.OK and reply.value is not None else None
                 self._complete("ok", value, reply.node, reply)
