@@ -97,10 +97,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", metavar="DIR", help="--demo: where results.json and the plots go "
                    "(default: demo-out/NAME/, with --real demo-out/NAME-real/)")
     p.add_argument("--real", action="store_true",
-                   help="--demo: run on real node processes behind Toxiproxy, not the simulator")
+                   help="--demo consensus: run on real node processes behind Toxiproxy, not the "
+                   "simulator")
     p.add_argument("--param", metavar="KEY=VALUE", action="append", default=[],
-                   help="--demo consensus, distribution: a run parameter (seed, steady_s, workers, "
-                        "...; see docs/demos.md); repeatable")
+                   help="--demo: a run parameter (seed, steady_s, workers, ...; see "
+                        "docs/demos.md); repeatable")
     p.add_argument("--verbose", "-v", action="store_true", help="log debug detail")
     p.add_argument("args", nargs="*", help="--client: the operation and its arguments")
     return p
@@ -442,9 +443,11 @@ def run_demo(ns: argparse.Namespace) -> int:
             print(f"error: --param: {exc}", file=sys.stderr)
             return 2
         return distribution.main(ns.out, real=ns.real, params=dist_params)
-    print(
-        f"error: the {ns.demo!r} demo ({DEMOS[ns.demo]}) is not part of this release yet; "
-        "it needs the replication and distribution layers",
-        file=sys.stderr,
-    )
-    return 2
+    from exapyte.demos import replication
+
+    try:
+        repl_params = replication.params_from(ns.param)
+    except ValueError as exc:
+        print(f"error: --param: {exc}", file=sys.stderr)
+        return 2
+    return replication.main(ns.out, real=ns.real, params=repl_params)

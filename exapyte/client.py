@@ -484,6 +484,7 @@ class Client:
             session_index=token.index,
             group=group,
             session_term=token.term,
+            origin=self.proximity.region or "" if self.proximity is not None else "",
         )
         return self._send_request(req, wait_s, endpoint, follow)
 

@@ -142,9 +142,13 @@ class ConsensusSection(_Section):
 
 
 class ReplicationSection(_Section):
-    # Only "sync" runs in this release (a majority of all voters persists before the ack);
-    # the others are refused at load.
-    strategy: ReplicationStrategy = "sync"
+    # "sync": voters span the regions, no acknowledged write is lost with a region;
+    # "async": voters in each group's home region, learners elsewhere fed in log order;
+    # "optimized": voters placed by link latency (home + nearest region make a quorum, no region
+    # holds one), leadership kept in the region that writes most (docs/replication.md).
+    # Unset: "async" for the hierarchical distribution (its shards' voters sit in their home
+    # region), "sync" for the others.
+    strategy: ReplicationStrategy | None = None  # sync | async | optimized; unset: async when hierarchical, else sync
 
 
 class DistributionSection(_Section):
@@ -242,6 +246,13 @@ class Config(_Section):
 
     def initial_voters(self) -> tuple[str, ...]:
         return self.consensus.initial_voters or tuple(self.node_ids())
+
+    @property
+    def replication_strategy(self) -> str:
+        """``replication.strategy``, or its default for the distribution when unset."""
+        if self.replication.strategy is not None:
+            return self.replication.strategy
+        return "async" if self.distribution.strategy == "hierarchical" else "sync"
 
     @property
     def replicated(self) -> bool:
@@ -634,15 +645,6 @@ def _validate(cfg: Config) -> Config:
         )
     if cfg.storage.backend != "memory" and not cfg.storage.path:
         raise ConfigError("field 'storage.path': must be a file path for the sqlite/tiered backends")
-    # Strategies the schema names but this release does not run yet are refused, not ignored.
-    for field, value, available in (
-        ("replication.strategy", cfg.replication.strategy, ("sync",)),
-    ):
-        if value not in available:
-            raise ConfigError(
-                f"field {field!r}: {value!r} is not available in this release yet; "
-                f"allowed: {', '.join(available)}"
-            )
     _validate_distribution(cfg)
     unknown_bugs = [b for b in cfg.unsafe.bugs if b not in KNOWN_BUGS]
     if unknown_bugs:

@@ -9,6 +9,8 @@ from __future__ import annotations
 # --- wire -------------------------------------------------------------------------------------
 PROTOCOL_VERSION = 1
 FRAME_BYTES_MAX = 16 * 1024 * 1024  # a frame larger than this is dropped before decoding
+# Replication "optimized": peer frames to other regions of at least this size go compressed.
+PEER_PACK_BYTES_MIN = 1024
 KEY_BYTES_MAX = 1024  # a user key (and a scan bound), UTF-8 encoded
 VALUE_BYTES_MAX = 1024 * 1024  # a user value (and a cas expected value)
 SCAN_LIMIT_MAX = 10_000  # records one scan may return

@@ -21,6 +21,7 @@ resync request) and ``control.*`` (the control plane's feed on the PUB/SUB plane
 
 from __future__ import annotations
 
+import zlib
 from typing import Any, Union
 
 import msgspec
@@ -133,7 +134,7 @@ class ClientRequest(msgspec.Struct, frozen=True, tag="client.request", omit_defa
     and a node of an older release reads a new one (it ignores the unknown field).
     ``config_version`` is the configuration version of ``group`` the client routed by (0: none
     known): a replica serves a request only at its own version, and answers ``stale_config``
-    with its descriptor otherwise (docs/control-plane.md).
+    with its descriptor otherwise (docs/control-plane.md). ``origin`` is the client's region.
     """
 
     client_id: str
@@ -144,6 +145,9 @@ class ClientRequest(msgspec.Struct, frozen=True, tag="client.request", omit_defa
     group: str = "default"
     config_version: int = 0
     session_term: int = 0
+    # The client's region ("": unknown): the leader counts writes by it to keep leadership in
+    # the region that writes most (replication.strategy "optimized", docs/replication.md).
+    origin: str = ""
 
 
 class ReplyCode:
@@ -210,6 +214,15 @@ class PeerBatch(msgspec.Struct, frozen=True, tag="peers"):
     items: tuple[PeerMessage, ...]
 
 
+class PeerPacked(msgspec.Struct, frozen=True, tag="peers.z"):
+    """A peer frame (a :class:`PeerBatch` or one :class:`PeerMessage`, as encoded) compressed
+    with zlib: what a node sends a peer in another region under replication ``optimized``
+    when the frame is large enough to gain (docs/replication.md). Decompressed with a bound
+    (:meth:`Codec.unpack`): more than ``frame_bytes_max`` bytes is refused as oversized."""
+
+    data: bytes
+
+
 class NodeBeat(msgspec.Struct, frozen=True, tag="node.beat"):
     """A node's liveness beat to one peer, in place of per-group heartbeats of idle groups.
 
@@ -273,8 +286,8 @@ class FeedSnapshot(msgspec.Struct, frozen=True, tag="control.snapshot"):
 FEED_MESSAGES = (FeedDelta, FeedBeat, FeedSnapshot)
 
 Message = Union[
-    ClientRequest, ClientReply, PeerMessage, PeerBatch, NodeBeat, ShardReports, FeedResync,
-    FeedDelta, FeedBeat, FeedSnapshot,
+    ClientRequest, ClientReply, PeerMessage, PeerBatch, PeerPacked, NodeBeat, ShardReports,
+    FeedResync, FeedDelta, FeedBeat, FeedSnapshot,
 ]
 
 
@@ -301,6 +314,29 @@ class Codec:
 
     def encode(self, body: Message) -> bytes:  # type: ignore[valid-type]
         return self._encoder.encode(Envelope(limits.PROTOCOL_VERSION, body))
+
+    def pack(self, frame: bytes) -> bytes | None:
+        """``frame`` (an encoded peer frame) as a :class:`PeerPacked` frame, or None when
+        compressing does not make it smaller."""
+        packed = self.encode(PeerPacked(zlib.compress(frame, 1)))
+        return packed if len(packed) < len(frame) else None
+
+    def unpack(self, packed: PeerPacked) -> PeerMessage | PeerBatch:
+        """The peer frame inside ``packed``; FrameError when it inflates past
+        ``frame_bytes_max``, is not a whole zlib stream or holds anything but peer messages."""
+        inflater = zlib.decompressobj()
+        try:
+            raw = inflater.decompress(packed.data, self.frame_bytes_max + 1)
+        except zlib.error as exc:
+            raise FrameError("undecodable", f"packed peer frame: {exc}") from None
+        if len(raw) > self.frame_bytes_max or inflater.unconsumed_tail:
+            raise FrameError("oversized", f"a packed peer frame inflates past {self.frame_bytes_max} bytes")
+        if not inflater.eof or inflater.unused_data:
+            raise FrameError("undecodable", "a packed peer frame is not one whole zlib stream")
+        inner = self.decode(raw)
+        if not isinstance(inner, (PeerMessage, PeerBatch)):
+            raise FrameError("invalid", f"a packed frame holds peer messages, not {type(inner).__name__}")
+        return inner
 
     def decode(self, frame: bytes | memoryview) -> Message:  # type: ignore[valid-type]
         if len(frame) > self.frame_bytes_max:

@@ -471,17 +471,17 @@ def plan_node_change(
         raise RebalanceError(
             f"node {node!r} is not in the cluster file; allowed: {', '.join(sorted(known))}"
         )
-    if cfg.distribution.strategy == "centralized":
-        state = groups.get("default")
-        if state is None:
-            raise RebalanceError("the group has no leader to ask; retry")
-        members = set(state.voters) | set(state.learners)
-        if action == "add":
-            return [] if node in state.voters else [
-                Move("default", 0, add=None if node in members else node, promote=node)
-            ]
-        return [Move("default", 0, remove=node)] if node in members else []
+    from exapyte import replication
+
     strategy, _ = distribution.from_config(cfg)
+    if cfg.distribution.strategy == "centralized":
+        if "default" not in groups:
+            raise RebalanceError("the group has no leader to ask; retry")
+        # Every member holds the group; the replication strategy says who votes, homed where
+        # the founders' first node is.
+        strategy = distribution.CentralizedStrategy(
+            (), replication.from_config(cfg), home=known[cfg.initial_voters()[0]],
+        )
     members = {m for g in groups.values() for m in (*g.voters, *g.learners)}
     nodes = members | {node} if action == "add" else members - {node}
     if not nodes:

@@ -70,7 +70,12 @@ from exapyte.config import load as load_config
 from exapyte.control import rebalance
 from exapyte.control import topology as topo
 from exapyte.demos.consensus import percentile
-from exapyte.demos.simworld import BACKGROUND_KINDS, SimAdmin, TopologyWorld, message_kind
+from exapyte.demos.simworld import (
+    BACKGROUND_KINDS,
+    SimAdmin,
+    TopologyWorld,
+    message_kind,
+)
 from exapyte.distribution import GroupSpec, Move, Placement
 from exapyte.errors import ExapyteError
 from exapyte.protocol.raft.messages import Heartbeat, HeartbeatResp
@@ -223,6 +228,7 @@ class TrafficMeter:
         self.background = 0  # cross-region timer-driven messages in the window, for reference
         self.read_rounds: set[tuple[str, str, int]] = set()  # (leader, group, ctx)
         self.arrivals: dict[str, int] = {}  # node -> when a client request last reached it
+        self.learners: dict[str, frozenset[str]] = {}  # group -> its learners (placement)
 
     def reset_hops(self) -> None:
         self.hops = {}
@@ -246,6 +252,8 @@ class TrafficMeter:
                 self._note_round(frm, msg)  # a round to a local follower is the same round
             return
         category = self._category(frm, msg)
+        if category in ("replication", "read_round") and self._to_learner(frm, to, msg.group):
+            category = "learner"  # to or from a non-voting replica: no request waits for it
         if category is None:
             self.background += 1
         else:
@@ -262,6 +270,13 @@ class TrafficMeter:
             self.read_rounds.add((frm, msg.group, hb.ctx))
             return True
         return (frm, msg.group, hb.ctx) in self.read_rounds
+
+    def _to_learner(self, frm: str, to: str, group: str) -> bool:
+        learners = self.learners.get(group)
+        if learners is None:
+            spec = next((g for g in self.world.placement if g.id == group), None)
+            learners = self.learners[group] = frozenset(spec.learners if spec else ())
+        return frm in learners or to in learners
 
     def _category(self, frm: str, msg: Any) -> str | None:
         if isinstance(msg, tuple):
@@ -514,7 +529,9 @@ def measure_hops(world: DistWorld, meter: TrafficMeter, keys: dict[str, list[str
                 "region": region, "op": op.f, "key": key, "group": group, "local": local,
                 "leader": lead[0] if lead else None,
                 "outcome": client.result[0] if client.result else "none",
-                "hops": sum(meter.hops.values()), "by_category": dict(sorted(meter.hops.items())),
+                # a request's hops: what it waits for; shipping to learners is counted apart
+                "hops": sum(v for c, v in meter.hops.items() if c != "learner"),
+                "by_category": dict(sorted(meter.hops.items())),
                 "by_kind": dict(sorted(meter.kinds.items())),
                 "background": meter.background,
             })
@@ -739,6 +756,7 @@ def table(results: dict[str, Any]) -> Any:
     row("  local keys / remote keys", lambda e: f"{_num(e['hops']['local'], 2)} / {_num(e['hops']['remote'], 2)}")
     row("  client / replication / read round", lambda e: " / ".join(
         _num(e["hops"]["by_category"].get(c, 0.0), 2) for c in ("client", "replication", "read_round")))
+    row("  to learners (not waited for)", lambda e: _num(e["hops"]["by_category"].get("learner", 0.0), 2))
     row("add node: keys whose replicas change", lambda e: (
         f"{_num(e['move']['keys_changed_fraction'], 3)} (ideal {_num(e['move']['ideal_fraction'], 3)})"))
     row("add node: (key, replica) moved", lambda e: _num(e["move"]["assignments_moved_fraction"], 3))
@@ -795,7 +813,13 @@ def main(out_dir: str | None = None, real: bool = False, params: DistParams | No
     import sys
 
     from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+    )
 
     if real:
         print("error: --real (the distribution demo on real processes) is not available yet; "

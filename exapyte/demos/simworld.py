@@ -40,8 +40,8 @@ import msgspec
 
 from exapyte import distribution as dist
 from exapyte.config import Config, loads
-from exapyte.errors import ExapyteError
 from exapyte.control import topology as topo
+from exapyte.errors import ExapyteError
 from exapyte.protocol.types import Role
 from exapyte.sim.faults import Fault
 from exapyte.sim.judge import StepJudge
@@ -108,11 +108,13 @@ def placed_config(
     *,
     distribution: Mapping[str, Any],
     founders: Sequence[str],
+    replication: str | None = None,
 ) -> Config:
     """The simulated nodes' config for a placed cluster: the simulator's (memory storage, its
     ports) with every node in its region, the topology's regions, links and consensus timers,
-    ``distribution`` as the ``distribution`` section, and ``founders`` as the initial voters
-    (a spare node starts empty and joins by a rebalance)."""
+    ``distribution`` as the ``distribution`` section, ``replication`` as
+    ``replication.strategy`` (None: the distribution's default), and ``founders`` as the
+    initial voters (a spare node starts empty and joins by a rebalance)."""
     consensus = topo_cfg.consensus
     base = sim_config(
         len(node_ids), protocol=protocol,
@@ -130,6 +132,8 @@ def placed_config(
         snapshot_chunk_bytes=PLACED_SNAPSHOT_CHUNK_BYTES,
     )
     raw["distribution"] = dict(distribution)
+    if replication is not None:
+        raw["replication"] = {"strategy": replication}
     raw.pop("node_id", None)
     raw.pop("region_id", None)
     return loads(json.dumps(raw), source="<placed simulator>")
@@ -234,6 +238,7 @@ class TopologyWorld(World):
         *,
         distribution: Mapping[str, Any] | None = None,
         spares: Sequence[str] = (),
+        replication: str | None = None,
     ) -> None:
         topo_nodes = [n.id for n in topo_cfg.cluster.nodes]
         if len(topo_nodes) + len(spares) != spec.nodes:
@@ -257,7 +262,7 @@ class TopologyWorld(World):
                 raise ValueError(f"spare region {region!r} holds no node of the topology")
             self.region[node_id] = region
         self.regions = list(dict.fromkeys(self.region[n] for n in self.node_ids))
-        if distribution is None and not spares:
+        if distribution is None and not spares and replication is None:
             self.cfg = sim_config(
                 spec.nodes,
                 protocol=spec.protocol,
@@ -268,6 +273,7 @@ class TopologyWorld(World):
             self.cfg = placed_config(
                 topo_cfg, self.node_ids, self.region, spec.protocol,
                 distribution=distribution or {}, founders=self.node_ids[: len(topo_nodes)],
+                replication=replication,
             )
             self.strategy, placement = dist.from_config(self.cfg)
             self.placement = placement.groups
@@ -355,6 +361,7 @@ class TopologyWorld(World):
             attempt_timeout_ms=CLIENT_ATTEMPT_TIMEOUT_MS,
             route=self._route if routed else None,
         )
+        client.origin = region
         self.clients_by_endpoint[client.endpoint] = client
         self.endpoint_region[client.endpoint] = region
         self._place_endpoint(client.endpoint, region)

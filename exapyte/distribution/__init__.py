@@ -28,6 +28,7 @@ from exapyte.distribution.base import (
 from exapyte.distribution.centralized import CentralizedStrategy
 from exapyte.distribution.hierarchical import HierarchicalStrategy
 from exapyte.distribution.sharded import ShardedStrategy
+from exapyte.replication.base import ReplicationPolicy
 
 if TYPE_CHECKING:
     from exapyte.config import Config
@@ -63,19 +64,23 @@ def make_strategy(
     regions: Sequence[str] = (),
     rules: Mapping[str, str] | None = None,
     voters: Sequence[str] = (),
+    replication: ReplicationPolicy | None = None,
 ) -> Strategy:
     """The strategy ``name`` (``distribution.strategy``) with its parameters.
 
     ``shards`` is ``distribution.shards`` (per region for ``hierarchical``); ``regions`` the
     regions that hold nodes; ``rules`` the hierarchical placement rules (key prefix -> region);
-    ``voters`` the centralized group's initial voters (empty: every node).
+    ``voters`` the centralized group's initial voters (empty: every node); ``replication`` the
+    replication strategy whose per-region quotas the placement fills (None: every voter of a
+    centralized group, distinct regions first for sharded, the home region only for
+    hierarchical).
     """
     if name == "centralized":
-        return CentralizedStrategy(voters)
+        return CentralizedStrategy(voters, replication)
     if name == "sharded":
-        return ShardedStrategy(shards, virtual_nodes)
+        return ShardedStrategy(shards, virtual_nodes, replication)
     if name == "hierarchical":
-        return HierarchicalStrategy(regions, shards, virtual_nodes, rules)
+        return HierarchicalStrategy(regions, shards, virtual_nodes, rules, replication)
     raise PlacementError(
         f"unknown distribution strategy {name!r}: centralized, sharded or hierarchical"
     )
@@ -91,6 +96,8 @@ def from_config(cfg: Config) -> tuple[Strategy, Placement]:
     (per region for ``hierarchical``: a region of two nodes gets groups of two voters while one of
     three gets three). Raises PlacementError when the shards cannot be placed.
     """
+    from exapyte import replication
+
     d = cfg.distribution
     founders = set(cfg.initial_voters())
     # The initial placement uses the founding nodes (consensus.initial_voters, default every
@@ -104,6 +111,7 @@ def from_config(cfg: Config) -> tuple[Strategy, Placement]:
         regions=regions,
         rules=dict(d.rules),
         voters=cfg.initial_voters(),
+        replication=replication.from_config(cfg),
     )
     # Capped at the nodes available: the whole cluster, or each region's own nodes for the
     # hierarchical strategy (its placement caps region by region).

@@ -32,6 +32,7 @@ from exapyte.distribution.base import (
     stable_hash64,
 )
 from exapyte.distribution.ring import place_on_ring
+from exapyte.replication.base import ReplicationPolicy
 
 __all__ = ["HierarchicalStrategy"]
 
@@ -59,6 +60,7 @@ class HierarchicalStrategy:
         shards_per_region: int,
         virtual_nodes: int = limits.VIRTUAL_NODES_DEFAULT,
         rules: Mapping[str, RegionId] | None = None,
+        replication: ReplicationPolicy | None = None,
     ) -> None:
         regions_sorted = tuple(sorted(set(regions)))
         if not regions_sorted:
@@ -80,6 +82,7 @@ class HierarchicalStrategy:
         self.regions = regions_sorted
         self.shards_per_region = shards_per_region
         self.virtual_nodes = virtual_nodes
+        self.replication = replication
         # longest prefix first, then by prefix: the first match is the longest one
         self._rules = sorted(self.rules.items(), key=lambda kv: (-len(kv[0]), kv[0]))
         self._shards = {
@@ -124,9 +127,15 @@ class HierarchicalStrategy:
             members = {n: r for n, r in nodes.items() if r == region}
             if not members:
                 raise PlacementError(f"region {region!r} has no node to hold its shards")
-            groups += place_on_ring(
-                self._shards[region], members, replication_factor, self.virtual_nodes,
-                region=region,
-            )
+            if self.replication is None:  # voters of the region only, no replica elsewhere
+                groups += place_on_ring(
+                    self._shards[region], members, replication_factor, self.virtual_nodes,
+                    region=region,
+                )
+            else:  # the replication strategy's quotas over every region, homed in this one
+                groups += place_on_ring(
+                    self._shards[region], nodes, replication_factor, self.virtual_nodes,
+                    region=region, policy=self.replication,
+                )
         groups.sort(key=lambda g: g.id)
         return Placement(tuple(groups))

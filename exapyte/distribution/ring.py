@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import bisect
 import math
+from collections import Counter
 from collections.abc import Mapping, Sequence
 
 from exapyte import limits
@@ -45,6 +46,7 @@ from exapyte.distribution.base import (
     ShardId,
     stable_hash64,
 )
+from exapyte.replication.base import ReplicaPlan, ReplicationPolicy
 
 __all__ = ["Ring", "place_on_ring"]
 
@@ -90,42 +92,81 @@ def place_on_ring(
     virtual_nodes: int,
     *,
     region: RegionId | None = None,
+    policy: ReplicationPolicy | None = None,
+    everywhere: bool = False,
     load_factor: float = limits.PLACEMENT_LOAD_FACTOR,
 ) -> list[GroupSpec]:
-    """Each shard's voters (module docstring); ``region`` is written into every GroupSpec."""
+    """Each shard's voters and learners (module docstring). ``region``: the shards' home region
+    (hierarchical), written into every GroupSpec; ``policy``: the replication strategy whose
+    per-region quotas the preference lists fill (None: distinct regions first, as ``sync`` does
+    for a group without a home); ``everywhere``: every node holds every shard."""
     if not nodes:
         raise PlacementError("no node to place shards on")
     if replication_factor < 1:
         raise PlacementError(f"replication_factor must be >= 1, got {replication_factor}")
     rf = min(replication_factor, len(nodes))
     ring = Ring(list(nodes), virtual_nodes)
-    capacity = math.ceil(load_factor * len(shards) * rf / len(nodes))
-    region_count = len(set(nodes.values()))
+    prefs = {shard: ring.preference(shard) for shard in shards}
+    per_region = Counter(nodes.values())
+    plans: dict[ShardId, ReplicaPlan | None] = {}
+    for shard in shards:
+        home = region if region is not None else nodes[prefs[shard][0]]
+        plans[shard] = None if policy is None else policy.plan(
+            home, per_region, rf, everywhere=everywhere, homed=region is not None,
+        )
     load = dict.fromkeys(nodes, 0)
+    if all(p is None for p in plans.values()):
+        bound = math.ceil(load_factor * len(shards) * rf / len(nodes))
+        capacity = dict.fromkeys(nodes, bound)
+    else:  # each region's nodes share that region's quotas
+        wanted: Counter[RegionId] = Counter()
+        for shard_plan in plans.values():
+            for q in shard_plan.quotas if shard_plan is not None else ():
+                wanted[q.region] += q.voters + q.learners
+        capacity = {
+            n: math.ceil(load_factor * wanted[r] / per_region[r]) for n, r in nodes.items()
+        }
+    region_count = len(per_region)
     out: list[GroupSpec] = []
     for shard in sorted(shards):
-        prefs = ring.preference(shard)
         chosen: list[NodeId] = []
-        used: set[RegionId] = set()
 
-        def take(spread: bool, bounded: bool) -> None:
-            for node in prefs:
-                if len(chosen) == rf:
-                    return
-                if node in chosen or (bounded and load[node] >= capacity):
-                    continue
-                if spread and (nodes[node] in used or len(used) >= min(rf, region_count)):
-                    continue
-                chosen.append(node)
-                used.add(nodes[node])
+        def take(candidates: Sequence[NodeId], count: int, *, spread: bool = False,
+                 used: set[RegionId] | None = None) -> list[NodeId]:
+            picked: list[NodeId] = []
+            for bounded in (True, False):
+                for node in candidates:
+                    if len(picked) == count:
+                        return picked
+                    if node in chosen or node in picked or (bounded and load[node] >= capacity[node]):
+                        continue
+                    if spread and used is not None and (
+                        nodes[node] in used or len(used) >= min(rf, region_count)
+                    ):
+                        continue
+                    picked.append(node)
+                    if used is not None:
+                        used.add(nodes[node])
+            return picked
 
-        if region_count > 1:
-            take(spread=True, bounded=True)
-            take(spread=True, bounded=False)
-        take(spread=False, bounded=True)
-        take(spread=False, bounded=False)
-        for node in chosen:
+        plan = plans[shard]
+        learners: list[NodeId] = []
+        if plan is None:
+            used: set[RegionId] = set()
+            if region_count > 1:
+                chosen += take(prefs[shard], rf, spread=True, used=used)
+            chosen += take(prefs[shard], rf - len(chosen), used=used)
+        else:
+            for q in plan.quotas:
+                chosen += take([n for n in prefs[shard] if nodes[n] == q.region], q.voters)
+            for q in plan.quotas:
+                picked = take([n for n in prefs[shard] if nodes[n] == q.region], q.learners)
+                learners += picked
+                chosen += picked
+            chosen = [n for n in chosen if n not in learners]
+        for node in chosen + learners:
             load[node] += 1
-        # Voters in preference order: the first is the natural leader candidate.
-        out.append(GroupSpec(shard, tuple(chosen), (), region))
+        home = region if region is not None else (plan.leader_region if plan is not None else None)
+        # Voters in fill order: the first is the natural leader candidate (in the leader's region).
+        out.append(GroupSpec(shard, tuple(chosen), tuple(learners), home))
     return out

@@ -7,7 +7,9 @@ key's shard, and the modulo's bias over 2**64 is negligible. The shards' replica
 the nodes by consistent hashing with virtual nodes and bounded loads
 (:mod:`exapyte.distribution.ring`): adding or removing a node changes the replica sets of about
 ``rf/(N+1)`` of the shards, and each such shard moves one replica, by membership changes in its
-own log (``plan_moves``). A scan may touch every shard.
+own log (``plan_moves``). A scan may touch every shard. The replication strategy
+(:mod:`exapyte.replication`) says how many replicas of a shard each region holds and which vote;
+the ring fills those quotas (``sync``: distinct regions in preference order).
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from exapyte.distribution.base import (
     stable_hash64,
 )
 from exapyte.distribution.ring import place_on_ring
+from exapyte.replication.base import ReplicationPolicy
 
 __all__ = ["ShardedStrategy", "KEY_SALT"]
 
@@ -34,13 +37,17 @@ KEY_SALT = b"exapyte.key"
 class ShardedStrategy:
     name = "sharded"
 
-    def __init__(self, shards: int, virtual_nodes: int = limits.VIRTUAL_NODES_DEFAULT) -> None:
+    def __init__(
+        self, shards: int, virtual_nodes: int = limits.VIRTUAL_NODES_DEFAULT,
+        replication: ReplicationPolicy | None = None,
+    ) -> None:
         if not 1 <= shards <= limits.SHARDS_MAX:
             raise PlacementError(f"shards must be in 1..{limits.SHARDS_MAX}, got {shards}")
         if virtual_nodes < 1:
             raise PlacementError(f"virtual_nodes must be >= 1, got {virtual_nodes}")
         self.shard_count = shards
         self.virtual_nodes = virtual_nodes
+        self.replication = replication
         self._shards = tuple(shard_name(i) for i in range(shards))
 
     def shard_of(self, key: str) -> ShardId:
@@ -53,5 +60,7 @@ class ShardedStrategy:
         return self._shards  # keys are spread by hash: any shard may hold any range
 
     def place(self, nodes: Mapping[NodeId, RegionId], replication_factor: int) -> Placement:
-        groups = place_on_ring(self._shards, nodes, replication_factor, self.virtual_nodes)
+        groups = place_on_ring(
+            self._shards, nodes, replication_factor, self.virtual_nodes, policy=self.replication,
+        )
         return Placement(tuple(groups))

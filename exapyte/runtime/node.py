@@ -84,6 +84,7 @@ from exapyte.wire import (
     NodeBeat,
     PeerBatch,
     PeerMessage,
+    PeerPacked,
     ReplyCode,
     ShardReports,
 )
@@ -215,6 +216,11 @@ class Node:
                 )
             dealer.connect(cfg.peer_endpoint(spec.id))
             self.dealers[spec.id] = dealer
+        # Replication "optimized": frames to peers in other regions go compressed (PeerPacked).
+        here = cfg.node.region
+        self._pack_to = frozenset(
+            n.id for n in cfg.cluster.nodes if n.region != here
+        ) if cfg.replication_strategy == "optimized" else frozenset()
         self._scheduler = BackgroundScheduler(daemon=True)
         self._scheduler.add_job(
             self._request_job, "interval", args=("maintenance",),
@@ -509,6 +515,15 @@ class Node:
                 self._on_peer(item, user_id)
         elif isinstance(msg, PeerMessage):
             self._on_peer(msg, user_id)
+        elif isinstance(msg, PeerPacked):
+            try:
+                inner = self.codec.unpack(msg)
+            except FrameError as exc:
+                self.count(f"frames_dropped_{exc.reason}")
+                log.debug("dropped a packed frame from %s: %s", user_id, exc)
+                return
+            for item in inner.items if isinstance(inner, PeerBatch) else (inner,):
+                self._on_peer(item, user_id)
         elif isinstance(msg, NodeBeat):
             if self.groups is not None and self.gate.admit_peer(user_id, msg.frm, msg.to):
                 self.groups.heard_from(msg.frm, msg.instance)
@@ -609,15 +624,28 @@ class Node:
         outbox, self._outbox = self._outbox, {}
         for to, items in outbox.items():
             if len(items) == 1:
-                frame = self.codec.encode(items[0])
+                frame = self._packed(to, self.codec.encode(items[0]))
                 if self._send_frame(to, frame):
                     self._count_sent(items, len(frame), batched=False)
             else:
                 self._send_batch(to, items)
 
+    def _packed(self, to: str, frame: bytes) -> bytes:
+        """``frame`` compressed when ``to`` is in another region and replication is
+        ``optimized`` and it gains (wire.PeerPacked); else ``frame`` itself."""
+        if to not in self._pack_to or len(frame) < limits.PEER_PACK_BYTES_MIN:
+            return frame
+        packed = self.codec.pack(frame)
+        if packed is None:
+            return frame
+        self.count("peer_frames_packed")
+        self.count("peer_bytes_saved", len(frame) - len(packed))
+        return packed
+
     def _send_batch(self, to: str, items: list[PeerMessage]) -> None:
         frame = self.codec.encode(PeerBatch(tuple(items)))
         if len(frame) <= self.codec.frame_bytes_max or len(items) == 1:
+            frame = self._packed(to, frame)
             if self._send_frame(to, frame):
                 self._count_sent(items, len(frame), batched=True)
             return
@@ -691,8 +719,8 @@ class Node:
             specs.append(control)
         self.groups.set_placement(specs)
 
-    def count(self, name: str) -> None:
-        self.counters[name] = self.counters.get(name, 0) + 1
+    def count(self, name: str, n: int = 1) -> None:
+        self.counters[name] = self.counters.get(name, 0) + n
 
     def status_fields(self) -> dict[str, Any]:
         return {

@@ -83,6 +83,7 @@ from exapyte.protocol.types import (
     Snapshot,
     SnapshotMeta,
 )
+from exapyte.replication.leadership import LeaderPlacement
 from exapyte.runtime.service import ReplySink, ServiceBase, outcome_reply
 from exapyte.storage import Storage
 from exapyte.storage.base import decode_state
@@ -187,6 +188,14 @@ class Replica(ServiceBase):
         self.sm.write_behind = True
         self.send_to = send
         self.bugs = frozenset(cfg.unsafe.bugs if cfg.unsafe.enabled else ())
+        regions = {n.id: n.region for n in cfg.cluster.nodes}
+        self.regions = frozenset(regions.values())
+        # Where the replication strategy keeps this group's leadership (its home region, or
+        # the region that writes most): checked every few election timeouts.
+        self.leadership = LeaderPlacement(
+            cfg.replication_strategy, self.group.region, regions.get,
+            check_ticks=4 * cfg.consensus.election_timeout_ticks,
+        )
         persisted = storage.load_persisted()
         founding = False
         if persisted.hard_state == HardState() and persisted.snapshot is None and not persisted.entries:
@@ -329,6 +338,12 @@ class Replica(ServiceBase):
             self.error(identity, req, ReplyCode.UNAVAILABLE, str(exc))
             return
         self.count("writes_proposed")
+        origin = req.origin
+        if origin:
+            if type(origin) is str and origin in self.regions:
+                self.leadership.on_write(origin)
+            else:
+                self.count("requests_origin_unknown")
         if "ack-before-fsync" in self.bugs or "token-after-truncate" in self.bugs:
             # Known bug: acknowledge now, before persisting or replicating (with the term the
             # entry was proposed in: the session token names it).
@@ -435,15 +450,22 @@ class Replica(ServiceBase):
         index = req.session_index
         if self.sm.applied_index < index:
             return SESSION_BEHIND
-        if req.session_term == 0 or index == 0 or "token-after-truncate" in self.bugs:
-            return SESSION_HELD  # the known bug token-after-truncate compares indexes only
+        if req.session_term == 0 or index == 0:
+            return SESSION_HELD
         term = self.sm.term_at(index)
         if term is None:
             self.count("session_terms_unknown")
             return SESSION_HELD
-        return SESSION_HELD if term == req.session_term else SESSION_LOST
+        if term == req.session_term:
+            return SESSION_HELD
+        if "token-after-truncate" in self.bugs:
+            # Known bug: indexes compared only; the token's entry is gone and this is served.
+            self.count("session_tokens_reused")
+            return SESSION_HELD
+        return SESSION_LOST
 
     def _session_lost(self, identity: Any, req: ClientRequest) -> None:
+        self.count("reads_session_lost")
         self.error(
             identity, req, ReplyCode.SESSION_LOST,
             f"the session token [{req.session_term}, {req.session_index}] names an entry group "
@@ -498,6 +520,20 @@ class Replica(ServiceBase):
         self.core.tick()
         if self.pending_reads:
             self._expire_reads()
+        to = self.leadership.tick(
+            leader=self.core.role is Role.LEADER, me=self.node_id,
+            voters=lambda: self.core.status().conf.voters,
+        )
+        if to is not None:
+            try:
+                self.core.transfer_leadership(to)
+            except (NotLeader, ProtocolMisuse) as exc:
+                log.info("%s: group %s keeps its leader here: %s", self.node_id, self.group.id, exc)
+                return
+            self.count("leader_placement_transfers")
+            log.info("%s: group %s hands leadership to %s, in region %s (replication %s)",
+                     self.node_id, self.group.id, to, self.leadership.target(),
+                     self.leadership.strategy)
 
     def _expire_reads(self) -> None:
         # The core answers or fails every read within an election timeout; this only guards

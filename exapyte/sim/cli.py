@@ -84,6 +84,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--shards", type=int, default=1,
                    help="replica groups (the sharded distribution, 3 replicas each; default 1: "
                         "one centralized group)")
+    p.add_argument("--regions", type=int, default=1,
+                   help="deal the nodes over this many regions (default 1)")
+    p.add_argument("--replication", choices=("sync", "async", "optimized"), default=None,
+                   help="replication strategy (default: the config's, sync here); async and "
+                        "optimized differ from sync only with --regions > 1")
     p.add_argument("--faults", type=_faults, default=None,
                    help=f"comma-separated: {','.join(ALL_FAULT_KINDS)} (or all, none); default all "
                         f"({REBALANCE} only with --shards > 1)")
@@ -132,12 +137,17 @@ def main(argv: list[str] | None = None) -> int:
     if args.seeds < 1 or args.ops < 1 or args.clients < 1 or args.keys < 1 or args.shards < 1:
         print("--seeds, --ops, --clients, --keys and --shards must be >= 1", file=sys.stderr)
         return 2
+    if not 1 <= args.regions <= args.nodes:
+        print(f"--regions must be in 1..{args.nodes} (each region holds a node)", file=sys.stderr)
+        return 2
     console = Console(highlight=False, soft_wrap=True)
     base = SimSpec(
         seed=args.seed,
         nodes=args.nodes,
         protocol=args.protocol,
         shards=args.shards,
+        regions=args.regions,
+        replication=args.replication,
         faults=args.faults,
         ops=args.ops,
         clients=args.clients,

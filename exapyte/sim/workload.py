@@ -39,7 +39,7 @@ ns), ``node``, ``consistency``, ``session``; fault events use ``process: "nemesi
 from __future__ import annotations
 
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -153,7 +153,7 @@ class Workload:
 
 def op_request(
     client_id: str, seq: int, op: Op, group: str = "default", config_version: int = 0,
-    session_index: int = 0,
+    session: tuple[int, int] = (0, 0), origin: str = "",
 ) -> ClientRequest:
     if op.f == "read":
         body: Any = GetOp(op.key)
@@ -161,8 +161,10 @@ def op_request(
         body = PutOp(op.key, op.value.encode())
     else:
         body = CasOp(op.key, op.value[0].encode(), op.value[1].encode())
-    return ClientRequest(client_id, seq, body, consistency=op.level, session_index=session_index,
-                         group=group, config_version=config_version)
+    term, index = session
+    return ClientRequest(client_id, seq, body, consistency=op.level, session_index=index,
+                         session_term=term, group=group, config_version=config_version,
+                         origin=origin)
 
 
 class SimClient:
@@ -197,6 +199,10 @@ class SimClient:
         self.leader_guesses: dict[str, str | None] = {}
         self.endpoint = f"c{process}"
         self.client_id = f"sim-client-{process}"
+        self.origin = ""  # the client's region, when the world places it in one
+        # Where a weak read goes first (members -> one of them; None: any, at random): a world
+        # that knows distances sends it to the nearest replica, as exapyte.client does.
+        self.prefer: Callable[[Sequence[str]], str] | None = None
         self.sched = scheduler
         self.rng = rng
         self.nodes = nodes
@@ -217,7 +223,9 @@ class SimClient:
         self.acked: list[tuple[str, int, Op]] = []  # writes/cas acknowledged ok
         # The session: one per process, for the whole run (the client id). Its token per group
         # is the highest index a reply showed it, as exapyte.client.Client keeps it.
-        self.session_tokens: dict[str, int] = {}
+        # group -> (term, index) of the newest entry this session wrote or read there (the
+        # session token, as exapyte.client.Client keeps it)
+        self.session_tokens: dict[str, tuple[int, int]] = {}
 
     @property
     def busy(self) -> bool:
@@ -259,8 +267,16 @@ class SimClient:
         return choices[self.rng.randrange(len(choices))]
 
     def _pick_any(self) -> str:
-        """A weak read's first attempt: any member (followers serve them)."""
-        return self.members[self.rng.randrange(len(self.members))]
+        """A weak read's first attempt: any member, learners included (they serve weak reads),
+        or the one ``prefer`` picks."""
+        members = self.members
+        if self.router is not None:
+            descriptor = self.router.descriptor(self.group)
+            if descriptor is not None:
+                members = descriptor.group.members
+        if self.prefer is not None:
+            return self.prefer(members)
+        return members[self.rng.randrange(len(members))]
 
     def _refresh_members(self) -> None:
         assert self.router is not None
@@ -290,7 +306,7 @@ class SimClient:
         if self.router is not None:
             self.attempt_versions[self.attempt] = version
         request = op_request(self.client_id, self.seq, self.op, self.group, version,
-                             self.session_tokens.get(self.group, 0))
+                             self.session_tokens.get(self.group, (0, 0)), self.origin)
         self.send(self.endpoint, node, (self.process, self.attempt, request))
         self.sched.after(self.attempt_timeout_ns, self._on_timeout, self.seq, self.attempt)
 
@@ -329,8 +345,9 @@ class SimClient:
         if code in _RESULT_CODES:
             if not op.weak:  # a weak read may come from a follower
                 self.leader_guess = reply.node or self.leader_guess
-            if reply.index > self.session_tokens.get(self.group, 0):
-                self.session_tokens[self.group] = reply.index
+            term, index = self.session_tokens.get(self.group, (0, 0))
+            if reply.index and (reply.index, reply.term) > (index, term):  # as Client orders them
+                self.session_tokens[self.group] = (reply.term, reply.index)
             if op.f == "read":
                 value = reply.value.decode() if code == ReplyCode.OK and reply.value is not None else None
                 self._complete("ok", value, reply.node, reply)

@@ -69,7 +69,7 @@ def test_defaults_and_node_override() -> None:
         (with_(unsafe={"enabled": True, "bugs": ["nope"]}), None, ["unsafe.bugs", "stale-reads"]),
         (with_(storage={"backend": "sqlite", "path": ""}), None, ["storage.path"]),
         (with_(surprise=1), None, ["surprise", "known fields"]),
-        (with_(replication={"strategy": "async"}), None, ["replication.strategy", "not available", "sync"]),
+        (with_(replication={"strategy": "semi-sync"}), None, ["replication.strategy", "sync", "async", "optimized"]),
         (with_(distribution={"shards": 4}), None, ["distribution.shards", "centralized has exactly 1"]),
         (with_(distribution={"strategy": "sharded", "rules": {"a": "local"}}), None, ["distribution.rules", "hierarchical"]),
         (with_(distribution={"strategy": "hierarchical", "rules": {"a": "mars"}}), None, ["distribution.rules", "mars", "local"]),

@@ -179,7 +179,9 @@ def test_the_cli_runs_the_consensus_demo_refuses_real_and_bad_parameters(
     assert "KEY one of" in capsys.readouterr().err
     assert cli.main(["--demo", "consensus", "--param", "elections=many"]) == 2
     assert cli.main(["--demo", "consensus", "--param", "protocols=raft,pbft"]) == 2
-    assert cli.main(["--demo", "replication"]) == 2  # the other demos are still refused
+    # the replication demo runs (tests/unit/test_demo_replication.py); bad parameters are refused
+    assert cli.main(["--demo", "replication", "--param", "nope=1"]) == 2
+    assert "KEY one of" in capsys.readouterr().err
     assert not (tmp_path / "results.json").exists()
     params = consensus.params_from(["seed=7", "protocols=raft,zab", "elections=0", "workers=1"])
     assert (params.seed, params.protocols, params.elections, params.workers) == (7, ("raft", "zab"), 0, 1)

@@ -16,18 +16,18 @@ from exapyte.wire import (
     ClientReply,
     ClientRequest,
     Codec,
-    FrameError,
-    GetOp,
-    PeerMessage,
-    PutOp,
     ConsensusMessage,
-    ScanOp,
     ControlOp,
     FeedBeat,
     FeedDelta,
     FeedResync,
     FeedSnapshot,
+    FrameError,
+    GetOp,
     Message,
+    PeerMessage,
+    PutOp,
+    ScanOp,
     ShardReports,
 )
 
@@ -122,3 +122,46 @@ def test_random_bytes_never_escape_as_anything_but_frame_error(data: bytes) -> N
 def test_get_op_tag_is_stable() -> None:
     # The tag is part of the protocol: changing it breaks mixed-version clusters.
     assert msgspec.msgpack.decode(Codec().encode(ClientRequest("c", 1, GetOp("k"))))[1]["op"]["type"] == "get"
+
+
+def test_a_packed_peer_frame_round_trips_and_is_smaller() -> None:
+    from exapyte.protocol.raft.messages import Append
+    from exapyte.protocol.types import Entry
+    from exapyte.wire import PeerBatch, PeerPacked
+
+    codec = Codec()
+    entries = tuple(Entry(term=3, index=i, data=b"value-" * 40) for i in range(1, 20))
+    batch = PeerBatch((PeerMessage("s0001", Append("n1", "n2", 3, 0, 0, entries, 0)),) * 3)
+    frame = codec.encode(batch)
+    packed = codec.pack(frame)
+    assert packed is not None and len(packed) < len(frame) // 4
+    msg = codec.decode(packed)
+    assert isinstance(msg, PeerPacked)
+    assert codec.unpack(msg) == batch
+    assert codec.pack(codec.encode(FeedResync("n2", "n1", 5))) is None  # nothing to gain
+
+
+@pytest.mark.parametrize("data, reason", [
+    (b"not zlib at all", "undecodable"),
+    (__import__("zlib").compress(b"\x00" * 4096)[:-3], "undecodable"),  # a truncated stream
+    (__import__("zlib").compress(b"\x00" * (64 * 1024)), "oversized"),  # inflates past the bound
+])
+def test_a_bad_packed_frame_is_refused_with_a_reason(data: bytes, reason: str) -> None:
+    from exapyte.wire import PeerPacked
+
+    codec = Codec(frame_bytes_max=16 * 1024)
+    with pytest.raises(FrameError) as info:
+        codec.unpack(PeerPacked(data))
+    assert info.value.reason == reason
+
+
+def test_a_packed_frame_holds_peer_messages_only() -> None:
+    import zlib
+
+    from exapyte.wire import PeerPacked
+
+    codec = Codec()
+    inner = codec.encode(ClientRequest("c1", 7, PutOp("k", b"v")))
+    with pytest.raises(FrameError) as info:
+        codec.unpack(PeerPacked(zlib.compress(inner)))
+    assert info.value.reason == "invalid"
