@@ -950,6 +950,28 @@ class World:
             lost += lost_writes(acked, judge.applied_commands, self.final_applied(group))
         return lost
 
+    def final_status(self) -> dict[str, Any]:
+        """Each group's leader and term as the replicas hold them now (the highest term a
+        replica leads in), the groups each node leads, the groups without a leader and the
+        nodes down: the shape of the harness's ``cluster.final_status``."""
+        best: dict[str, tuple[int, str]] = {}
+        for node_id in self.node_ids:
+            for group, replica in self.nodes[node_id].replicas():
+                view = view_of(node_id, replica.core)
+                if view.is_leader and (group not in best or view.term > best[group][0]):
+                    best[group] = (view.term, node_id)
+        leaders_per_node = {n: 0 for n in self.node_ids}
+        for _, node_id in best.values():
+            leaders_per_node[node_id] += 1
+        return {
+            "groups": {g.id: {"leader": best[g.id][1] if g.id in best else None,
+                              "term": best[g.id][0] if g.id in best else None,
+                              "voters": list(g.voters)} for g in self.placement},
+            "leaders_per_node": leaders_per_node,
+            "without_leader": [g.id for g in self.placement if g.id not in best],
+            "unanswered": [n for n in self.node_ids if not self.nodes[n].up],
+        }
+
     def invariant_checks(self) -> int:
         return sum(j.checks for j in self.judges.values())
 
