@@ -168,11 +168,16 @@ def _history_path(base: Path, seed: int, many: bool) -> Path:
     return base.with_name(f"{base.stem}-{seed}{base.suffix or '.jsonl'}")
 
 
-def _spec(args: argparse.Namespace) -> SimSpec:
-    """The first seed's spec from the parsed arguments (SimSpec refuses what does not fit)."""
+def spec_from_args(args: argparse.Namespace) -> SimSpec:
+    """The first seed's spec from the parsed arguments, with the defaults ``main`` applies
+    (nodes: the placement's, else 3; keys: 4, or two per shard); SimSpec refuses what does not
+    fit. Parsing a printed replay command with it gives back the spec that printed it."""
+    keys = args.keys
+    if keys is None:
+        keys = SimSpec(seed=0).keys if args.shards == 1 else 2 * args.shards
     return SimSpec(
         seed=args.seed,
-        nodes=args.nodes,
+        nodes=len(args.placement) if args.placement else (args.nodes or 3),
         protocol=args.protocol,
         shards=args.shards,
         regions=args.regions,
@@ -180,7 +185,7 @@ def _spec(args: argparse.Namespace) -> SimSpec:
         faults=args.faults,
         ops=args.ops,
         clients=args.clients,
-        keys=args.keys,
+        keys=keys,
         fault_s=args.fault_seconds,
         keep_faults=args.keep_faults,
         lose_unsynced=not args.keep_unsynced,
@@ -224,7 +229,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     console = Console(highlight=False, soft_wrap=True)
     try:
-        base = _spec(args)
+        base = spec_from_args(args)
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
