@@ -13,7 +13,7 @@ help:
 	@echo "make bench   run the benchmarks (results in bench/results/)"
 	@echo "make check FILES=...   check histories for linearizability"
 	@echo "make jepsen TOPOLOGY=three-region [WORKLOAD=register] [NEMESIS=partition,kill,pause] [TIME=60] [BUGS=stale-reads] [HOSTS=netns]"
-	@echo "            [PROTOCOL=multipaxos] [DISTRIBUTION=sharded|hierarchical] [SHARDS=8] [REPLICATION_FACTOR=3]"
+	@echo "            [PROTOCOL=multipaxos] [DISTRIBUTION=sharded|hierarchical] [SHARDS=8] [REPLICATION_FACTOR=3] [DB=sim]"
 
 # The package itself is installed editable, so `import exapyte` works from any directory with
 # .venv/bin/python. pip builds it in an isolated environment with the setuptools that
@@ -65,6 +65,7 @@ check: $(STAMP)
 # BUGS without NEMESIS runs each bug's own fault mix, and without WORKLOAD the workload at the
 # level the bug breaks (register for the others; see python -m harness test --help).
 # HOSTS=netns runs each node in a network namespace of its own, partitions as iptables rules (root).
+# DB=sim runs the same spec in the deterministic simulator (same checkers and report, a replay command).
 # SEED is passed only when given (the simulator's default SEED must not pin the harness's seed).
 # PROTOCOL=raft|multipaxos|zab DISTRIBUTION=centralized|sharded|hierarchical SHARDS=n
 # REPLICATION_FACTOR=r go into every node's config; PROTOCOL and SHARDS only when given (the
@@ -76,7 +77,7 @@ jepsen: $(STAMP)
 		$(if $(NEMESIS),--nemesis $(NEMESIS),) $(if $(RATE),--rate $(RATE),) \
 		$(if $(filter command line environment,$(origin SEED)),--seed $(SEED),) \
 		$(if $(BUGS),--bugs $(BUGS),) $(if $(CONCURRENCY),--concurrency $(CONCURRENCY),) \
-		$(if $(HOSTS),--hosts $(HOSTS),) \
+		$(if $(HOSTS),--hosts $(HOSTS),) $(if $(DB),--db $(DB),) \
 		$(if $(filter command line environment,$(origin PROTOCOL)),--protocol $(PROTOCOL),) \
 		$(if $(DISTRIBUTION),--distribution $(DISTRIBUTION),) \
 		$(if $(filter command line environment,$(origin SHARDS)),--shards $(SHARDS),) \

@@ -7,7 +7,10 @@ and linked, plus the evidence of the other checkers); the consistency levels (pe
 level, how many ops delivered each level, the staleness served, convergence, and the operations
 of each violation); a timeline of ops per process with the
 fault intervals; the latency, throughput and topology plots (embedded as data URIs); the faults;
-the options and the seed; the node logs. The page loads nothing from the network.
+the options and the seed; the node logs. A run in the simulator (``results["db"] == "sim"``)
+says so in its header and has a *Simulator* section instead of node logs: the ``python -m
+exapyte.sim`` command that replays it exactly, its trace hash and the simulator's counters. The
+page loads nothing from the network.
 """
 
 from __future__ import annotations
@@ -267,6 +270,23 @@ def _cluster(results: dict[str, Any]) -> str:
     return "<section><h2>Cluster</h2>" + "".join(out) + "</section>"
 
 
+def _simulator(results: dict[str, Any]) -> str:
+    """Where a simulated run came from: the replay command, the trace hash, what it cost."""
+    sim = results.get("simulator")
+    if not sim:
+        return ""
+    counters = sim.get("counters") or {}
+    shown = {k: counters[k] for k in ("events", "invariant_checks", "leader_terms", "restarts", "fault_partition",
+                                      "fault_crash", "fault_pause", "fault_drift", "fault_rebalance",
+                                      "net_delivered", "net_dropped_partition") if k in counters}
+    return (f"<section><h2>Simulator</h2><p>This run did not start node processes: it ran in exapyte's "
+            f"deterministic simulator (the product's replicas and consensus cores on a simulated network, disk and "
+            f"clock), {sim.get('sim_s', 0):.1f} s simulated in {sim.get('wall_s', 0):.1f} s. The same seed and "
+            f"options give the same run, message for message: replay it with</p><pre>{_esc(sim.get('replay', ''))}"
+            f"</pre><p>trace hash <code>{_esc(sim.get('trace_hash', ''))}</code> · simulator verdict "
+            f"<b>{_esc(sim.get('verdict', ''))}</b></p>{_kv_table(shown)}</section>")
+
+
 def _kv_table(items: dict[str, Any]) -> str:
     return '<table class="kv">' + "".join(
         f"<tr><td>{_esc(k)}</td><td>{_esc(json.dumps(v) if not isinstance(v, str) else v)}</td></tr>"
@@ -302,16 +322,19 @@ def render_report(run_dir: Path, results: dict[str, Any]) -> str:
         f"<tr><td>{_esc(f['fault'])}</td><td>{f['start_ns'] / 1e9:.2f} s</td><td>{f['end_ns'] / 1e9:.2f} s</td>"
         f"<td>{_esc(_fault_what(f))}</td></tr>" for f in faults)
     logs = sorted((run_dir / "nodes").glob("*.log")) if (run_dir / "nodes").exists() else []
-    log_links = " · ".join(f'<a href="nodes/{_esc(p.name)}">{_esc(p.stem)}</a>' for p in logs) or "none"
+    log_links = " · ".join(f'<a href="nodes/{_esc(p.name)}">{_esc(p.stem)}</a>' for p in logs) or (
+        "none (simulated nodes)" if results.get("db") == "sim" else "none")
     notes = "".join(f"<li>{_esc(n)}</li>" for n in results.get("notes", []))
     options = dict(results.get("options", {}))
     body = f"""
 <header class="{_word(valid)}"><h1>{_esc(results.get('test', 'exapyte test'))} — {_word(valid).upper()}</h1>
-<p>{_esc(_summary_line(results))}</p><p>seed {_esc(results.get('seed'))} · started {_esc(results.get('started', ''))}</p></header>
+<p>{_esc(_summary_line(results))}</p><p>seed {_esc(results.get('seed'))} · started {_esc(results.get('started', ''))}{
+    ' · ran in the simulator' if results.get('db') == 'sim' else ''}</p></header>
 <main>
 <section><h2>Verdicts</h2>{_verdicts(results)}{('<ul>' + notes + '</ul>') if notes else ''}</section>
 {_counterexample(run_dir, results)}
 {_levels(results)}
+{_simulator(results)}
 {_cluster(results)}
 <section><h2>Operations over time</h2><p class="muted">One row per client process; a bar runs from invocation to
 completion (info: until the client gave up). Shaded: fault intervals. Hover for details.</p>{_timeline(ops, faults, end_ns)}</section>

@@ -25,6 +25,12 @@ A run goes through fixed stages, each printed as it starts:
    run by :class:`~harness.monitor.StatusMonitor`, and the node logs) and write
    ``results.json``, the plots and ``report.html``.
 
+With ``db="sim"`` (``--db sim``) stages 1-4 run in the deterministic simulator instead
+(:mod:`harness.simdb`: the spec mapped onto a :class:`~exapyte.sim.world.SimSpec`, the same
+product code on a simulated network and clock); stage 5 is :func:`finish_run`, the one "check
+and report" half both kinds of run share: the same checkers on the same ``history.jsonl``, the
+same ``results.json`` and ``report.html``.
+
 Exit status: 0 valid, 1 invalid, 2 unknown (including a cluster that could not be set up).
 """
 
@@ -65,11 +71,14 @@ from harness.monitor import StatusMonitor, read_samples
 from harness.nemesis import FaultSchedule, Nemesis, parse_faults
 from harness.workloads import WorkloadOptions, get_workload
 
-__all__ = ["DEFAULT_SHARDS", "DISTRIBUTIONS", "RunOutcome", "TestSpec", "check_run", "exit_status", "final_group_status", "run_test"]
+__all__ = ["DBS", "DEFAULT_SHARDS", "DISTRIBUTIONS", "RunOutcome", "TestSpec", "check_run", "exit_status",
+           "final_group_status", "finish_run", "make_run_dir", "resolve_topology", "run_test"]
 
 PROGRESS_REFRESH_S = 0.25
 DEFAULT_SHARDS = 8  # distribution.shards of a sharded or hierarchical run that names none
 DISTRIBUTIONS: tuple[str, ...] = ("centralized", "sharded", "hierarchical")
+#: Where a spec runs: ``real`` node processes behind proxies, or the deterministic simulator.
+DBS: tuple[str, ...] = ("real", "sim")
 OPS_PER_KEY_DEFAULT = 200
 OPS_PER_KEY_MIN = 10
 # With shards, ops per key are chosen for this many keys per shard, assuming this share of
@@ -115,6 +124,7 @@ class TestSpec:
     # data_plane bounded_staleness bounds of every node (None: the topology's)
     staleness_versions_max: int | None = None
     staleness_ms_max: int | None = None
+    db: str = "real"  # "real": node processes; "sim": the deterministic simulator (harness.simdb)
 
     def test_name(self) -> str:
         if self.name:
@@ -130,6 +140,8 @@ class TestSpec:
             parts.append("bugs=" + "+".join(self.bugs))
         if self.hosts != "local":
             parts.append(self.hosts)
+        if self.db != "real":
+            parts.append(self.db)
         return "-".join(parts)
 
     def resolved_cut_mode(self) -> str:
@@ -488,6 +500,12 @@ def _log_to(path: Path) -> logging.Handler:
 def run_test(spec: TestSpec, console: Console | None = None, stop: threading.Event | None = None) -> RunOutcome:
     """Run the test ``spec`` describes; returns where it went and the verdict."""
     console = console or Console()
+    if spec.db not in DBS:
+        raise ValueError(f"unknown db {spec.db!r}; allowed: {', '.join(DBS)}")
+    if spec.db == "sim":
+        from harness.simdb import run_sim_test
+
+        return run_sim_test(spec, console)
     stop = stop or threading.Event()
     faults = parse_faults(list(spec.nemesis))
     workload = get_workload(spec.workload)
@@ -523,7 +541,7 @@ def run_test(spec: TestSpec, console: Console | None = None, stop: threading.Eve
             notes.append(f"setup failed: {exc}")
             console.print(f"[red]setup failed[/]: {exc}")
             (run_dir / "history.jsonl").touch()
-            return _finish(spec, run_dir, topology_path, graph, None, notes, started_wall, console, setup_failed=True,
+            return finish_run(spec, run_dir, topology_path, graph, None, notes, started_wall, console, setup_failed=True,
                            cluster=_cluster_info(spec, db))
         notes.extend(db.notes)
         groups = db.groups()
@@ -594,8 +612,8 @@ def run_test(spec: TestSpec, console: Console | None = None, stop: threading.Eve
         finally:
             logging.getLogger("harness.toxiproxy").removeHandler(handler)
             handler.close()
-    return _finish(spec, run_dir, topology_path, graph, final_start_ns, notes, started_wall, console,
-                   origin_unix=origin_unix, cluster=cluster_info)
+    return finish_run(spec, run_dir, topology_path, graph, final_start_ns, notes, started_wall, console,
+                      origin_unix=origin_unix, cluster=cluster_info)
 
 
 def _cluster_info(spec: TestSpec, db: ClusterDB) -> dict[str, Any]:
@@ -765,11 +783,14 @@ def _describe(op: Any) -> str:
 
 
 def check_run(run_dir: Path, workload_name: str, final_start_ns: int | None, checker_timeout_s: float = 60.0,
-              origin_unix: float | None = None, staleness: Mapping[str, Any] | None = None) -> dict[str, Any]:
+              origin_unix: float | None = None, staleness: Mapping[str, Any] | None = None,
+              extra_verdicts: Sequence[Any] = ()) -> dict[str, Any]:
     """Run every checker of the workload on ``run_dir/history.jsonl``, and the crash checker on
     the node logs in ``run_dir/nodes/``; returns the results part. ``origin_unix`` is the wall
     time of the history's time 0 (places crashes on the time line). ``staleness`` holds the
-    cluster's ``bounded_staleness`` bounds (``versions``: K, ``ms``: T) for the level checker."""
+    cluster's ``bounded_staleness`` bounds (``versions``: K, ``ms``: T) for the level checker.
+    ``extra_verdicts`` are verdicts reached elsewhere that count as well (a simulated run's
+    invariant judges, which ran after every step)."""
     from harness.checker.invariants import (
         check_bank,
         check_counter,
@@ -818,11 +839,12 @@ def check_run(run_dir: Path, workload_name: str, final_start_ns: int | None, che
         logs = {p.stem: p.read_text(encoding="utf-8", errors="replace")
                 for p in sorted((run_dir / "nodes").glob("*.log"))}
         verdicts.append(run_checker("crashes", lambda: check_crashes(logs, origin_unix)))
+    verdicts.extend(extra_verdicts)
     return {
         "valid": compose(verdicts),
         "checkers": {v.checker: v.to_dict() for v in verdicts},
         "faults": [
-            {k: v for k, v in i.items() if k != "value"} | {"description": (i.get("value") or {}).get("description")}
+            {k: v for k, v in i.items() if k != "value"} | {"description": _fault_description(i)}
             | ({"applied": i["value"]["applied"]} if "applied" in (i.get("value") or {}) else {})
             for i in intervals
         ],
@@ -834,13 +856,41 @@ def check_run(run_dir: Path, workload_name: str, final_start_ns: int | None, che
     }
 
 
-def _finish(spec: TestSpec, run_dir: Path, topology_path: Path, graph: Any, final_start_ns: int | None,
-            notes: list[str], started_wall: str, console: Console, *, setup_failed: bool = False,
-            origin_unix: float | None = None, cluster: dict[str, Any] | None = None) -> RunOutcome:
+def _fault_description(interval: Mapping[str, Any]) -> str | None:
+    """A fault interval's description: the nemesis's own, else (a simulated fault, whose value
+    is the simulator's fault record) its kind, node, shape and links."""
+    value = interval.get("value") or {}
+    if not isinstance(value, Mapping):
+        return None
+    if value.get("description"):
+        return str(value["description"])
+    if "kind" not in value:
+        return None
+    words = [str(value["kind"])]
+    if value.get("action"):
+        words.append(str(value["action"]))
+    if value.get("node"):
+        words.append(str(value["node"]))
+    if value.get("shape"):
+        words.append(f"{value['shape']} ({len(value.get('links') or ())} links cut)")
+    if value.get("rate"):
+        words.append(f"rate {value['rate']:g}")
+    return " ".join(words)
+
+
+def finish_run(spec: TestSpec, run_dir: Path, topology_path: Path, graph: Any, final_start_ns: int | None,
+               notes: list[str], started_wall: str, console: Console, *, setup_failed: bool = False,
+               origin_unix: float | None = None, cluster: dict[str, Any] | None = None,
+               extra_verdicts: Sequence[Any] = (), extra_results: Mapping[str, Any] | None = None) -> RunOutcome:
+    """The "check and report" half of every run, real or simulated: the checkers on
+    ``run_dir/history.jsonl`` (:func:`check_run`, plus ``extra_verdicts``), then
+    ``results.json`` (with ``extra_results`` merged in, e.g. the simulator's replay command),
+    the plots, ``report.html`` and the console summary."""
     from harness import plots, report
 
     results: dict[str, Any] = {
         "test": spec.test_name(),
+        "db": spec.db,
         "started": started_wall,
         "finished": datetime.now(timezone.utc).isoformat(),
         "seed": spec.seed,
@@ -848,6 +898,7 @@ def _finish(spec: TestSpec, run_dir: Path, topology_path: Path, graph: Any, fina
         "topology": topo.describe(graph),
         "cluster": cluster or {},
         "notes": notes,
+        **dict(extra_results or {}),
     }
     if setup_failed:
         results |= {"valid": "unknown", "checkers": {}, "faults": [], "ops": 0,
@@ -860,7 +911,7 @@ def _finish(spec: TestSpec, run_dir: Path, topology_path: Path, graph: Any, fina
     else:
         console.print("[bold]check[/]: running the checkers ...")
         results |= check_run(run_dir, spec.workload, final_start_ns, spec.checker_timeout_s, origin_unix,
-                             staleness=(cluster or {}).get("staleness"))
+                             staleness=(cluster or {}).get("staleness"), extra_verdicts=extra_verdicts)
     (run_dir / "results.json").write_text(json.dumps(results, indent=2, default=str) + "\n")
     if not setup_failed:
         plots.write_plots(run_dir, results)
@@ -897,6 +948,9 @@ def _print_summary(console: Console, results: dict[str, Any], run_dir: Path) -> 
         console.print(line)
     for note in results.get("notes", []):
         console.print(f"[yellow]note[/]: {note}")
+    simulator = results.get("simulator")
+    if simulator:
+        console.print(f"ran in the simulator (trace {simulator['trace_hash']}); replay: {simulator['replay']}")
     valid = results["valid"]
     word = "VALID" if valid is True else "INVALID" if valid is False else "UNKNOWN"
     colour = "green" if valid is True else "red" if valid is False else "yellow"

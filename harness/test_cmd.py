@@ -26,6 +26,12 @@ the run against the bounds the nodes were given.
 hierarchical``, ``--shards`` and ``--replication-factor`` go into every node's config; clients
 then route each key to its shard's group.
 
+``--db sim`` runs the same spec in the deterministic simulator instead of on node processes
+(:mod:`harness.simdb`: the same product code on a simulated network and clock, the same history,
+checkers and report, plus the ``python -m exapyte.sim`` command that replays the run exactly);
+options it cannot honour (faults latency, bandwidth, reset, transfer; workloads kv, set,
+counter, bank; distribution hierarchical; ``--hosts netns``) are refused by name.
+
 ``--hosts netns`` runs every node in a network namespace of its own, with partitions as iptables
 rules in the kernel (needs root, ``ip`` and ``iptables``; it fails at once, saying what is
 missing, where they are not available).
@@ -52,7 +58,7 @@ from harness.nemesis import (
     default_faults,
     parse_faults,
 )
-from harness.runner import DEFAULT_SHARDS, DISTRIBUTIONS, TestSpec, run_test
+from harness.runner import DBS, DEFAULT_SHARDS, DISTRIBUTIONS, TestSpec, run_test
 from harness.workloads import WORKLOADS, default_workload
 
 __all__ = ["SUBCOMMAND"]
@@ -130,6 +136,9 @@ def _add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--replication-factor", type=_positive(int), default=3, metavar="R",
                    help="distribution.replication_factor of each shard (default 3; capped at the nodes, per region "
                         "with hierarchical)")
+    p.add_argument("--db", choices=DBS, default="real",
+                   help="what runs the spec: real (node processes, the default) or sim (the deterministic simulator: "
+                        "the same checkers and report, and a replay command)")
     p.add_argument("--hosts", choices=HOST_MODES, default="local",
                    help="where the nodes run: local (all on 127.0.0.1, every peer link through a proxy) or "
                         "netns (a network namespace each, partitions as iptables rules; needs root) (default local)")
@@ -159,7 +168,7 @@ def _run(args: argparse.Namespace) -> int:
         wan_latency=not args.no_wan_latency, name=args.name, hosts=args.hosts,
         protocol=args.protocol, distribution=args.distribution, shards=args.shards,
         replication_factor=args.replication_factor,
-        staleness_versions_max=args.staleness_versions, staleness_ms_max=args.staleness_ms,
+        staleness_versions_max=args.staleness_versions, staleness_ms_max=args.staleness_ms, db=args.db,
     )
     try:
         with _sigterm_as_interrupt():
@@ -190,7 +199,7 @@ def _sigterm_as_interrupt() -> Iterator[None]:
 
 SUBCOMMAND = Subcommand(
     name="test",
-    help="run a Jepsen-style test against real node processes",
+    help="run a Jepsen-style test against real node processes (or, with --db sim, in the simulator)",
     description=__doc__ or "",
     add_arguments=_add_arguments,
     run=_run,

@@ -199,7 +199,7 @@ class ProgressTracker:
         for node in list(self.progress):
             if node not in members:
                 del self.progress[node]
-        for node in members:
+        for node in sorted(members):  # a fixed order: peers are then probed and sent to in it
             pr = self.progress.get(node)
             if pr is None:
                 pr = Progress(next_index, self.max_inflight)

@@ -22,6 +22,7 @@ from rich.console import Console
 from rich.table import Table
 
 from exapyte.config import KNOWN_BUGS
+from exapyte.control.partitions import PARTITION_SHAPES
 from exapyte.protocol import registry
 from exapyte.sim.faults import (
     ALL_FAULT_KINDS,
@@ -31,6 +32,7 @@ from exapyte.sim.faults import (
 )
 from exapyte.sim.runner import SimResult, run_seed, run_seeds, shrink
 from exapyte.sim.scheduler import NS_PER_S
+from exapyte.sim.workload import LEVELS, READ_LEVEL_WEIGHTS
 from exapyte.sim.world import SimSpec
 
 
@@ -57,6 +59,39 @@ def _bugs(text: str) -> tuple[str, ...]:
     return bugs
 
 
+def _placement(text: str) -> tuple[tuple[str, str], ...]:
+    pairs = []
+    for item in (x.strip() for x in text.split(",")):
+        node, sep, region = item.partition("=")
+        if not sep or not node.strip() or not region.strip():
+            raise argparse.ArgumentTypeError(f"--placement wants NODE=REGION,..., got {item!r}")
+        pairs.append((node.strip(), region.strip()))
+    return tuple(pairs)
+
+
+def _read_weights(text: str) -> tuple[float, ...]:
+    weights = dict.fromkeys(LEVELS, 0.0)
+    for item in (x.strip() for x in text.split(",") if x.strip()):
+        level, sep, weight = item.partition("=")
+        if not sep or level.strip() not in weights:
+            raise argparse.ArgumentTypeError(
+                f"--read-weights wants LEVEL=WEIGHT,... with levels {', '.join(LEVELS)}; got {item!r}")
+        try:
+            weights[level.strip()] = float(weight)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"--read-weights: {weight!r} is not a number") from None
+    return tuple(weights.values())
+
+
+def _shapes(text: str) -> tuple[str, ...]:
+    shapes = tuple(x.strip() for x in text.split(",") if x.strip())
+    unknown = [x for x in shapes if x not in PARTITION_SHAPES]
+    if unknown:
+        raise argparse.ArgumentTypeError(
+            f"unknown partition shape(s) {', '.join(unknown)}; allowed: {', '.join(PARTITION_SHAPES)}")
+    return shapes
+
+
 def default_faults(shards: int) -> tuple[str, ...]:
     """The default fault mix: the standard kinds, and ``rebalance`` with shards to move."""
     return SHARDED_FAULT_KINDS if shards > 1 else FAULT_KINDS
@@ -80,7 +115,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="consensus protocol")
     p.add_argument("--seed", type=int, default=0, help="first seed (default 0)")
     p.add_argument("--seeds", type=int, default=1, help="how many consecutive seeds to run")
-    p.add_argument("--nodes", type=int, choices=[3, 5], default=3)
+    p.add_argument("--nodes", type=int, choices=[3, 5], default=None, help="nodes n1..nN (default 3)")
+    p.add_argument("--placement", type=_placement, default=(), metavar="NODE=REGION,...",
+                   help="the nodes by name, each in its region (a topology's), instead of --nodes")
     p.add_argument("--shards", type=int, default=1,
                    help="replica groups (the sharded distribution, 3 replicas each; default 1: "
                         "one centralized group)")
@@ -98,6 +135,15 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"keys of the workload (default {SimSpec(seed=0).keys}, or two per shard)")
     p.add_argument("--fault-seconds", type=float, default=SimSpec(seed=0).fault_s,
                    help="simulated seconds of the fault phase")
+    p.add_argument("--quiet-seconds", type=float, default=SimSpec(seed=0).quiet_s,
+                   help="simulated seconds of quiet after the heal, before the final reads")
+    p.add_argument("--read-weights", type=_read_weights, default=None, metavar="LEVEL=W,...",
+                   help="how often a read asks for each level (levels not named: 0; default "
+                        + ",".join(f"{lv}={w:g}" for lv, w in zip(LEVELS, READ_LEVEL_WEIGHTS, strict=True))
+                        + ")")
+    p.add_argument("--shapes", type=_shapes, default=(), metavar="SHAPES",
+                   help=f"partition shapes drawn, comma-separated: {','.join(PARTITION_SHAPES)} "
+                        "(default: isolate-node,majority-minority,bridge,one-way,random,mute)")
     p.add_argument("--keep-faults", type=_indexes, default=None,
                    help="replay only these planned faults (indexes, as printed by a shrink)")
     p.add_argument("--keep-unsynced", action="store_true",
@@ -122,6 +168,36 @@ def _history_path(base: Path, seed: int, many: bool) -> Path:
     return base.with_name(f"{base.stem}-{seed}{base.suffix or '.jsonl'}")
 
 
+def spec_from_args(args: argparse.Namespace) -> SimSpec:
+    """The first seed's spec from the parsed arguments, with the defaults ``main`` applies
+    (nodes: the placement's, else 3; keys: 4, or two per shard); SimSpec refuses what does not
+    fit. Parsing a printed replay command with it gives back the spec that printed it."""
+    keys = args.keys
+    if keys is None:
+        keys = SimSpec(seed=0).keys if args.shards == 1 else 2 * args.shards
+    return SimSpec(
+        seed=args.seed,
+        nodes=len(args.placement) if args.placement else (args.nodes or 3),
+        protocol=args.protocol,
+        shards=args.shards,
+        regions=args.regions,
+        replication=args.replication,
+        faults=args.faults,
+        ops=args.ops,
+        clients=args.clients,
+        keys=keys,
+        fault_s=args.fault_seconds,
+        keep_faults=args.keep_faults,
+        lose_unsynced=not args.keep_unsynced,
+        mixed_levels=not args.strong_only,
+        bugs=args.bugs,
+        placement=args.placement,
+        read_weights=args.read_weights,
+        shapes=args.shapes,
+        quiet_s=args.quiet_seconds,
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.faults is None:
@@ -137,27 +213,26 @@ def main(argv: list[str] | None = None) -> int:
     if args.seeds < 1 or args.ops < 1 or args.clients < 1 or args.keys < 1 or args.shards < 1:
         print("--seeds, --ops, --clients, --keys and --shards must be >= 1", file=sys.stderr)
         return 2
+    if args.placement:
+        if args.nodes is not None and args.nodes != len(args.placement):
+            print(f"--nodes {args.nodes} and a --placement of {len(args.placement)} nodes disagree",
+                  file=sys.stderr)
+            return 2
+        if args.regions != 1:
+            print("--placement gives the nodes' regions; --regions does not go with it", file=sys.stderr)
+            return 2
+        args.nodes = len(args.placement)
+    elif args.nodes is None:
+        args.nodes = 3
     if not 1 <= args.regions <= args.nodes:
         print(f"--regions must be in 1..{args.nodes} (each region holds a node)", file=sys.stderr)
         return 2
     console = Console(highlight=False, soft_wrap=True)
-    base = SimSpec(
-        seed=args.seed,
-        nodes=args.nodes,
-        protocol=args.protocol,
-        shards=args.shards,
-        regions=args.regions,
-        replication=args.replication,
-        faults=args.faults,
-        ops=args.ops,
-        clients=args.clients,
-        keys=args.keys,
-        fault_s=args.fault_seconds,
-        keep_faults=args.keep_faults,
-        lose_unsynced=not args.keep_unsynced,
-        mixed_levels=not args.strong_only,
-        bugs=args.bugs,
-    )
+    try:
+        base = spec_from_args(args)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     specs = [replace(base, seed=args.seed + i) for i in range(args.seeds)]
     many = args.seeds > 1
     started = time.perf_counter()

@@ -204,8 +204,11 @@ def plan_faults(
     kinds: Sequence[str],
     window_ns: tuple[int, int],
     profile: FaultProfile | None = None,
+    *,
+    regions: Mapping[str, str] | None = None,
 ) -> tuple[Fault, ...]:
-    """Plan every fault of a run inside ``window_ns``; sorted by start time then kind."""
+    """Plan every fault of a run inside ``window_ns``; sorted by start time then kind.
+    ``regions`` (node -> region) is what an ``isolate-region`` shape cuts by."""
     prof = profile or FaultProfile()
     start, stop = window_ns
     ordered = sorted(nodes)
@@ -224,7 +227,7 @@ def plan_faults(
             node = ordered[rng.randrange(len(ordered))]
             if kind == "partition":
                 shape = prof.shapes[rng.randrange(len(prof.shapes))]
-                links = partition_links(shape, ordered, rng)
+                links = partition_links(shape, ordered, rng, regions)
                 faults.append(Fault(t, end, kind, shape=shape, links=links))
             elif kind in ("crash",):
                 faults.append(Fault(t, end, kind, node=node))
@@ -241,7 +244,7 @@ def plan_faults(
                 faults.append(Fault(t, end, kind))
             elif kind == "hold":
                 shape = prof.shapes[rng.randrange(len(prof.shapes))]
-                links = partition_links(shape, ordered, rng)
+                links = partition_links(shape, ordered, rng, regions)
                 shuffle = 0.0 if rng.random() < 0.5 else rng.uniform(0.2, 1.0)
                 faults.append(Fault(t, end, kind, shape=shape, links=links, rate=shuffle))
             t += int(rng.expovariate(1.0 / gap_ns)) + 1

@@ -56,6 +56,9 @@ class SimResult:
     levels: Any = None  # the per-level checkers: True, False, "unknown" or None (not checked)
     counters: dict[str, int] = field(default_factory=dict)
     history_jsonl: str = ""
+    final_reads_ns: int | None = None  # when the final reads began (simulated ns)
+    groups: dict[str, list[str]] = field(default_factory=dict)  # the placement: group -> voters
+    final_status: dict[str, Any] = field(default_factory=dict)  # World.final_status() at the end
 
     @property
     def seed(self) -> int:
@@ -182,6 +185,9 @@ def run_seed(spec: SimSpec, *, keep_history: bool = False) -> SimResult:
         levels=levels,
         counters=counters,
         history_jsonl=jsonl if keep_history else "",
+        final_reads_ns=world.final_reads_ns,
+        groups={g.id: list(g.voters) for g in world.placement},
+        final_status=world.final_status(),
     )
 
 

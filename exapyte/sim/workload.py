@@ -118,12 +118,16 @@ class History:
 
 class Workload:
     """Draws the next operation for a client: reads, unique-valued writes, cas on known values.
-    With ``mixed_levels`` a read asks for a level drawn by :data:`READ_LEVEL_WEIGHTS`; without,
-    every op is strong."""
+    With ``mixed_levels`` a read asks for a level drawn by ``weights`` (one per level of
+    :data:`LEVELS`; default :data:`READ_LEVEL_WEIGHTS`); without, every op is strong."""
 
-    def __init__(self, rng: random.Random, keys: int, *, mixed_levels: bool = True) -> None:
+    def __init__(self, rng: random.Random, keys: int, *, mixed_levels: bool = True,
+                 weights: Sequence[float] = READ_LEVEL_WEIGHTS) -> None:
+        if len(weights) != len(LEVELS):
+            raise ValueError(f"one read weight per level ({', '.join(LEVELS)}), got {len(weights)}")
         self.rng = rng
         self.mixed_levels = mixed_levels
+        self.weights = tuple(weights)
         self.keys = tuple(f"k{i}" for i in range(keys))
         self.known: dict[str, list[str]] = {k: [] for k in self.keys}  # values seen per key
         self._counter = 0
@@ -142,7 +146,7 @@ class Workload:
         if roll < 0.4:
             if not self.mixed_levels:
                 return Op("read", key, None)
-            return Op("read", key, None, rng.choices(LEVELS, READ_LEVEL_WEIGHTS)[0])
+            return Op("read", key, None, rng.choices(LEVELS, self.weights)[0])
         self._counter += 1
         new = f"v{self._counter}"
         seen = self.known[key]

@@ -28,6 +28,7 @@ history record, in order: the same spec gives the same hash.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import hashlib
 import json
@@ -41,6 +42,7 @@ import msgspec
 
 from exapyte import distribution
 from exapyte.config import Config, loads
+from exapyte.control.partitions import PARTITION_SHAPES as ALL_SHAPES
 from exapyte.control.rebalance import GroupState
 from exapyte.data.router import Descriptor, Router
 from exapyte.distribution.base import GroupSpec
@@ -62,7 +64,14 @@ from exapyte.sim.moves import MoveJudge, Rebalancer, groups_of_nodes
 from exapyte.sim.network import Network
 from exapyte.sim.scheduler import NS_PER_MS, NS_PER_S, Scheduler, derive_seed
 from exapyte.sim.storage import SimStorage
-from exapyte.sim.workload import History, Op, SimClient, Workload
+from exapyte.sim.workload import (
+    LEVELS,
+    READ_LEVEL_WEIGHTS,
+    History,
+    Op,
+    SimClient,
+    Workload,
+)
 from exapyte.wire import (
     ClientReply,
     ClientRequest,
@@ -125,11 +134,49 @@ class SimSpec:
     # False: every op strong
     mixed_levels: bool = True
     bugs: tuple[str, ...] = ()  # known product bugs switched on (exapyte.config.KNOWN_BUGS)
+    # The founding nodes by name, each with its region (a topology's nodes): ``nodes`` must be
+    # their count and ``regions`` 1. Empty: n1..nN dealt over ``regions`` regions r1, r2, ...
+    placement: tuple[tuple[str, str], ...] = ()
+    # How often a read asks for each level, in the order of workload.LEVELS (mixed levels
+    # only); None: workload.READ_LEVEL_WEIGHTS
+    read_weights: tuple[float, ...] | None = None
+    # The partition shapes drawn (exapyte.control.partitions names); empty: the profile's
+    shapes: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.placement:
+            ids = [node for node, _ in self.placement]
+            if len(set(ids)) != len(ids):
+                raise ValueError(f"placement names a node twice: {', '.join(ids)}")
+            if self.nodes != len(ids):
+                raise ValueError(f"placement has {len(ids)} nodes, the spec {self.nodes}")
+            if self.regions != 1:
+                raise ValueError("a placement gives the nodes' regions; regions must stay 1")
+        if self.read_weights is not None:
+            if len(self.read_weights) != len(LEVELS):
+                raise ValueError(f"read_weights needs {len(LEVELS)} weights ({', '.join(LEVELS)}), "
+                                 f"got {len(self.read_weights)}")
+            if any(w < 0 for w in self.read_weights) or not sum(self.read_weights) > 0:
+                raise ValueError(f"read_weights must be >= 0 with a positive sum, got {self.read_weights}")
+        unknown = [s for s in self.shapes if s not in ALL_SHAPES]
+        if unknown:
+            raise ValueError(f"unknown partition shape(s) {', '.join(unknown)}; allowed: "
+                             f"{', '.join(ALL_SHAPES)}")
+        if "isolate-region" in self.shapes and self.region_count() < 2:
+            raise ValueError("the isolate-region partition needs at least 2 regions")
+
+    def region_count(self) -> int:
+        """How many regions the founding nodes are in."""
+        if self.placement:
+            return len({region for _, region in self.placement})
+        return self.regions
 
     def replay_command(self, program: str = "python -m exapyte.sim") -> str:
-        parts = [
-            program, f"--protocol {self.protocol}", f"--seed {self.seed}", f"--nodes {self.nodes}"
-        ]
+        parts = [program, f"--protocol {self.protocol}", f"--seed {self.seed}"]
+        if self.placement:
+            parts.append("--placement " + ",".join(f"{n}={r}" for n, r in self.placement))
+        else:
+            parts.append(f"--nodes {self.nodes}")
         if self.shards != 1:
             parts.append(f"--shards {self.shards}")
         if self.regions != 1:
@@ -145,6 +192,8 @@ class SimSpec:
             parts.append(f"--keys {self.keys}")
         if self.fault_s != default.fault_s:
             parts.append(f"--fault-seconds {self.fault_s:g}")
+        if self.quiet_s != default.quiet_s:
+            parts.append(f"--quiet-seconds {self.quiet_s:g}")
         if self.keep_faults is not None:
             parts.append(f"--keep-faults {','.join(map(str, self.keep_faults)) or 'none'}")
         if not self.lose_unsynced:
@@ -153,6 +202,11 @@ class SimSpec:
             parts.append("--strong-only")
         if self.bugs:
             parts.append(f"--bugs {','.join(self.bugs)}")
+        if self.read_weights is not None and self.mixed_levels:
+            parts.append("--read-weights " + ",".join(
+                f"{level}={weight:g}" for level, weight in zip(LEVELS, self.read_weights, strict=True)))
+        if self.shapes:
+            parts.append(f"--shapes {','.join(self.shapes)}")
         return " ".join(parts)
 
 
@@ -168,6 +222,7 @@ def sim_config(
     bugs: Sequence[str] = (),
     regions: int = 1,
     replication: str | None = None,
+    placement: Sequence[tuple[str, str]] = (),
 ) -> Config:
     """The cluster config every simulated node shares (memory storage, ``protocol``; with
     ``shards`` > 1 the sharded distribution, three replicas per shard). The timers default to
@@ -175,12 +230,23 @@ def sim_config(
     nodes follow the ``nodes`` founding ones in the cluster, outside the initial voters: they
     start empty and get replicas only by a rebalance. ``regions`` > 1 deals the nodes over that
     many regions (the replication strategies place voters and learners by region);
-    ``replication`` names the strategy (default: the config's default)."""
+    ``replication`` names the strategy (default: the config's default). ``placement`` names
+    the ``nodes`` founding nodes and their regions instead (a topology's; the spares then follow
+    as ``n<N+1>``... in the first node's region)."""
+    if placement and len(placement) != nodes:
+        raise ValueError(f"placement has {len(placement)} nodes, not {nodes}")
+    ids = [node for node, _ in placement] or [f"n{i}" for i in range(1, nodes + 1)]
+    spare_ids: list[str] = []
+    number = nodes
+    while len(spare_ids) < spares:
+        number += 1
+        if f"n{number}" not in ids:
+            spare_ids.append(f"n{number}")
     raw: dict[str, Any] = {
         "cluster": {
             "nodes": [
-                {"id": f"n{i}", "port": 7000 + i, "pub_port": 8000 + i}
-                for i in range(1, nodes + spares + 1)
+                {"id": node, "port": 7000 + i, "pub_port": 8000 + i}
+                for i, node in enumerate(ids + spare_ids, start=1)
             ]
         },
         "storage": {"backend": "memory"},
@@ -203,13 +269,22 @@ def sim_config(
     if shards > 1:
         raw["distribution"] = {"strategy": "sharded", "shards": shards, "replication_factor": 3}
     if spares:
-        raw["consensus"]["initial_voters"] = [f"n{i}" for i in range(1, nodes + 1)]
+        raw["consensus"]["initial_voters"] = ids
     if bugs:  # the product's known bugs (config.KNOWN_BUGS), to show that the judges catch them
         raw["unsafe"] = {"enabled": True, "bugs": list(bugs)}
-    if regions > 1:  # node i in region r((i - 1) mod R); the simulated network sets the delays
+    names: list[str] = []
+    if placement:  # the regions named; a spare sits in the first node's region
+        where = dict(placement)
+        for node in raw["cluster"]["nodes"]:
+            node["region"] = where.get(node["id"], placement[0][1])
+        names = list(dict.fromkeys(region for _, region in placement))
+    elif regions > 1:  # node i in region r((i - 1) mod R)
         names = [f"r{j}" for j in range(1, regions + 1)]
         for i, node in enumerate(raw["cluster"]["nodes"]):
             node["region"] = names[i % regions]
+    if names:
+        # Config only (the replication strategies place voters and learners by it): the
+        # simulated network's delays do not depend on regions.
         raw["cluster"]["regions"] = [{"id": r} for r in names]
         raw["cluster"]["links"] = [
             {"a": a, "b": b, "latency_ms": 10 * (j - i)}
@@ -291,9 +366,10 @@ class World:
         spares = 1 if self.rebalancing else 0
         self.cfg = sim_config(
             spec.nodes, protocol=spec.protocol, shards=spec.shards, spares=spares, bugs=spec.bugs,
-            regions=spec.regions, replication=spec.replication,
+            regions=spec.regions, replication=spec.replication, placement=spec.placement,
         )
         self.node_ids = tuple(self.cfg.node_ids())
+        self.node_region = {n.id: n.region for n in self.cfg.cluster.nodes}
         self.founders = tuple(self.cfg.initial_voters())
         self.strategy, placement = distribution.from_config(self.cfg)
         self.placement = placement.groups
@@ -319,19 +395,24 @@ class World:
             for node_id in self.node_ids
         }
         self.workload = Workload(random.Random(derive_seed(seed, "workload")), spec.keys,
-                                 mixed_levels=spec.mixed_levels)
+                                 mixed_levels=spec.mixed_levels,
+                                 weights=spec.read_weights or READ_LEVEL_WEIGHTS)
         self.read_counters: dict[str, int] = {}  # weak reads answered, by level and server
         self.clients: list[SimClient] = []
         self.ops_started = 0
         self.fault_start_ns = WARMUP_MS * NS_PER_MS
         self.heal_ns = self.fault_start_ns + int(spec.fault_s * NS_PER_S)
         self.final_reads_ns = self.heal_ns + int(spec.quiet_s * NS_PER_S)
+        profile = spec.profile
+        if spec.shapes:
+            profile = dataclasses.replace(profile or FaultProfile(), shapes=spec.shapes)
         planned = plan_faults(
             random.Random(derive_seed(seed, "faults")),
             self.node_ids,
             spec.faults,
             (self.fault_start_ns, self.heal_ns),
-            spec.profile,
+            profile,
+            regions=self.node_region,
         )
         if self.rebalancing:
             planned = merge_faults(planned, plan_rebalances(
@@ -339,7 +420,7 @@ class World:
                 self.founders,
                 [n for n in self.node_ids if n not in self.founders],
                 (self.fault_start_ns, self.heal_ns),
-                spec.profile,
+                profile,
             ))
         self.planned_faults = planned
         if spec.keep_faults is None:
@@ -868,6 +949,28 @@ class World:
             judge = self.judges[group]
             lost += lost_writes(acked, judge.applied_commands, self.final_applied(group))
         return lost
+
+    def final_status(self) -> dict[str, Any]:
+        """Each group's leader and term as the replicas hold them now (the highest term a
+        replica leads in), the groups each node leads, the groups without a leader and the
+        nodes down: the shape of the harness's ``cluster.final_status``."""
+        best: dict[str, tuple[int, str]] = {}
+        for node_id in self.node_ids:
+            for group, replica in self.nodes[node_id].replicas():
+                view = view_of(node_id, replica.core)
+                if view.is_leader and (group not in best or view.term > best[group][0]):
+                    best[group] = (view.term, node_id)
+        leaders_per_node = {n: 0 for n in self.node_ids}
+        for _, node_id in best.values():
+            leaders_per_node[node_id] += 1
+        return {
+            "groups": {g.id: {"leader": best[g.id][1] if g.id in best else None,
+                              "term": best[g.id][0] if g.id in best else None,
+                              "voters": list(g.voters)} for g in self.placement},
+            "leaders_per_node": leaders_per_node,
+            "without_leader": [g.id for g in self.placement if g.id not in best],
+            "unanswered": [n for n in self.node_ids if not self.nodes[n].up],
+        }
 
     def invariant_checks(self) -> int:
         return sum(j.checks for j in self.judges.values())
