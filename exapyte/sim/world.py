@@ -44,7 +44,7 @@ from exapyte.config import Config, loads
 from exapyte.control.rebalance import GroupState
 from exapyte.data.router import Descriptor, Router
 from exapyte.distribution.base import GroupSpec
-from exapyte.protocol.types import Entry, Role
+from exapyte.protocol.types import Entry, HardState, Role
 from exapyte.runtime.groups import GroupTable
 from exapyte.runtime.replica import Replica
 from exapyte.sim.faults import (
@@ -66,9 +66,9 @@ from exapyte.wire import (
     ClientReply,
     ClientRequest,
     GetOp,
-    ReplyCode,
     NodeBeat,
     PeerMessage,
+    ReplyCode,
     ScanOp,
 )
 
@@ -194,6 +194,7 @@ class SimNode:
     lose_unsynced: bool = True
     storages: dict[str, SimStorage] = field(default_factory=dict)  # group -> its storage
     dropped: set[str] = field(default_factory=set)  # groups it left and dropped (dropped.json)
+    tombstones: dict[str, HardState] = field(default_factory=dict)  # their replicas' promises
     table: GroupTable | None = None
     incarnation: int = 0
     down: int = 0  # active crash faults
@@ -352,6 +353,7 @@ class World:
             beat=lambda to: send(node_id, to, NodeBeat(node_id, to, str(incarnation))),
             make_replica=functools.partial(self._make_replica, node_id),
             remove_storage=functools.partial(self._remove_storage, node),
+            tombstones=node.tombstones,
         )
         table.set_placement(self.placement)
         # Like Node._hosted_groups: the initial placement's groups less those it dropped, plus
@@ -384,10 +386,12 @@ class World:
         judge.forget_node(node_id)
         return replica
 
-    def _remove_storage(self, node: SimNode, group: str) -> None:
-        """The node dropped its replica of ``group`` (it left the group): its files go."""
+    def _remove_storage(self, node: SimNode, group: str, tombstone: HardState) -> None:
+        """The node dropped its replica of ``group`` (it left the group): its files go, the
+        tombstone of its promises stays (durable, like the node's dropped.json)."""
         node.storages.pop(group, None)
         node.dropped.add(group)
+        node.tombstones[group] = tombstone
         self.judges[group].forget_node(node.id)
         self.moves.forget(group, node.id)
         self.counters["groups_dropped"] = self.counters.get("groups_dropped", 0) + 1

@@ -554,6 +554,16 @@ class MultiPaxos(ConsensusCore):
             log_matching=False,
         )
 
+    @property
+    def standby(self) -> bool:
+        # Nothing chosen and no snapshot (a founder holds its founding configuration as slots
+        # 1..n): an empty acceptor, which may have promised before it lost its state.
+        return self.log.last_index == 0
+
+    def tombstone(self) -> HardState:
+        promised = PaxosRecord(self._promised[0], self._promised[1])
+        return HardState(record=encode_record(promised))
+
     def is_from_leader(self, message: object) -> bool:
         if type(message) not in _LEADER_MESSAGES:
             return False
@@ -848,7 +858,9 @@ class MultiPaxos(ConsensusCore):
                 self._on_accept(m)
             elif kind is Heartbeat:
                 self._learn_commit(m.commit)
-                self._send(HeartbeatAck(self._id, m.frm, m.round, self._match(), m.ctx))
+                # Standby: answered (the leader then sends the log), confirming no read round.
+                ctx = 0 if self.standby else m.ctx
+                self._send(HeartbeatAck(self._id, m.frm, m.round, self._match(), ctx))
             else:
                 self._on_snapshot(m)
         elif kind is Reject:
@@ -861,6 +873,13 @@ class MultiPaxos(ConsensusCore):
     # --- acceptor --------------------------------------------------------------------------
 
     def _on_prepare(self, m: Prepare) -> None:
+        if self.standby:
+            # Standby: an acceptor that holds nothing may be a voter that forgot its promises
+            # and its accepted values; it promises nothing until a leader gives it the log.
+            self._count("prepare_standby")
+            self._send(Promise(self._id, m.frm, m.round, m.start, 0, reject=True,
+                               probe=m.probe))
+            return
         if m.probe:
             in_lease = (
                 self._leader is not None

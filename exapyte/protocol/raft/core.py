@@ -473,6 +473,15 @@ class Raft(ConsensusCore):
             return all(pr.match == last for pr in self.trk.progress.values())
         return self._role in (Role.FOLLOWER, Role.LEARNER) and self._leader is not None
 
+    @property
+    def standby(self) -> bool:
+        # The empty log's sentinel: no entry was ever appended and no snapshot installed (a
+        # founder holds its founding configuration as entries 1..n).
+        return self.log.last_index == 0
+
+    def tombstone(self) -> HardState:
+        return HardState(record=encode_hard_state(RaftHardState(self._term, self._vote)))
+
     def is_from_leader(self, message: object) -> bool:
         return type(message) in _LEADER_MESSAGES and message.term >= self._term  # type: ignore[attr-defined]
 
@@ -726,6 +735,15 @@ class Raft(ConsensusCore):
 
     def _on_vote_request(self, m: Vote | PreVote) -> None:
         pre = type(m) is PreVote
+        if self.standby:
+            # Standby: an empty replica may be a voter that forgot its vote and its log in
+            # some member's configuration; it votes only once a leader has given it a log.
+            self._count("vote_standby")
+            if pre:
+                self._send(PreVoteResp(self._id, m.frm, self._term, reject=True))
+            else:
+                self._send(VoteResp(self._id, m.frm, self._term, reject=True))
+            return
         can_vote = (
             self._vote == m.frm
             or (self._vote is None and self._leader is None)
@@ -925,7 +943,10 @@ class Raft(ConsensusCore):
         commit = min(m.commit, self.log.last_index)
         if commit > self.log.committed:
             self.log.commit_to(commit)
-        self._send(HeartbeatResp(self._id, m.frm, self._term, ctx=m.ctx))
+        # Standby: answered (the leader then sends the log) but without the read round's
+        # context, so an empty replica never confirms a leadership for a read.
+        ctx = 0 if self.standby else m.ctx
+        self._send(HeartbeatResp(self._id, m.frm, self._term, ctx=ctx))
 
     def _on_snapshot(self, m: InstallSnapshot) -> None:
         meta = m.meta
