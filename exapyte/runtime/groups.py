@@ -187,6 +187,14 @@ class GroupTable:
         replica.flush()
         replica.close()
 
+    def wake(self, group: str) -> None:
+        """Input for ``group`` that did not come through the table (the control agent proposed
+        on its replica): tick and flush it again."""
+        replica = self.replicas.get(group)
+        if replica is not None:
+            self._wake(group, replica)
+            self._idle[group] = replica
+
     def _wake(self, group: str, replica: Replica) -> None:
         # An active group keeps its count of quiet ticks: a heartbeat that changes nothing must
         # not hold a group awake (the tick resets the count whenever the group is not quiet).
@@ -369,16 +377,19 @@ class GroupTable:
             return not any(m in down for m in replica.members())
         return leader is not None and leader not in down
 
-    def flush(self) -> None:
+    def flush(self) -> list[str]:
+        """Drive every replica that got input since the last flush; returns their groups (the
+        only replicas whose state this flush can have changed: the simulator judges those)."""
         if not self._dirty:
-            return
+            return []
         dirty, self._dirty = self._dirty, {}
         if len(dirty) == 1:
             (replica,) = dirty.values()
             replica.flush(self._before_sync)
-            return
+            return list(dirty)
         runner = self._run_persists if self._parallel_persist else None
         drive_many([(r.core, r) for r in dirty.values()], runner, before_sync=self._before_sync)
+        return list(dirty)
 
     def _run_persists(self, persists: Sequence[Callable[[], None]]) -> None:
         pool = self._pool

@@ -267,7 +267,7 @@ class Node:
         self.groups = groups
         agent = ControlAgent(
             cfg, replicas=lambda: groups.replicas, send=self._send_node_frame,
-            publish=self._publish_feed, on_map=self._on_map,
+            publish=self._publish_feed, on_map=self._on_map, wake=groups.wake,
         )
         if agent.enabled:
             self.control = agent

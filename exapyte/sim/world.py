@@ -41,6 +41,7 @@ import msgspec
 
 from exapyte import distribution
 from exapyte.config import Config, loads
+from exapyte.control.group import ControlAgent, ControlStateMachine, control_spec
 from exapyte.control.rebalance import GroupState
 from exapyte.data.router import Descriptor, Router
 from exapyte.distribution.base import GroupSpec
@@ -63,13 +64,17 @@ from exapyte.sim.scheduler import NS_PER_MS, NS_PER_S, Scheduler, derive_seed
 from exapyte.sim.storage import SimStorage
 from exapyte.sim.workload import History, Op, SimClient, Workload
 from exapyte.wire import (
+    CONTROL_GROUP,
+    FEED_MESSAGES,
     ClientReply,
     ClientRequest,
+    FeedResync,
     GetOp,
     NodeBeat,
     PeerMessage,
     ReplyCode,
     ScanOp,
+    ShardReports,
 )
 
 TICK_MS = 10
@@ -79,6 +84,7 @@ SNAPSHOT_ENTRIES = 40
 SNAPSHOT_CHUNK_BYTES = 64
 MAINTENANCE_TICKS = 10
 WRITEBACK_TICKS = 20
+CONTROL_PUBLISH_S = 0.5  # sharded runs: the control leader's feed beat
 INBOX_MAX = 1_000  # messages a paused node keeps queued (more are dropped)
 WARMUP_MS = 300
 FINAL_READ_DEADLINE_MS = 8_000
@@ -172,6 +178,9 @@ def sim_config(
     }
     if shards > 1:
         raw["distribution"] = {"strategy": "sharded", "shards": shards, "replication_factor": 3}
+        # The control leader's beat, by which a node that missed the feed finds out and asks
+        # for a resync: a second-sized run needs it more often than the 5 s default.
+        raw["control_plane"] = {"publish_interval_s": CONTROL_PUBLISH_S}
     if spares:
         raw["consensus"]["initial_voters"] = [f"n{i}" for i in range(1, nodes + 1)]
     return loads(json.dumps(raw), source="<simulator>")
@@ -196,6 +205,7 @@ class SimNode:
     dropped: set[str] = field(default_factory=set)  # groups it left and dropped (dropped.json)
     tombstones: dict[str, HardState] = field(default_factory=dict)  # their replicas' promises
     table: GroupTable | None = None
+    agent: ControlAgent | None = None  # sharded runs: its part in the control plane
     incarnation: int = 0
     down: int = 0  # active crash faults
     paused: int = 0  # active pause faults
@@ -252,11 +262,17 @@ class World:
         self.founders = tuple(self.cfg.initial_voters())
         self.strategy, placement = distribution.from_config(self.cfg)
         self.placement = placement.groups
+        # The control group (sharded runs): hosted, judged and converged like the shards, by
+        # the product's ControlStateMachine and ControlAgent (docs/simulator.md).
+        self.control = control_spec(self.cfg)
+        self.groups = (*self.placement, *([self.control] if self.control is not None else []))
+        self.publish_ticks = max(1, round(self.cfg.control_plane.publish_interval_s * 1000 / TICK_MS))
+        self.plane_divergence = ""
         self.group_members = {g.id: g.members for g in self.placement}
         self.sched = Scheduler()
         self.trace = _Trace()
         self.history = History(on_record=self._trace_record)
-        self.judges = {g.id: StepJudge() for g in self.placement}
+        self.judges = {g.id: StepJudge() for g in self.groups}
         self.network = Network(
             self.sched,
             random.Random(derive_seed(seed, "network")),
@@ -355,15 +371,26 @@ class World:
             remove_storage=functools.partial(self._remove_storage, node),
             tombstones=node.tombstones,
         )
-        table.set_placement(self.placement)
+        table.set_placement(self.groups)
         # Like Node._hosted_groups: the initial placement's groups less those it dropped, plus
         # those whose storage it holds (it joined them by a rebalance).
-        for spec in self.placement:
+        for spec in self.groups:
             if spec.id == "default" or (node_id in spec.members and spec.id not in node.dropped):
                 table.create(spec)
             elif spec.id in node.storages:
                 table.create(GroupSpec(spec.id, (), (), spec.region))
         node.table = table
+        if self.control is not None:
+            # The node's control agent, as Node runs it: frames to one peer go over the
+            # simulated network, and the feed (PUB/SUB) goes to every other node, each copy
+            # on its own link (lost, cut or delayed like any node-to-node message).
+            peers = [n for n in self.node_ids if n != node_id]
+            node.agent = ControlAgent(
+                table.cfg, replicas=lambda: table.replicas,
+                send=lambda to, frame: send(node_id, to, frame),
+                publish=lambda msg: [send(node_id, peer, msg) for peer in peers],
+                now_us=lambda: self.sched.now_ns // 1_000, wake=table.wake,
+            )
         self._after(node)
         self.sched.after(self._tick_ns(node), self._tick, node.id, node.incarnation)
 
@@ -411,6 +438,11 @@ class World:
         table = node.table
         assert table is not None
         table.tick()
+        agent = node.agent
+        if agent is not None:
+            agent.tick()
+            if node.ticks % self.publish_ticks == 0:
+                agent.beat()  # the node's publish job
         self._after(node)
         if node.open_reads:
             self._check_open_reads(node)
@@ -425,9 +457,18 @@ class World:
     def _after(self, node: SimNode) -> None:
         table = node.table
         assert table is not None
-        table.flush()
+        flushed = table.flush()
+        if node.agent is not None:
+            node.agent.after_flush()
+            flushed += table.flush()  # what the agent proposed
         advanced = False
-        for group, replica in node.replicas():
+        # Only the replicas this step drove can have changed (every input marks its replica
+        # for the flush), so only they are judged, in group order.
+        replicas = table.replicas
+        for group in sorted(set(flushed)):
+            replica = replicas.get(group)  # type: ignore[assignment]
+            if replica is None:
+                continue  # dropped in this step
             view = view_of(node.id, replica.core)
             self.judges[group].observe_node(view)
             if self.rebalancing:
@@ -494,6 +535,16 @@ class World:
             table.on_request((process, attempt), req)
         elif isinstance(msg, NodeBeat):
             table.heard_from(frm, msg.instance)
+        elif isinstance(msg, (ShardReports, FeedResync, *FEED_MESSAGES)):
+            agent = node.agent
+            assert agent is not None  # only agents send them
+            table.heard_from(frm)
+            if isinstance(msg, ShardReports):
+                agent.on_reports(msg)
+            elif isinstance(msg, FeedResync):
+                agent.on_resync(msg)
+            else:
+                agent.on_feed(msg)
         else:
             assert isinstance(msg, PeerMessage)
             table.heard_from(frm)
@@ -728,7 +779,9 @@ class World:
         if any(n.table is None for n in self.nodes.values()):
             self.divergence = "a node is down"
             return False
-        for spec in self.placement:
+        shard_confs: dict[str, tuple[int, tuple[str, ...], tuple[str, ...]]] = {}
+        control_leader: Replica | None = None
+        for spec in self.groups:
             replicas = [
                 r for n in self.nodes.values() for g, r in n.replicas() if g == spec.id
             ]
@@ -748,7 +801,14 @@ class World:
             if len(leaders) != 1:
                 self.divergence = f"{where}{len(leaders)} leaders"
                 return False
-            commit = leaders[0].core.observe().commit
+            leader = leaders[0]
+            if spec.id == CONTROL_GROUP:
+                control_leader = leader
+            else:
+                conf = leader.sm.conf
+                shard_confs[spec.id] = (conf.version, conf.voters, conf.learners) if conf.version \
+                    else (0, spec.voters, spec.learners)
+            commit = leader.core.observe().commit
             applied = {r.node_id: r.sm.applied_index for r in replicas}
             if any(a != commit for a in applied.values()):
                 self.divergence = f"{where}applied indexes {applied} vs leader commit {commit}"
@@ -762,8 +822,36 @@ class World:
                     f"{where}state of {differing} differs from {first_node}'s at index {commit}"
                 )
                 return False
-        self.divergence = ""
+        if control_leader is not None:
+            problem = self._plane_problem(control_leader, shard_confs)
+            if problem:
+                self.divergence = self.plane_divergence = problem
+                return False
+        self.divergence = self.plane_divergence = ""
         return True
+
+    def _plane_problem(
+        self, leader: Replica,
+        shard_confs: dict[str, tuple[int, tuple[str, ...], tuple[str, ...]]],
+    ) -> str:
+        """What the control plane's record says wrong about the shards' real memberships (each
+        shard leader's applied configuration), or "" when it matches every shard."""
+        sm = leader.sm
+        assert isinstance(sm, ControlStateMachine)
+        plane = sm.plane
+        if plane.version == 0:
+            return "control plane: not founded"
+        for shard, (version, voters, learners) in sorted(shard_confs.items()):
+            entry = plane.shards.get(shard)
+            if entry is None:
+                return f"control plane: shard {shard} missing"
+            held = (entry.conf_version, entry.group.voters, entry.group.learners)
+            if held != (version, voters, learners):
+                return (
+                    f"control plane: shard {shard} recorded at {held}, the group is at "
+                    f"{(version, voters, learners)}"
+                )
+        return ""
 
     # --- results --------------------------------------------------------------------------------
 
