@@ -377,19 +377,16 @@ class GroupTable:
             return not any(m in down for m in replica.members())
         return leader is not None and leader not in down
 
-    def flush(self) -> list[str]:
-        """Drive every replica that got input since the last flush; returns their groups (the
-        only replicas whose state this flush can have changed: the simulator judges those)."""
+    def flush(self) -> None:
         if not self._dirty:
-            return []
+            return
         dirty, self._dirty = self._dirty, {}
         if len(dirty) == 1:
             (replica,) = dirty.values()
             replica.flush(self._before_sync)
-            return list(dirty)
+            return
         runner = self._run_persists if self._parallel_persist else None
         drive_many([(r.core, r) for r in dirty.values()], runner, before_sync=self._before_sync)
-        return list(dirty)
 
     def _run_persists(self, persists: Sequence[Callable[[], None]]) -> None:
         pool = self._pool

@@ -19,6 +19,13 @@ groups, by that group's :class:`~exapyte.sim.judge.StepJudge`. Ticks fire every 
 time, scaled by the node's clock rate (drift); maintenance (snapshots) runs every
 ``MAINTENANCE_TICKS`` ticks; the simulated OS writes dirty pages back every ``WRITEBACK_TICKS``.
 
+A sharded run also hosts the control group (``control``, on the control nodes) and gives each
+node incarnation the product's :class:`~exapyte.control.group.ControlAgent`, driven as ``Node``
+drives it (ticked, ``after_flush()`` after each flush, ``beat()`` every publish interval): its
+node frames (shard reports, resync requests) and its feed (sent to every other node, one copy
+per link) cross the simulated network. The control group is judged like a shard, and the run
+converges only once its plane records every shard's applied membership.
+
 Phases, like the real harness: boot, faults (the planned :class:`~exapyte.sim.faults.Fault`
 intervals, while clients run their operation budget), heal (every fault ends, crashed nodes
 restart, paused ones resume), a quiet period, final strong reads of every key, and convergence
@@ -457,18 +464,12 @@ class World:
     def _after(self, node: SimNode) -> None:
         table = node.table
         assert table is not None
-        flushed = table.flush()
+        table.flush()
         if node.agent is not None:
             node.agent.after_flush()
-            flushed += table.flush()  # what the agent proposed
+            table.flush()  # what the agent proposed
         advanced = False
-        # Only the replicas this step drove can have changed (every input marks its replica
-        # for the flush), so only they are judged, in group order.
-        replicas = table.replicas
-        for group in sorted(set(flushed)):
-            replica = replicas.get(group)  # type: ignore[assignment]
-            if replica is None:
-                continue  # dropped in this step
+        for group, replica in node.replicas():
             view = view_of(node.id, replica.core)
             self.judges[group].observe_node(view)
             if self.rebalancing:
