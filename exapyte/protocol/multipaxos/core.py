@@ -92,6 +92,11 @@ slot order, one at a time, and not before the leader's own NOOP is applied; a fo
 bootstraps committed CONF_CHANGE entries ``1..n`` of term 1, identical on every founder, as
 Raft does. A leader that applies its own removal steps down (TimeoutNow to an up-to-date voter).
 
+Standby: an acceptor with nothing chosen and no snapshot (never a founder) may be a voter that
+lost its promises; it promises nothing (a rejecting Promise, ``prepare_standby``) and confirms no
+read round until a leader's Accepts or snapshot give it a chosen prefix. The host keeps the
+promised ballot of a replica it drops (:meth:`MultiPaxos.tombstone`) for a re-created one.
+
 Leadership transfer: the leader stops taking proposals; once every slot it holds is chosen and
 accepted by the target, it sends TimeoutNow (carrying the commit point); the target starts phase
 1 at once with ``transfer`` set, which overrides stickiness. Abandoned after an election timeout.

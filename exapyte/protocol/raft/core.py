@@ -66,6 +66,13 @@ A brand-new group bootstraps from ``PersistedState.conf``: the initial members a
 committed CONF_CHANGE entries 1..n of term 1, identical on every founding member, so a node that
 joins later learns the initial configuration from the log like any other change.
 
+Standby (no vote from a replica that lost its state): a replica whose log is empty (no entry, no
+snapshot: never a founder) may be listed as a voter by a configuration some member still holds
+while it has forgotten its vote and its log (it was dropped and created again, or its storage was
+lost). It refuses every (pre-)vote (``vote_standby``) and answers heartbeats without their read
+round, until a leader's append or snapshot gives it a log. :meth:`Raft.tombstone` is the term and
+vote the host keeps of a replica it drops, to start a re-created one from.
+
 Leadership transfer (thesis §3.10): the leader stops accepting proposals, brings the target up
 to date, then sends TimeoutNow; the target campaigns at once (skipping pre-vote) and its votes
 override leader stickiness. The transfer is abandoned after an election timeout.

@@ -90,6 +90,13 @@ Membership: CONF_CHANGE entries with single-server steps, applied in ``advance``
 (one pending at a time, none before the epoch's NOOP is applied); learners are observers.
 Founding members boot with committed CONF_CHANGE entries 1..n of epoch 0, identical on every
 founder. A leader that loses a quorum of followers for an election timeout returns to LOOKING.
+
+Standby: a follower that holds no entry and no snapshot (never a founder) may be a voter that lost
+its accepted epoch and history. Its FOLLOWERINFO says ``standby``; the leader syncs it but counts
+neither that FOLLOWERINFO nor its ACKEPOCH in discovery (``follower_standby``), so an empty
+history never hides a committed one. The host keeps acceptedEpoch and its leader of a replica it
+drops (:meth:`Zab.tombstone`, currentEpoch 0) for a re-created one.
+
 Leadership transfer: the leader stops proposing, waits until the target holds its whole log,
 sends TRANSFER and returns to LOOKING; the target runs with the transfer flag, which wins the
 tie against equally up-to-date nodes.
