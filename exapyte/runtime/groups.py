@@ -31,9 +31,9 @@ on its own (:meth:`GroupTable.create`, :meth:`GroupTable.drop`). The table is wh
 - **A dropped replica leaves its promises behind.** A replica is dropped (``DropGroupOp``) only
   once this node left the group, and its storage goes with it; but members that have not
   applied the removal yet, or a stale leader, may still count this node as a voter and send
-  it the group's messages. The table keeps the dropped core's :meth:`~exapyte.protocol.core.
-  ConsensusCore.tombstone` (its term and vote, promised ballot or accepted epoch; durable through
-  ``remove_storage``, and handed back at start as ``tombstones``), and a replica of that group
+  it the group's messages. The table keeps the dropped core's ``tombstone()`` (its term and
+  vote, promised ballot or accepted epoch; durable through ``remove_storage``, and handed back
+  at start as ``tombstones``), and a replica of that group
   created again on this node starts from it instead of from nothing. The new replica is also in
   *standby* (it holds no log): it grants no vote and makes no promise until a leader's append
   or snapshot gives it one. Together: the node never gives a term, ballot or epoch twice, never
