@@ -33,10 +33,9 @@ on its own (:meth:`GroupTable.create`, :meth:`GroupTable.drop`). The table is wh
   applied the removal yet, or a stale leader, may still count this node as a voter and send
   it the group's messages. The table keeps the dropped core's ``tombstone()`` (its term and
   vote, promised ballot or accepted epoch; durable through ``remove_storage``, and handed back
-  at start as ``tombstones``), and a replica of that group
-  created again on this node starts from it instead of from nothing. The new replica is also in
-  *standby* (it holds no log): it grants no vote and makes no promise until a leader's append
-  or snapshot gives it one. Together: the node never gives a term, ballot or epoch twice, never
+  at start as ``tombstones``), and a replica of that group created again on this node starts
+  from it instead of from nothing. The new replica is also in *standby* (it holds no log): it
+  grants no vote and makes no promise until a leader's append or snapshot gives it one. Together: the node never gives a term, ballot or epoch twice, never
   takes a leader's entries of a term it had already left, and is never counted in an election
   or a read quorum for a log it no longer holds. A peer message for a group dropped less than
   ``down_after_ticks`` ago is not even given a replica (what its members sent before they
