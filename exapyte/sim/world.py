@@ -272,14 +272,13 @@ class World:
         # The control group (sharded runs): hosted, judged and converged like the shards, by
         # the product's ControlStateMachine and ControlAgent (docs/simulator.md).
         self.control = control_spec(self.cfg)
-        self.groups = (*self.placement, *([self.control] if self.control is not None else []))
         self.publish_ticks = max(1, round(self.cfg.control_plane.publish_interval_s * 1000 / TICK_MS))
         self.plane_divergence = ""
         self.group_members = {g.id: g.members for g in self.placement}
         self.sched = Scheduler()
         self.trace = _Trace()
         self.history = History(on_record=self._trace_record)
-        self.judges = {g.id: StepJudge() for g in self.groups}
+        self.judges = {g.id: StepJudge() for g in self.all_groups}
         self.network = Network(
             self.sched,
             random.Random(derive_seed(seed, "network")),
@@ -345,6 +344,12 @@ class World:
         self.divergence = ""
         self.think_ns = int(1.6 * spec.fault_s * NS_PER_S * spec.clients / max(spec.ops, 1))
 
+    @property
+    def all_groups(self) -> tuple[GroupSpec, ...]:
+        """Every replica group of the run: the placement's, and the control group if any."""
+        control = (self.control,) if self.control is not None else ()
+        return (*self.placement, *control)
+
     # --- tracing --------------------------------------------------------------------------------
 
     def _trace_delivery(self, frm: str, to: str, msg: Any) -> None:
@@ -378,10 +383,10 @@ class World:
             remove_storage=functools.partial(self._remove_storage, node),
             tombstones=node.tombstones,
         )
-        table.set_placement(self.groups)
+        table.set_placement(self.all_groups)
         # Like Node._hosted_groups: the initial placement's groups less those it dropped, plus
         # those whose storage it holds (it joined them by a rebalance).
-        for spec in self.groups:
+        for spec in self.all_groups:
             if spec.id == "default" or (node_id in spec.members and spec.id not in node.dropped):
                 table.create(spec)
             elif spec.id in node.storages:
@@ -782,7 +787,7 @@ class World:
             return False
         shard_confs: dict[str, tuple[int, tuple[str, ...], tuple[str, ...]]] = {}
         control_leader: Replica | None = None
-        for spec in self.groups:
+        for spec in self.all_groups:
             replicas = [
                 r for n in self.nodes.values() for g, r in n.replicas() if g == spec.id
             ]
