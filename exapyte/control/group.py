@@ -229,8 +229,16 @@ class ControlAgent:
         send: Callable[[str, Any], None],
         publish: Callable[[Any], None],
         on_map: Callable[[ControlPlane], None] | None = None,
+        now_us: Callable[[], int] | None = None,
+        wake: Callable[[str], None] | None = None,
     ) -> None:
         self.cfg = cfg
+        # The clock the agent's session sequence numbers follow (they must grow across
+        # restarts, for exactly-once proposals); the simulator passes its simulated clock.
+        self._now_us = now_us if now_us is not None else lambda: int(time.time() * 1_000_000)
+        # Tells the group table that the control replica got a proposal it did not route, so
+        # that a quiesced control group ticks and flushes it (else it waits for other input).
+        self._wake = wake
         self.node_id = cfg.node_id or ""
         self.spec = control_spec(cfg)
         self._replicas = replicas
@@ -244,7 +252,7 @@ class ControlAgent:
         self._resync_at = -RESYNC_EVERY_TICKS
         self._bootstrap_term = -1
         self._reported: dict[str, tuple[int, str, int]] = {}  # shard -> (version, leader, term) sent
-        self._seq = int(time.time() * 1_000_000)
+        self._seq = self._now_us()
         self._mirror_version = 0
 
     @property
@@ -269,9 +277,13 @@ class ControlAgent:
         if not self._leading(replica) or not commands:
             return False
         assert replica is not None
-        self._seq = max(self._seq + 1, int(time.time() * 1_000_000))
+        self._seq = max(self._seq + 1, self._now_us())
         op = ControlOp(tuple(encode_command(c) for c in commands[:COMMANDS_PER_OP_MAX]))
-        return replica.propose_internal(KVCommand(f"node:{self.node_id}", self._seq, op))
+        if not replica.propose_internal(KVCommand(f"node:{self.node_id}", self._seq, op)):
+            return False
+        if self._wake is not None:
+            self._wake(CONTROL_GROUP)
+        return True
 
     def after_flush(self) -> None:
         """After the node's flush: publish what the local control replica applied (when it
@@ -283,8 +295,8 @@ class ControlAgent:
         assert isinstance(sm, ControlStateMachine)
         published = sm.take_published()
         leading = self._leading(replica)
-        term = replica.core.status().term
         if leading:
+            term = replica.core.term
             self.leader = (term, self.node_id)
             for pub in published:
                 self._publish(FeedDelta(

@@ -21,10 +21,13 @@ the tests):
    told to drop its replica (``admin.drop_group`` with the configuration after the removal): a
    removed replica may never learn of its removal from the log, and must not go on serving the
    weaker read levels from a state that no longer advances. The drop waits for the members
-   because a dropped replica forgets its log and votes: a member that has not yet applied the
-   removal still counts Y as a voter, and a replica of Y re-created empty (by a late message)
-   would grant it a vote it must not have (found by the simulator's rebalance fault). A member
-   that does not apply it in time (it is down) leaves Y's replica in place: no drop.
+   because a dropped replica forgets its log: a member that has not yet applied the removal
+   still counts Y as a voter, and a replica of Y re-created empty (by a late message) would,
+   without more, grant it a vote it must not have (found by the simulator's rebalance fault).
+   Y's node also keeps the dropped replica's promises and a replica holding no log never votes
+   (``ConsensusCore.standby`` / ``tombstone``, exapyte/runtime/groups.py), so the wait is the
+   first of two guards (tests/mutants/amnesia.py takes it away). A member that does not apply
+   the removal in time (it is down) leaves Y's replica in place: no drop.
 
 With a control group (sharded and hierarchical strategies), ``node add`` first enters the node
 in the control plane's topology (``NodeAdd``, a new membership epoch) and ``node remove`` takes it

@@ -38,7 +38,7 @@ from collections.abc import Collection
 from typing import Any, Protocol
 
 from exapyte.protocol.invariants import NodeView
-from exapyte.protocol.types import ConfChange, Ready, Role, Snapshot, Status
+from exapyte.protocol.types import ConfChange, HardState, Ready, Role, Snapshot, Status
 
 
 def misaddressed(message: Any, handled: Collection[type], me: str) -> str | None:
@@ -111,6 +111,31 @@ class ConsensusCore(abc.ABC):
         costs liveness only, never safety. A protocol that does not support it returns False.
         """
         return False
+
+    @property
+    @abc.abstractmethod
+    def standby(self) -> bool:
+        """Whether this replica holds nothing: no log entry and no snapshot.
+
+        A founding member never is (it starts with the founding configuration as committed
+        entries ``1..n``), so a replica in standby was created empty on a node that joins the
+        group, or that lost or dropped its replica and was sent a message for the group again.
+        Such a replica may be listed as a voter by a configuration that some member still holds
+        while it has forgotten everything it promised and accepted (*amnesia*). Until a leader's
+        append or snapshot gives it a log, it grants no vote, makes no promise, counts in no
+        discovery quorum and confirms no read round; it does accept that first append or
+        snapshot, which is how it joins (and it then persists it before acknowledging, as every
+        acknowledgement of the log is)."""
+
+    @abc.abstractmethod
+    def tombstone(self) -> HardState:
+        """The hard state a replica of this group re-created empty on this node starts from:
+        this core's promises (Raft's term and vote, the promised ballot of Multi-Paxos, ZAB's
+        accepted epoch and the leader it came from), without the log and without anything that
+        describes the log (commit index, accepted slots, current epoch). The host keeps it when
+        it drops the replica, so that a later replica of the group on this node never gives a
+        term, ballot or epoch it already gave to another candidate, nor takes a stale leader's
+        entries in a term it had already left."""
 
     @abc.abstractmethod
     def is_from_leader(self, message: object) -> bool:

@@ -28,6 +28,18 @@ on its own (:meth:`GroupTable.create`, :meth:`GroupTable.drop`). The table is wh
   receives from a peer (:meth:`heard_from`, with the peer's instance id when the frame says it).
   A peer unheard for two election timeouts is down; a peer that comes back, or comes back as a new
   instance (it restarted and lost its volatile state), wakes every group it is a member of.
+- **A dropped replica leaves its promises behind.** A replica is dropped (``DropGroupOp``) only
+  once this node left the group, and its storage goes with it; but members that have not
+  applied the removal yet, or a stale leader, may still count this node as a voter and send
+  it the group's messages. The table keeps the dropped core's ``tombstone()`` (its term and
+  vote, promised ballot or accepted epoch; durable through ``remove_storage``, and handed back
+  at start as ``tombstones``), and a replica of that group created again on this node starts
+  from it instead of from nothing. The new replica is also in *standby* (it holds no log): it
+  grants no vote and makes no promise until a leader's append or snapshot gives it one. Together: the node never gives a term, ballot or epoch twice, never
+  takes a leader's entries of a term it had already left, and is never counted in an election
+  or a read quorum for a log it no longer holds. A peer message for a group dropped less than
+  ``down_after_ticks`` ago is not even given a replica (what its members sent before they
+  applied the removal is still arriving).
 - **Only dirty replicas are flushed**: those that got input since the last flush, so a loop
   iteration costs what changed, not the number of groups. They are driven together
   (:func:`~exapyte.protocol.drive.drive_many`): each group keeps the Ready order, and the
@@ -39,7 +51,7 @@ on its own (:meth:`GroupTable.create`, :meth:`GroupTable.drop`). The table is wh
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -47,6 +59,7 @@ from exapyte.config import Config
 from exapyte.data.router import Descriptor
 from exapyte.distribution.base import GroupSpec
 from exapyte.protocol.drive import drive_many
+from exapyte.protocol.types import HardState, PersistedState
 from exapyte.runtime.replica import Replica
 from exapyte.runtime.service import ReplySink, ServiceBase, validate_request
 from exapyte.storage import Storage
@@ -58,6 +71,14 @@ QUIESCE_AFTER_HEARTBEATS = 3  # quiet heartbeat intervals before a group stops t
 PERSIST_THREADS_MAX = 8  # threads that run the persists (fsyncs) of different groups at once
 
 GroupSink = Callable[[str, str, Any], None]  # (peer node id, group id, consensus message)
+
+
+def _holds_nothing(persisted: PersistedState) -> bool:
+    """A store no replica has written to (a new one, or one whose writes were never synced)."""
+    return (
+        persisted.hard_state == HardState() and persisted.snapshot is None
+        and not persisted.entries
+    )
 
 
 class GroupTable:
@@ -75,8 +96,9 @@ class GroupTable:
         before_sync: Callable[[], None] | None = None,
         make_replica: Callable[..., Replica] = Replica,
         parallel_persist: bool = False,
-        remove_storage: Callable[[str], None] | None = None,
+        remove_storage: Callable[[str, HardState], None] | None = None,
         clock_ms: Callable[[], float] | None = None,
+        tombstones: Mapping[str, HardState] | None = None,
     ) -> None:
         self.cfg = cfg
         self.node_id = cfg.node_id or ""
@@ -95,6 +117,8 @@ class GroupTable:
         self._clock_ms = clock_ms
         self._left: dict[str, Descriptor] = {}  # groups this node dropped: what it was told
         self._left_at: dict[str, int] = {}  # group -> the tick it was dropped at
+        # group -> the promises of the replica this node dropped (see the module docstring)
+        self.tombstones: dict[str, HardState] = dict(tombstones or {})
         self._pool: ThreadPoolExecutor | None = None
         self.replicas: dict[str, Replica] = {}
         self.placement: dict[str, GroupSpec] = {}  # every group of the cluster, hosted or not
@@ -128,6 +152,11 @@ class GroupTable:
             raise ValueError(f"group {spec.id!r} is already hosted on {self.node_id}")
         storage = self._open_storage(spec.id)
         try:
+            tombstone = self.tombstones.get(spec.id)
+            if tombstone is not None and _holds_nothing(storage.load_persisted()):
+                # A replica this node dropped: the new one keeps the old one's promises.
+                storage.persist(tombstone, [], sync=True)
+                self.count("groups_from_tombstone")
             if self._clock_ms is None:
                 send = lambda to, msg, stamp=None, _g=spec.id: self._send(to, _g, msg)  # noqa: E731
             else:
@@ -156,6 +185,14 @@ class GroupTable:
             table.pop(group, None)
         replica.flush()
         replica.close()
+
+    def wake(self, group: str) -> None:
+        """Input for ``group`` that did not come through the table (the control agent proposed
+        on its replica): tick and flush it again."""
+        replica = self.replicas.get(group)
+        if replica is not None:
+            self._wake(group, replica)
+            self._idle[group] = replica
 
     def _wake(self, group: str, replica: Replica) -> None:
         # An active group keeps its count of quiet ticks: a heartbeat that changes nothing must
@@ -237,13 +274,15 @@ class GroupTable:
             message = f"{self.node_id} does not host group {req.group}"
         else:
             self.drop(req.group)
+            tombstone = replica.core.tombstone()  # after the drop's last flush
+            self.tombstones[req.group] = tombstone
             region = replica.group.region
             self._left[req.group] = Descriptor(
                 GroupSpec(req.group, op.members, (), region), op.version,
             )
             self._left_at[req.group] = self.ticks
             if self._remove_storage is not None:
-                self._remove_storage(req.group)
+                self._remove_storage(req.group, tombstone)
             self.count("groups_dropped")
             log.info("%s: dropped its replica of group %s (it left the group)", self.node_id, req.group)
             message = f"{self.node_id} dropped its replica of group {req.group}"
@@ -265,9 +304,10 @@ class GroupTable:
                 self.count("peer_left_group")
                 return
             # A group of the cluster this node does not host yet: it was just added to it (as a
-            # learner, by a rebalance). Its replica starts empty (this node is not among the
-            # founding voters) and catches up from the leader, by snapshot if need be.
-            # Never as a founder: the group exists, and this replica learns it from the leader.
+            # learner, by a rebalance), or it is a stale member's message for a group this node
+            # left. Its replica starts empty (or from the tombstone of the one it dropped) and
+            # in standby, and catches up from the leader, by snapshot if need be. Never as a
+            # founder: the group exists, and this replica learns it from the leader.
             replica = self.create(GroupSpec(spec.id, (), (), spec.region))
             self.count("groups_joined")
             log.info("%s: hosting group %s (a member sent it the first message)", self.node_id, group)

@@ -59,6 +59,7 @@ from exapyte.control.group import ControlAgent, control_spec
 from exapyte.control.plane import ControlPlane
 from exapyte.distribution.base import GroupSpec
 from exapyte.errors import ConfigError, ExapyteError
+from exapyte.protocol.types import HardState
 from exapyte.runtime.auth import (
     PUB_DOMAIN,
     ROUTER_DOMAIN,
@@ -267,11 +268,12 @@ class Node:
             parallel_persist=True,
             remove_storage=self._remove_storage,
             clock_ms=lambda: self.clock.now() * 1000.0,
+            tombstones=self._dropped_groups(),
         )
         self.groups = groups
         agent = ControlAgent(
             cfg, replicas=lambda: groups.replicas, send=self._send_node_frame,
-            publish=self._publish_feed, on_map=self._on_map,
+            publish=self._publish_feed, on_map=self._on_map, wake=groups.wake,
         )
         if agent.enabled:
             self.control = agent
@@ -312,19 +314,34 @@ class Node:
         root, _ = os.path.splitext(self.cfg.storage_path())
         return f"{root}.groups/dropped.json"
 
-    def _dropped_groups(self) -> set[str]:
+    def _dropped_groups(self) -> dict[str, HardState]:
+        """The groups this node dropped, each with the tombstone of its replica (the core's
+        promises, hex-encoded: ``{"group": {"commit": 0, "record": "<hex>"}}``; a list of
+        group names, as older nodes wrote it, is read as tombstones without promises)."""
+        path = self._dropped_path()
         try:
-            with open(self._dropped_path(), encoding="utf-8") as f:
+            with open(path, encoding="utf-8") as f:
                 raw = json.load(f)
         except FileNotFoundError:
-            return set()
+            return {}
         except (OSError, ValueError) as exc:
-            raise ConfigError(f"{self._dropped_path()} is unreadable: {exc}") from exc
-        return {g for g in raw if isinstance(g, str)} if isinstance(raw, list) else set()
+            raise ConfigError(f"{path} is unreadable: {exc}") from exc
+        if isinstance(raw, list):
+            return {g: HardState() for g in raw if isinstance(g, str)}
+        if not isinstance(raw, dict):
+            raise ConfigError(f"{path} must hold a JSON object of group tombstones")
+        out: dict[str, HardState] = {}
+        for group, tomb in raw.items():
+            try:
+                out[group] = HardState(int(tomb["commit"]), bytes.fromhex(tomb["record"]))
+            except (KeyError, TypeError, ValueError) as exc:
+                raise ConfigError(f"{path}: the tombstone of {group!r} is unreadable") from exc
+        return out
 
-    def _remove_storage(self, group: str) -> None:
-        """The files of a dropped group are deleted and the group remembered as left, so that
-        a restart does not host it again from the initial placement."""
+    def _remove_storage(self, group: str, tombstone: HardState) -> None:
+        """The files of a dropped group are deleted and the group remembered as left with its
+        replica's tombstone, so that a restart neither hosts it again from the initial
+        placement nor re-creates it without the promises the dropped replica made."""
         if self.cfg.storage.backend == "memory":
             return
         path = group_path(self.cfg.storage_path(), group)
@@ -333,7 +350,12 @@ class Node:
                 os.remove(path + suffix)
             except FileNotFoundError:
                 pass
-        dropped = sorted(self._dropped_groups() | {group})
+        tombstones = self._dropped_groups()
+        tombstones[group] = tombstone
+        dropped = {
+            g: {"commit": t.commit, "record": t.record.hex()}
+            for g, t in sorted(tombstones.items())
+        }
         target = self._dropped_path()
         os.makedirs(os.path.dirname(target), exist_ok=True)
         tmp = target + ".tmp"

@@ -19,6 +19,13 @@ groups, by that group's :class:`~exapyte.sim.judge.StepJudge`. Ticks fire every 
 time, scaled by the node's clock rate (drift); maintenance (snapshots) runs every
 ``MAINTENANCE_TICKS`` ticks; the simulated OS writes dirty pages back every ``WRITEBACK_TICKS``.
 
+A sharded run also hosts the control group (``control``, on the control nodes) and gives each
+node incarnation the product's :class:`~exapyte.control.group.ControlAgent`, driven as ``Node``
+drives it (ticked, ``after_flush()`` after each flush, ``beat()`` every publish interval): its
+node frames (shard reports, resync requests) and its feed (sent to every other node, one copy
+per link) cross the simulated network. The control group is judged like a shard, and the run
+converges only once its plane records every shard's applied membership.
+
 Phases, like the real harness: boot, faults (the planned :class:`~exapyte.sim.faults.Fault`
 intervals, while clients run their operation budget), heal (every fault ends, crashed nodes
 restart, paused ones resume), a quiet period, final strong reads of every key, and convergence
@@ -42,12 +49,13 @@ import msgspec
 
 from exapyte import distribution
 from exapyte.config import Config, loads
+from exapyte.control.group import ControlAgent, ControlStateMachine, control_spec
 from exapyte.control.partitions import PARTITION_SHAPES as ALL_SHAPES
 from exapyte.control.rebalance import GroupState
 from exapyte.data.router import Descriptor, Router
 from exapyte.distribution.base import GroupSpec
 from exapyte.history import Event
-from exapyte.protocol.types import Entry, Role
+from exapyte.protocol.types import Entry, HardState, Role
 from exapyte.runtime.groups import GroupTable
 from exapyte.runtime.replica import Replica
 from exapyte.sim.faults import (
@@ -73,13 +81,17 @@ from exapyte.sim.workload import (
     Workload,
 )
 from exapyte.wire import (
+    CONTROL_GROUP,
+    FEED_MESSAGES,
     ClientReply,
     ClientRequest,
+    FeedResync,
     GetOp,
     NodeBeat,
     PeerMessage,
     ReplyCode,
     ScanOp,
+    ShardReports,
 )
 
 TICK_MS = 10
@@ -89,6 +101,7 @@ SNAPSHOT_ENTRIES = 40
 SNAPSHOT_CHUNK_BYTES = 64
 MAINTENANCE_TICKS = 10
 WRITEBACK_TICKS = 20
+CONTROL_PUBLISH_S = 0.5  # sharded runs: the control leader's feed beat
 INBOX_MAX = 1_000  # messages a paused node keeps queued (more are dropped)
 WARMUP_MS = 300
 FINAL_READ_DEADLINE_MS = 8_000
@@ -268,6 +281,9 @@ def sim_config(
     }
     if shards > 1:
         raw["distribution"] = {"strategy": "sharded", "shards": shards, "replication_factor": 3}
+        # The control leader's beat, by which a node that missed the feed finds out and asks
+        # for a resync: a second-sized run needs it more often than the 5 s default.
+        raw["control_plane"] = {"publish_interval_s": CONTROL_PUBLISH_S}
     if spares:
         raw["consensus"]["initial_voters"] = ids
     if bugs:  # the product's known bugs (config.KNOWN_BUGS), to show that the judges catch them
@@ -312,7 +328,9 @@ class SimNode:
     lose_unsynced: bool = True
     storages: dict[str, SimStorage] = field(default_factory=dict)  # group -> its storage
     dropped: set[str] = field(default_factory=set)  # groups it left and dropped (dropped.json)
+    tombstones: dict[str, HardState] = field(default_factory=dict)  # their replicas' promises
     table: GroupTable | None = None
+    agent: ControlAgent | None = None  # sharded runs: its part in the control plane
     incarnation: int = 0
     down: int = 0  # active crash faults
     paused: int = 0  # active pause faults
@@ -373,11 +391,16 @@ class World:
         self.founders = tuple(self.cfg.initial_voters())
         self.strategy, placement = distribution.from_config(self.cfg)
         self.placement = placement.groups
+        # The control group (sharded runs): hosted, judged and converged like the shards, by
+        # the product's ControlStateMachine and ControlAgent (docs/simulator.md).
+        self.control = control_spec(self.cfg)
+        self.publish_ticks = max(1, round(self.cfg.control_plane.publish_interval_s * 1000 / TICK_MS))
+        self.plane_divergence = ""
         self.group_members = {g.id: g.members for g in self.placement}
         self.sched = Scheduler()
         self.trace = _Trace()
         self.history = History(on_record=self._trace_record)
-        self.judges = {g.id: StepJudge() for g in self.placement}
+        self.judges = {g.id: StepJudge() for g in self.all_groups}
         self.network = Network(
             self.sched,
             random.Random(derive_seed(seed, "network")),
@@ -452,6 +475,12 @@ class World:
         self.state_diverged = False
         self.think_ns = int(1.6 * spec.fault_s * NS_PER_S * spec.clients / max(spec.ops, 1))
 
+    @property
+    def all_groups(self) -> tuple[GroupSpec, ...]:
+        """Every replica group of the run: the placement's, and the control group if any."""
+        control = (self.control,) if self.control is not None else ()
+        return (*self.placement, *control)
+
     # --- tracing --------------------------------------------------------------------------------
 
     def _trace_delivery(self, frm: str, to: str, msg: Any) -> None:
@@ -488,16 +517,28 @@ class World:
             make_replica=functools.partial(self._make_replica, node_id),
             remove_storage=functools.partial(self._remove_storage, node),
             clock_ms=self._clock_ms,
+            tombstones=node.tombstones,
         )
-        table.set_placement(self.placement)
+        table.set_placement(self.all_groups)
         # Like Node._hosted_groups: the initial placement's groups less those it dropped, plus
         # those whose storage it holds (it joined them by a rebalance).
-        for spec in self.placement:
+        for spec in self.all_groups:
             if spec.id == "default" or (node_id in spec.members and spec.id not in node.dropped):
                 table.create(spec)
             elif spec.id in node.storages:
                 table.create(GroupSpec(spec.id, (), (), spec.region))
         node.table = table
+        if self.control is not None:
+            # The node's control agent, as Node runs it: frames to one peer go over the
+            # simulated network, and the feed (PUB/SUB) goes to every other node, each copy
+            # on its own link (lost, cut or delayed like any node-to-node message).
+            peers = [n for n in self.node_ids if n != node_id]
+            node.agent = ControlAgent(
+                table.cfg, replicas=lambda: table.replicas,
+                send=lambda to, frame: send(node_id, to, frame),
+                publish=lambda msg: [send(node_id, peer, msg) for peer in peers],
+                now_us=lambda: self.sched.now_ns // 1_000, wake=table.wake,
+            )
         self._after(node)
         self.sched.after(self._tick_ns(node), self._tick, node.id, node.incarnation)
 
@@ -520,10 +561,12 @@ class World:
         judge.forget_node(node_id)
         return replica
 
-    def _remove_storage(self, node: SimNode, group: str) -> None:
-        """The node dropped its replica of ``group`` (it left the group): its files go."""
+    def _remove_storage(self, node: SimNode, group: str, tombstone: HardState) -> None:
+        """The node dropped its replica of ``group`` (it left the group): its files go, the
+        tombstone of its promises stays (durable, like the node's dropped.json)."""
         node.storages.pop(group, None)
         node.dropped.add(group)
+        node.tombstones[group] = tombstone
         self.judges[group].forget_node(node.id)
         self.moves.forget(group, node.id)
         self.counters["groups_dropped"] = self.counters.get("groups_dropped", 0) + 1
@@ -543,6 +586,11 @@ class World:
         table = node.table
         assert table is not None
         table.tick()
+        agent = node.agent
+        if agent is not None:
+            agent.tick()
+            if node.ticks % self.publish_ticks == 0:
+                agent.beat()  # the node's publish job
         self._after(node)
         if node.open_reads:
             self._check_open_reads(node)
@@ -558,6 +606,9 @@ class World:
         table = node.table
         assert table is not None
         table.flush()
+        if node.agent is not None:
+            node.agent.after_flush()
+            table.flush()  # what the agent proposed
         advanced = False
         for group, replica in node.replicas():
             view = view_of(node.id, replica.core)
@@ -626,6 +677,16 @@ class World:
             table.on_request((process, attempt), req)
         elif isinstance(msg, NodeBeat):
             table.heard_from(frm, msg.instance)
+        elif isinstance(msg, (ShardReports, FeedResync, *FEED_MESSAGES)):
+            agent = node.agent
+            assert agent is not None  # only agents send them
+            table.heard_from(frm)
+            if isinstance(msg, ShardReports):
+                agent.on_reports(msg)
+            elif isinstance(msg, FeedResync):
+                agent.on_resync(msg)
+            else:
+                agent.on_feed(msg)
         else:
             assert isinstance(msg, PeerMessage)
             table.heard_from(frm)
@@ -879,7 +940,9 @@ class World:
         if any(n.table is None for n in self.nodes.values()):
             self.divergence = "a node is down"
             return False
-        for spec in self.placement:
+        shard_confs: dict[str, tuple[int, tuple[str, ...], tuple[str, ...]]] = {}
+        control_leader: Replica | None = None
+        for spec in self.all_groups:
             replicas = [
                 r for n in self.nodes.values() for g, r in n.replicas() if g == spec.id
             ]
@@ -899,7 +962,14 @@ class World:
             if len(leaders) != 1:
                 self.divergence = f"{where}{len(leaders)} leaders"
                 return False
-            commit = leaders[0].core.observe().commit
+            leader = leaders[0]
+            if spec.id == CONTROL_GROUP:
+                control_leader = leader
+            else:
+                conf = leader.sm.conf
+                shard_confs[spec.id] = (conf.version, conf.voters, conf.learners) if conf.version \
+                    else (0, spec.voters, spec.learners)
+            commit = leader.core.observe().commit
             applied = {r.node_id: r.sm.applied_index for r in replicas}
             if any(a != commit for a in applied.values()):
                 self.divergence = f"{where}applied indexes {applied} vs leader commit {commit}"
@@ -914,9 +984,37 @@ class World:
                     f"{where}state of {differing} differs from {first_node}'s at index {commit}"
                 )
                 return False
-        self.divergence = ""
+        if control_leader is not None:
+            problem = self._plane_problem(control_leader, shard_confs)
+            if problem:
+                self.divergence = self.plane_divergence = problem
+                return False
+        self.divergence = self.plane_divergence = ""
         self.state_diverged = False
         return True
+
+    def _plane_problem(
+        self, leader: Replica,
+        shard_confs: dict[str, tuple[int, tuple[str, ...], tuple[str, ...]]],
+    ) -> str:
+        """What the control plane's record says wrong about the shards' real memberships (each
+        shard leader's applied configuration), or "" when it matches every shard."""
+        sm = leader.sm
+        assert isinstance(sm, ControlStateMachine)
+        plane = sm.plane
+        if plane.version == 0:
+            return "control plane: not founded"
+        for shard, (version, voters, learners) in sorted(shard_confs.items()):
+            entry = plane.shards.get(shard)
+            if entry is None:
+                return f"control plane: shard {shard} missing"
+            held = (entry.conf_version, entry.group.voters, entry.group.learners)
+            if held != (version, voters, learners):
+                return (
+                    f"control plane: shard {shard} recorded at {held}, the group is at "
+                    f"{(version, voters, learners)}"
+                )
+        return ""
 
     # --- results --------------------------------------------------------------------------------
 

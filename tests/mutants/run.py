@@ -47,11 +47,15 @@ from exapyte.sim.faults import FAULT_KINDS, SHARDED_FAULT_KINDS
 from exapyte.sim.runner import ShrinkResult, SimResult, run_seed, run_seeds, shrink
 from exapyte.sim.scheduler import NS_PER_S
 from exapyte.sim.world import SimSpec
+from tests.mutants.amnesia import AMNESIA_SIM_MUTANTS
 from tests.mutants.mutants import MUTANTS, MUTANTS_BY_NAME, Mutant
 from tests.mutants.routing import ROUTING_SIM_MUTANTS
 
-CATALOGUE: tuple[Mutant, ...] = MUTANTS + ROUTING_SIM_MUTANTS  # what `make mutants` hunts
-BY_NAME: dict[str, Mutant] = {**MUTANTS_BY_NAME, **{m.name: m for m in ROUTING_SIM_MUTANTS}}
+# what `make mutants` hunts
+CATALOGUE: tuple[Mutant, ...] = MUTANTS + ROUTING_SIM_MUTANTS + AMNESIA_SIM_MUTANTS
+BY_NAME: dict[str, Mutant] = {
+    **MUTANTS_BY_NAME, **{m.name: m for m in ROUTING_SIM_MUTANTS + AMNESIA_SIM_MUTANTS}
+}
 BASELINE_SHARDS = 4  # the sharded part of the baseline (with rebalances)
 
 SEEDS_MAX_DEFAULT = 100

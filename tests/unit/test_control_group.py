@@ -173,3 +173,40 @@ def test_reports_from_a_node_that_does_not_lead_the_control_group_are_not_propos
 
     agent.agent.on_reports(ShardReports("n1", "n3", (encode_command(ShardReport("s0", 3, ("n1",), (), "n1", 1)),)))
     assert agent.agent.counters == {"reports_not_leader": 1}
+
+
+class _LeadingReplica:
+    """The part of a control replica ControlAgent.propose uses: it leads, and keeps proposals."""
+
+    def __init__(self) -> None:
+        from types import SimpleNamespace
+
+        from exapyte.protocol.types import Role
+
+        self.core = SimpleNamespace(role=Role.LEADER)
+        self.proposed: list[Any] = []
+
+    def propose_internal(self, command: Any) -> bool:
+        self.proposed.append(command)
+        return True
+
+
+def test_a_proposal_wakes_the_control_group_and_sequences_follow_the_injected_clock(make_config) -> None:  # type: ignore[no-untyped-def]
+    # A quiesced control group is neither ticked nor flushed: a proposal the agent makes (a
+    # report from a peer) would wait for other input unless the agent wakes it.
+    from exapyte.wire import CONTROL_GROUP
+
+    cfg = make_config(["n1", "n2", "n3"], node_id="n1", distribution={"strategy": "sharded", "shards": 2})
+    replica = _LeadingReplica()
+    woken: list[str] = []
+    now = [5_000]
+    agent = ControlAgent(
+        cfg, replicas=lambda: {CONTROL_GROUP: replica}, send=lambda to, m: None,  # type: ignore[dict-item]
+        publish=lambda m: None, now_us=lambda: now[0], wake=woken.append,
+    )
+    assert agent.propose([ShardReport("s0", 3, ("n1",), (), "n1", 1)])
+    assert woken == [CONTROL_GROUP]
+    assert agent.propose([ShardReport("s0", 4, ("n1",), (), "n1", 1)])  # same instant: seq + 1
+    now[0] = 9_000
+    assert agent.propose([ShardReport("s0", 5, ("n1",), (), "n1", 1)])
+    assert [c.seq for c in replica.proposed] == [5_001, 5_002, 9_000]

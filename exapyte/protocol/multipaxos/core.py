@@ -92,6 +92,11 @@ slot order, one at a time, and not before the leader's own NOOP is applied; a fo
 bootstraps committed CONF_CHANGE entries ``1..n`` of term 1, identical on every founder, as
 Raft does. A leader that applies its own removal steps down (TimeoutNow to an up-to-date voter).
 
+Standby: an acceptor with nothing chosen and no snapshot (never a founder) may be a voter that
+lost its promises; it promises nothing (a rejecting Promise, ``prepare_standby``) and confirms no
+read round until a leader's Accepts or snapshot give it a chosen prefix. The host keeps the
+promised ballot of a replica it drops (:meth:`MultiPaxos.tombstone`) for a re-created one.
+
 Leadership transfer: the leader stops taking proposals; once every slot it holds is chosen and
 accepted by the target, it sends TimeoutNow (carrying the commit point); the target starts phase
 1 at once with ``transfer`` set, which overrides stickiness. Abandoned after an election timeout.
@@ -554,6 +559,16 @@ class MultiPaxos(ConsensusCore):
             log_matching=False,
         )
 
+    @property
+    def standby(self) -> bool:
+        # Nothing chosen and no snapshot (a founder holds its founding configuration as slots
+        # 1..n): an empty acceptor, which may have promised before it lost its state.
+        return self.log.last_index == 0
+
+    def tombstone(self) -> HardState:
+        promised = PaxosRecord(self._promised[0], self._promised[1])
+        return HardState(record=encode_record(promised))
+
     def is_from_leader(self, message: object) -> bool:
         if type(message) not in _LEADER_MESSAGES:
             return False
@@ -848,7 +863,9 @@ class MultiPaxos(ConsensusCore):
                 self._on_accept(m)
             elif kind is Heartbeat:
                 self._learn_commit(m.commit)
-                self._send(HeartbeatAck(self._id, m.frm, m.round, self._match(), m.ctx))
+                # Standby: answered (the leader then sends the log), confirming no read round.
+                ctx = 0 if self.standby else m.ctx
+                self._send(HeartbeatAck(self._id, m.frm, m.round, self._match(), ctx))
             else:
                 self._on_snapshot(m)
         elif kind is Reject:
@@ -861,6 +878,13 @@ class MultiPaxos(ConsensusCore):
     # --- acceptor --------------------------------------------------------------------------
 
     def _on_prepare(self, m: Prepare) -> None:
+        if self.standby:
+            # Standby: an acceptor that holds nothing may be a voter that forgot its promises
+            # and its accepted values; it promises nothing until a leader gives it the log.
+            self._count("prepare_standby")
+            self._send(Promise(self._id, m.frm, m.round, m.start, 0, reject=True,
+                               probe=m.probe))
+            return
         if m.probe:
             in_lease = (
                 self._leader is not None

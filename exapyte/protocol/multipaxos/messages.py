@@ -67,7 +67,8 @@ class Prepare(msgspec.Struct, frozen=True, tag="paxos.prepare"):
 class Promise(msgspec.Struct, frozen=True, tag="paxos.promise"):
     """Phase 1b. Granted: ``accepted`` holds every slot at or above ``start`` the acceptor
     accepted, in slot order. Refused (``reject``): the acceptor knows more of the chosen prefix
-    (``commit``) than the candidate, and did not promise."""
+    (``commit``) than the candidate, or it holds nothing at all (standby: ``commit`` 0, see
+    ``ConsensusCore.standby``), and did not promise."""
 
     frm: str
     to: str

@@ -66,6 +66,13 @@ A brand-new group bootstraps from ``PersistedState.conf``: the initial members a
 committed CONF_CHANGE entries 1..n of term 1, identical on every founding member, so a node that
 joins later learns the initial configuration from the log like any other change.
 
+Standby (no vote from a replica that lost its state): a replica whose log is empty (no entry, no
+snapshot: never a founder) may be listed as a voter by a configuration some member still holds
+while it has forgotten its vote and its log (it was dropped and created again, or its storage was
+lost). It refuses every (pre-)vote (``vote_standby``) and answers heartbeats without their read
+round, until a leader's append or snapshot gives it a log. :meth:`Raft.tombstone` is the term and
+vote the host keeps of a replica it drops, to start a re-created one from.
+
 Leadership transfer (thesis §3.10): the leader stops accepting proposals, brings the target up
 to date, then sends TimeoutNow; the target campaigns at once (skipping pre-vote) and its votes
 override leader stickiness. The transfer is abandoned after an election timeout.
@@ -473,6 +480,15 @@ class Raft(ConsensusCore):
             return all(pr.match == last for pr in self.trk.progress.values())
         return self._role in (Role.FOLLOWER, Role.LEARNER) and self._leader is not None
 
+    @property
+    def standby(self) -> bool:
+        # The empty log's sentinel: no entry was ever appended and no snapshot installed (a
+        # founder holds its founding configuration as entries 1..n).
+        return self.log.last_index == 0
+
+    def tombstone(self) -> HardState:
+        return HardState(record=encode_hard_state(RaftHardState(self._term, self._vote)))
+
     def is_from_leader(self, message: object) -> bool:
         return type(message) in _LEADER_MESSAGES and message.term >= self._term  # type: ignore[attr-defined]
 
@@ -726,6 +742,15 @@ class Raft(ConsensusCore):
 
     def _on_vote_request(self, m: Vote | PreVote) -> None:
         pre = type(m) is PreVote
+        if self.standby:
+            # Standby: an empty replica may be a voter that forgot its vote and its log in
+            # some member's configuration; it votes only once a leader has given it a log.
+            self._count("vote_standby")
+            if pre:
+                self._send(PreVoteResp(self._id, m.frm, self._term, reject=True))
+            else:
+                self._send(VoteResp(self._id, m.frm, self._term, reject=True))
+            return
         can_vote = (
             self._vote == m.frm
             or (self._vote is None and self._leader is None)
@@ -925,7 +950,10 @@ class Raft(ConsensusCore):
         commit = min(m.commit, self.log.last_index)
         if commit > self.log.committed:
             self.log.commit_to(commit)
-        self._send(HeartbeatResp(self._id, m.frm, self._term, ctx=m.ctx))
+        # Standby: answered (the leader then sends the log) but without the read round's
+        # context, so an empty replica never confirms a leadership for a read.
+        ctx = 0 if self.standby else m.ctx
+        self._send(HeartbeatResp(self._id, m.frm, self._term, ctx=ctx))
 
     def _on_snapshot(self, m: InstallSnapshot) -> None:
         meta = m.meta

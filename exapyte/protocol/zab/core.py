@@ -90,6 +90,13 @@ Membership: CONF_CHANGE entries with single-server steps, applied in ``advance``
 (one pending at a time, none before the epoch's NOOP is applied); learners are observers.
 Founding members boot with committed CONF_CHANGE entries 1..n of epoch 0, identical on every
 founder. A leader that loses a quorum of followers for an election timeout returns to LOOKING.
+
+Standby: a follower that holds no entry and no snapshot (never a founder) may be a voter that lost
+its accepted epoch and history. Its FOLLOWERINFO says ``standby``; the leader syncs it but counts
+neither that FOLLOWERINFO nor its ACKEPOCH in discovery (``follower_standby``), so an empty
+history never hides a committed one. The host keeps acceptedEpoch and its leader of a replica it
+drops (:meth:`Zab.tombstone`, currentEpoch 0) for a re-created one.
+
 Leadership transfer: the leader stops proposing, waits until the target holds its whole log,
 sends TRANSFER and returns to LOOKING; the target runs with the transfer flag, which wins the
 tie against equally up-to-date nodes.
@@ -296,6 +303,7 @@ class Peer:
     ack: AckEpoch | None = None
     elapsed: int = 0  # ticks since this peer's phase last progressed
     active: bool = True  # heard from since the last quorum check
+    standby: bool = False  # its FOLLOWERINFO said it holds nothing: never counted in discovery
     # synchronization
     mode: int = SyncMode.DIFF
     sync_prev: int = 0  # the point the sync starts after
@@ -580,6 +588,19 @@ class Zab(ConsensusCore):
             and self._phase is Phase.BROADCAST
         )
 
+    @property
+    def standby(self) -> bool:
+        # No entry and no snapshot (a founder holds its founding configuration as entries
+        # 1..n): a follower that may have forgotten the epochs it acknowledged and its history.
+        return self.log.last_index == 0
+
+    def tombstone(self) -> HardState:
+        # The epoch promise and who it went to; currentEpoch names a history, which a
+        # re-created replica no longer holds.
+        rec = self._rec
+        record = ZabRecord(rec.accepted_epoch, rec.accepted_by, 0)
+        return HardState(record=encode_record(record))
+
     def zxid(self, index: int) -> int:
         """The zxid of the entry at ``index`` (0 for index 0 or an entry not held)."""
         term = self.log.term(index)
@@ -759,7 +780,8 @@ class Zab(ConsensusCore):
 
     def _follower_info(self, leader: str) -> FollowerInfo:
         rec = self._rec
-        return FollowerInfo(self._id, leader, rec.accepted_epoch, rec.accepted_by)
+        return FollowerInfo(self._id, leader, rec.accepted_epoch, rec.accepted_by,
+                            standby=self.standby)
 
     def _become_leading(self) -> None:
         if not self._is_voter():
@@ -1060,8 +1082,13 @@ class Zab(ConsensusCore):
             peer = self._peers[m.frm] = Peer(PeerPhase.INFO)
         peer.active = True
         peer.accepted_epoch = m.accepted_epoch
+        peer.standby = m.standby
+        if m.standby:
+            self._count("follower_standby")
+            self._infos.pop(m.frm, None)
+            self._acks.pop(m.frm, None)
         if not self._epoch_chosen:
-            if self._is_voter(m.frm):
+            if self._is_voter(m.frm) and not m.standby:
                 self._infos[m.frm] = m.accepted_epoch
             self._maybe_choose_epoch()
             return
@@ -1112,7 +1139,7 @@ class Zab(ConsensusCore):
             self._count("ack_epoch_again")
         peer.ack = m
         if self._phase is Phase.DISCOVERY:
-            if self._is_voter(m.frm):
+            if self._is_voter(m.frm) and not peer.standby:
                 self._acks[m.frm] = m
             self._maybe_start_sync()
         else:

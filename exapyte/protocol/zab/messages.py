@@ -100,12 +100,16 @@ class Notification(msgspec.Struct, frozen=True, tag="zab.notification"):
 class FollowerInfo(msgspec.Struct, frozen=True, tag="zab.followerinfo"):
     """``accepted_by`` is the leader the follower accepted ``accepted_epoch`` from: a leader
     whose epoch is below that promise (or equal to it but promised to another) cannot take
-    this follower, and gives its epoch up so that the next one is higher."""
+    this follower, and gives its epoch up so that the next one is higher. ``standby``: the
+    follower holds no entry and no snapshot (it may be a voter that lost its history): the
+    leader synchronizes it but counts neither this FOLLOWERINFO nor its ACKEPOCH towards the
+    discovery quorum."""
 
     frm: str
     to: str
     accepted_epoch: int
     accepted_by: str = ""
+    standby: bool = False
 
 
 class NewEpoch(msgspec.Struct, frozen=True, tag="zab.newepoch"):
