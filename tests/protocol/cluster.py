@@ -26,9 +26,9 @@ from typing import Any
 import msgspec
 
 from exapyte.errors import NotLeader, ProposalDropped
+from exapyte.protocol.core import ConsensusCore
 from exapyte.protocol.drive import drive
 from exapyte.protocol.invariants import InvariantChecker, NodeView
-from exapyte.protocol.core import ConsensusCore
 from exapyte.protocol.raft import Raft, RaftConfig
 from exapyte.protocol.registry import make_core
 from exapyte.protocol.types import (
