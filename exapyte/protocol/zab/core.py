@@ -30,8 +30,11 @@ round's votes equals ours the node leads (if the vote is its own) or follows. No
 retried after a timeout drawn from the injected rng, and a node that stays LOOKING for several
 timeouts starts a new round. A LOOKING node that hears a node say it is LEADING at an epoch not
 below its own accepted epoch follows it (how a restarted node or a new member rejoins); a leader
-invites the members it has not heard from the same way. FLE only proposes a leader: safety comes
-from discovery and synchronization.
+invites the members it has not heard from, or that are not synchronized yet, the same way. A
+leader outside the node's configuration (made a voter by a change the node missed) is followed
+once a voter of the node's configuration says it follows that leader in that epoch
+(:meth:`Zab._on_following_notice`). FLE only proposes a leader: safety comes from discovery and
+synchronization.
 
 Discovery (§IV-A, Phase 1). A follower sends FOLLOWERINFO(acceptedEpoch). Once a quorum of
 voters (the leader included) has, the prospective leader picks e' = max(acceptedEpoch) + 1,
