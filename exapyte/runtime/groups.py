@@ -12,6 +12,8 @@ on its own (:meth:`GroupTable.create`, :meth:`GroupTable.drop`). The table is wh
   this node does not host is answered ``not_leader`` with a member of that group (from the
   placement) when one is known, else ``bad_request`` naming the groups it does host. A peer
   message goes to the replica of its group; one for a group not hosted is dropped and counted.
+  A node that left a group answers its requests ``stale_config`` with the configuration it was
+  told when it dropped its replica, and so it answers the reads still waiting in that replica.
 - **Sending.** A replica hands its peer messages to ``send(to, group, message)``: the host batches
   everything bound for one node in one loop iteration into one frame. Before a replica's fsync
   the host's ``before_sync`` hook sends what is queued, so a leader's appends still leave while
@@ -273,14 +275,27 @@ class GroupTable:
         if replica is None:
             message = f"{self.node_id} does not host group {req.group}"
         else:
+            # Reads waiting in the replica (a leader's read index not confirmed yet) would never
+            # be answered once it is gone: they get the answer a read arriving after the drop
+            # gets. Writes waiting for their entry keep an unknown outcome (the entry may still
+            # commit in the group): the client's timeout records them as indeterminate.
+            waiting_reads = [(who, r) for who, r, _ in replica.pending_reads.values()]
+            replica.pending_reads.clear()
             self.drop(req.group)
             tombstone = replica.core.tombstone()  # after the drop's last flush
             self.tombstones[req.group] = tombstone
             region = replica.group.region
-            self._left[req.group] = Descriptor(
+            left = self._left[req.group] = Descriptor(
                 GroupSpec(req.group, op.members, (), region), op.version,
             )
             self._left_at[req.group] = self.ticks
+            for who, read in waiting_reads:
+                self.count("reads_failed_on_drop")
+                self._error(
+                    who, read, ReplyCode.STALE_CONFIG,
+                    f"{self.node_id} left group {req.group} at configuration {left.version}",
+                    descriptor=left, config_version=left.version,
+                )
             if self._remove_storage is not None:
                 self._remove_storage(req.group, tombstone)
             self.count("groups_dropped")

@@ -26,9 +26,9 @@ from typing import Any
 import msgspec
 
 from exapyte.errors import NotLeader, ProposalDropped
+from exapyte.protocol.core import ConsensusCore
 from exapyte.protocol.drive import drive
 from exapyte.protocol.invariants import InvariantChecker, NodeView
-from exapyte.protocol.core import ConsensusCore
 from exapyte.protocol.raft import Raft, RaftConfig
 from exapyte.protocol.registry import make_core
 from exapyte.protocol.types import (
@@ -376,9 +376,11 @@ class Cluster:
     def wait_leader(self, max_ticks: int = 300) -> str:
         for _ in range(max_ticks):
             leader = self.leader()
+            # A ZAB leader in discovery still names the epoch it led before (its new one is
+            # not chosen yet), so its commit looks current: it must also be established.
             if leader is not None and self.cores[leader].log.term(
                 self.cores[leader].log.committed
-            ) == self.cores[leader].term:
+            ) == self.cores[leader].term and getattr(self.cores[leader], "established", True):
                 return leader
             self.tick()
             self.stabilize()

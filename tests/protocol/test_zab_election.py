@@ -16,7 +16,14 @@ from exapyte.protocol.types import (
     Role,
     encode_conf_change,
 )
-from exapyte.protocol.zab.core import Vote, Zab, ZabConfig, ZabRecord, ZabState, encode_record
+from exapyte.protocol.zab.core import (
+    Vote,
+    Zab,
+    ZabConfig,
+    ZabRecord,
+    ZabState,
+    encode_record,
+)
 from exapyte.protocol.zab.messages import FollowerInfo, Notification, PeerState
 from tests.protocol.helpers import RecordingHost, sent_of
 from tests.protocol.zab_helpers import make_zab, pump, zab_cluster
@@ -158,6 +165,36 @@ def test_a_node_does_not_follow_a_stranger_that_says_it_leads() -> None:
     pump(core, host)
     assert core.state is ZabState.LOOKING
     assert core.dropped.get("leader_not_voter") == 1
+
+
+def test_a_leader_outside_our_configuration_is_followed_once_one_of_our_voters_follows_it() -> None:
+    # n1 missed the change that made n4 a voter: n4 is a stranger to it until n2, a voter of
+    # n1's configuration, answers n1's notification saying it follows n4 in epoch 5.
+    core, host = make_zab("n1")
+    core.step(note("n4", "n1", 1, "n4", epoch=5, state=PeerState.LEADING))
+    pump(core, host)
+    assert core.state is ZabState.LOOKING and core.dropped.get("leader_not_voter") == 1
+    host.take()
+    core.step(note("n2", "n1", 3, "n4", epoch=5, state=PeerState.FOLLOWING))
+    pump(core, host)
+    assert core.state is ZabState.LOOKING  # a voter's word alone is not an invitation
+    asked = sent_of(host, Notification)
+    assert [m.to for m in asked] == ["n4"] and asked[0].state == PeerState.LOOKING
+    core.step(note("n4", "n1", 1, "n4", epoch=4, state=PeerState.LEADING))  # not that epoch
+    pump(core, host)
+    assert core.state is ZabState.LOOKING and core.dropped.get("leader_not_voter") == 2
+    core.step(note("n4", "n1", 1, "n4", epoch=5, state=PeerState.LEADING))
+    pump(core, host)
+    assert core.state is ZabState.FOLLOWING and core.leader == "n4"
+    assert sent_of(host, FollowerInfo)[-1].to == "n4"
+
+
+def test_only_a_voter_of_our_configuration_can_vouch_for_a_leader() -> None:
+    core, host = make_zab("n1")
+    core.step(note("x8", "n1", 3, "x9", epoch=5, state=PeerState.FOLLOWING))
+    core.step(note("x9", "n1", 1, "x9", epoch=5, state=PeerState.LEADING))
+    pump(core, host)
+    assert core.state is ZabState.LOOKING and core.dropped.get("leader_not_voter") == 1
 
 
 def test_a_joiner_follows_the_leader_that_invites_it() -> None:

@@ -14,6 +14,7 @@ from exapyte.protocol.types import (
     decode_conf_change,
 )
 from exapyte.protocol.zab.core import ZabState
+from exapyte.protocol.zab.messages import NewEpoch
 from tests.protocol.zab_helpers import check_zab_properties, zab_cluster
 
 
@@ -155,3 +156,56 @@ def test_a_snapshot_keeps_the_configuration_and_serves_a_new_member() -> None:
     assert c.hosts["n4"].kv.data == c.hosts[leader].kv.data
     assert c.stores["n4"].snapshot is not None  # it needed the compacted prefix: SNAP
     assert "n4" in c.core("n4").conf.learners
+
+
+def test_a_voter_that_missed_a_membership_change_rejoins_a_leader_it_does_not_know() -> None:
+    # n4 joins as a voter and takes the lead while a founder is cut off: that founder's
+    # configuration still has n1, n2, n3 only, so n4's invitation alone is a stranger's and is
+    # refused. Its own voters, following n4, vouch for n4; it then follows, is synchronized and
+    # learns the change.
+    c = zab_cluster(seed=2, joiners=("n4",))
+    leader = c.wait_leader()
+    c.put("a", "1")
+    lagging = min(n for n in ("n1", "n2", "n3") if n != leader)
+    c.isolate(lagging)
+    change(c, leader, ConfChangeKind.ADD_VOTER, "n4")
+    c.core(leader).transfer_leadership("n4")
+    c.drive_all()
+    c.run(40)
+    assert c.leader() == "n4" and "n4" in c.core("n4").conf.voters
+    c.put("b", "2")
+    assert c.core(lagging).conf.voters == ("n1", "n2", "n3")  # it missed the change
+    c.heal()
+    c.run(60)
+    core = c.core(lagging)
+    assert core.state is ZabState.FOLLOWING and core.leader == "n4"
+    assert core.conf.voters == ("n1", "n2", "n3", "n4")
+    assert c.hosts[lagging].kv.data == {"a": "1", "b": "2"}
+    assert core.dropped.get("leader_not_voter", 0) >= 1  # it refused n4 until vouched for
+    check_zab_properties(c)
+
+
+def test_a_learner_that_gave_up_during_discovery_is_invited_again() -> None:
+    # n4 is added as an observer and follows the leader's invitation, but every NEWEPOCH to it
+    # is lost: it times out to LOOKING. Knowing no voter yet, it tells nobody; the leader holds
+    # a peer for it that never got past discovery and must invite it again, or it waits forever.
+    c = zab_cluster(seed=3, joiners=("n4",))
+    leader = c.wait_leader()
+    c.put("a", "1")
+
+    def lose_new_epochs_to_n4(m: object) -> bool:
+        return isinstance(m, NewEpoch) and m.to == "n4"
+
+    c.core(leader).propose_conf_change(ConfChange(ConfChangeKind.ADD_LEARNER, "n4"))
+    c.drive_all()
+    n4 = c.core("n4")
+    for _ in range(60):
+        c.tick()
+        while c.queue:
+            c.drop(lose_new_epochs_to_n4)
+            c.deliver()
+    assert n4.dropped.get("leader_silent", 0) >= 1 and c.hosts["n4"].kv.data == {}
+    assert c.core(leader)._peers["n4"].phase.value != "broadcast"
+    c.run(40)
+    assert n4.state is ZabState.OBSERVING and n4.leader == leader
+    assert c.hosts["n4"].kv.data == {"a": "1"}

@@ -30,8 +30,11 @@ round's votes equals ours the node leads (if the vote is its own) or follows. No
 retried after a timeout drawn from the injected rng, and a node that stays LOOKING for several
 timeouts starts a new round. A LOOKING node that hears a node say it is LEADING at an epoch not
 below its own accepted epoch follows it (how a restarted node or a new member rejoins); a leader
-invites the members it has not heard from the same way. FLE only proposes a leader: safety comes
-from discovery and synchronization.
+invites the members it has not heard from, or that are not synchronized yet, the same way. A
+leader outside the node's configuration (made a voter by a change the node missed) is followed
+once a voter of the node's configuration says it follows that leader in that epoch
+(:meth:`Zab._on_following_notice`). FLE only proposes a leader: safety comes from discovery and
+synchronization.
 
 Discovery (§IV-A, Phase 1). A follower sends FOLLOWERINFO(acceptedEpoch). Once a quorum of
 voters (the leader included) has, the prospective leader picks e' = max(acceptedEpoch) + 1,
@@ -493,6 +496,8 @@ class Zab(ConsensusCore):
         self._transfer_vote = False
         self._vote = self._self_vote()
         self._votes: dict[str, Vote] = {}
+        # leaders outside our configuration that a voter of it follows: leader -> its epoch
+        self._vouched: dict[str, int] = {}
         self._notify_elapsed = 0
         self._notify_timeout = config.election_timeout_ticks
         self._notify_rounds = 0
@@ -735,6 +740,7 @@ class Zab(ConsensusCore):
         self._need_commit_bcast = False
         self._transferee = None
         self._transfer_elapsed = 0
+        self._vouched = {}
         self._reset_rx()
         self._sync_nl = None
         self._sync_todo = []
@@ -998,15 +1004,21 @@ class Zab(ConsensusCore):
             # and a leader behind a member's promise gives its epoch up (_on_follower_info).
             if m.leader != m.frm:
                 self._count("leader_vote_not_own")
-            elif self._voters.voters and not self._is_voter(m.frm):
-                # Only a voter of our configuration can lead us; a node that knows no
-                # configuration yet (a new member) follows whoever invites it.
+            elif (
+                self._voters.voters
+                and not self._is_voter(m.frm)
+                and self._vouched.get(m.frm) != m.epoch
+            ):
+                # Only a voter of our configuration, or a leader one of them follows in this
+                # epoch, can lead us; a node that knows no configuration yet (a new member)
+                # follows whoever invites it.
                 self._count("leader_not_voter")
             else:
                 self._become_following(m.frm)
             return
         if m.state == PeerState.FOLLOWING:
-            return  # a hint only: its leader answers our notifications itself
+            self._on_following_notice(m)
+            return
         if m.state == PeerState.OBSERVING:
             self._send(self._notification(m.frm))
             return
@@ -1035,6 +1047,27 @@ class Zab(ConsensusCore):
             self._broadcast_notification()
         self._votes[m.frm] = theirs
         self._maybe_decide()
+
+    def _on_following_notice(self, m: Notification) -> None:
+        """A voter of our configuration answered our notification: it follows ``m.leader``.
+
+        A leader of our configuration answers our notifications itself. A leader that is not a
+        voter of our configuration was made one by a membership change this node has not
+        applied yet (it missed the change while cut off or down); without help it would refuse
+        that leader's invitations for ever, and with the group's quorum following that leader
+        no election would ever need it. The voter's word is the evidence: remember the leader
+        and its epoch, and ask it directly (a leader answers a LOOKING notification with its
+        own); its LEADING notification of that epoch is then followed. Safety does not rest on
+        this choice: the leader takes this node only if it is a member of the leader's
+        configuration, and discovery and synchronization run as for any follower. A stranger
+        alone still cannot make a member follow it: the vouching voter must be ours.
+        """
+        if not self._is_voter(m.frm) or m.leader in (m.frm, self._id):
+            return
+        if self._is_voter(m.leader):
+            return  # that leader answers our notifications itself
+        self._vouched[m.leader] = m.epoch
+        self._send(self._notification(m.leader))
 
     def _maybe_decide(self) -> None:
         if self._state is not ZabState.LOOKING or not self._is_voter():
@@ -1454,12 +1487,19 @@ class Zab(ConsensusCore):
             self.reads.admit_waiting(log.committed)
 
     def _invite(self) -> None:
-        """Tell the members we have not heard from that we lead (restarted or new nodes)."""
+        """Tell the members we lead that we have not heard from (restarted or new nodes) or
+        that are not synchronized yet.
+
+        A peer that is still in discovery or sync may have given up on us (a lost NEWEPOCH,
+        a follower timed out to LOOKING): a LOOKING node drops our NEWEPOCH (``not_following``),
+        and one that knows no voter yet (a new member) sends no notification to anyone, so
+        only this invitation brings it back. A follower that still follows us ignores it."""
         members = set(self._voters.voters) | set(self._conf.learners)
         for node in sorted(members):
             if node == self._id:
                 continue
-            if node not in self._peers:
+            peer = self._peers.get(node)
+            if peer is None or peer.phase is not PeerPhase.BROADCAST:
                 self._send(self._notification(node))
 
     def _maybe_hand_over(self) -> None:
