@@ -81,7 +81,8 @@ jepsen: $(STAMP)
 		$(if $(filter command line environment,$(origin PROTOCOL)),--protocol $(PROTOCOL),) \
 		$(if $(DISTRIBUTION),--distribution $(DISTRIBUTION),) \
 		$(if $(filter command line environment,$(origin SHARDS)),--shards $(SHARDS),) \
-		$(if $(REPLICATION_FACTOR),--replication-factor $(REPLICATION_FACTOR),)
+		$(if $(REPLICATION_FACTOR),--replication-factor $(REPLICATION_FACTOR),) \
+		$(if $(REPLICATION),--replication $(REPLICATION),)
 
 # The deterministic simulator: SEEDS seeds from SEED, on 2 worker processes.
 SEEDS ?= 100

@@ -75,6 +75,7 @@ __all__ = ["DBS", "DEFAULT_SHARDS", "DISTRIBUTIONS", "RunOutcome", "TestSpec", "
            "final_group_status", "finish_run", "make_run_dir", "resolve_topology", "run_test"]
 
 PROGRESS_REFRESH_S = 0.25
+REPLICATIONS = ("sync", "async", "optimized")  # replication.strategy (docs/replication.md)
 DEFAULT_SHARDS = 8  # distribution.shards of a sharded or hierarchical run that names none
 DISTRIBUTIONS: tuple[str, ...] = ("centralized", "sharded", "hierarchical")
 #: Where a spec runs: ``real`` node processes behind proxies, or the deterministic simulator.
@@ -121,6 +122,7 @@ class TestSpec:
     distribution: str = "centralized"  # distribution.strategy: centralized | sharded | hierarchical
     shards: int | None = None  # distribution.shards (per region for hierarchical); None: 1 or DEFAULT_SHARDS
     replication_factor: int = 3  # distribution.replication_factor (sharded, hierarchical)
+    replication: str | None = None  # replication.strategy (None: the topology's, else its default)
     # data_plane bounded_staleness bounds of every node (None: the topology's)
     staleness_versions_max: int | None = None
     staleness_ms_max: int | None = None
@@ -134,6 +136,8 @@ class TestSpec:
             parts.append(self.protocol)
         if self.distribution != "centralized":
             parts.append(f"{self.distribution}{self.resolved_shards()}")
+        if self.replication is not None:
+            parts.append(self.replication)
         if self.nemesis:
             parts.append("+".join(self.nemesis))
         if self.bugs:
@@ -170,6 +174,8 @@ class TestSpec:
         if self.distribution != "centralized":
             distribution["replication_factor"] = self.replication_factor
         out: dict[str, Any] = {"consensus": {"protocol": self.protocol}, "distribution": distribution}
+        if self.replication is not None:
+            out["replication"] = {"strategy": self.replication}
         data_plane = {k: v for k, v in (("staleness_versions_max", self.staleness_versions_max),
                                         ("staleness_ms_max", self.staleness_ms_max)) if v is not None}
         if data_plane:
@@ -252,6 +258,8 @@ def check_cluster_options(spec: TestSpec) -> None:
 
     if spec.protocol not in registry.names():
         raise ValueError(f"unknown protocol {spec.protocol!r}; allowed: {', '.join(registry.names())}")
+    if spec.replication is not None and spec.replication not in REPLICATIONS:
+        raise ValueError(f"unknown replication strategy {spec.replication!r}; allowed: {', '.join(REPLICATIONS)}")
     if spec.distribution not in DISTRIBUTIONS:
         raise ValueError(f"unknown distribution {spec.distribution!r}; allowed: {', '.join(DISTRIBUTIONS)}")
     if spec.shards is not None and spec.shards < 1:
@@ -620,6 +628,10 @@ def _cluster_info(spec: TestSpec, db: ClusterDB) -> dict[str, Any]:
     """What the report shows of the cluster's shape: protocol, distribution, shards, placement."""
     info: dict[str, Any] = {"protocol": spec.protocol, "distribution": spec.distribution,
                             "shards": spec.resolved_shards(), "replication_factor": spec.replication_factor}
+    try:
+        info["replication"] = db.config().replication_strategy
+    except DbError:
+        pass
     try:
         groups = db.groups()
     except DbError:

@@ -22,7 +22,7 @@ topology            ``placement``: the topology's node ids, each in its region (
 protocol            ``protocol``
 distribution        centralized: one group; sharded: ``shards`` (3 replicas per shard, so the
                     replication factor must be 3); hierarchical: refused
-replication         the topology's ``replication.strategy``, if it names one
+replication         ``--replication``, else the topology's ``replication.strategy``, if it names one
 bugs                ``bugs`` (``unsafe.bugs`` of every simulated node)
 time, quiet         ``fault_s`` (the faults and the clients' ops), then ``quiet_s``
 rate, concurrency   an operation budget of ``rate x time`` ops, ``concurrency`` clients
@@ -181,7 +181,7 @@ def plan(spec: TestSpec, topology_cfg: config_mod.Config, graph: Any) -> SimPlan
         keys = LEVEL_KEYS
     if shards > 1:
         keys = max(keys, 2 * shards)  # two keys per shard at least, as python -m exapyte.sim does
-    replication = topology_cfg.replication.strategy
+    replication = spec.replication or topology_cfg.replication.strategy
     sim = SimSpec(
         seed=spec.seed,
         nodes=len(placement),

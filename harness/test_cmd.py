@@ -58,7 +58,14 @@ from harness.nemesis import (
     default_faults,
     parse_faults,
 )
-from harness.runner import DBS, DEFAULT_SHARDS, DISTRIBUTIONS, TestSpec, run_test
+from harness.runner import (
+    DBS,
+    DEFAULT_SHARDS,
+    DISTRIBUTIONS,
+    REPLICATIONS,
+    TestSpec,
+    run_test,
+)
 from harness.workloads import WORKLOADS, default_workload
 
 __all__ = ["SUBCOMMAND"]
@@ -136,6 +143,9 @@ def _add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--replication-factor", type=_positive(int), default=3, metavar="R",
                    help="distribution.replication_factor of each shard (default 3; capped at the nodes, per region "
                         "with hierarchical)")
+    p.add_argument("--replication", choices=REPLICATIONS, default=None,
+                   help="replication.strategy of every node (default: the topology's; unset there: async "
+                        "for hierarchical, sync otherwise; docs/replication.md)")
     p.add_argument("--db", choices=DBS, default="real",
                    help="what runs the spec: real (node processes, the default) or sim (the deterministic simulator: "
                         "the same checkers and report, and a replay command)")
@@ -167,7 +177,7 @@ def _run(args: argparse.Namespace) -> int:
         ops_per_key=args.ops_per_key, cut_mode=args.cut, checker_timeout_s=args.checker_timeout,
         wan_latency=not args.no_wan_latency, name=args.name, hosts=args.hosts,
         protocol=args.protocol, distribution=args.distribution, shards=args.shards,
-        replication_factor=args.replication_factor,
+        replication_factor=args.replication_factor, replication=args.replication,
         staleness_versions_max=args.staleness_versions, staleness_ms_max=args.staleness_ms, db=args.db,
     )
     try:
