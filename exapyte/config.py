@@ -314,6 +314,10 @@ KNOWN_BUGS: dict[str, str] = {
 }
 
 
+#: Known bugs of the Raft core alone (the other protocols have no such switch): refused with them.
+RAFT_ONLY_BUGS = frozenset({"no-term-check"})
+
+
 # -- loading ----------------------------------------------------------------------------------
 
 
@@ -650,6 +654,12 @@ def _validate(cfg: Config) -> Config:
     if unknown_bugs:
         raise ConfigError(
             f"field 'unsafe.bugs': unknown bug(s) {unknown_bugs}; allowed: {', '.join(KNOWN_BUGS)}"
+        )
+    raft_only = [b for b in cfg.unsafe.bugs if b in RAFT_ONLY_BUGS]
+    if raft_only and cfg.consensus.protocol != "raft":
+        raise ConfigError(
+            f"field 'unsafe.bugs': {raft_only} break Raft's election rules and exist in the raft "
+            f"core only; consensus.protocol is {cfg.consensus.protocol!r}"
         )
     if cfg.unsafe.bugs and not cfg.unsafe.enabled:
         raise ConfigError(

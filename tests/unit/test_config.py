@@ -67,6 +67,8 @@ def test_defaults_and_node_override() -> None:
         (with_(data_plane={"default_consistency": "linearish"}), None, ["default_consistency", "strong, bounded_staleness"]),
         (with_(unsafe={"bugs": ["stale-reads"]}), None, ["unsafe.enabled"]),
         (with_(unsafe={"enabled": True, "bugs": ["nope"]}), None, ["unsafe.bugs", "stale-reads"]),
+        (with_(consensus={"protocol": "zab"}, unsafe={"enabled": True, "bugs": ["no-term-check"]}), None,
+         ["unsafe.bugs", "no-term-check", "raft core only", "zab"]),
         (with_(storage={"backend": "sqlite", "path": ""}), None, ["storage.path"]),
         (with_(surprise=1), None, ["surprise", "known fields"]),
         (with_(replication={"strategy": "semi-sync"}), None, ["replication.strategy", "sync", "async", "optimized"]),
