@@ -54,13 +54,10 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import multiprocessing
 import os
-import queue
 import random
 import statistics
 from collections.abc import Callable
-from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -70,6 +67,7 @@ from exapyte.config import load as load_config
 from exapyte.control import rebalance
 from exapyte.control import topology as topo
 from exapyte.demos.consensus import percentile
+from exapyte.demos.jobs import report, run_jobs
 from exapyte.demos.simworld import (
     BACKGROUND_KINDS,
     SimAdmin,
@@ -306,19 +304,6 @@ class DistWorld(TopologyWorld):
 
 # --- one strategy -----------------------------------------------------------------------------
 
-_progress: Any = None  # a queue the worker reports phases to (set by the pool's initializer)
-
-
-def _set_progress(q: Any) -> None:
-    global _progress
-    _progress = q
-
-
-def _report(strategy: str, phase: str) -> None:
-    if _progress is not None:
-        _progress.put((strategy, phase))
-
-
 def build_world(job: Job) -> DistWorld:
     p = job.params
     cfg = load_config(p.topology)
@@ -426,7 +411,7 @@ def run_strategy(job: Job) -> dict[str, Any]:
         raise RuntimeError(f"{job.strategy}: not every group had a leader {BOOT_TIMEOUT_S:g} s after boot")
     admin = SimAdmin(world, regions[0])
     pinned = sum(admin.pin(g.id, g.voters[0], PIN_TIMEOUT_S) for g in world.placement)
-    _report(job.strategy, "boot")
+    report(job.strategy, "boot")
 
     # preload: every key written once, by its region's clients
     keys = {r: region_keys(r, p.keys_per_region) for r in regions}
@@ -443,7 +428,7 @@ def run_strategy(job: Job) -> dict[str, Any]:
     world.run_until(lambda: not any(loop.running or loop.client.busy for loop in loops),  # type: ignore[union-attr]
                     timeout_s=600.0)
     preload_failed = sum(1 for loop in loops for d in loop.done if d[3] != "ok")
-    _report(job.strategy, "preload")
+    report(job.strategy, "preload")
 
     # load: closed loops for steady_s
     for loop in loops:
@@ -461,15 +446,15 @@ def run_strategy(job: Job) -> dict[str, Any]:
     world.run_for(IDLE_S)
     before = placement_view(world, admin)
     held = keys_held(world)
-    _report(job.strategy, "load")
+    report(job.strategy, "load")
 
     # hops: one request at a time, warmed routing cache
     hops = measure_hops(world, meter, keys, p)
-    _report(job.strategy, "hops")
+    report(job.strategy, "hops")
 
     # move: add the spare node while the load clients go on
     move = add_node(world, admin, spare, loops, all_keys, before, p)
-    _report(job.strategy, "move")
+    report(job.strategy, "move")
 
     per_node = {}
     for node_id in world.node_ids:
@@ -639,48 +624,8 @@ def run(params: DistParams, on_phase: Callable[[str, str], None] | None = None) 
     """Run every strategy and assemble ``results.json``'s content. ``on_phase(strategy,
     phase)`` is called as each phase of each strategy ends."""
     jobs = [Job(s, params) for s in params.strategies]
-    results: dict[str, dict[str, Any]] = {}
-    if params.workers <= 1:
-        _set_progress(None)
-        for job in jobs:
-            results[job.strategy] = _run_reporting(job, on_phase)
-    else:
-        ctx = multiprocessing.get_context()
-        progress = ctx.Queue()  # handed to the workers as they start (initargs)
-        with ProcessPoolExecutor(max_workers=params.workers, mp_context=ctx,
-                                 initializer=_set_progress, initargs=(progress,)) as pool:
-            futures: dict[Future[dict[str, Any]], Job] = {pool.submit(run_strategy, j): j for j in jobs}
-            pending = set(futures)
-            while pending:
-                finished, pending = wait(pending, timeout=0.2, return_when=FIRST_COMPLETED)
-                _drain(progress, on_phase)
-                for future in finished:
-                    results[futures[future].strategy] = future.result()
-            _drain(progress, on_phase)
+    results = run_jobs(jobs, run_strategy, params.workers, on_phase)
     return assemble(params, results)
-
-
-def _run_reporting(job: Job, on_phase: Callable[[str, str], None] | None) -> dict[str, Any]:
-    class Direct:
-        def put(self, item: tuple[str, str]) -> None:
-            if on_phase is not None:
-                on_phase(*item)
-
-    _set_progress(Direct())
-    try:
-        return run_strategy(job)
-    finally:
-        _set_progress(None)
-
-
-def _drain(progress: Any, on_phase: Callable[[str, str], None] | None) -> None:
-    while True:
-        try:
-            item = progress.get_nowait()
-        except queue.Empty:
-            return
-        if on_phase is not None:
-            on_phase(*item)
 
 
 def assemble(params: DistParams, results: dict[str, dict[str, Any]]) -> dict[str, Any]:

@@ -60,12 +60,9 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import multiprocessing
 import os
-import queue
 import random
 from collections.abc import Callable
-from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -75,6 +72,7 @@ from exapyte.config import load as load_config
 from exapyte.control import topology as topo
 from exapyte.data.router import Proximity
 from exapyte.demos.consensus import percentile
+from exapyte.demos.jobs import report, run_jobs
 from exapyte.demos.simworld import TopologyWorld
 from exapyte.sim.scheduler import NS_PER_MS, NS_PER_S, derive_seed
 from exapyte.sim.workload import Op, SimClient
@@ -544,19 +542,6 @@ def lose_region(world: TopologyWorld, writers: Writers, params: ReplParams) -> d
 
 # --- one strategy -----------------------------------------------------------------------------
 
-_progress: Any = None  # a queue the worker reports phases to (set by the pool's initializer)
-
-
-def _set_progress(q: Any) -> None:
-    global _progress
-    _progress = q
-
-
-def _report(strategy: str, phase: str) -> None:
-    if _progress is not None:
-        _progress.put((strategy, phase))
-
-
 def build_world(job: Job) -> TopologyWorld:
     p = job.params
     cfg = load_config(p.topology)
@@ -578,7 +563,7 @@ def run_strategy(job: Job) -> dict[str, Any]:
     booted_s = world.now_s
     world.run_until(lambda: False, max(0.0, LOAD_AT_S - world.now_s))
     leaders_at_boot = leaders_now(world)
-    _report(job.strategy, "boot")
+    report(job.strategy, "boot")
 
     writers = Writers(world, p)
     writers.start()
@@ -594,13 +579,13 @@ def run_strategy(job: Job) -> dict[str, Any]:
     latency = latency_table(writers.done, regions, since, until)
     lag = sampler.summary()
     changes = {g: leader_changes(seq) for g, seq in sampler.leaders.items()}
-    _report(job.strategy, "load")
+    report(job.strategy, "load")
 
     reads = measure_reads(world, p)
-    _report(job.strategy, "reads")
+    report(job.strategy, "reads")
 
     loss = lose_region(world, writers, p)
-    _report(job.strategy, "loss")
+    report(job.strategy, "loss")
 
     return {
         "strategy": job.strategy,
@@ -635,47 +620,8 @@ def run(params: ReplParams, on_phase: Callable[[str, str], None] | None = None) 
     """Run every strategy and assemble ``results.json``'s content. ``on_phase(strategy,
     phase)`` is called as each phase of each strategy ends."""
     jobs = [Job(s, params) for s in params.strategies]
-    results: dict[str, dict[str, Any]] = {}
-    if params.workers <= 1:
-        for job in jobs:
-            results[job.strategy] = _run_reporting(job, on_phase)
-    else:
-        ctx = multiprocessing.get_context()
-        progress = ctx.Queue()
-        with ProcessPoolExecutor(max_workers=params.workers, mp_context=ctx,
-                                 initializer=_set_progress, initargs=(progress,)) as pool:
-            futures: dict[Future[dict[str, Any]], Job] = {pool.submit(run_strategy, j): j for j in jobs}
-            pending = set(futures)
-            while pending:
-                finished, pending = wait(pending, timeout=0.2, return_when=FIRST_COMPLETED)
-                _drain(progress, on_phase)
-                for future in finished:
-                    results[futures[future].strategy] = future.result()
-            _drain(progress, on_phase)
+    results = run_jobs(jobs, run_strategy, params.workers, on_phase)
     return assemble(params, results)
-
-
-def _run_reporting(job: Job, on_phase: Callable[[str, str], None] | None) -> dict[str, Any]:
-    class Direct:
-        def put(self, item: tuple[str, str]) -> None:
-            if on_phase is not None:
-                on_phase(*item)
-
-    _set_progress(Direct())
-    try:
-        return run_strategy(job)
-    finally:
-        _set_progress(None)
-
-
-def _drain(progress: Any, on_phase: Callable[[str, str], None] | None) -> None:
-    while True:
-        try:
-            item = progress.get_nowait()
-        except queue.Empty:
-            return
-        if on_phase is not None:
-            on_phase(*item)
 
 
 def assemble(params: ReplParams, results: dict[str, dict[str, Any]]) -> dict[str, Any]:

@@ -1,0 +1,86 @@
+"""Run a demo's variants (one job per strategy), in worker processes when asked, with progress.
+
+A job is anything with a ``strategy`` name; ``run_job(job)`` measures it in the simulator and
+returns its part of ``results.json``. A job reports the end of each of its phases with
+:func:`report`; with workers, the reports cross a queue the pool's initializer hands each
+worker, and the parent drains it while it waits, so ``on_phase(strategy, phase)`` is called in
+the parent either way.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import queue
+from collections.abc import Callable, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from typing import Any, Protocol, TypeVar
+
+__all__ = ["report", "run_jobs"]
+
+
+class _Job(Protocol):
+    strategy: str
+
+
+J = TypeVar("J", bound=_Job)
+
+_progress: Any = None  # where this process's jobs report their phases (None: nowhere)
+
+
+def _set_progress(q: Any) -> None:
+    global _progress
+    _progress = q
+
+
+def report(strategy: str, phase: str) -> None:
+    """A phase of ``strategy``'s job has ended."""
+    if _progress is not None:
+        _progress.put((strategy, phase))
+
+
+class _Direct:
+    def __init__(self, on_phase: Callable[[str, str], None] | None) -> None:
+        self.on_phase = on_phase
+
+    def put(self, item: tuple[str, str]) -> None:
+        if self.on_phase is not None:
+            self.on_phase(*item)
+
+
+def _drain(progress: Any, on_phase: Callable[[str, str], None] | None) -> None:
+    while True:
+        try:
+            item = progress.get_nowait()
+        except queue.Empty:
+            return
+        if on_phase is not None:
+            on_phase(*item)
+
+
+def run_jobs(
+    jobs: Sequence[J], run_job: Callable[[J], dict[str, Any]], workers: int,
+    on_phase: Callable[[str, str], None] | None = None,
+) -> dict[str, dict[str, Any]]:
+    """Every job's result by its strategy; ``workers`` <= 1 runs them in this process."""
+    results: dict[str, dict[str, Any]] = {}
+    if workers <= 1:
+        for job in jobs:
+            _set_progress(_Direct(on_phase))
+            try:
+                results[job.strategy] = run_job(job)
+            finally:
+                _set_progress(None)
+        return results
+    ctx = multiprocessing.get_context()
+    progress = ctx.Queue()  # handed to the workers as they start (initargs)
+    with ProcessPoolExecutor(max_workers=workers, mp_context=ctx,
+                             initializer=_set_progress, initargs=(progress,)) as pool:
+        futures: dict[Future[dict[str, Any]], J] = {pool.submit(run_job, j): j for j in jobs}
+        pending = set(futures)
+        while pending:
+            finished, pending = wait(pending, timeout=0.2, return_when=FIRST_COMPLETED)
+            _drain(progress, on_phase)
+            for future in finished:
+                results[futures[future].strategy] = future.result()
+        _drain(progress, on_phase)
+    return results
