@@ -51,7 +51,6 @@ Nothing is asserted: every number is measured. Simulated time is what every dura
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 import os
@@ -67,7 +66,7 @@ from exapyte.config import load as load_config
 from exapyte.control import rebalance
 from exapyte.control import topology as topo
 from exapyte.demos.consensus import percentile
-from exapyte.demos.jobs import report, run_jobs
+from exapyte.demos.jobs import num, replace_from_pairs, report, run_jobs
 from exapyte.demos.simworld import (
     BACKGROUND_KINDS,
     SimAdmin,
@@ -685,26 +684,26 @@ def table(results: dict[str, Any]) -> Any:
 
     row("groups (leaders pinned)", lambda e: f"{e['groups']} ({e['leaders_pinned']})")
     row("keys held n1..n5", lambda e: per_node(e, "keys_held"))
-    row("keys held stddev/mean", lambda e: _num(e["load"]["keys_held_spread"], 2))
+    row("keys held stddev/mean", lambda e: num(e["load"]["keys_held_spread"], 2))
     row("requests served n1..n5", lambda e: per_node(e, "requests_served"))
-    row("requests stddev/mean", lambda e: _num(e["load"]["requests_spread"], 2))
+    row("requests stddev/mean", lambda e: num(e["load"]["requests_spread"], 2))
     row("throughput, requests/s", lambda e: f"{e['load']['throughput_rps']:.1f}")
     for region in regions:
         for op in ("write", "read"):
             row(f"{op} p50 / p99 ms, {region}", lambda e, r=region, o=op: (
-                f"{_num(e['latency'][r][o]['p50_ms'], 0)} / {_num(e['latency'][r][o]['p99_ms'], 0)}"))
+                f"{num(e['latency'][r][o]['p50_ms'], 0)} / {num(e['latency'][r][o]['p99_ms'], 0)}"))
     for region in regions:
-        row(f"local write p50 ms, {region}", lambda e, r=region: _num(
+        row(f"local write p50 ms, {region}", lambda e, r=region: num(
             e["latency"][r]["write_local"]["p50_ms"], 0))
-    row("cross-region msgs / request", lambda e: _num(e["hops"]["per_request"], 2))
-    row("  write / read", lambda e: f"{_num(e['hops']['write'], 2)} / {_num(e['hops']['read'], 2)}")
-    row("  local keys / remote keys", lambda e: f"{_num(e['hops']['local'], 2)} / {_num(e['hops']['remote'], 2)}")
+    row("cross-region msgs / request", lambda e: num(e["hops"]["per_request"], 2))
+    row("  write / read", lambda e: f"{num(e['hops']['write'], 2)} / {num(e['hops']['read'], 2)}")
+    row("  local keys / remote keys", lambda e: f"{num(e['hops']['local'], 2)} / {num(e['hops']['remote'], 2)}")
     row("  client / replication / read round", lambda e: " / ".join(
-        _num(e["hops"]["by_category"].get(c, 0.0), 2) for c in ("client", "replication", "read_round")))
-    row("  to learners (not waited for)", lambda e: _num(e["hops"]["by_category"].get("learner", 0.0), 2))
+        num(e["hops"]["by_category"].get(c, 0.0), 2) for c in ("client", "replication", "read_round")))
+    row("  to learners (not waited for)", lambda e: num(e["hops"]["by_category"].get("learner", 0.0), 2))
     row("add node: keys whose replicas change", lambda e: (
-        f"{_num(e['move']['keys_changed_fraction'], 3)} (ideal {_num(e['move']['ideal_fraction'], 3)})"))
-    row("add node: (key, replica) moved", lambda e: _num(e["move"]["assignments_moved_fraction"], 3))
+        f"{num(e['move']['keys_changed_fraction'], 3)} (ideal {num(e['move']['ideal_fraction'], 3)})"))
+    row("add node: (key, replica) moved", lambda e: num(e["move"]["assignments_moved_fraction"], 3))
     row("add node: moves (shards)", lambda e: f"{e['move']['moves']} ({e['move']['shards_moved']})")
     row("add node: executed in", lambda e: (
         f"{e['move']['duration_s']:.1f} s" if e["move"]["executed"] else "not executed"))
@@ -714,31 +713,11 @@ def table(results: dict[str, Any]) -> Any:
     return t
 
 
-def _num(value: float | None, digits: int) -> str:
-    return "-" if value is None else f"{value:.{digits}f}"
-
-
 def params_from(pairs: list[str]) -> DistParams:
     """DistParams from ``KEY=VALUE`` strings (the CLI's ``--param``); raises ValueError naming
     the key and the allowed ones."""
     defaults = DistParams(workers=min(DistParams().workers, os.cpu_count() or 1))
-    fields = {f.name: f for f in dataclasses.fields(DistParams)}
-    changes: dict[str, Any] = {}
-    for pair in pairs:
-        key, sep, text = pair.partition("=")
-        key = key.strip().replace("-", "_")
-        if not sep or key not in fields:
-            raise ValueError(f"{pair!r}: want KEY=VALUE with KEY one of {', '.join(fields)}")
-        current = getattr(defaults, key)
-        try:
-            if isinstance(current, tuple):
-                value: Any = tuple(x.strip() for x in text.split(",") if x.strip())
-            else:
-                value = type(current)(text)
-        except ValueError:
-            raise ValueError(f"{key}: {text!r} is not a {type(current).__name__}") from None
-        changes[key] = value
-    params = dataclasses.replace(defaults, **changes)
+    params = replace_from_pairs(defaults, pairs)
     positive = ("shards", "shards_per_region", "replication_factor", "virtual_nodes",
                 "keys_per_region", "clients_per_region", "steady_s", "hop_requests", "workers")
     for key in positive:

@@ -1,4 +1,5 @@
-"""Run a demo's variants (one job per strategy), in worker processes when asked, with progress.
+"""What the simulated demos share: running their variants (one job per strategy, in worker
+processes when asked, with progress), their ``--param`` parsing and table cells.
 
 A job is anything with a ``strategy`` name; ``run_job(job)`` measures it in the simulator and
 returns its part of ``results.json``. A job reports the end of each of its phases with
@@ -9,13 +10,14 @@ the parent either way.
 
 from __future__ import annotations
 
+import dataclasses
 import multiprocessing
 import queue
 from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from typing import Any, Protocol, TypeVar
 
-__all__ = ["report", "run_jobs"]
+__all__ = ["num", "replace_from_pairs", "report", "run_jobs"]
 
 
 class _Job(Protocol):
@@ -84,3 +86,34 @@ def run_jobs(
                 results[futures[future].strategy] = future.result()
         _drain(progress, on_phase)
     return results
+
+
+P = TypeVar("P")
+
+
+def replace_from_pairs(defaults: P, pairs: Sequence[str]) -> P:
+    """``defaults`` (a dataclass of a demo's parameters) with ``KEY=VALUE`` strings applied (the
+    CLI's ``--param``): a tuple field takes a comma-separated list, any other field its own
+    type; raises ValueError naming the key and the allowed ones."""
+    fields = {f.name for f in dataclasses.fields(defaults)}  # type: ignore[arg-type]
+    changes: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, text = pair.partition("=")
+        key = key.strip().replace("-", "_")
+        if not sep or key not in fields:
+            raise ValueError(f"{pair!r}: want KEY=VALUE with KEY one of {', '.join(fields)}")
+        current = getattr(defaults, key)
+        try:
+            if isinstance(current, tuple):
+                value: Any = tuple(x.strip() for x in text.split(",") if x.strip())
+            else:
+                value = type(current)(text)
+        except ValueError:
+            raise ValueError(f"{key}: {text!r} is not a {type(current).__name__}") from None
+        changes[key] = value
+    return dataclasses.replace(defaults, **changes)  # type: ignore[type-var]
+
+
+def num(value: float | None, digits: int) -> str:
+    """A table cell: ``value`` to ``digits`` decimals, "-" when unknown."""
+    return "-" if value is None else f"{value:.{digits}f}"

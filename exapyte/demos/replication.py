@@ -57,7 +57,6 @@ Nothing is asserted: every number is measured. Simulated time is what every dura
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 import os
@@ -72,7 +71,7 @@ from exapyte.config import load as load_config
 from exapyte.control import topology as topo
 from exapyte.data.router import Proximity
 from exapyte.demos.consensus import percentile
-from exapyte.demos.jobs import report, run_jobs
+from exapyte.demos.jobs import num, replace_from_pairs, report, run_jobs
 from exapyte.demos.simworld import TopologyWorld
 from exapyte.sim.scheduler import NS_PER_MS, NS_PER_S, derive_seed
 from exapyte.sim.workload import Op, SimClient
@@ -710,14 +709,14 @@ def table(results: dict[str, Any]) -> Any:
     mix = results["write_mix"]
     for region in regions:
         row(f"write p50 / p99 ms, {region} ({mix.get(region, 0):.0%})", lambda e, r=region: (
-            f"{_num(e['latency'][r]['p50_ms'], 0)} / {_num(e['latency'][r]['p99_ms'], 0)}"))
+            f"{num(e['latency'][r]['p50_ms'], 0)} / {num(e['latency'][r]['p99_ms'], 0)}"))
     row("leaders by region (end of load)", lambda e: " ".join(
         f"{r}:{sum(1 for v in e['leaders']['end'].values() if v['region'] == r)}" for r in regions))
     for region in regions:
         row(f"lag voters / learners, {region}", lambda e, r=region: (
-            f"{_num(e['lag']['by_region'][r]['voter']['mean_entries'], 2)} / "
-            f"{_num(e['lag']['by_region'][r]['learner']['mean_entries'], 2)}"))
-    row("  max lag entries, learners", lambda e: _num(max(
+            f"{num(e['lag']['by_region'][r]['voter']['mean_entries'], 2)} / "
+            f"{num(e['lag']['by_region'][r]['learner']['mean_entries'], 2)}"))
+    row("  max lag entries, learners", lambda e: num(max(
         (v["learner"]["max_entries"] for v in e["lag"]["by_region"].values()
          if v["learner"]["max_entries"] is not None), default=None), 0))
     loss = results["loss_region"]
@@ -735,31 +734,11 @@ def table(results: dict[str, Any]) -> Any:
     return t
 
 
-def _num(value: float | None, digits: int) -> str:
-    return "-" if value is None else f"{value:.{digits}f}"
-
-
 def params_from(pairs: list[str]) -> ReplParams:
     """ReplParams from ``KEY=VALUE`` strings (the CLI's ``--param``); raises ValueError naming
     the key and the allowed ones."""
     defaults = ReplParams(workers=min(ReplParams().workers, os.cpu_count() or 1))
-    fields = {f.name: f for f in dataclasses.fields(ReplParams)}
-    changes: dict[str, Any] = {}
-    for pair in pairs:
-        key, sep, text = pair.partition("=")
-        key = key.strip().replace("-", "_")
-        if not sep or key not in fields:
-            raise ValueError(f"{pair!r}: want KEY=VALUE with KEY one of {', '.join(fields)}")
-        current = getattr(defaults, key)
-        try:
-            if isinstance(current, tuple):
-                value: Any = tuple(x.strip() for x in text.split(",") if x.strip())
-            else:
-                value = type(current)(text)
-        except ValueError:
-            raise ValueError(f"{key}: {text!r} is not a {type(current).__name__}") from None
-        changes[key] = value
-    params = dataclasses.replace(defaults, **changes)
+    params = replace_from_pairs(defaults, pairs)
     return validate(params)
 
 
