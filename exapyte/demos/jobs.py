@@ -95,7 +95,7 @@ def replace_from_pairs(defaults: P, pairs: Sequence[str]) -> P:
     """``defaults`` (a dataclass of a demo's parameters) with ``KEY=VALUE`` strings applied (the
     CLI's ``--param``): a tuple field takes a comma-separated list, any other field its own
     type; raises ValueError naming the key and the allowed ones."""
-    fields = {f.name for f in dataclasses.fields(defaults)}  # type: ignore[arg-type]
+    fields = [f.name for f in dataclasses.fields(defaults)]  # type: ignore[arg-type]
     changes: dict[str, Any] = {}
     for pair in pairs:
         key, sep, text = pair.partition("=")
