@@ -17,7 +17,7 @@ from exapyte.protocol.types import (
 from exapyte.protocol.zab.core import ZabState
 from exapyte.protocol.zab.messages import NewEpoch, Notification, PeerState
 from tests.protocol.cluster import MemoryStore
-from tests.protocol.zab_helpers import check_zab_properties, make_zab, zab_cluster
+from tests.protocol.zab_helpers import check_zab_properties, make_zab, pump, zab_cluster
 
 
 def change(c: object, leader: str, kind: int, node: str) -> None:
@@ -273,6 +273,7 @@ def test_a_voter_restarted_with_a_stale_commit_hint_drops_a_removed_peer_from_it
     c.run(60)
     assert c.leader() == leader and core.conf.voters == (leader,)
     assert core.dropped.get("conf_adopted", 0) >= 1
+    assert core.conf_at(core.log.applied) == core.conf  # its log applied it: the log's again
     assert c.core("n3").state is ZabState.OBSERVING and c.core("n3").leader == leader
     c.put("b", "2")
     c.run(3)
@@ -302,3 +303,21 @@ def test_a_configuration_is_adopted_only_from_a_member_and_only_when_newer() -> 
     core.step(Notification("n2", "n1", 2, PeerState.OBSERVING, "n2", 0, 0, 0, False, older,
                            far - 1, 1))
     assert core.conf == newer and core.dropped["conf_adopted"] == 1
+
+
+def test_a_looking_node_tells_a_member_behind_it_the_newer_configuration() -> None:
+    core, host = make_zab("n1", voters=("n1", "n2", "n3"))
+    host.take()
+    ours = ConfState(voters=("n1", "n2", "n3"))
+    # n2's notification carries an older version than our founding configuration (entry 3).
+    # Its vote is worse than ours, so only the configuration calls for an answer.
+    core.step(Notification("n2", "n1", core.election_round, PeerState.LOOKING, "n2", 0, 0, 0,
+                           False, ConfState(voters=("n1", "n2")), 2, 0))
+    pump(core, host)
+    sent = [m for m in host.take() if isinstance(m, Notification) and m.to == "n2"]
+    assert sent and all((m.conf, m.conf_index, m.conf_epoch) == (ours, 3, 0) for m in sent)
+    # One that carries our version (or none) gets no such answer.
+    core.step(Notification("n2", "n1", core.election_round, PeerState.LOOKING, "n2", 0, 0, 0,
+                           False, ours, 3, 0))
+    pump(core, host)
+    assert not [m for m in host.take() if isinstance(m, Notification)]

@@ -33,7 +33,11 @@ below its own accepted epoch follows it (how a restarted node or a new member re
 invites the members it has not heard from, or that are not synchronized yet, the same way. A
 leader outside the node's configuration (made a voter by a change the node missed) is followed
 once a voter of the node's configuration says it follows that leader in that epoch
-(:meth:`Zab._on_following_notice`). FLE only proposes a leader: safety comes from discovery and
+(:meth:`Zab._on_following_notice`). A notification also carries the sender's newest committed
+configuration and its version (ZooKeeper 3.5+): a LOOKING member that missed a membership change
+(a learner promoted while cut off, a voter restarted with a stale commit hint that still counts a
+removed peer) adopts a strictly newer one for its election until its log applies that far
+(:meth:`Zab._maybe_adopt_conf`). FLE only proposes a leader: safety comes from discovery and
 synchronization.
 
 Discovery (§IV-A, Phase 1). A follower sends FOLLOWERINFO(acceptedEpoch). Once a quorum of
