@@ -1020,10 +1020,12 @@ class Zab(ConsensusCore):
         if (
             m.state == PeerState.LOOKING
             and 0 < m.conf_index < self._conf_version[0]
+            and m.conf != self._conf
             and self._conf.voters
             and self._is_member(m.frm)
         ):
-            # The sender missed a change we know committed: our notification carries it.
+            # The sender missed a change we know committed: our notification carries it (an
+            # older version of the same configuration, a snapshot's, needs no answer).
             self._send(self._notification(m.frm))
         if m.state == PeerState.LEADING:
             # Follow it even if its epoch is below what we accepted: our FOLLOWERINFO tells it,
