@@ -1449,7 +1449,10 @@ class Zab(ConsensusCore):
             self._send_proposals(m.frm, peer)
             return
         if peer.phase is PeerPhase.BROADCAST and peer.match < log.last_index:
-            if m.last_index <= peer.match:
+            # No progress: the follower's last entry is not beyond its match, or it cannot be
+            # checked (compacted away here since: only a resend, which turns into a SNAP, can
+            # bring that follower up).
+            if m.last_index <= peer.match or log.term(m.last_index) is None:
                 peer.stall += 1
                 if peer.stall >= limits.RAFT_REPLICATE_STALL_HEARTBEATS:
                     peer.stall = 0
