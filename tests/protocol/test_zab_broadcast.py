@@ -20,6 +20,8 @@ from exapyte.protocol.zab.messages import (
     NewLeader,
     Notification,
     PeerState,
+    Ping,
+    PingAck,
     Proposal,
     SyncEntries,
     SyncMode,
@@ -215,3 +217,35 @@ def test_an_idle_group_is_quiescent_and_new_work_wakes_it() -> None:
     c.isolate(follower)
     c.run(30)
     assert not c.core(follower).quiescent()  # it lost its leader
+
+
+def test_a_follower_behind_a_compacted_log_whose_proposals_were_lost_gets_a_snapshot() -> None:
+    # f holds entry k but its ACK was lost (the leader's match for it is k - 1), then the
+    # proposals after k were lost too and the leader, whose quorum committed them, compacted
+    # its log past k. f's PINGACKs name entry k, which the leader can no longer check: that is
+    # no progress, so after a few heartbeats the leader resends, finds the entries compacted
+    # and synchronizes f with a snapshot. Before, it waited for ever.
+    c = zab_cluster(seed=21)
+    leader = c.wait_leader()
+    f = min(n for n in c.ids if n != leader)
+    c.put("a", "1")
+    c.run(5)
+
+    def settle(lose: Any) -> None:
+        while c.queue:
+            c.drop(lose)
+            c.deliver()
+
+    c.propose(leader, b"b=2")
+    settle(lambda m: isinstance(m, (Ack, PingAck)) and m.frm == f)
+    k = c.core(f).log.last_index
+    assert c.core(leader)._peers[f].match == k - 1
+    for i in range(3):
+        c.propose(leader, f"c{i}=3".encode())
+        settle(lambda m: type(m) in (Proposal, Commit, Ping) and m.to == f)
+    assert c.core(f).log.last_index == k
+    c.snapshot(leader)
+    assert c.core(leader).log.offset > k
+    c.run(40)
+    assert c.core(f).log.last_index == c.core(leader).log.last_index
+    assert c.hosts[f].kv.data == c.hosts[leader].kv.data

@@ -9,13 +9,15 @@ from exapyte.errors import ProposalDropped, ProtocolMisuse
 from exapyte.protocol.types import (
     ConfChange,
     ConfChangeKind,
+    ConfState,
     EntryKind,
     Role,
     decode_conf_change,
 )
 from exapyte.protocol.zab.core import ZabState
-from exapyte.protocol.zab.messages import NewEpoch
-from tests.protocol.zab_helpers import check_zab_properties, zab_cluster
+from exapyte.protocol.zab.messages import NewEpoch, Notification, PeerState
+from tests.protocol.cluster import MemoryStore
+from tests.protocol.zab_helpers import check_zab_properties, make_zab, pump, zab_cluster
 
 
 def change(c: object, leader: str, kind: int, node: str) -> None:
@@ -209,3 +211,113 @@ def test_a_learner_that_gave_up_during_discovery_is_invited_again() -> None:
     c.run(40)
     assert n4.state is ZabState.OBSERVING and n4.leader == leader
     assert c.hosts["n4"].kv.data == {"a": "1"}
+
+
+def test_a_learner_promoted_while_cut_off_learns_it_is_a_voter_from_a_notification() -> None:
+    # Voters a, b and the observer n3. While n3 is cut off it is promoted to voter and a (not
+    # the leader) is removed: the group's voters are now the leader and n3, whose quorum needs
+    # both. n3 still thinks it is an observer and would never vote: the leader's LOOKING
+    # notification carries the committed configuration, n3 adopts it and the two elect.
+    c = zab_cluster(("n1", "n2"), seed=11, learners=("n3",))
+    leader = c.wait_leader()
+    other = "n1" if leader == "n2" else "n2"
+    c.put("a", "1")
+    c.run(30)
+    assert c.core("n3").state is ZabState.OBSERVING
+    c.isolate("n3")
+    change(c, leader, ConfChangeKind.ADD_VOTER, "n3")
+    change(c, leader, ConfChangeKind.REMOVE_NODE, other)
+    assert c.core(leader).conf.voters == tuple(sorted((leader, "n3")))
+    c.crash(other)
+    c.run(40)  # the leader loses its quorum and looks for one
+    n3 = c.core("n3")
+    assert n3.conf.voters == ("n1", "n2") and n3.role is Role.LEARNER  # missed both
+    c.heal()
+    c.run(60)
+    assert c.leader() == leader and n3.state is ZabState.FOLLOWING and n3.leader == leader
+    assert n3.dropped.get("conf_adopted", 0) >= 1
+    assert n3.conf.voters == tuple(sorted((leader, "n3")))
+    c.put("b", "2")
+    c.run(3)
+    assert c.hosts["n3"].kv.data == {"a": "1", "b": "2"}
+    check_zab_properties(c)
+
+
+def test_a_voter_restarted_with_a_stale_commit_hint_drops_a_removed_peer_from_its_quorum() -> None:
+    # Voters a, b and the observer n3; the leader removes b. The commit index is persisted
+    # lazily, so the leader, crashing at once, restarts with the removal uncommitted in its
+    # view: its configuration still counts b, whose replica is now a fresh joiner that knows
+    # no configuration and never votes. The observer applied the removal: its notification
+    # carries the committed configuration, the voter adopts it and leads alone again.
+    c = zab_cluster(("n1", "n2"), seed=12, learners=("n3",))
+    leader = c.wait_leader()
+    other = "n1" if leader == "n2" else "n2"
+    c.put("a", "1")
+    c.run(30)
+    removal, _ = c.core(leader).propose_conf_change(ConfChange(ConfChangeKind.REMOVE_NODE, other))
+    c.drive_all()
+    for _ in range(10):
+        c.stabilize()
+        if c.core("n3").log.applied >= removal:
+            break
+        c.tick()
+    assert c.core("n3").conf.voters == (leader,) and c.core("n3").log.applied >= removal
+    c.crash(leader)
+    assert c.stores[leader].hard_state.commit < removal  # the hint was not synced
+    c.crash(other)
+    c.stores[other] = MemoryStore(ConfState())  # a fresh replica, no configuration
+    c.restart(other)
+    c.restart(leader)
+    core = c.core(leader)
+    assert core.conf.voters == tuple(sorted((leader, other)))
+    c.run(60)
+    assert c.leader() == leader and core.conf.voters == (leader,)
+    assert core.dropped.get("conf_adopted", 0) >= 1
+    assert core.conf_at(core.log.applied) == core.conf  # its log applied it: the log's again
+    assert c.core("n3").state is ZabState.OBSERVING and c.core("n3").leader == leader
+    c.put("b", "2")
+    c.run(3)
+    assert c.hosts["n3"].kv.data == {"a": "1", "b": "2"}
+    check_zab_properties(c)
+
+
+def test_a_configuration_is_adopted_only_from_a_member_and_only_when_newer() -> None:
+    core, _ = make_zab("n1", voters=("n1", "n2", "n3"))
+    assert core.state is ZabState.LOOKING
+    newer = ConfState(voters=("n1", "n2"), learners=("n3",))
+    far = core.log.applied + 5
+    core.step(Notification("x9", "n1", 1, PeerState.OBSERVING, "x9", 0, 0, 0, False, newer,
+                           far, 1))  # a stranger
+    core.step(Notification("n2", "n1", 1, PeerState.OBSERVING, "n2", 0, 0, 0, False, newer,
+                           core.log.applied, 0))  # not beyond what our log applied
+    assert core.conf.voters == ("n1", "n2", "n3") and "conf_adopted" not in core.dropped
+    core.step(Notification("n2", "n1", 1, PeerState.OBSERVING, "n2", 0, 0, 0, False,
+                           ConfState(voters=("n2", "n2")), far, 1))
+    assert core.dropped["malformed"] == 1  # not a configuration a core could have made
+    round_ = core.election_round
+    core.step(Notification("n2", "n1", 1, PeerState.OBSERVING, "n2", 0, 0, 0, False, newer,
+                           far, 1))
+    assert core.conf == newer and core.dropped["conf_adopted"] == 1
+    assert core.election_round == round_ + 1  # a new round under the adopted configuration
+    older = ConfState(voters=("n1", "n2", "n3"))
+    core.step(Notification("n2", "n1", 2, PeerState.OBSERVING, "n2", 0, 0, 0, False, older,
+                           far - 1, 1))
+    assert core.conf == newer and core.dropped["conf_adopted"] == 1
+
+
+def test_a_looking_node_tells_a_member_behind_it_the_newer_configuration() -> None:
+    core, host = make_zab("n1", voters=("n1", "n2", "n3"))
+    host.take()
+    ours = ConfState(voters=("n1", "n2", "n3"))
+    # n2's notification carries an older version than our founding configuration (entry 3).
+    # Its vote is worse than ours, so only the configuration calls for an answer.
+    core.step(Notification("n2", "n1", core.election_round, PeerState.LOOKING, "n2", 0, 0, 0,
+                           False, ConfState(voters=("n1", "n2")), 2, 0))
+    pump(core, host)
+    sent = [m for m in host.take() if isinstance(m, Notification) and m.to == "n2"]
+    assert sent and all((m.conf, m.conf_index, m.conf_epoch) == (ours, 3, 0) for m in sent)
+    # One that carries our version (or none) gets no such answer.
+    core.step(Notification("n2", "n1", core.election_round, PeerState.LOOKING, "n2", 0, 0, 0,
+                           False, ours, 3, 0))
+    pump(core, host)
+    assert not [m for m in host.take() if isinstance(m, Notification)]

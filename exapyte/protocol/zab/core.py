@@ -33,7 +33,11 @@ below its own accepted epoch follows it (how a restarted node or a new member re
 invites the members it has not heard from, or that are not synchronized yet, the same way. A
 leader outside the node's configuration (made a voter by a change the node missed) is followed
 once a voter of the node's configuration says it follows that leader in that epoch
-(:meth:`Zab._on_following_notice`). FLE only proposes a leader: safety comes from discovery and
+(:meth:`Zab._on_following_notice`). A notification also carries the sender's newest committed
+configuration and its version (ZooKeeper 3.5+): a LOOKING member that missed a membership change
+(a learner promoted while cut off, a voter restarted with a stale commit hint that still counts a
+removed peer) adopts a strictly newer one for its election until its log applies that far
+(:meth:`Zab._maybe_adopt_conf`). FLE only proposes a leader: safety comes from discovery and
 synchronization.
 
 Discovery (§IV-A, Phase 1). A follower sends FOLLOWERINFO(acceptedEpoch). Once a quorum of
@@ -335,7 +339,9 @@ def malformed(m: Any) -> str | None:
     """Why a ZAB message cannot have been sent by a correct peer (the drop counter), or None."""
     kind = type(m)
     if kind is Notification:
-        if not _in_range(m.round, m.epoch, m.last_term, m.last_index):
+        if not _in_range(m.round, m.epoch, m.last_term, m.last_index, m.conf_index, m.conf_epoch):
+            return "malformed"
+        if m.conf_index and (not isinstance(m.conf, ConfState) or not sane_conf(m.conf)):
             return "malformed"
         if m.state not in _PEER_STATES or not isinstance(m.leader, str) or not m.leader:
             return "malformed"
@@ -468,9 +474,16 @@ class Zab(ConsensusCore):
 
         self._dropped: dict[str, int] = {}
         base_conf = p.snapshot.meta.conf if p.snapshot is not None else ConfState()
+        # The configuration in effect (``_conf``/``_voters``) is the one the applied log gives
+        # (``_confs``, versioned by ``_log_conf_version``), unless a newer committed one was
+        # adopted from a peer's notification: then ``_adopted_index`` is its position, and the
+        # log's own takes over again once it is applied that far (see _maybe_adopt_conf).
         self._conf = base_conf
         self._voters = JointConfig(base_conf.voters)
         self._confs: list[tuple[int, ConfState]] = [(self.log.offset, base_conf)]
+        self._log_conf_version = (self.log.offset, self.log.offset_term)
+        self._conf_version = self._log_conf_version  # (index, epoch) of the conf in effect
+        self._adopted_index = 0
         for index in range(self.log.offset + 1, self.log.applied + 1):
             entry = self.log.entry(index)
             if entry.kind == EntryKind.CONF_CHANGE:
@@ -973,14 +986,17 @@ class Zab(ConsensusCore):
     # --- Fast Leader Election --------------------------------------------------------------
 
     def _notification(self, to: str) -> Notification:
+        conf_index, conf_epoch = self._conf_version if self._conf.voters else (0, 0)
         if self._state is ZabState.LOOKING:
             v = self._vote
             state = PeerState.LOOKING if self._is_voter() else PeerState.OBSERVING
             return Notification(self._id, to, self._round, state, v.leader, v.epoch,
-                                v.last_term, v.last_index, v.transfer)
+                                v.last_term, v.last_index, v.transfer, self._conf,
+                                conf_index, conf_epoch)
         leader = self._leader or self._id
         return Notification(self._id, to, self._round, self._peer_state(), leader,
-                            self._rec.accepted_epoch, self.log.last_term, self.log.last_index)
+                            self._rec.accepted_epoch, self.log.last_term, self.log.last_index,
+                            False, self._conf, conf_index, conf_epoch)
 
     def _broadcast_notification(self) -> None:
         for voter in sorted(self._voters.voters):
@@ -999,6 +1015,18 @@ class Zab(ConsensusCore):
                 self._send(self._notification(m.frm))
             return
         # LOOKING
+        if self._maybe_adopt_conf(m) and self._state is not ZabState.LOOKING:
+            return  # the adopted configuration decided the election at once
+        if (
+            m.state == PeerState.LOOKING
+            and 0 < m.conf_index < self._conf_version[0]
+            and m.conf != self._conf
+            and self._conf.voters
+            and self._is_member(m.frm)
+        ):
+            # The sender missed a change we know committed: our notification carries it (an
+            # older version of the same configuration, a snapshot's, needs no answer).
+            self._send(self._notification(m.frm))
         if m.state == PeerState.LEADING:
             # Follow it even if its epoch is below what we accepted: our FOLLOWERINFO tells it,
             # and a leader behind a member's promise gives its epoch up (_on_follower_info).
@@ -1047,6 +1075,43 @@ class Zab(ConsensusCore):
             self._broadcast_notification()
         self._votes[m.frm] = theirs
         self._maybe_decide()
+
+    def _maybe_adopt_conf(self, m: Notification) -> bool:
+        """Adopt the committed configuration ``m`` carries if it is strictly newer than ours.
+
+        A member down or cut off while the group changed holds an older configuration than the
+        group's, and the election may need it with the new one: one moved learner -> voter
+        while away thinks it is an observer and never votes, so a voter whose quorum needs it
+        waits for ever; a voter that restarted with a stale commit hint (the commit index is
+        persisted lazily) counts a peer the group removed, whose replica may now be a fresh
+        joiner that never answers. ZooKeeper 3.5+ solves this in Fast Leader Election: a
+        notification carries the sender's last committed configuration and its version, and a
+        LOOKING server adopts a newer one. So do we: only applied (hence committed)
+        configurations, or ones adopted that way, are ever sent, and a committed configuration
+        at a position is the same on every node (state-machine safety), so the version names
+        it. We take one only while LOOKING, only from a member of our configuration (a stranger
+        cannot rewrite who we listen to), only if we know a configuration at all (a new member
+        learns the group from its sync), and only beyond what our own log applied (up to there
+        the log is the authority). The log is untouched: discovery and synchronization still
+        decide the history, and when the log applies that far its own configuration, the same
+        one, takes over (:meth:`_apply_conf_entry`). Quorums stay safe: the adopted
+        configuration is a committed one, and consecutive single-server configurations share a
+        majority, as with the one the log would give. Returns whether it adopted.
+        """
+        if not m.conf_index or m.conf_index <= self._conf_version[0]:
+            return False
+        if m.conf_index <= self.log.applied or not self._conf.voters:
+            return False
+        if not self._is_member(m.frm) or m.conf == self._conf:
+            return False
+        self._count("conf_adopted")
+        self._conf = m.conf
+        self._voters = JointConfig(m.conf.voters)
+        self._conf_version = (m.conf_index, m.conf_epoch)
+        self._adopted_index = m.conf_index
+        # Who votes changed: start a new round under the adopted configuration.
+        self._new_round(self._round + 1)
+        return True
 
     def _on_following_notice(self, m: Notification) -> None:
         """A voter of our configuration answered our notification: it follows ``m.leader``.
@@ -1384,7 +1449,10 @@ class Zab(ConsensusCore):
             self._send_proposals(m.frm, peer)
             return
         if peer.phase is PeerPhase.BROADCAST and peer.match < log.last_index:
-            if m.last_index <= peer.match:
+            # No progress: the follower's last entry is not beyond its match, or it cannot be
+            # checked (compacted away here since: only a resend, which turns into a SNAP, can
+            # bring that follower up).
+            if m.last_index <= peer.match or log.term(m.last_index) is None:
                 peer.stall += 1
                 if peer.stall >= limits.RAFT_REPLICATE_STALL_HEARTBEATS:
                     peer.stall = 0
@@ -1736,8 +1804,9 @@ class Zab(ConsensusCore):
             snap = self._rx_snapshot
             log.restore(snap)
             self._confs = [(snap.meta.index, snap.meta.conf)]
-            self._conf = snap.meta.conf
-            self._voters = JointConfig(snap.meta.conf.voters)
+            self._log_conf_version = (snap.meta.index, snap.meta.term)
+            if snap.meta.index >= self._adopted_index:
+                self._take_log_conf()
             if entries:
                 log.truncate_and_append(entries)
             return
@@ -1830,23 +1899,35 @@ class Zab(ConsensusCore):
 
     # === membership ========================================================================
 
-    def _apply_conf_entry(self, entry: Entry) -> None:
-        conf = self._conf_after(entry)
+    def _apply_conf_entry(self, entry: Entry) -> bool:
+        """Apply a committed CONF_CHANGE to the log's configuration; returns whether the
+        configuration in effect changed (not while an adopted, newer one is still ahead)."""
+        conf = self._conf_after(self._confs[-1][1], entry)
         if conf is None:
             self._count("conf_change_ignored")
-            return
-        self._conf = conf
-        self._voters = JointConfig(conf.voters)
+            return False
         self._confs.append((entry.index, conf))
+        self._log_conf_version = (entry.index, entry.term)
+        if entry.index < self._adopted_index:
+            return False  # the adopted configuration is newer still
+        self._take_log_conf()
+        return True
 
-    def _conf_after(self, entry: Entry) -> ConfState | None:
+    def _take_log_conf(self) -> None:
+        """The applied log's configuration is in effect again (an adopted one is reached)."""
+        self._adopted_index = 0
+        self._conf = self._confs[-1][1]
+        self._voters = JointConfig(self._conf.voters)
+        self._conf_version = self._log_conf_version
+
+    def _conf_after(self, base: ConfState, entry: Entry) -> ConfState | None:
         try:
             change = decode_conf_change(entry.data)
         except (msgspec.DecodeError, msgspec.ValidationError):
             return None
         if not valid_change(change):
             return None
-        conf = apply_change(self._conf, change)
+        conf = apply_change(base, change)
         return conf if conf.voters else None
 
     def _after_conf_applied(self) -> None:
@@ -1964,9 +2045,11 @@ class Zab(ConsensusCore):
             conf_changed = False
             for entry in ready.committed_entries:
                 if entry.kind == EntryKind.CONF_CHANGE:
-                    self._apply_conf_entry(entry)
-                    conf_changed = True
+                    conf_changed = self._apply_conf_entry(entry) or conf_changed
             log.applied_to(ready.committed_entries[-1].index)
+            if self._adopted_index and log.applied >= self._adopted_index:
+                self._take_log_conf()  # applied past the adopted version: the log's, the same
+                conf_changed = True
             if conf_changed:
                 self._after_conf_applied()
         if self._sync_waiting:

@@ -17,7 +17,10 @@ message             from -> to                purpose (phase; Zab paper section)
 ==================  ========================  ===============================================
 Notification        anyone -> voters          Fast Leader Election: "my vote is (leader, its
                                               epoch, its last entry) in round r; I am LOOKING
-                                              / FOLLOWING / LEADING / OBSERVING" (§V-A)
+                                              / FOLLOWING / LEADING / OBSERVING; the newest
+                                              committed configuration I know is C, version
+                                              (conf_index, conf_epoch)" (§V-A; ZooKeeper
+                                              3.5+ carries its config and version in FLE)
 FollowerInfo        follower -> leader        discovery: my acceptedEpoch (CEPOCH, §IV-A)
 NewEpoch            leader -> follower        discovery: the new epoch e' (NEWEPOCH)
 AckEpoch            follower -> leader        discovery: I accepted e'; my currentEpoch, my
@@ -47,7 +50,7 @@ from typing import Union
 
 import msgspec
 
-from exapyte.protocol.types import Entry, SnapshotMeta
+from exapyte.protocol.types import ConfState, Entry, SnapshotMeta
 
 ZXID_COUNTER_BITS = 32
 ZXID_COUNTER_MAX = (1 << ZXID_COUNTER_BITS) - 1  # the last counter an epoch may use
@@ -84,7 +87,14 @@ class Notification(msgspec.Struct, frozen=True, tag="zab.notification"):
     by (``epoch`` = its currentEpoch, ``last_term``, ``last_index``); ``round`` is the sender's
     logical election clock. ``transfer`` marks the vote of a leadership-transfer target, which
     wins ties on equal histories. A node that is not LOOKING sends its current leader as vote,
-    with that leadership's epoch."""
+    with that leadership's epoch.
+
+    ``conf`` is the newest *committed* configuration the sender knows (the one its applied log
+    gives, or one it adopted from a peer's notification, itself committed), and
+    (``conf_index``, ``conf_epoch``) its version: the position and epoch of the CONF_CHANGE
+    entry (or of the snapshot) it took effect at. ``conf_index`` 0 carries no configuration.
+    A LOOKING member that missed a membership change adopts a strictly newer one for its
+    election (ZooKeeper 3.5+ sends its last committed config and version the same way)."""
 
     frm: str
     to: str
@@ -95,6 +105,9 @@ class Notification(msgspec.Struct, frozen=True, tag="zab.notification"):
     last_term: int
     last_index: int
     transfer: bool = False
+    conf: ConfState = ConfState()
+    conf_index: int = 0
+    conf_epoch: int = 0
 
 
 class FollowerInfo(msgspec.Struct, frozen=True, tag="zab.followerinfo"):
