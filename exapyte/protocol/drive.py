@@ -46,7 +46,7 @@ from typing import Protocol
 import msgspec
 
 from exapyte.protocol.core import ConsensusCore
-from exapyte.protocol.types import Entry, HardState, Ready, ReadState, Snapshot
+from exapyte.protocol.types import Entry, HardState, ReadState, Ready, Snapshot
 
 
 class Host(Protocol):
