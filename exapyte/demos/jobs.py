@@ -17,7 +17,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from typing import Any, Protocol, TypeVar
 
-__all__ = ["num", "replace_from_pairs", "report", "run_jobs"]
+__all__ = ["num", "replace_from_pairs", "report", "run_jobs", "topology_summary"]
 
 
 class _Job(Protocol):
@@ -117,3 +117,20 @@ def replace_from_pairs(defaults: P, pairs: Sequence[str]) -> P:
 def num(value: float | None, digits: int) -> str:
     """A table cell: ``value`` to ``digits`` decimals, "-" when unknown."""
     return "-" if value is None else f"{value:.{digits}f}"
+
+
+def topology_summary(path: str) -> dict[str, Any]:
+    """The ``topology`` block of a demo's ``results.json``: nodes and regions, links, timers."""
+    from exapyte.config import load as load_config
+    from exapyte.control import topology as topo
+
+    cfg = load_config(path)
+    return {
+        "nodes": {n.id: n.region for n in cfg.cluster.nodes},
+        "links": [{"a": link.a, "b": link.b, "latency_ms": link.latency_ms}
+                  for link in cfg.cluster.links],
+        "regions": topo.regions(topo.from_config(cfg)),
+        "election_timeout_ticks": cfg.consensus.election_timeout_ticks,
+        "heartbeat_ticks": cfg.consensus.heartbeat_ticks,
+        "protocol": cfg.consensus.protocol,
+    }

@@ -15,7 +15,7 @@ import matplotlib.pyplot as plt  # noqa: E402 - the backend is chosen first
 COLORS = {"raft": "tab:blue", "multipaxos": "tab:orange", "zab": "tab:green"}
 
 
-def _cdf(values: list[float]) -> tuple[list[float], list[float]]:
+def cdf(values: list[float]) -> tuple[list[float], list[float]]:
     ordered = sorted(values)
     n = len(ordered)
     return ordered, [(i + 1) / n for i in range(n)]
@@ -28,7 +28,7 @@ def latency_cdfs(results: dict[str, Any], path: Path) -> Path:
         for protocol, entry in results["protocols"].items():
             lat = entry["main"]["per_region"].get(region, {}).get("latencies_ms", [])
             if lat:
-                xs, ys = _cdf(lat)
+                xs, ys = cdf(lat)
                 ax.step(xs, ys, where="post", label=protocol, color=COLORS.get(protocol))
         ax.set_title(f"write latency, clients in {region}")
         ax.set_xlabel("ms")
@@ -73,7 +73,7 @@ def election_times(results: dict[str, Any], path: Path) -> Path:
     for protocol, entry in results["protocols"].items():
         times = entry["elections"]["times_s"]
         if times:
-            xs, ys = _cdf(times)
+            xs, ys = cdf(times)
             ax.step(xs, ys, where="post", color=COLORS.get(protocol),
                     label=f"{protocol} ({len(times)} failures)")
     ax.set_xlabel("simulated seconds from the leader's failure to a new serving leader")

@@ -71,7 +71,13 @@ from exapyte.config import load as load_config
 from exapyte.control import topology as topo
 from exapyte.data.router import Proximity
 from exapyte.demos.consensus import percentile
-from exapyte.demos.jobs import num, replace_from_pairs, report, run_jobs
+from exapyte.demos.jobs import (
+    num,
+    replace_from_pairs,
+    report,
+    run_jobs,
+    topology_summary,
+)
 from exapyte.demos.simworld import TopologyWorld
 from exapyte.sim.scheduler import NS_PER_MS, NS_PER_S, derive_seed
 from exapyte.sim.workload import Op, SimClient
@@ -624,19 +630,9 @@ def run(params: ReplParams, on_phase: Callable[[str, str], None] | None = None) 
 
 
 def assemble(params: ReplParams, results: dict[str, dict[str, Any]]) -> dict[str, Any]:
-    cfg = load_config(params.topology)
-    graph = topo.from_config(cfg)
     return {
         "params": asdict(params),
-        "topology": {
-            "nodes": {n.id: n.region for n in cfg.cluster.nodes},
-            "links": [{"a": link.a, "b": link.b, "latency_ms": link.latency_ms}
-                      for link in cfg.cluster.links],
-            "regions": topo.regions(graph),
-            "election_timeout_ticks": cfg.consensus.election_timeout_ticks,
-            "heartbeat_ticks": cfg.consensus.heartbeat_ticks,
-            "protocol": cfg.consensus.protocol,
-        },
+        "topology": topology_summary(params.topology),
         "write_mix": params.mix(),
         "loss_region": params.region_lost(),
         "notes": {

@@ -12,14 +12,10 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402 - the backend is chosen first
 
+from exapyte.demos.plots import cdf  # noqa: E402 - one empirical CDF for every demo's plots
+
 COLORS = {"sync": "tab:blue", "async": "tab:orange", "optimized": "tab:green"}
 REGION_STYLES = ("-", "--", ":", "-.")
-
-
-def _cdf(values: list[float]) -> tuple[list[float], list[float]]:
-    ordered = sorted(values)
-    n = len(ordered)
-    return ordered, [(i + 1) / n for i in range(n)]
 
 
 def latency_cdfs(results: dict[str, Any], path: Path) -> Path:
@@ -29,7 +25,7 @@ def latency_cdfs(results: dict[str, Any], path: Path) -> Path:
         for strategy, entry in results["strategies"].items():
             lat = entry["latency"].get(region, {}).get("latencies_ms", [])
             if lat:
-                xs, ys = _cdf(lat)
+                xs, ys = cdf(lat)
                 ax.step(xs, ys, where="post", label=strategy, color=COLORS.get(strategy))
         share = results["write_mix"].get(region, 0.0)
         ax.set_title(f"write latency, clients in {region} ({share:.0%} of writes)")
