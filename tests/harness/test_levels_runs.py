@@ -40,4 +40,6 @@ def test_a_bounded_run_under_partitions_and_pauses_stays_within_the_time_bound(t
     levels = outcome.results["checkers"]["levels"]
     assert levels["valid"] is True, levels["cause"]
     served = levels["evidence"]["staleness_by_level"]["bounded_staleness"]
-    assert served["reads"] > 50 and served["ms_max"] <= STALENESS_MS
+    # enough bounded reads that the bound is exercised (their number follows the machine's speed:
+    # a loaded CI host completes ~50 in 5 s, an idle one ~150)
+    assert served["reads"] >= 20 and served["ms_max"] <= STALENESS_MS
