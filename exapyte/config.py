@@ -297,6 +297,10 @@ KNOWN_BUGS: dict[str, str] = {
     "bounded-follower-view": (
         "bounded_staleness is checked against the replica's own commit index (K only, no time bound)"
     ),
+    "bounded-send-time": (
+        "a leader stamps what it sends with its clock at sending, not with the time of its last "
+        "quorum-confirmed heartbeat round, so a deposed leader's followers judge old state fresh"
+    ),
     "stop-applying": (
         "the highest-named member of each group stops applying committed entries (after index 20) "
         "and keeps serving weak reads"

@@ -142,6 +142,8 @@ def parse_faults(text: str | Sequence[str]) -> tuple[str, ...]:
 #: follower cut off or lagging answers a session read behind the session's token.
 #: ``bounded-unchecked`` and ``bounded-follower-view``: a partitioned or paused follower serves
 #: bounded reads from state older than the bound (its own view of the commit index is as old).
+#: ``bounded-send-time``: a leader paused (or cut off) while the others elect and commit resumes
+#: and stamps before its check-quorum fires; a follower paused or cut off with it believes it.
 #: ``stop-applying``: the stopped replica is found at the final reads on every node (no fault
 #: needed; partitions move the leader, so the stopped node may come to lead).
 #: ``apply-out-of-order``: a follower cut off catches up in long batches, each applied backwards;
@@ -156,6 +158,7 @@ BUG_FAULTS: dict[str, tuple[str, ...]] = {
     "session-ahead": ("partition",),
     "bounded-unchecked": ("partition", "pause"),
     "bounded-follower-view": ("partition", "pause"),
+    "bounded-send-time": ("partition", "pause"),
     "stop-applying": ("partition",),
     "apply-out-of-order": ("partition",),
     "token-after-truncate": ("partition", "kill"),

@@ -11,7 +11,8 @@ Exit status: 0 valid, 1 invalid, 2 unknown (or the cluster could not be set up).
 With ``--bugs`` and no ``--nemesis``, each bug brings the fault mix that exposes it
 (:data:`harness.nemesis.BUG_FAULTS`): stale-reads -> partition; ack-before-fsync ->
 partition,kill; no-term-check -> partition,clock,kill; session-ahead -> partition;
-bounded-unchecked, bounded-follower-view -> partition,pause; stop-applying -> partition;
+bounded-unchecked, bounded-follower-view, bounded-send-time -> partition,pause; stop-applying ->
+partition;
 apply-out-of-order, token-after-truncate -> partition.
 ``--nemesis none`` runs a bug without faults. Without ``--workload``, a bug that breaks a weaker
 level brings a workload asking for it (:data:`harness.workloads.BUG_WORKLOADS`: session-ahead ->

@@ -312,6 +312,7 @@ BUG_WORKLOADS: dict[str, str] = {
     "session-ahead": "session",
     "bounded-unchecked": "bounded",
     "bounded-follower-view": "bounded",
+    "bounded-send-time": "bounded",
     "stop-applying": "eventual",
     "apply-out-of-order": "prefix",
     "token-after-truncate": "session",

@@ -174,6 +174,15 @@ class ConsensusCore(abc.ABC):
         """
 
     @abc.abstractmethod
+    def leadership_rounds(self) -> tuple[int, int]:
+        """(the newest heartbeat round this replica sent as leader, the newest round a quorum
+        of voters has acknowledged), the rounds of read-index confirmation
+        (exapyte/protocol/readindex.py). A quorum that acknowledged round ``r`` had not moved
+        to a newer term, ballot or epoch when ``r`` reached it, so no other leader was chosen
+        before ``r`` was sent: the host times its bounded-staleness stamps by it. ``(0, 0)``
+        when this replica never led."""
+
+    @abc.abstractmethod
     def campaign(self) -> None:
         """Try to become leader now, as if the election timeout fired (a group's founding voter,
         tests, operator tools)."""

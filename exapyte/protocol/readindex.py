@@ -90,13 +90,18 @@ class ReadIndexTracker:
         if ctx > self.acked.get(peer, 0):
             self.acked[peer] = ctx
 
+    def confirmed(self, voters: JointConfig, me: str) -> int:
+        """The newest round a quorum of ``voters`` has acknowledged (``me`` counts as having
+        acknowledged every round it sent)."""
+        acked = dict(self.acked)
+        acked[me] = self.round
+        return voters.committed_index(acked)
+
     def release(self, voters: JointConfig, me: str) -> list[tuple[bytes, int]]:
         """Reads whose round a quorum has confirmed, in arrival order."""
         if not self.pending:
             return []
-        acked = dict(self.acked)
-        acked[me] = self.round
-        confirmed = voters.committed_index(acked)
+        confirmed = self.confirmed(voters, me)
         released: list[tuple[bytes, int]] = []
         pending = self.pending
         while pending and pending[0][2] <= confirmed:

@@ -62,7 +62,7 @@ from exapyte import limits
 from exapyte.config import Config
 from exapyte.control.group import ControlStateMachine
 from exapyte.data.router import Descriptor
-from exapyte.data.staleness import StalenessBound
+from exapyte.data.staleness import LeaderStamps, StalenessBound
 from exapyte.distribution.base import GroupSpec
 from exapyte.errors import NotLeader, ProposalDropped, ProtocolMisuse, StorageError
 from exapyte.kv import Command, Outcome, encode_command
@@ -249,6 +249,7 @@ class Replica(ServiceBase):
         # this replica neither stamps what it sends nor serves bounded reads as a follower
         self._clock_ms = clock_ms
         self.staleness = StalenessBound()
+        self._leader_stamps = LeaderStamps()
         self._stamps_from: str | None = None  # the leader whose stamps are kept
 
     # -- helpers ------------------------------------------------------------------------------
@@ -585,17 +586,22 @@ class Replica(ServiceBase):
             for msg in messages:
                 self.send_to(msg.to, msg)
             return
-        # A leader stamps what it sends with its commit index and its clock, once per Ready,
-        # once its commit index is the group's: when it has applied an entry of its own term
-        # (each protocol's leader commits one first: Raft's empty entry, the NOOP of a Paxos
-        # round or a ZAB epoch), everything committed before it is committed here too. Until
-        # then a new leader's commit index may lag what its predecessor committed, and a stamp
-        # of it would make a follower's old state look fresh.
-        stamp = (
-            (self.core.status().commit, self._clock_ms())
-            if self.core.role is Role.LEADER and self._applied_entry_term == self.core.term
-            else None
-        )
+        # A leader stamps what it sends, once per Ready, with its commit index and the time of
+        # its newest quorum-confirmed heartbeat round (exapyte/data/staleness.py), once its
+        # commit index is the group's: when it has applied an entry of its own term (each
+        # protocol's leader commits one first: Raft's empty entry, the NOOP of a Paxos round or
+        # a ZAB epoch), everything committed before it is committed here too. Until then a new
+        # leader's commit index may lag what its predecessor committed, and a stamp of it would
+        # make a follower's old state look fresh.
+        core = self.core
+        stamp = None
+        if core.role is Role.LEADER and self._applied_entry_term == core.term:
+            if "bounded-send-time" in self.bugs:  # known bug: stamped with the send time
+                stamp = (core.status().commit, self._clock_ms())
+            else:
+                stamp = self._leader_stamps.stamp(
+                    core.term, core.status().commit, core.leadership_rounds(), self._clock_ms(),
+                )
         for msg in messages:
             self.send_to(msg.to, msg, stamp)
 

@@ -4,7 +4,7 @@
 [--shrink] [--ops N] [--keep-faults I,J,...]``
 
 For each mutant, seeds 0, 1, 2, ... run with the mutant's patches active until one fails (or
-``--seeds-max`` is reached: the mutant *survived*). One row per mutant: caught or not, by which
+``--seeds-max`` is reached, by default 100 or the mutant's own budget: the mutant *survived*). One row per mutant: caught or not, by which
 check, after how many seeds and how much simulated time, and the command that replays the
 catching seed. Then the unmodified core runs ``--baseline-seeds`` seeds with every fault kind;
 any failure there is a bug. The exit status is 1 if a mutant survived or the baseline failed.
@@ -48,11 +48,11 @@ from exapyte.sim.runner import ShrinkResult, SimResult, run_seed, run_seeds, shr
 from exapyte.sim.scheduler import NS_PER_S
 from exapyte.sim.world import SimSpec
 from tests.mutants.amnesia import AMNESIA_SIM_MUTANTS
-from tests.mutants.mutants import MUTANTS, MUTANTS_BY_NAME, Mutant
+from tests.mutants.mutants import MUTANTS, MUTANTS_BY_NAME, RARE_MUTANTS, Mutant
 from tests.mutants.routing import ROUTING_SIM_MUTANTS
 
 # what `make mutants` hunts
-CATALOGUE: tuple[Mutant, ...] = MUTANTS + ROUTING_SIM_MUTANTS + AMNESIA_SIM_MUTANTS
+CATALOGUE: tuple[Mutant, ...] = MUTANTS + RARE_MUTANTS + ROUTING_SIM_MUTANTS + AMNESIA_SIM_MUTANTS
 BY_NAME: dict[str, Mutant] = {
     **MUTANTS_BY_NAME, **{m.name: m for m in ROUTING_SIM_MUTANTS + AMNESIA_SIM_MUTANTS}
 }
@@ -304,7 +304,9 @@ class RunDisplay:
 
 def main(argv: list[str] | None = None, console: Console | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m tests.mutants", description=__doc__.split("\n\n")[0])
-    p.add_argument("--seeds-max", type=int, default=SEEDS_MAX_DEFAULT)
+    p.add_argument("--seeds-max", type=int, default=None,
+                   help=f"seeds per mutant (default {SEEDS_MAX_DEFAULT}, or a mutant's own larger "
+                        "budget: Mutant.seeds_max)")
     p.add_argument("--first-seed", type=int, default=0)
     p.add_argument("--baseline-seeds", type=int, default=BASELINE_SEEDS_DEFAULT,
                    help="seeds of the unmodified core (plus a fifth as many with 5 nodes); 0 skips")
@@ -328,10 +330,12 @@ def main(argv: list[str] | None = None, console: Console | None = None) -> int:
         table.add_column(column)
     survived = []
     failed_baseline: list[SimResult] = []
-    with RunDisplay(console, len(chosen), args.seeds_max, baseline_total) as display:
+    with RunDisplay(console, len(chosen), SEEDS_MAX_DEFAULT if args.seeds_max is None else args.seeds_max, baseline_total) as display:
         for mutant in chosen:
+            budget = max(SEEDS_MAX_DEFAULT, mutant.seeds_max) if args.seeds_max is None else args.seeds_max
+            display.seeds_max = budget
             display.mutant_started(mutant)
-            outcome = hunt(mutant, args.seeds_max, args.first_seed,
+            outcome = hunt(mutant, budget, args.first_seed,
                            on_seed=display.mutant_seed_done, **overrides)
             if not outcome.caught:
                 survived.append(mutant.name)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from exapyte.data.staleness import StalenessBound
+from exapyte.data.staleness import LeaderStamps, StalenessBound
 
 K, T, SKEW = 10, 5_000, 250
 
@@ -51,3 +51,51 @@ def test_a_new_leaders_stamps_start_afresh() -> None:
     b.on_stamp(50, 10_000.0)
     b.clear()
     assert b.leader_commit is None and not b.within(50, 10_001.0, K, T, SKEW)
+
+
+def test_a_newer_commit_under_the_same_confirmed_round_counts_for_k_but_not_for_t() -> None:
+    """Stamps are timed by the leader's last quorum-confirmed round, so several carry one
+    as_of while the commit index rises: K must see the newest commit, T the strongest claim."""
+    b = StalenessBound()
+    b.on_stamp(10, 1_000.0)
+    b.on_stamp(30, 1_000.0)  # committed 20 more, no newer round confirmed yet
+    assert b.leader_commit == 30
+    assert not b.within(10, 1_100.0, K, T, SKEW)  # 20 behind the newest commit
+    assert b.fresh_as_of(10) == 1_000.0  # "commit <= 10 as of 1,000" still holds
+    assert b.fresh_as_of(9) is None
+
+
+# --- the leader's side: stamps timed by quorum-confirmed heartbeat rounds ----------------------
+
+
+def test_a_leader_stamps_nothing_until_a_round_it_timed_is_confirmed() -> None:
+    s = LeaderStamps()
+    assert s.stamp(term=3, commit=7, rounds=(4, 4), now_ms=100.0) is None  # rounds of before: no time
+    assert s.stamp(3, 7, (5, 4), 200.0) is None  # round 5 sent at 200, unconfirmed
+    assert s.stamp(3, 8, (6, 4), 300.0) is None
+    assert s.stamp(3, 9, (6, 5), 350.0) == (9, 200.0)  # round 5 confirmed: as of its send time
+    assert s.stamp(3, 9, (6, 5), 900.0) == (9, 200.0)  # no newer confirmation: as_of stays
+    assert s.stamp(3, 10, (7, 6), 950.0) == (10, 300.0)
+
+
+def test_a_leader_cut_off_from_its_quorum_keeps_its_last_confirmed_time() -> None:
+    """Seed 179's shape: the old leader goes on sending (and stamping) while nobody confirms
+    its rounds; its stamps must not get fresher, whatever its clock says."""
+    s = LeaderStamps()
+    s.stamp(7, 40, (10, 0), 5_000.0)
+    s.stamp(7, 40, (11, 10), 5_050.0)
+    confirmed_at = s.stamp(7, 44, (11, 11), 5_100.0)
+    assert confirmed_at == (44, 5_050.0)
+    for i, now in enumerate(range(5_150, 6_100, 50)):
+        assert s.stamp(7, 44, (12 + i, 11), float(now)) == (44, 5_050.0)
+
+
+def test_a_new_leadership_forgets_the_rounds_of_the_last() -> None:
+    s = LeaderStamps()
+    s.stamp(1, 5, (0, 0), 5.0)
+    s.stamp(1, 5, (1, 0), 10.0)
+    assert s.stamp(1, 5, (1, 1), 20.0) == (5, 10.0)
+    assert s.stamp(2, 9, (3, 1), 30.0) is None  # a new term: round 3 may have left before now
+    assert s.stamp(2, 9, (3, 3), 40.0) is None  # its time is unknown, so it gives no stamp
+    assert s.stamp(2, 9, (4, 3), 50.0) is None
+    assert s.stamp(2, 9, (4, 4), 60.0) == (9, 50.0)

@@ -540,6 +540,9 @@ class MultiPaxos(ConsensusCore):
             lead_transferee=self._lead_transferee,
         )
 
+    def leadership_rounds(self) -> tuple[int, int]:
+        return self.reads.round, self.reads.confirmed(self._voters, self._id)
+
     def observe(self) -> NodeView:
         log = self.log
         entries: Sequence[Entry] = log.entries

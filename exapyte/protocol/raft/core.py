@@ -455,6 +455,9 @@ class Raft(ConsensusCore):
     def dropped(self) -> dict[str, int]:
         return dict(self._dropped)
 
+    def leadership_rounds(self) -> tuple[int, int]:
+        return self.reads.round, self.reads.confirmed(self.trk.voters, self._id)
+
     def observe(self) -> NodeView:
         log = self.log
         return NodeView(

@@ -645,6 +645,9 @@ class Zab(ConsensusCore):
             lead_transferee=self._transferee,
         )
 
+    def leadership_rounds(self) -> tuple[int, int]:
+        return self.reads.round, self.reads.confirmed(self._voters, self._id)
+
     def observe(self) -> NodeView:
         log = self.log
         return NodeView(
