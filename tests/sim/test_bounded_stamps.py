@@ -4,7 +4,7 @@ beyond T; timed by its last quorum-confirmed heartbeat round, the same schedule 
 
 from __future__ import annotations
 
-from exapyte.sim import SimSpec, run_seed
+from exapyte.sim import run_seed
 from tests.mutants.mutants import MUTANTS_BY_NAME
 from tests.mutants.run import mutant_spec
 
@@ -23,9 +23,3 @@ def test_the_same_schedule_is_clean_with_stamps_timed_by_confirmed_rounds() -> N
     fixed = run_seed(mutant_spec(MUTANT, SEED))
     assert fixed.ok, (fixed.check, fixed.detail)
     assert fixed.counters["reads_bounded_staleness_follower"] > 0  # followers still serve them
-
-
-def test_the_known_bug_switch_is_the_mutant() -> None:
-    spec = SimSpec(seed=SEED, nodes=5, bugs=("bounded-send-time",))
-    result = run_seed(spec)
-    assert not result.ok and result.check == "levels"

@@ -35,13 +35,19 @@ def test_strong_only_runs_every_op_strong() -> None:
     assert "--strong-only" in result.spec.replay_command()
 
 
-@pytest.mark.parametrize(("bug", "seed", "check"), [
-    ("session-ahead", 4, "monotonic-reads"),  # a session read served behind the session's token
-    ("bounded-unchecked", 0, "bounded-staleness"),  # a bounded read served from a stale follower
+@pytest.mark.parametrize(("bug", "seed", "verdict", "check"), [
+    ("session-ahead", 4, "levels", "monotonic-reads"),  # a session read behind the session's token
+    ("bounded-unchecked", 0, "levels", "bounded-staleness"),  # a bounded read from a stale follower
+    # the paused-follower staleness: K against the follower's own commit index, no time bound
+    ("bounded-follower-view", 2, "levels", "bounded-staleness"),
+    ("bounded-send-time", 179, "levels", "bounded-staleness"),  # 5 nodes: tests/sim/test_bounded_stamps.py
+    ("apply-out-of-order", 0, "divergence", "differs from"),  # same entries, different states
+    ("stop-applying", 0, "liveness", "did not converge"),  # one replica's applied index stays behind
 ])
-def test_the_level_checkers_catch_known_bugs(bug: str, seed: int, check: str) -> None:
-    clean = run_seed(SimSpec(seed=seed))
+def test_the_simulator_catches_known_bugs(bug: str, seed: int, verdict: str, check: str) -> None:
+    nodes = 5 if bug == "bounded-send-time" else 3
+    clean = run_seed(SimSpec(seed=seed, nodes=nodes))
     assert clean.ok, clean.detail
-    caught = run_seed(SimSpec(seed=seed, bugs=(bug,)))
-    assert not caught.ok and caught.check == "levels" and check in caught.detail, caught.detail
+    caught = run_seed(SimSpec(seed=seed, nodes=nodes, bugs=(bug,)))
+    assert not caught.ok and caught.check == verdict and check in caught.detail, caught.detail
     assert f"--bugs {bug}" in caught.spec.replay_command()
