@@ -38,9 +38,25 @@ the simulated clock:
     ``bounded_staleness``, ``consistent_prefix``, ``eventual``. Strong reads go to the client's
     cached leader, the weaker levels to the nearest member of the key's group first (as
     :class:`exapyte.client.Client` does, by :class:`~exapyte.data.router.Proximity`). Counted:
-    which region served each read, whether the reader saw its own write, and the redirects. The
-    simulator's nodes have no clock, so a follower cannot prove a ``bounded_staleness`` bound and
-    refuses it (exapyte/runtime/groups.py): those reads end at the leader, and the results say so.
+    which region served each read, whether a follower or the leader served it, whether the reader
+    saw its own write, and the redirects. Every node reads the simulated clock (the simulator's
+    boot gives it to every replica, :mod:`exapyte.demos.simworld`), so leaders stamp what they
+    send and a follower serves a ``bounded_staleness`` read when its applied state is within
+    K = ``staleness_versions_max`` entries and T = ``staleness_ms_max`` of its leader's stamps
+    (exapyte/data/staleness.py); otherwise it redirects the read to the leader. For each read a
+    follower served, the age of its state by those stamps (the age the check compares with T)
+    is recorded.
+
+    The bounds are the demo's, sized for the topology's WAN latencies, not the simulator's LAN
+    ones. A follower's stamp is the send time of its leader's newest heartbeat round that a
+    quorum acknowledged; it reaches the follower one heartbeat (50 ms) and one one-way delay
+    after that quorum's round trip, and it ages for up to one more heartbeat until the next. On
+    ``three-region.json`` the worst case in steady state is a Tokyo leader (a quorum round trip
+    to us-west, 150 ms) stamping a us-east follower (90 ms away): about 150 + 50 + 90 + 50 =
+    340 ms, 5% more with the links' jitter. :data:`STALENESS_MS_MAX` = 500 ms serves every
+    region's followers while heartbeats flow and refuses a follower that missed about three
+    rounds; :data:`STALENESS_VERSIONS_MAX` = 20 entries is about 0.8 s of one shard's writes at
+    the default rate (150/s over 6 shards). One simulated clock: the skew bound is 0.
 ``loss``
     The region that writes most (``loss_region``, default: the top of ``write_mix``) is cut off
     from the other regions' nodes, and ``crash_after_s`` later every node in it crashes. The
@@ -62,7 +78,7 @@ import logging
 import os
 import random
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -90,6 +106,9 @@ LOAD_AT_S = 4.0  # the writes start at this simulated time in every strategy's r
 BOOT_TIMEOUT_S = 30.0  # every group has a serving leader within this much simulated time
 PROBE_TIMEOUT_S = 12.0  # a probe write after the region loss is acknowledged within this
 DRAIN_S = 12.0  # after the loss phase's writes stop, the clients still waiting give up within this
+# bounded_staleness bounds of every node (data_plane), sized for three-region.json (module docstring)
+STALENESS_VERSIONS_MAX = 20  # K, entries
+STALENESS_MS_MAX = 500  # T, ms: above the ~340 ms worst steady-state stamp age on that topology
 
 
 @dataclass(frozen=True)
@@ -112,6 +131,8 @@ class ReplParams:
     loss_region: str = ""  # "": the region that writes most
     crash_after_s: float = 0.25  # from the cut to the crash of the region's nodes
     recover_s: float = 5.0  # from the crash to the survivors' state being read
+    staleness_versions_max: int = STALENESS_VERSIONS_MAX  # K of bounded_staleness
+    staleness_ms_max: int = STALENESS_MS_MAX  # T of bounded_staleness
     workers: int = 2
 
     def mix(self) -> dict[str, float]:
@@ -147,6 +168,12 @@ def distribution_section(params: ReplParams) -> dict[str, Any]:
     return {"strategy": "sharded", "shards": params.shards,
             "replication_factor": params.replication_factor,
             "virtual_nodes": params.virtual_nodes}
+
+
+def data_plane_section(params: ReplParams) -> dict[str, Any]:
+    """The nodes' bounded_staleness bounds: K, T, and no clock skew (one simulated clock)."""
+    return {"staleness_versions_max": params.staleness_versions_max,
+            "staleness_ms_max": params.staleness_ms_max, "clock_skew_ms_max": 0}
 
 
 # --- the open-loop writers --------------------------------------------------------------------
@@ -367,6 +394,9 @@ class Reader:
     proximity: Proximity
     client: SimClient | None = None
     done: list[Done] | None = None
+    # per read answered: (served by a follower, age ms of its state by its leader's stamps);
+    # None for a strong read (the world records weak reads only)
+    served: list[tuple[bool, float | None] | None] = field(default_factory=list)
     _i: int = 0
     _start_ns: int = 0
     _value: str = ""
@@ -401,7 +431,10 @@ class Reader:
 
     def _on_done(self, client: SimClient) -> None:
         assert self.done is not None
-        self.done.append(completion(client, self.region, self._start_ns))
+        done = completion(client, self.region, self._start_ns)
+        self.done.append(done)
+        if done.f == "read" and done.outcome == "ok" and done.node is not None:
+            self.served.append(self.world.take_weak_read(client.process, client.seq, done.node))
         self._next()
 
     def summary(self) -> dict[str, Any]:
@@ -421,8 +454,14 @@ class Reader:
                 own += 1
             else:
                 missed += 1
+        by_follower = [rec for rec in self.served if rec is not None and rec[0]]
+        ages = [age for _, age in by_follower if age is not None]
         return {"reads": self.count, "served_by_region": dict(sorted(served.items())),
-                "served_locally": served.get(self.region, 0), "saw_own_write": own,
+                "served_locally": served.get(self.region, 0),
+                "served_by_follower": len(by_follower),
+                "follower_age_ms_p50": _round(percentile(ages, 50)) if ages else None,
+                "follower_age_ms_max": _round(max(ages)) if ages else None,
+                "saw_own_write": own,
                 "missed_own_write": missed, "failed": failed, "unfinished": self.count - len(pairs),
                 "p50_ms": _round(percentile(ms, 50)), "mean_ms": _round(_mean(ms))}
 
@@ -554,7 +593,7 @@ def build_world(job: Job) -> TopologyWorld:
     spec = SimSpec(seed=p.seed, nodes=len(cfg.cluster.nodes), protocol=cfg.consensus.protocol,
                    faults=())
     return TopologyWorld(spec, graph, cfg, distribution=distribution_section(p),
-                         replication=job.strategy)
+                         replication=job.strategy, data_plane=data_plane_section(p))
 
 
 def run_strategy(job: Job) -> dict[str, Any]:
@@ -635,9 +674,14 @@ def assemble(params: ReplParams, results: dict[str, dict[str, Any]]) -> dict[str
         "topology": topology_summary(params.topology),
         "write_mix": params.mix(),
         "loss_region": params.region_lost(),
+        "staleness": {"versions": params.staleness_versions_max, "ms": params.staleness_ms_max,
+                      "clock_skew_ms": 0},
         "notes": {
-            "bounded_staleness": "the simulator's nodes have no clock: a follower cannot prove "
-                                 "the bound and refuses, so these reads are served by the leader",
+            "bounded_staleness": (
+                f"every node reads the simulated clock (one clock, no skew): a follower serves a "
+                f"bounded_staleness read when its state is within {params.staleness_versions_max} "
+                f"entries and {params.staleness_ms_max} ms of its leader's stamps, else the "
+                f"leader serves it"),
             "loss_window": "partitions cut node-to-node links only: clients of other regions "
                            "reach the cut region's nodes until they crash (lost_after_cut)",
         },
@@ -723,9 +767,14 @@ def table(results: dict[str, Any]) -> Any:
     for level in LEVELS:
         row(f"reads {level}: served in own region", lambda e, lv=level: " ".join(
             f"{e['reads'][r][lv]['served_locally']}" for r in regions))
+        if level != "strong":
+            row("  served by a follower", lambda e, lv=level: " ".join(
+                f"{e['reads'][r][lv]['served_by_follower']}" for r in regions))
         row("  saw own write / missed", lambda e, lv=level: (
             f"{sum(e['reads'][r][lv]['saw_own_write'] for r in regions)} / "
             f"{sum(e['reads'][r][lv]['missed_own_write'] for r in regions)}"))
+    row("bounded_staleness: follower state age max ms", lambda e: " ".join(
+        num(e["reads"][r]["bounded_staleness"]["follower_age_ms_max"], 0) for r in regions))
     row("invariant checks", lambda e: str(e["invariant_checks"]))
     return t
 
@@ -741,7 +790,8 @@ def params_from(pairs: list[str]) -> ReplParams:
 def validate(params: ReplParams) -> ReplParams:
     """``params`` if every field is in range; raises ValueError naming the field otherwise."""
     positive = ("shards", "replication_factor", "virtual_nodes", "write_rate", "steady_s",
-                "lag_sample_ms", "reads_per_level", "reads_s", "recover_s", "workers")
+                "lag_sample_ms", "reads_per_level", "reads_s", "recover_s", "workers",
+                "staleness_versions_max", "staleness_ms_max")
     for key in positive:
         if getattr(params, key) <= 0:
             raise ValueError(f"{key} must be > 0")

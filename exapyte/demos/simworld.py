@@ -16,6 +16,11 @@ every step), with three differences that only a demo needs:
 - **Timers from the topology.** A WAN round trip of 180 ms would outlast the simulator's LAN
   election timeout (100 ms): the nodes run the topology's ``election_timeout_ticks`` and
   ``heartbeat_ticks`` (``network.tick_ms`` must be the simulator's 10 ms).
+- **The clock.** Every node reads the simulated clock, through the simulator's own boot
+  (:meth:`World._boot <exapyte.sim.world.World._boot>` passes ``clock_ms``): leaders stamp what
+  they send and followers serve ``bounded_staleness`` reads within the ``data_plane`` bounds
+  (exapyte/data/staleness.py). The simulator's bounds are sized for its LAN delays; a demo
+  passes its own (``data_plane``) for the topology's WAN latencies. One clock: no skew.
 - **No scripted run.** Instead of :meth:`World.run` (random faults, then heal and judge), the
   demo drives the clock itself (:meth:`run_for`, :meth:`run_until`) and injects the faults it
   means (:meth:`crash`, :meth:`restart`, :meth:`cut`, :meth:`heal_links`). Clients write in a
@@ -109,12 +114,14 @@ def placed_config(
     distribution: Mapping[str, Any],
     founders: Sequence[str],
     replication: str | None = None,
+    data_plane: Mapping[str, Any] | None = None,
 ) -> Config:
     """The simulated nodes' config for a placed cluster: the simulator's (memory storage, its
     ports) with every node in its region, the topology's regions, links and consensus timers,
     ``distribution`` as the ``distribution`` section, ``replication`` as
-    ``replication.strategy`` (None: the distribution's default), and ``founders`` as the
-    initial voters (a spare node starts empty and joins by a rebalance)."""
+    ``replication.strategy`` (None: the distribution's default), ``founders`` as the initial
+    voters (a spare node starts empty and joins by a rebalance), and ``data_plane``'s keys
+    over the simulator's ``data_plane`` section (the bounded_staleness bounds)."""
     consensus = topo_cfg.consensus
     base = sim_config(
         len(node_ids), protocol=protocol,
@@ -134,6 +141,7 @@ def placed_config(
     raw["distribution"] = dict(distribution)
     if replication is not None:
         raw["replication"] = {"strategy": replication}
+    raw["data_plane"].update(data_plane or {})
     raw.pop("node_id", None)
     raw.pop("region_id", None)
     return loads(json.dumps(raw), source="<placed simulator>")
@@ -239,6 +247,7 @@ class TopologyWorld(World):
         distribution: Mapping[str, Any] | None = None,
         spares: Sequence[str] = (),
         replication: str | None = None,
+        data_plane: Mapping[str, Any] | None = None,
     ) -> None:
         topo_nodes = [n.id for n in topo_cfg.cluster.nodes]
         if len(topo_nodes) + len(spares) != spec.nodes:
@@ -262,7 +271,7 @@ class TopologyWorld(World):
                 raise ValueError(f"spare region {region!r} holds no node of the topology")
             self.region[node_id] = region
         self.regions = list(dict.fromkeys(self.region[n] for n in self.node_ids))
-        if distribution is None and not spares and replication is None:
+        if distribution is None and not spares and replication is None and data_plane is None:
             self.cfg = sim_config(
                 spec.nodes,
                 protocol=spec.protocol,
@@ -273,7 +282,7 @@ class TopologyWorld(World):
             self.cfg = placed_config(
                 topo_cfg, self.node_ids, self.region, spec.protocol,
                 distribution=distribution or {}, founders=self.node_ids[: len(topo_nodes)],
-                replication=replication,
+                replication=replication, data_plane=data_plane,
             )
             self.strategy, placement = dist.from_config(self.cfg)
             self.placement = placement.groups
@@ -288,6 +297,9 @@ class TopologyWorld(World):
         self.serving: tuple[str, int] | None = None
         self.serving_since_ns = 0
         self.leader_changes: list[tuple[int, str, int]] = []  # (time, node, term)
+        # (process, seq, node) -> (served by a follower, age ms of the state its leader's
+        # stamps prove): one entry per weak read answered, taken by take_weak_read
+        self.weak_served: dict[tuple[int, int, str], tuple[bool, float | None]] = {}
         for a in self.node_ids:
             for b in self.node_ids:
                 if a != b:
@@ -398,6 +410,34 @@ class TopologyWorld(World):
 
     def heal_links(self, fault: Fault) -> None:
         self._fault_end(fault)
+
+    # --- weak reads: who served them ------------------------------------------------------------
+
+    def _count_weak_read(self, node_id: str, process: int, reply: ClientReply) -> None:
+        """The simulator's count, and a record of this read for its client: whether a follower
+        served it and, if so, how old the state it read was by its leader's stamps (the
+        clock now minus the ``as_of`` of the newest stamp its applied index covers, the very
+        age a ``bounded_staleness`` check compares with T; None with no such stamp)."""
+        super()._count_weak_read(node_id, process, reply)
+        client = self.clients_by_endpoint.get(f"c{process}")
+        op = getattr(client, "op", None)
+        if op is None or op.f != "read" or not op.weak:
+            return
+        table = self.nodes[node_id].table
+        replica = table.replicas.get(reply.group or "default") if table is not None else None
+        if replica is None:
+            return
+        follower = replica.core.role is not Role.LEADER
+        age_ms: float | None = None
+        if follower:
+            as_of = replica.staleness.fresh_as_of(int(replica.sm.applied_index))
+            age_ms = None if as_of is None else self._clock_ms() - as_of
+        self.weak_served[(process, reply.seq, node_id)] = (follower, age_ms)
+
+    def take_weak_read(self, process: int, seq: int, node_id: str) -> tuple[bool, float | None] | None:
+        """What :meth:`_count_weak_read` recorded of the weak read of ``process``'s operation
+        ``seq`` that ``node_id`` answered (removed), or None if none was recorded."""
+        return self.weak_served.pop((process, seq, node_id), None)
 
     # --- what the cluster looks like ------------------------------------------------------------
 

@@ -113,9 +113,10 @@ class GroupTable:
         self._make_replica = make_replica
         self._parallel_persist = parallel_persist
         self._remove_storage = remove_storage
-        # With a clock, leaders stamp what they send (commit index, time) and followers measure
-        # bounded staleness against it (exapyte/data/staleness.py); without one (the simulator,
-        # for now) followers refuse bounded_staleness reads and the leader serves them.
+        # With a clock (the node's wall clock, the simulator's simulated one), leaders stamp what
+        # they send (commit index, time) and followers measure bounded staleness against it
+        # (exapyte/data/staleness.py); without one followers refuse bounded_staleness reads and
+        # the leader serves them.
         self._clock_ms = clock_ms
         self._left: dict[str, Descriptor] = {}  # groups this node dropped: what it was told
         self._left_at: dict[str, int] = {}  # group -> the tick it was dropped at

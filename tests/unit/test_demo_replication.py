@@ -1,11 +1,13 @@
 """The replication demo end to end with tiny parameters: results.json holds every measure for
 every strategy, the region loss keeps its promises where they are promises (sync loses no
 acknowledged write; async's voters are all home, so its us-east shard is left without one),
-async's remote learners lag, and the PNGs are written."""
+async's remote learners lag, followers serve bounded_staleness reads within the bound, and the
+PNGs are written."""
 
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -110,16 +112,38 @@ def test_async_remote_learners_lag(run: tuple[dict[str, Any], Path]) -> None:
     assert all(sync_lag[r]["learner"]["replicas"] == 0 for r in REGIONS)  # sync: voters only
 
 
-def test_bounded_staleness_is_served_by_leaders_in_the_simulator(run: tuple[dict[str, Any], Path]) -> None:
-    """The simulator's nodes have no clock: followers refuse bounded_staleness, leaders serve it
-    (results.json says so in ``notes``); eventual reads are served in the client's own region
-    whenever the key's group has a member there (every group does under sync and optimized)."""
+def test_followers_serve_bounded_staleness_within_the_bound(run: tuple[dict[str, Any], Path]) -> None:
+    """Every node reads the simulated clock: followers near the client serve bounded_staleness
+    reads whose state, by their leader's stamps, is at most T old (results.json states K and
+    T); eventual reads are served in the client's own region whenever the key's group has a
+    member there (every group does under sync and optimized)."""
     results, _ = run
-    assert "no clock" in results["notes"]["bounded_staleness"]
+    assert results["staleness"] == {"versions": TINY.staleness_versions_max,
+                                     "ms": TINY.staleness_ms_max, "clock_skew_ms": 0}
+    assert "simulated clock" in results["notes"]["bounded_staleness"]
+    for name, entry in results["strategies"].items():
+        bounded = [entry["reads"][r]["bounded_staleness"] for r in REGIONS]
+        assert sum(b["served_by_follower"] for b in bounded) > 0, name
+        for region, b in zip(REGIONS, bounded, strict=True):
+            assert b["served_by_follower"] <= b["served_locally"] <= b["reads"], (name, region)
+            if b["served_by_follower"]:
+                assert 0 <= b["follower_age_ms_p50"] <= b["follower_age_ms_max"] <= TINY.staleness_ms_max
     for name in ("sync", "optimized"):
         for region in REGIONS:
             reads = results["strategies"][name]["reads"][region]["eventual"]
             assert reads["served_locally"] == reads["reads"] - reads["failed"], (name, region)
+
+
+def test_a_bound_no_follower_meets_sends_bounded_reads_to_the_leader(tmp_path: Path) -> None:
+    """T = 1 ms is below any WAN stamp's age: no follower serves a bounded_staleness read, the
+    leaders serve them all, while eventual reads still go to followers."""
+    params = replace(TINY, strategies=("sync",), staleness_ms_max=1)
+    results = replication.run(params)
+    reads = results["strategies"]["sync"]["reads"]
+    assert results["staleness"]["ms"] == 1
+    assert all(reads[r]["bounded_staleness"]["unfinished"] == 0 for r in REGIONS)
+    assert sum(reads[r]["bounded_staleness"]["served_by_follower"] for r in REGIONS) == 0
+    assert sum(reads[r]["eventual"]["served_by_follower"] for r in REGIONS) > 0
 
 
 def test_the_pngs_are_written(run: tuple[dict[str, Any], Path]) -> None:
@@ -138,6 +162,8 @@ def test_bad_parameters_are_refused_by_name() -> None:
         replication.params_from(["strategies=chain"])
     with pytest.raises(ValueError, match="write_rate"):
         replication.params_from(["write_rate=0"])
+    with pytest.raises(ValueError, match="staleness_ms_max"):
+        replication.params_from(["staleness_ms_max=0"])
     params = replication.params_from(["seed=3", "strategies=sync,async", "loss_region=us-west"])
     assert (params.seed, params.strategies, params.region_lost()) == (3, ("sync", "async"), "us-west")
     assert cli.main(["--demo", "replication", "--param", "nope=1"]) == 2
