@@ -15,6 +15,7 @@ import argparse
 import json
 import sys
 import time
+from collections import Counter
 from dataclasses import replace
 from pathlib import Path
 
@@ -253,6 +254,8 @@ def main(argv: list[str] | None = None) -> int:
             _write_history(result, _history_path(args.history, result.seed, many))
         if not args.json:
             console.print(f"  [red]{result.check}[/red]: {result.detail}")
+            if result.check != "levels" and result.levels is False:
+                console.print(f"  also levels: {_level_summary(result)}")
             console.print(f"  replay: {result.spec.replay_command()}")
     if args.history is not None and not many and not failures:
         _write_history(run_seed(specs[0], keep_history=True), args.history)
@@ -309,6 +312,20 @@ def main(argv: list[str] | None = None) -> int:
         if failures:
             console.print(f"failing seeds: {' '.join(str(f.seed) for f in failures)}")
     return 1 if failures else 0
+
+
+#: The session guarantees among the level checkers' checks (shown first in a summary).
+SESSION_CHECKS = ("read-your-writes", "monotonic-reads", "monotonic-writes", "writes-follow-reads")
+
+
+def _level_summary(result: SimResult) -> str:
+    """The level checkers' findings of a run whose verdict is another check: how many of each
+    check, and one cause (a session guarantee's first, when one is broken)."""
+    counts = Counter(name for name, _ in result.level_violations)
+    found = ", ".join(f"{name} x{n}" for name, n in counts.items()) or result.levels_detail
+    example = next((v for v in result.level_violations if v[0] in SESSION_CHECKS),
+                   result.level_violations[0] if result.level_violations else None)
+    return found + (f"; e.g. {example[0]}: {example[1]}" if example else "")
 
 
 def _write_history(result: SimResult, path: Path) -> None:

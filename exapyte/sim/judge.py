@@ -234,17 +234,27 @@ def check_linearizable(jsonl: str, timeout_s: float = LINEARIZABILITY_TIMEOUT_S)
 def check_levels(
     events: Iterable[Any], *, staleness_versions: int, staleness_ms: float,
     final_start_ns: int | None,
-) -> tuple[Any, str, dict[str, Any]]:
-    """The per-level checkers on a history's events; returns (valid, cause, table): ``valid``
-    True, False or "unknown", ``table`` the requested-vs-delivered table. Linearizability of
-    the strong ops is :func:`check_linearizable`'s (not repeated here). Lazy harness import."""
-    from harness.checker.level_history import level_history
-    from harness.checker.levels import check_level
+) -> tuple[Any, str, tuple[tuple[str, str], ...]]:
+    """The per-level checkers on a history's events; returns (valid, cause, violations):
+    ``valid`` True, False or "unknown", ``violations`` every violation that breaks the level
+    its op asked for (those that make ``valid`` False), as (check, cause), in the report's order.
+    Linearizability of the strong ops is :func:`check_linearizable`'s (not repeated here).
+    Lazy harness import."""
+    from harness.checker.level_history import LEVEL_RANK, level_history
+    from harness.checker.levels import NOT_PROMISED, check_level
 
     report = check_level(level_history(list(events)), None, staleness_versions=staleness_versions,
                          staleness_ms=staleness_ms, final_start_ns=final_start_ns,
                          linearizability=False)
-    return report.valid, report.cause or "", report.table()
+    history = report.history
+
+    def breaks(v: Any) -> bool:  # rules out the level its op asked for (the report's rule)
+        asked = history.op(v.op).level
+        return (LEVEL_RANK[v.level] <= LEVEL_RANK.get(asked, LEVEL_RANK["strong"])
+                and v.level not in NOT_PROMISED.get(asked, frozenset()))
+
+    broken = tuple((v.check, v.cause) for v in report.violations if breaks(v))
+    return report.valid, report.cause or "", broken
 
 
 def lost_writes(

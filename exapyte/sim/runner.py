@@ -27,6 +27,7 @@ deterministic, so the results do not depend on how they were spread).
 from __future__ import annotations
 
 import time
+from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field, replace
@@ -54,6 +55,11 @@ class SimResult:
     faults: int
     linearizable: Any = True  # True, False, "unknown" or None (not checked)
     levels: Any = None  # the per-level checkers: True, False, "unknown" or None (not checked)
+    # The per-level checkers' cause and every violation they found, as (check, cause): judged
+    # also when an earlier check decided the verdict (not after an invariant or an exception,
+    # which stop the run midway), so a level finding behind a lost write is still seen.
+    levels_detail: str = ""
+    level_violations: tuple[tuple[str, str], ...] = ()
     counters: dict[str, int] = field(default_factory=dict)
     history_jsonl: str = ""
     final_reads_ns: int | None = None  # when the final reads began (simulated ns)
@@ -85,6 +91,7 @@ class SimResult:
             "faults": self.faults,
             "linearizable": self.linearizable,
             "levels": self.levels,
+            "level_violations": dict(Counter(name for name, _ in self.level_violations)),
             "counters": self.counters,
             "replay": self.spec.replay_command(),
         }
@@ -152,14 +159,20 @@ def run_seed(spec: SimSpec, *, keep_history: bool = False) -> SimResult:
         if linearizable is False:
             check = "linearizability"
             detail = cause
-    if not check and spec.check_linearizability and spec.mixed_levels:
-        levels, cause, _table = check_levels(
+    level_violations: tuple[tuple[str, str], ...] = ()
+    levels_detail = ""
+    if (spec.check_linearizability and spec.mixed_levels
+            and not check.startswith("invariant:") and check != "exception"):
+        # Judged after an earlier failing check too (a lost write, a history that is not
+        # linearizable): a bug that loses writes may also break a session's guarantees, and
+        # that finding is reported (level_violations) even though the verdict stays the first.
+        levels, levels_detail, level_violations = check_levels(
             world.history.records, staleness_versions=STALENESS_VERSIONS_MAX,
             staleness_ms=STALENESS_MS_MAX, final_start_ns=world.final_reads_ns,
         )
-        if levels is False:
+        if not check and levels is False:
             check = "levels"
-            detail = cause
+            detail = levels_detail
     counters: dict[str, int] = {}
     for name, value in world.counters.items():
         counters[f"fault_{name}" if name in ALL_FAULT_KINDS else name] = value
@@ -183,6 +196,8 @@ def run_seed(spec: SimSpec, *, keep_history: bool = False) -> SimResult:
         faults=len(world.faults),
         linearizable=linearizable,
         levels=levels,
+        levels_detail=levels_detail,
+        level_violations=level_violations,
         counters=counters,
         history_jsonl=jsonl if keep_history else "",
         final_reads_ns=world.final_reads_ns,

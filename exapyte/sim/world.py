@@ -117,8 +117,14 @@ _RESULT_CODES = frozenset({ReplyCode.OK, ReplyCode.NOT_FOUND, ReplyCode.CAS_FAIL
 STALENESS_VERSIONS_MAX = 20
 STALENESS_MS_MAX = 500
 
+# The replicas' own counters a run's result sums over every replica (a crashed incarnation's are
+# kept). The session ones tell whether a run exercised the session token's check at all:
+# ``reads_session_lost`` (a read refused because the token's entry was truncated),
+# ``session_tokens_reused`` (the same read served by the known bug token-after-truncate's
+# index-only check) and ``session_terms_unknown`` (a token older than the terms a replica keeps).
 REPLICA_COUNTERS = (
     "snapshots_taken", "snapshots_installed", "reply_not_leader", "reads_failed", "reads_expired",
+    "reads_session_lost", "session_tokens_reused", "session_terms_unknown",
 )
 
 

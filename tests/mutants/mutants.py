@@ -21,6 +21,9 @@ apply-out-of-order     a follower applies the commands of each batch of committe
 bounded-send-time      a leader stamps what it sends with its send time, not the time of its
                        last quorum-confirmed round: a deposed leader's follower serves
                        bounded reads beyond T
+token-after-truncate   a session token is checked by its index only, and writes are
+                       acknowledged at append (the known bug, through SimSpec.bugs): a
+                       replica serves a session a state without its own truncated write
 paxos-stale-promise    (Multi-Paxos) a phase-1 promise for an older round counts toward the quorum
 paxos-ballot-reuse     (Multi-Paxos) the promised ballot is not persisted: a restarted node
                        promises lower ballots again and reuses its own rounds
@@ -356,6 +359,11 @@ class Mutant:
     protocol: str = "raft"
     shards: int = 1  # > 1: the sharded distribution (two keys per shard), e.g. for rebalances
     seeds_max: int = 0  # a larger hunt budget than the default, for a rare interleaving
+    # A failing seed catches the mutant only when this holds of its result (None: any failure),
+    # for a mutant whose first verdict comes from another of its effects; ``caught_as`` then
+    # names the finding in the hunt's row.
+    caught_by: Callable[[Any], bool] | None = None
+    caught_as: str = ""
 
 
 def _stack(*items: tuple[Any, str, Any]) -> Callable[[], contextlib.AbstractContextManager[None]]:
@@ -465,6 +473,34 @@ MUTANTS: tuple[Mutant, ...] = (
         faults=("hold",),
         profile=HELD,
         protocol="multipaxos",
+    ),
+)
+
+def _served_past_a_truncated_token(result: Any) -> bool:
+    """A replica served a session read whose token named a truncated entry (the replica counts
+    each one: ``session_tokens_reused``) and the level checkers found a session's guarantee
+    broken (read-your-writes or monotonic reads): what token-after-truncate's index-only check
+    does, told apart from the lost writes and cas answers of its acknowledge-at-append half,
+    which decide the verdict first."""
+    broken = {name for name, _ in result.level_violations}
+    return result.counters.get("session_tokens_reused", 0) > 0 and bool(
+        broken & {"read-your-writes", "monotonic-reads"}
+    )
+
+
+# The known bug itself (exapyte.config.KNOWN_BUGS, through SimSpec.bugs): a session token
+# checked by its index only, with writes acknowledged at append so that a token can name an
+# entry the next leader truncates. The acknowledgements at append fail every seed first (a cas
+# answered before its compare: linearizability; a write the next leader truncated: lost-write);
+# the hunt waits for the index-only check's own finding (tests/sim/test_session_truncation.py).
+MUTANTS = MUTANTS + (
+    Mutant(
+        "token-after-truncate",
+        "a session token is checked by its index only (writes acknowledged at append)",
+        _stack(),
+        extra={"bugs": ("token-after-truncate",)},
+        caught_by=_served_past_a_truncated_token,
+        caught_as="levels: read-your-writes behind a truncated token",
     ),
 )
 

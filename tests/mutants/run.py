@@ -122,7 +122,8 @@ def hunt(
     on_seed: Callable[[int], None] | None = None,
     **overrides: object,
 ) -> MutantOutcome:
-    """Run seeds with the mutant active until one fails; ``on_seed(n)`` after the n-th seed."""
+    """Run seeds with the mutant active until one fails (and, for a mutant with ``caught_by``,
+    shows its finding); ``on_seed(n)`` after the n-th seed."""
     started = time.perf_counter()
     sim_ns = 0
     with mutant.patches():
@@ -132,8 +133,11 @@ def hunt(
             sim_ns += result.sim_ns
             if on_seed is not None:
                 on_seed(i + 1)
-            if not result.ok:
-                return MutantOutcome(mutant, True, result.check, i + 1, sim_ns / NS_PER_S,
+            if not result.ok and (mutant.caught_by is None or mutant.caught_by(result)):
+                check = result.check
+                if mutant.caught_by is not None and mutant.caught_as:
+                    check = f"{mutant.caught_as} (verdict {result.check})"
+                return MutantOutcome(mutant, True, check, i + 1, sim_ns / NS_PER_S,
                                      time.perf_counter() - started, result.detail, seed,
                                      result, dict(overrides))
     return MutantOutcome(mutant, False, "", seeds_max, sim_ns / NS_PER_S,
