@@ -75,7 +75,7 @@ def test_optimized_moves_the_leader_to_the_region_that_writes_most(write_config,
     path = three_regions(write_config, "optimized")
     with LocalCluster(path, tmp_path / "run") as cluster:
         cluster.start()
-        wait_for(lambda: leader_of(cluster), "a leader")
+        first = wait_for(lambda: leader_of(cluster), "a leader")
         st = statuses(cluster)["n1"]
         assert sorted(st["voters"]) == ["n1", "n2", "n3", "n4"]  # 2 east, 1 west, 1 asia
         west = config_mod.load(path, "n3")
@@ -86,7 +86,9 @@ def test_optimized_moves_the_leader_to_the_region_that_writes_most(write_config,
                 return leader_of(cluster) == "n3"
             wait_for(moved, "leadership in west, where the writes come from")
         every = statuses(cluster).values()
-        assert sum(s["counters"].get("leader_placement_transfers", 0) for s in every) >= 1
+        # a transfer moved it there, unless the founding election already chose n3
+        transfers = sum(s["counters"].get("leader_placement_transfers", 0) for s in every)
+        assert transfers >= 1 or first == "n3", (first, transfers)
         # streams to other regions go compressed, and the peers took them
         assert sum(s["frames"].get("peer_frames_packed", 0) for s in every) > 0
         assert not any(k.startswith("frames_dropped") for s in every for k in s["frames"])
