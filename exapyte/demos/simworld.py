@@ -413,20 +413,11 @@ class TopologyWorld(World):
 
     # --- weak reads: who served them ------------------------------------------------------------
 
-    def _count_weak_read(self, node_id: str, process: int, reply: ClientReply) -> None:
-        """The simulator's count, and a record of this read for its client: whether a follower
-        served it and, if so, how old the state it read was by its leader's stamps (the
-        clock now minus the ``as_of`` of the newest stamp its applied index covers, the very
-        age a ``bounded_staleness`` check compares with T; None with no such stamp)."""
-        super()._count_weak_read(node_id, process, reply)
-        client = self.clients_by_endpoint.get(f"c{process}")
-        op = getattr(client, "op", None)
-        if op is None or op.f != "read" or not op.weak:
-            return
-        table = self.nodes[node_id].table
-        replica = table.replicas.get(reply.group or "default") if table is not None else None
-        if replica is None:
-            return
+    def _weak_read_served(self, process: int, reply: ClientReply, node_id: str, replica: Any) -> None:
+        """A record of this read for its client: whether a follower served it and, if so, how
+        old the state it read was by its leader's stamps (the clock now minus the ``as_of`` of
+        the newest stamp its applied index covers, the very age a ``bounded_staleness`` check
+        compares with T; None with no such stamp)."""
         follower = replica.core.role is not Role.LEADER
         age_ms: float | None = None
         if follower:
@@ -435,7 +426,7 @@ class TopologyWorld(World):
         self.weak_served[(process, reply.seq, node_id)] = (follower, age_ms)
 
     def take_weak_read(self, process: int, seq: int, node_id: str) -> tuple[bool, float | None] | None:
-        """What :meth:`_count_weak_read` recorded of the weak read of ``process``'s operation
+        """What :meth:`_weak_read_served` recorded of the weak read of ``process``'s operation
         ``seq`` that ``node_id`` answered (removed), or None if none was recorded."""
         return self.weak_served.pop((process, seq, node_id), None)
 

@@ -732,6 +732,12 @@ class World:
         role = "leader" if replica is not None and replica.core.role is Role.LEADER else "follower"
         name = f"reads_{op.level}_{role}"
         self.read_counters[name] = self.read_counters.get(name, 0) + 1
+        if replica is not None:
+            self._weak_read_served(process, reply, node_id, replica)
+
+    def _weak_read_served(self, process: int, reply: ClientReply, node_id: str, replica: Any) -> None:
+        """A weak read of ``process`` that ``replica`` on ``node_id`` answered (counted above);
+        a world that measures more of them overrides this."""
 
     # --- nemesis --------------------------------------------------------------------------------
 

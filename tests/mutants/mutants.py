@@ -65,7 +65,6 @@ from typing import Any
 
 import msgspec
 
-from exapyte.data.staleness import LeaderStamps
 from exapyte.errors import ProtocolMisuse
 from exapyte.protocol.log import ReplicatedLog
 from exapyte.protocol.multipaxos.core import MultiPaxos, PaxosRecord
@@ -136,11 +135,6 @@ def _persist_without_fsync(
 ) -> None:
     # Broken: never wait for the fsync; drive() then sends and applies as if it were durable.
     self.storage.persist(hard_state, entries, snapshot, sync=False)
-
-
-def _stamp_send_time(self: LeaderStamps, term: int, commit: int, rounds: tuple[int, int],
-                     now_ms: float) -> tuple[int, float] | None:
-    return commit, now_ms  # Broken: "as of now", whether or not a quorum still follows
 
 
 _original_replica_init = Replica.__dict__["__init__"]
@@ -589,7 +583,8 @@ RARE_MUTANTS: tuple[Mutant, ...] = (
     Mutant(
         "bounded-send-time",
         "a leader stamps with its send time, not its last quorum-confirmed round's",
-        _stack((LeaderStamps, "stamp", _stamp_send_time)),
+        _stack(),
+        extra={"bugs": ("bounded-send-time",)},
         nodes=5,
         seeds_max=250,
     ),
