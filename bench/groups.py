@@ -17,9 +17,12 @@ off``: CURVE's cost is measured by ``bench/raft.py``), started and stopped by th
   node beats travel), and an idle node uses under 5% of a core.
 - **Put throughput.** The same load against one group (the centralized strategy) and against
   ``--shards`` shards of three replicas, both on the sqlite backend (fsync before every ack):
-  ``--clients`` closed-loop clients (``exapyte.client.Client``, each with one request
-  outstanding, random 16-byte keys, 100-byte values) in two worker processes, for
-  ``--put-seconds`` after a warm-up. Target: sharded throughput at least that of one group. The
+  ``--clients`` closed-loop clients, each with one request outstanding, 16-byte keys and
+  100-byte values, from ``bench/raft.py``'s load generator (worker processes each running one
+  poll loop over hand-framed ZMTP connections, so that the generator takes little of the CPU the
+  nodes share): with shards, client ``i`` is pinned to shard ``i mod S``, sends to its leader
+  (found before the run) with the group's configuration version, and draws keys of that shard.
+  Measured for ``--put-seconds`` after a warm-up, with the nodes' CPU per put. Target: sharded throughput at least that of one group. The
   two runs alternate (one group, shards, shards, one group) and their rounds are pooled, so that a
   drift of the machine's load weighs on both alike.
 
@@ -31,10 +34,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import multiprocessing
 import os
 import platform
-import random
 import sys
 import tempfile
 import time
@@ -49,11 +50,12 @@ from rich.console import Console  # noqa: E402
 from rich.progress import Progress  # noqa: E402
 from rich.table import Table  # noqa: E402
 
-from exapyte.client import Client, make_router  # noqa: E402
+from bench.raft import KEY_SPACE, free_ports, key_of, run_point, workers_for  # noqa: E402
+from exapyte import distribution  # noqa: E402
 from exapyte.config import load  # noqa: E402
 from exapyte.errors import ExapyteError  # noqa: E402
 from exapyte.runtime.cluster import LocalCluster  # noqa: E402
-from bench.raft import free_ports  # noqa: E402
+from exapyte.wire import CONTROL_GROUP  # noqa: E402
 
 IDLE_FRAMES_RATIO_MAX = 1.1
 IDLE_CORE_SHARE_MAX = 0.05
@@ -98,7 +100,7 @@ def _settled(cluster: LocalCluster, groups: int, quiet: bool) -> dict[str, dict[
     leaders: dict[str, int] = {}
     for s in st.values():
         for group, g in s["groups"].items():
-            if g["role"] == "leader":
+            if g["role"] == "leader" and group != CONTROL_GROUP:  # the shards' groups only
                 leaders[group] = leaders.get(group, 0) + 1
             if quiet and not g["quiesced"]:
                 return None
@@ -156,48 +158,25 @@ def measure_idle(groups: int, seconds: float, scratch: Path) -> dict[str, Any]:
         cluster.stop()
 
 
-def _load_worker(args: tuple[str, int, float, float, int, Any]) -> tuple[int, list[float]]:
-    config_path, clients, warmup_s, seconds, seed, start_at = args
-    import threading
-
-    cfg = load(config_path, node_id="n1")
-    rng = random.Random(seed)
-    done: list[int] = []
-    latencies: list[float] = []
-    lock = threading.Lock()
-    begin = start_at + warmup_s
-    end = begin + seconds
-
-    def run(i: int) -> None:
-        local_rng = random.Random(rng.random())
-        n = 0
-        lat: list[float] = []
-        with Client.from_config(cfg, router=make_router(cfg), timeout_s=10) as client:
-            while True:
-                now = time.monotonic()
-                if now >= end:
-                    break
-                key = local_rng.randbytes(8).hex()
-                value = local_rng.randbytes(100)
-                t = time.monotonic()
-                try:
-                    client.put(key, value)
-                except ExapyteError:
-                    continue
-                finished = time.monotonic()
-                if begin <= t and finished <= end:
-                    n += 1
-                    lat.append(finished - t)
-        with lock:
-            done.append(n)
-            latencies.extend(lat)
-
-    threads = [threading.Thread(target=run, args=(i,)) for i in range(clients)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    return sum(done), latencies
+def _routes(cfg_path: Path, statuses: dict[str, dict[str, Any]], endpoints: dict[str, str],
+            keys_per_shard: int) -> list[dict[str, Any]]:
+    """Every shard's group, configuration version and leader endpoint, with keys of that shard
+    (``bench.raft.key_of`` numbers, placed by the cluster's own strategy)."""
+    strategy, _ = distribution.from_config(load(str(cfg_path), node_id="n1"))
+    routes: dict[str, dict[str, Any]] = {}
+    for node, status in statuses.items():
+        for group, g in status["groups"].items():
+            if g["role"] == "leader" and group != CONTROL_GROUP:
+                routes[group] = {"group": group, "config_version": g["config_version"],
+                                 "leader_endpoint": endpoints[node], "leader": node, "keys": []}
+    n = 0
+    while any(len(r["keys"]) < keys_per_shard for r in routes.values()):
+        key = key_of(n).decode()
+        route = routes[strategy.shard_of(key)]
+        if len(route["keys"]) < keys_per_shard:
+            route["keys"].append(key)
+        n += 1
+    return [routes[g] for g in sorted(routes)]
 
 
 def measure_puts(shards: int, clients: int, seconds: float, scratch: Path) -> dict[str, Any]:
@@ -205,23 +184,26 @@ def measure_puts(shards: int, clients: int, seconds: float, scratch: Path) -> di
     cluster = LocalCluster(path, scratch / "run")
     cluster.start()
     try:
-        _wait("every group to elect a leader", lambda: _settled(cluster, shards, quiet=False))
-        workers = 2
-        start_at = time.monotonic() + 1.0
-        jobs = [
-            (str(path), clients // workers, 1.0, seconds, seed, start_at)
-            for seed in range(workers)
-        ]
-        with multiprocessing.get_context("fork").Pool(workers) as pool:
-            results = pool.map(_load_worker, jobs)
-        ops = sum(r[0] for r in results)
-        lat = sorted(x for r in results for x in r[1])
-
-        def pct(q: float) -> float:
-            return round(1000 * lat[min(len(lat) - 1, int(q * len(lat)))], 2) if lat else 0.0
-
-        return {"shards": shards, "ops": ops, "ops_per_s": round(ops / seconds, 1),
-                "p50_ms": pct(0.5), "p99_ms": pct(0.99)}
+        statuses = _wait("every group to elect a leader",
+                         lambda: _settled(cluster, shards, quiet=False))
+        endpoints = cluster.endpoints()
+        pids = {n: s["pid"] for n, s in statuses.items()}
+        spec: dict[str, Any] = {"kind": "exapyte", "endpoints": endpoints, "pids": pids}
+        if shards > 1:
+            spec["routes"] = _routes(path, statuses, endpoints, KEY_SPACE // shards)
+        else:
+            leader = next(n for n, s in statuses.items() if s["groups"]["default"]["role"] == "leader")
+            spec["leader_endpoint"] = endpoints[leader]
+        point = run_point(f"{shards} group(s)", spec, "put", clients,
+                          workers_for(clients, "auto"), seconds)
+        nodes_share = sum(v for k, v in point.cpu.items()
+                          if k in ("leader", "followers"))  # percent of one core, all nodes
+        return {"shards": shards, "ops": point.ops, "ops_per_s": round(point.ops_per_s, 1),
+                "p50_ms": round(point.p50_ms, 2), "p99_ms": round(point.p99_ms, 2),
+                "failures": point.failures, "redirects": point.redirects,
+                "nodes_cpu_ms_per_put": round(10 * nodes_share / point.ops_per_s, 3)
+                if point.ops_per_s else None,
+                "cpu_percent_of_a_core": point.cpu}
     finally:
         cluster.stop()
 
@@ -260,7 +242,9 @@ def main(argv: list[str] | None = None) -> int:
         ops = sum(p["ops"] for p in runs)
         return {"shards": shards, "ops_per_s": round(ops / (args.put_seconds * len(runs)), 1),
                 "ops_per_s_by_round": [p["ops_per_s"] for p in runs],
-                "p50_ms": [p["p50_ms"] for p in runs], "p99_ms": [p["p99_ms"] for p in runs]}
+                "p50_ms": [p["p50_ms"] for p in runs], "p99_ms": [p["p99_ms"] for p in runs],
+                "nodes_cpu_ms_per_put": [p["nodes_cpu_ms_per_put"] for p in runs],
+                "cpu_percent_of_a_core": [p["cpu_percent_of_a_core"] for p in runs]}
 
     one, sharded = pooled(1), pooled(args.shards)
     by_groups = {r["groups"]: r for r in idle}

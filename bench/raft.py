@@ -448,7 +448,12 @@ class ExapyteConn(TcpConn):
     ``not_leader`` is followed). Speaking the wire protocol directly, like the etcd adapter's
     hand-built HTTP, keeps libzmq's I/O thread and its two thread hand-offs per request out of
     the load generator, whose CPU the systems under test share. This class speaks the NULL
-    mechanism; :class:`ExapyteCurveConn` speaks CURVE."""
+    mechanism; :class:`ExapyteCurveConn` speaks CURVE.
+
+    With ``spec["routes"]`` (a sharded cluster: ``bench/groups.py``) client ``index`` is pinned
+    to route ``index % len(routes)``: one shard's group, its configuration version, its leader's
+    endpoint and keys that hash to that shard, from which it draws its keys instead of the
+    generator's. Without it every request goes to group ``default``."""
 
     peer_name = "the exapyte node"
 
@@ -462,7 +467,12 @@ class ExapyteConn(TcpConn):
         self._seq = int(time.time() * 1000) * 1000
         self.redirects = 0
         self._payload = b""
-        self._connect(spec["leader_endpoint"])
+        routes = spec.get("routes")
+        route = routes[index % len(routes)] if routes else None
+        self._group = route["group"] if route else "default"
+        self._config_version = route["config_version"] if route else 0
+        self._keys: list[str] = route["keys"] if route else []
+        self._connect(route["leader_endpoint"] if route else spec["leader_endpoint"])
 
     def _connect(self, endpoint: str) -> None:
         if getattr(self, "sock", None) is not None:
@@ -488,9 +498,11 @@ class ExapyteConn(TcpConn):
         from exapyte.wire import ClientRequest, GetOp, PutOp
 
         self._seq += 1
-        k = key.decode()
+        # a shard's own keys, picked by the generator's draw (its key numbers are uniform)
+        k = self._keys[int(key[1:]) % len(self._keys)] if self._keys else key.decode()
         op = GetOp(k) if value is None else PutOp(k, value)
-        req = ClientRequest(self.client_id, self._seq, op, consistency=self.consistency)
+        req = ClientRequest(self.client_id, self._seq, op, consistency=self.consistency,
+                            group=self._group, config_version=self._config_version)
         self._payload = self._codec.encode(req)
         self.resend()
 
