@@ -231,8 +231,15 @@ class ControlAgent:
         on_map: Callable[[ControlPlane], None] | None = None,
         now_us: Callable[[], int] | None = None,
         wake: Callable[[str], None] | None = None,
+        touched: Callable[[], set[str]] | None = None,
     ) -> None:
         self.cfg = cfg
+        # The groups that got any input since the last call (GroupTable.take_touched): only
+        # they can have changed leader, term or membership, so only they are looked at again
+        # while the plane's version stands (without it, every group at every report).
+        self._touched = touched
+        self._looked_at = -1  # the plane version of the last look at every group
+        self._unsettled: set[str] = set()  # led groups the plane does not describe right yet
         # The clock the agent's session sequence numbers follow (they must grow across
         # restarts, for exactly-once proposals); the simulator passes its simulated clock.
         self._now_us = now_us if now_us is not None else lambda: int(time.time() * 1_000_000)
@@ -334,8 +341,17 @@ class ControlAgent:
             return  # the plane is not founded (or not heard of) yet
         reports: list[ShardReport] = []
         plane = self.mirror.plane
-        for group, replica in sorted(self._replicas().items()):
-            if group == CONTROL_GROUP or not self._leading(replica):
+        replicas = self._replicas()
+        touched = self._touched() if self._touched is not None else None
+        if touched is None or plane.version != self._looked_at:
+            candidates: Iterable[str] = replicas.keys()
+            self._looked_at = plane.version
+        else:  # a node hosting a thousand quiet shards looks at none of them
+            candidates = touched | self._unsettled
+        self._unsettled = set()
+        for group in sorted(candidates):
+            replica = replicas.get(group)
+            if group == CONTROL_GROUP or replica is None or not self._leading(replica):
                 continue
             entry = plane.shards.get(group)
             if entry is None:
@@ -348,6 +364,7 @@ class ControlAgent:
                 conf.version, voters, learners, self.node_id
             ):
                 continue
+            self._unsettled.add(group)
             if self._reported.get(group) == (conf.version, self.node_id, term) and (
                 self.ticks % (REPORT_EVERY_TICKS * 5)
             ):

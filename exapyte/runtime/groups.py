@@ -128,6 +128,7 @@ class GroupTable:
         self._active: dict[str, Replica] = {}  # ticked: not quiesced
         self._quiet: dict[str, int] = {}  # group -> consecutive quiescent ticks
         self._dirty: dict[str, Replica] = {}  # got input since the last flush
+        self._touched: set[str] = set()  # got input or a tick since the last take_touched()
         self._idle: dict[str, Replica] = {}  # may have idle work
         self.counters: dict[str, int] = {}
         c = cfg.consensus
@@ -205,6 +206,13 @@ class GroupTable:
             self._quiet[group] = 0
             self.count("groups_woken")
         self._dirty[group] = replica
+        self._touched.add(group)
+
+    def take_touched(self) -> set[str]:
+        """The groups that got input or a tick (or were created) since the last call: what
+        the control agent looks at again (exapyte/control/group.py)."""
+        touched, self._touched = self._touched, set()
+        return touched
 
     # -- inputs ---------------------------------------------------------------------------------
 
@@ -379,6 +387,7 @@ class GroupTable:
             replica.tick()
             self._dirty[group] = replica
             self._idle[group] = replica
+            self._touched.add(group)
         for group in quiesced:
             del self._active[group]
             self.count("groups_quiesced")

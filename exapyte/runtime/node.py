@@ -274,6 +274,7 @@ class Node:
         agent = ControlAgent(
             cfg, replicas=lambda: groups.replicas, send=self._send_node_frame,
             publish=self._publish_feed, on_map=self._on_map, wake=groups.wake,
+            touched=groups.take_touched,
         )
         if agent.enabled:
             self.control = agent

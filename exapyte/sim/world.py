@@ -544,6 +544,7 @@ class World:
                 send=lambda to, frame: send(node_id, to, frame),
                 publish=lambda msg: [send(node_id, peer, msg) for peer in peers],
                 now_us=lambda: self.sched.now_ns // 1_000, wake=table.wake,
+                touched=table.take_touched,
             )
         self._after(node)
         self.sched.after(self._tick_ns(node), self._tick, node.id, node.incarnation)

@@ -210,3 +210,68 @@ def test_a_proposal_wakes_the_control_group_and_sequences_follow_the_injected_cl
     now[0] = 9_000
     assert agent.propose([ShardReport("s0", 5, ("n1",), (), "n1", 1)])
     assert [c.seq for c in replica.proposed] == [5_001, 5_002, 9_000]
+
+
+class _ShardLeader:
+    """A shard replica this node leads, as ControlAgent._report reads it; counts the statuses
+    it builds (the expensive look at a shard)."""
+
+    def __init__(self, spec: GroupSpec, term: int) -> None:
+        from types import SimpleNamespace
+
+        from exapyte.protocol.types import Role
+
+        self.statuses = 0
+        self.group = spec
+        self.sm = SimpleNamespace(conf_version=0, conf=SimpleNamespace(version=0))
+
+        def status() -> Any:
+            self.statuses += 1
+            return SimpleNamespace(term=self.core.term)
+
+        self.core = SimpleNamespace(role=Role.LEADER, term=term, status=status)
+
+
+def test_a_shard_the_plane_already_describes_is_looked_at_again_only_once_it_got_input(
+    make_config,  # type: ignore[no-untyped-def]
+) -> None:
+    # A node hosting a thousand quiet shards must not look at each of them at every report:
+    # only a group that got input (the group table's take_touched) can have changed.
+    cfg = make_config(["n1", "n2", "n3"], node_id="n1", distribution={"strategy": "sharded", "shards": 2})
+    shard = _ShardLeader(GroupSpec("s0", ("n1", "n2")), term=3)
+    sent: list[Any] = []
+    touched: set[str] = set()
+
+    def take() -> set[str]:
+        out = set(touched)
+        touched.clear()
+        return out
+
+    agent = ControlAgent(cfg, replicas=lambda: {"s0": shard}, send=lambda to, m: sent.append((to, m)),
+                         publish=lambda m: None, on_map=lambda p: None, touched=take)
+    plane = ControlPlane()
+    for i, c in enumerate([*FOUNDING, ShardReport("s0", 0, ("n1", "n2"), (), "n1", 3)], 1):
+        outcome = plane.apply(i, c)
+        assert outcome is not None and outcome.ok
+    agent.ticks = 100
+    agent.on_feed(FeedSnapshot("n2", 2, plane.version, plane.snapshot()))
+    agent._report()
+    assert shard.statuses == 1 and sent == []  # a new plane version: every group; it agrees
+    for _ in range(3):
+        agent._report()
+    assert shard.statuses == 1  # no input: not looked at
+    touched.add("s0")
+    agent._report()
+    assert shard.statuses == 2 and sent == []
+    from types import SimpleNamespace
+
+    # a membership change applied (the group got input): the plane's entry is behind, and the
+    # control leader hears it; until the plane agrees the group is looked at at every report
+    shard.sm = SimpleNamespace(conf_version=7, conf=SimpleNamespace(version=7, voters=("n1", "n2"), learners=()))
+    touched.add("s0")
+    agent._report()
+    assert shard.statuses == 3
+    [(to, reports)] = sent
+    assert to == "n2" and len(reports.reports) == 1
+    agent._report()
+    assert shard.statuses == 4
