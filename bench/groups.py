@@ -22,9 +22,10 @@ off``: CURVE's cost is measured by ``bench/raft.py``), started and stopped by th
   poll loop over hand-framed ZMTP connections, so that the generator takes little of the CPU the
   nodes share): with shards, client ``i`` is pinned to shard ``i mod S``, sends to its leader
   (found before the run) with the group's configuration version, and draws keys of that shard.
-  Measured for ``--put-seconds`` after a warm-up, with the nodes' CPU per put. Target: sharded throughput at least that of one group. The
-  two runs alternate (one group, shards, shards, one group) and their rounds are pooled, so that a
-  drift of the machine's load weighs on both alike.
+  Measured for ``--put-seconds`` after a warm-up, with the nodes' CPU per put. Target: sharded
+  throughput at least that of one group. The two runs alternate (one group, shards, shards,
+  one group) and their rounds are pooled, so that a drift of the machine's load weighs on both
+  alike.
 
 Results go to ``--json`` with the machine and the settings; a table is printed. This is a
 benchmark, not a test: it exits 0 whether or not a target is met.
@@ -168,7 +169,7 @@ def _routes(cfg_path: Path, statuses: dict[str, dict[str, Any]], endpoints: dict
         for group, g in status["groups"].items():
             if g["role"] == "leader" and group != CONTROL_GROUP:
                 routes[group] = {"group": group, "config_version": g["config_version"],
-                                 "leader_endpoint": endpoints[node], "leader": node, "keys": []}
+                                 "leader_endpoint": endpoints[node], "keys": []}
     n = 0
     while any(len(r["keys"]) < keys_per_shard for r in routes.values()):
         key = key_of(n).decode()
